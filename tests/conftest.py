@@ -11,6 +11,14 @@ import pytest
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
+
+def pytest_configure(config):
+    # Tiny models gain nothing from a second thread, and under CPU contention (pytest -n 2, another
+    # process) two spinning threads on two cores make training many times slower.
+    import torch
+
+    torch.set_num_threads(int(os.environ.get("BERTSENT_TEST_THREADS", "1")))
+
 POSITIVE_WORDS = ["great", "wonderful", "excellent", "loved", "brilliant", "superb", "delightful", "moving"]
 NEGATIVE_WORDS = ["awful", "terrible", "boring", "hated", "dreadful", "dull", "weak", "painful"]
 NEUTRAL_WORDS = ["average", "okay", "ordinary", "fine", "mixed", "plain", "middling", "so-so"]
