@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import lzma
 import os
 import re
 import shutil
@@ -19,6 +20,7 @@ import tarfile
 import tempfile
 import urllib.request
 import zipfile
+import zlib
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -103,28 +105,39 @@ def cache_dir() -> Path:
 
 def read_data(source: str | os.PathLike, *, text_column: str | None = None,
               label_column: str | None = None, encoding: str = "utf-8", drop_invalid: bool = False,
-              require_labels: bool = True, default_split: str | None = None) -> TextDataset:
+              require_labels: bool = True, default_split: str | None = None,
+              texts_only: bool = False) -> TextDataset:
     """Read a data source into a TextDataset. Raises DataError with a message that says what to do.
 
     `default_split` applies to sources that have splits (aclImdb, built-ins) when SRC names none:
-    training reads `train`, evaluation `test`.
+    training reads `train`, evaluation `test`. `texts_only` reads just the texts (for prediction):
+    a label column, if any, is ignored, empty labels included.
     """
     source = str(source)
-    base, split = _split_suffix(source)
-    split = split or default_split
+    base, explicit = _split_suffix(source)
+    if explicit and Path(source).expanduser().exists():  # a file whose name ends in ':train'
+        base, explicit = source, None
+    split = explicit or default_split
     if base in BUILTIN_NAMES:
         return _read_builtin(base, split)
     path = Path(base).expanduser()
     if not path.exists():
+        named = re.fullmatch(r"(.+):(\w+)", base)  # e.g. aclImdb.tar.gz:valid
+        prefix = Path(named.group(1)).expanduser() if named else None
+        if named and (named.group(1) in BUILTIN_NAMES or prefix.is_dir() or
+                      (_is_archive(prefix) and prefix.exists())):
+            raise DataError(f"{base}: unknown split '{named.group(2)}'. Use {named.group(1)}:train or "
+                            f"{named.group(1)}:test.")
         hint = f" Built-in data sets: {', '.join(BUILTIN_NAMES)}." if os.sep not in base else ""
         raise DataError(f"{base}: no such file or folder. Check the path.{hint}")
     if path.is_dir() or _is_archive(path):
         return read_aclimdb(path, split)
-    if split and split != default_split:
-        raise DataError(f"{source}: ':{split}' selects a split of an aclImdb folder or archive or a "
-                        f"built-in data set, not of a {path.suffix or 'plain'} file. Drop ':{split}'.")
+    if explicit:
+        raise DataError(f"{source}: ':{explicit}' selects a split of an aclImdb folder or archive or a "
+                        f"built-in data set, not of a {path.suffix or 'plain'} file. Drop ':{explicit}'.")
     frame = _read_table(path, encoding)
-    return _dataset_from_frame(frame, path, text_column, label_column, drop_invalid, require_labels)
+    return _dataset_from_frame(frame, path, text_column, label_column, drop_invalid,
+                               require_labels and not texts_only, keep_labels=not texts_only)
 
 
 def _split_suffix(source: str) -> tuple[str, str | None]:
@@ -162,8 +175,16 @@ def _read_table(path: Path, encoding: str) -> pd.DataFrame:
         if not raw.strip():
             raise DataError(f"{path}: the file is empty. Give a file with a header and labeled rows.")
         if fmt in ("csv", "tsv"):
-            return pd.read_csv(io.StringIO(raw), sep="," if fmt == "csv" else "\t", dtype=str,
-                               keep_default_na=False, na_values=[""], skip_blank_lines=True)
+            sep = "," if fmt == "csv" else "\t"
+            read = lambda sep: pd.read_csv(io.StringIO(raw), sep=sep, dtype=str,  # noqa: E731
+                                           keep_default_na=False, na_values=[""], skip_blank_lines=True)
+            frame = read(sep)
+            header = raw.split("\n", 1)[0]
+            for other in (";", "\t", ",", "|"):  # e.g. a semicolon-separated file saved as .csv
+                if frame.shape[1] == 1 and other != sep and other in header:
+                    retry = read(other)
+                    frame = retry if retry.shape[1] > 1 else frame
+            return frame
         if fmt == "jsonl":
             return pd.DataFrame(_parse_json_lines(raw, path))
         if fmt == "json":
@@ -186,7 +207,7 @@ def _read_text(path: Path, compression: str | None, encoding: str) -> str:
                     raise DataError(f"{path}: a zip must hold exactly one table file, it holds {len(members)}.")
                 data = archive.read(members[0])
         elif compression:
-            import bz2, gzip, lzma  # noqa: E401  (standard library, loaded only when needed)
+            import bz2, gzip  # noqa: E401  (standard library, loaded only when needed)
             opener = {"gzip": gzip.open, "bz2": bz2.open, "xz": lzma.open}.get(compression)
             if opener is None:
                 raise DataError(f"{path}: {compression} compression is not supported; decompress it first.")
@@ -194,8 +215,8 @@ def _read_text(path: Path, compression: str | None, encoding: str) -> str:
                 data = handle.read()
         else:
             data = path.read_bytes()
-    except (OSError, EOFError, zipfile.BadZipFile) as exc:
-        raise DataError(f"{path}: cannot decompress it ({exc}). The file is damaged or not "
+    except (OSError, EOFError, zipfile.BadZipFile, zlib.error, lzma.LZMAError) as exc:
+        raise DataError(f"{path}: cannot decompress it ({_first_line(exc)}). The file is damaged or not "
                         f"{compression}-compressed.") from None
     try:
         text = data.decode(encoding)
@@ -265,12 +286,17 @@ def _pick_column(frame: pd.DataFrame, path: Path, given: str | None, known: tupl
 
 def _dataset_from_frame(frame: pd.DataFrame, path: Path, text_column: str | None,
                         label_column: str | None, drop_invalid: bool,
-                        require_labels: bool) -> TextDataset:
+                        require_labels: bool, keep_labels: bool = True) -> TextDataset:
     if frame.empty:
         raise DataError(f"{path}: the file has no rows. Give a file with labeled rows.")
     text_col = _pick_column(frame, path, text_column, TEXT_COLUMN_NAMES, "text", "--text-column")
-    label_col = _pick_column(frame, path, label_column, LABEL_COLUMN_NAMES, "label",
-                             "--label-column", exclude=text_col)
+    try:
+        label_col = _pick_column(frame, path, label_column, LABEL_COLUMN_NAMES, "label",
+                                 "--label-column", exclude=text_col)
+    except DataError:
+        if keep_labels:
+            raise
+        label_col = None  # texts only: an ambiguous label column does not matter
     others = [c for c in frame.columns if c not in (text_col, label_col)]
     if text_col is None:
         # One column left that holds strings: that is the text.
@@ -287,8 +313,10 @@ def _dataset_from_frame(frame: pd.DataFrame, path: Path, text_column: str | None
         else:
             raise DataError(f"{path}: cannot tell which column holds the label (columns: "
                             f"{', '.join(frame.columns)}). Name it with --label-column.")
+    if not keep_labels:
+        label_col = None
     texts = frame[text_col].map(_as_text)
-    bad = texts.map(lambda t: t is None or not t.strip())
+    bad = texts.map(lambda t: not isinstance(t, str) or not t.strip())
     labels = None
     if label_col is not None:
         labels = frame[label_col].map(_as_label)
@@ -308,6 +336,11 @@ def _dataset_from_frame(frame: pd.DataFrame, path: Path, text_column: str | None
             raise DataError(f"{path}: every row has an empty text or label; nothing is left to use.")
     return TextDataset(list(texts), list(labels) if labels is not None else None, None, str(path),
                        dropped, {"text_column": text_col, "label_column": label_col})
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
 
 
 def _as_text(value) -> str | None:
@@ -353,8 +386,10 @@ def read_aclimdb(path: Path, split: str | None = None) -> TextDataset:
                     data = archive.extractfile(member).read()
                     records.append((match.group(1), match.group(2), int(match.group(3)),
                                     data.decode("utf-8", errors="replace")))
-        except (tarfile.TarError, EOFError, OSError) as exc:
-            raise DataError(f"{path}: cannot read the archive ({exc}). It is damaged or incomplete; "
+        except (tarfile.TarError, EOFError, OSError, zlib.error, lzma.LZMAError) as exc:
+            detail = ("not a tar archive (plain, gzip, bzip2 or xz)" if isinstance(exc, tarfile.ReadError)
+                      and "opened successfully" in str(exc) else _first_line(exc))
+            raise DataError(f"{path}: cannot read the archive ({detail}). It is damaged or incomplete; "
                             f"download it again.") from None
     if not records:
         where = f" in its '{split}' split" if split else ""
@@ -392,10 +427,11 @@ def fetch_imdb(url: str | None = None) -> Path:
     if target.exists():
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
-    print(f"Downloading IMDB (84 MB) from {url} ...", file=sys.stderr)
     partial = target.with_name(target.name + f".part-{os.getpid()}")
     try:
         with urllib.request.urlopen(url, timeout=60) as response, open(partial, "wb") as out:
+            # Said once the server answers, so that offline the error is the only line printed.
+            print(f"Downloading IMDB (84 MB) from {url} ...", file=sys.stderr)
             shutil.copyfileobj(response, out, 1 << 20)
     except (OSError, ValueError) as exc:
         partial.unlink(missing_ok=True)
@@ -454,7 +490,7 @@ def fetch_rotten_tomatoes() -> Path:
 def read_rotten_tomatoes(path: Path, split: str | None = None) -> TextDataset:
     """Critics' snippets, fresh -> positive and rotten -> negative; split by movie (no film on both sides)."""
     frame = pd.read_csv(path)
-    frame = frame[frame["category"].isin(["fresh", "rotten"])].reset_index(drop=True)
+    frame = frame[frame["category"].isin(["fresh", "rotten"]) & frame["text"].notna()].reset_index(drop=True)
     movies = sorted(frame["movie_name"].unique())
     rng = np.random.RandomState(0)
     test_movies = set(rng.permutation(movies)[: round(len(movies) * ROTTEN_TOMATOES_TEST_FRACTION)])

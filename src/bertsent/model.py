@@ -26,6 +26,7 @@ TOKENIZER_FILES = ("tokenizer.json", "vocab.txt", "vocab.json", "spiece.model", 
                    "tokenizer.model")
 TRUNCATIONS = ("head", "tail", "head+tail")
 HEAD_TAIL_HEAD = 128  # Sun et al. 2019: the first 128 and last 382 tokens of 512 work best
+HUB_CONNECT_TIMEOUT = 3.0  # seconds to wait for the Hugging Face Hub before saying it is unreachable
 
 
 @dataclass
@@ -112,7 +113,73 @@ def resolve_model(spec: str | os.PathLike | None) -> str:
     if path.exists() or spec.startswith((".", "/", "~")) or spec.count("/") > 1:
         check_model_folder(path)
         return str(path)
-    return spec
+    return _hub_source(spec)
+
+
+def _hub_offline() -> bool:
+    from huggingface_hub import constants
+
+    flags = (os.environ.get("HF_HUB_OFFLINE"), os.environ.get("TRANSFORMERS_OFFLINE"))
+    return bool(constants.HF_HUB_OFFLINE) or any(str(f).upper() in ("1", "ON", "YES", "TRUE") for f in flags)
+
+
+_HUB_REACHABLE: dict[str, bool] = {}
+
+
+def hub_reachable(timeout: float = HUB_CONNECT_TIMEOUT) -> bool:
+    """Whether the Hub answers an HTTP request within `timeout` seconds (DNS included); asked once a process.
+
+    Without this check an offline machine spends a minute in the Hub client's retries before failing.
+    Any HTTP answer counts, even an error status; proxies in the environment are used as urllib uses them.
+    """
+    from huggingface_hub import constants
+
+    endpoint = os.environ.get("HF_ENDPOINT") or constants.ENDPOINT
+    if endpoint not in _HUB_REACHABLE:
+        import threading
+        import urllib.error
+        import urllib.request
+
+        result = []
+
+        def probe() -> None:
+            try:
+                urllib.request.urlopen(urllib.request.Request(endpoint, method="HEAD"), timeout=timeout).close()
+                result.append(True)
+            except urllib.error.HTTPError:
+                result.append(True)
+            except Exception:  # no DNS, refused, timed out, TLS failure: not reachable
+                result.append(False)
+
+        thread = threading.Thread(target=probe, daemon=True)  # getaddrinfo itself has no timeout
+        thread.start()
+        thread.join(timeout + 0.5)
+        _HUB_REACHABLE[endpoint] = bool(result and result[0])
+    return _HUB_REACHABLE[endpoint]
+
+
+def _cached_snapshot(repo_id: str) -> Path | None:
+    """The Hugging Face cache's copy of a Hub model, if it holds one."""
+    try:
+        from huggingface_hub import try_to_load_from_cache
+
+        found = try_to_load_from_cache(repo_id, "config.json")
+    except Exception:  # not a valid repo id, or no cache: nothing cached
+        return None
+    return Path(found).parent if isinstance(found, str) else None
+
+
+def _hub_source(spec: str) -> str:
+    """A Hub id to load: as is when the Hub answers; else the cached copy, or a one-line error at once."""
+    if not _hub_offline() and hub_reachable():
+        return spec
+    snapshot = _cached_snapshot(spec)
+    if snapshot is not None:
+        return str(snapshot)
+    why = "HF_HUB_OFFLINE is set" if _hub_offline() else "the Hugging Face Hub cannot be reached (offline?)"
+    raise ModelError(f"model '{spec}': not a local folder or alias, not in the Hugging Face cache, and {why}. "
+                     f"Pass a local model folder with --model /path/to/model, or see `bertsent models` for the "
+                     f"models on this machine.")
 
 
 def check_model_folder(path: Path, need_classifier: bool = False) -> None:
@@ -132,7 +199,11 @@ def check_model_folder(path: Path, need_classifier: bool = False) -> None:
         raise ModelError(f"{path}: not a complete model folder, missing {', '.join(missing)}. Train it "
                          f"again or copy the whole folder.")
     if need_classifier:
-        config = json.loads((path / "config.json").read_text())
+        try:
+            config = json.loads((path / "config.json").read_text(encoding="utf-8"))
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            raise ModelError(f"{path / 'config.json'}: damaged (not valid JSON). Train the model again or copy "
+                             f"the whole folder.") from None
         if not config.get("id2label"):
             raise ModelError(f"{path}: has no label names (id2label); it is not a trained classifier. "
                              f"Train one with `bertsent train --model {path}`.")
@@ -146,6 +217,10 @@ def _quiet_transformers() -> None:
 
 
 def _hub_error(spec: str, exc: Exception) -> ModelError:
+    detail = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    if Path(spec).expanduser().is_dir():
+        return ModelError(f"{spec}: cannot load the model folder ({detail}). A file in it is damaged or from "
+                          f"an incompatible version; train it again or copy the whole folder.")
     text = str(exc).lower()
     offline = any(w in text for w in ("offline", "connect", "resolve", "internet", "network", "timed out",
                                       "couldn't", "could not", "max retries", "cannot find the requested"))

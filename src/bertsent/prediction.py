@@ -92,7 +92,10 @@ class SentimentModel:
 
     def decision_function(self, texts) -> np.ndarray:
         """Raw logits, one row per text."""
-        ids = models.encode(self.tokenizer, self._texts(texts), self.max_length, self.truncation)
+        texts = self._texts(texts)
+        if not texts:  # the tokenizer fails on an empty batch
+            return np.zeros((0, len(self.classes_)), dtype=np.float32)
+        ids = models.encode(self.tokenizer, texts, self.max_length, self.truncation)
         return predict_logits(self.model, ids, self.collator, self.batch_size, device=self.device)
 
     def predict_proba(self, texts) -> np.ndarray:
