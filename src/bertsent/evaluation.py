@@ -66,8 +66,11 @@ def fit_temperature(logits: np.ndarray, y_index: np.ndarray) -> float:
         return loss
 
     optimizer.step(closure)
-    temperature = float(log_t.exp())
-    return temperature if np.isfinite(temperature) and 0.01 < temperature < 100 else 1.0
+    temperature = float(log_t.detach().exp())
+    if not np.isfinite(temperature):
+        return 1.0
+    # Perfectly separated validation data pushes T towards 0 (certainty); keep it within sane bounds.
+    return float(np.clip(temperature, 0.05, 20.0))
 
 
 def format_metrics(metrics: dict) -> str:
@@ -90,3 +93,39 @@ def format_metrics(metrics: dict) -> str:
     for name, row in zip(metrics["labels"], metrics["confusion_matrix"]):
         lines.append(f"{name:<{width}}  " + "  ".join(f"{v:>{width}d}" for v in row))
     return "\n".join(lines)
+
+
+# -- added for the evaluation report (issue 4) ------------------------------------------------
+
+def reliability_bins(probs: np.ndarray, y_index: np.ndarray, bins: int = 15) -> list[dict]:
+    """The bins behind expected_calibration_error: for each non-empty equal-width confidence bin,
+    its edges, size, mean confidence and accuracy (the points of a reliability diagram)."""
+    confidence = probs.max(axis=1)
+    correct = probs.argmax(axis=1) == y_index
+    edges = np.linspace(0, 1, bins + 1)
+    out = []
+    for lo, hi in zip(edges[:-1], edges[1:]):
+        in_bin = (confidence > lo) & (confidence <= hi)
+        if in_bin.any():
+            out.append({"lo": float(lo), "hi": float(hi), "n": int(in_bin.sum()),
+                        "confidence": float(confidence[in_bin].mean()), "accuracy": float(correct[in_bin].mean())})
+    return out
+
+
+def accuracy_by_length(lengths, y_true: list[str], y_pred: list[str], buckets: int = 5) -> list[dict]:
+    """Accuracy in token-length buckets with about equal counts (edges at quantiles, rounded to 8 tokens)."""
+    lengths = np.asarray(lengths, dtype=float)
+    correct = np.asarray(y_true, dtype=object) == np.asarray(y_pred, dtype=object)
+    if not len(lengths):
+        return []
+    inner = np.quantile(lengths, np.linspace(0, 1, buckets + 1)[1:-1])
+    edges = sorted({int(np.ceil(q / 8) * 8) for q in inner} - {0})
+    edges = [e for e in edges if e < lengths.max()]
+    bounds = [0] + edges + [int(lengths.max())]
+    out = []
+    for lo, hi in zip(bounds[:-1], bounds[1:]):
+        in_bucket = (lengths > lo) & (lengths <= hi)
+        if in_bucket.any():
+            out.append({"min_tokens": lo + 1, "max_tokens": hi, "n": int(in_bucket.sum()),
+                        "accuracy": float(correct[in_bucket].mean())})
+    return out
