@@ -51,7 +51,9 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--recipe", default="fast", choices=sorted(RECIPES),
                        help="default settings: fast (ours) or tutorial (pad to 512, batch 6, Adam 2e-5, 1 epoch)")
     train.add_argument("--epochs", type=int, metavar="N")
-    train.add_argument("--batch-size", type=int, metavar="N", help="sequences per batch, at most")
+    train.add_argument("--batch-size", type=_batch_size, metavar="N|auto",
+                       help="sequences per batch, at most (auto: the recipe's, run in micro-batches that fit in "
+                            "memory)")
     train.add_argument("--max-tokens", type=int, metavar="N", help="padded tokens per batch, at most")
     train.add_argument("--grad-accum", type=int, default=1, metavar="N", help="batches per optimizer step")
     train.add_argument("--lr", type=float, metavar="X", help="peak learning rate (default: by model size)")
@@ -73,6 +75,12 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--compile", action="store_true", help="torch.compile the model")
     train.add_argument("--no-calibrate", action="store_true", help="skip temperature scaling")
     train.add_argument("--quiet", action="store_true", help="no progress bar")
+    # -- issue 4: reports, seeds, TensorBoard
+    train.add_argument("--seeds", type=int, metavar="N",
+                       help="train N times (seeds --seed, --seed+1, ...) into OUT/seed-N; print mean and std")
+    train.add_argument("--tensorboard", nargs="?", const=True, metavar="DIR",
+                       help="also log to TensorBoard (default MODEL_DIR/tensorboard; needs bertsent[tensorboard])")
+    train.add_argument("--no-report", action="store_true", help="skip report.html, metrics.json and the charts")
 
     evaluate = commands.add_parser("evaluate", help="score a trained model on labeled data")
     evaluate.add_argument("model_dir", metavar="MODEL_DIR")
@@ -80,6 +88,8 @@ def build_parser() -> argparse.ArgumentParser:
                           help="labeled data (aclImdb sources use their test split unless SRC:train is given)")
     _add_data_flags(evaluate)
     evaluate.add_argument("--out", metavar="FILE", help="write the metrics as JSON")
+    evaluate.add_argument("--report", metavar="DIR",
+                          help="write metrics.json, report.html, errors.csv and charts into DIR")
     evaluate.add_argument("--batch-size", type=int, default=64, metavar="N")
     evaluate.add_argument("--neutral-band", type=float, metavar="X", help="binary models: report unsure as neutral")
 
@@ -94,6 +104,27 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--batch-size", type=int, default=64, metavar="N")
     predict.add_argument("--neutral-band", type=float, metavar="X",
                          help="binary models: below 0.5+X/2 confidence the label is 'neutral'")
+
+    compare = commands.add_parser("compare", help="fine-tune several models on one split and compare them",
+                                  description="Fine-tune each model on the same training data and validation "
+                                              "split; print and write one table (OUT/compare.csv, .json).")
+    compare.add_argument("--models", required=True, metavar="A,B,...", help="models to compare, comma-separated")
+    compare.add_argument("--data", default="rotten-tomatoes", metavar="SRC", help="training data")
+    compare.add_argument("--eval-data", metavar="SRC", help="validation data (default: a 10%% split of --data)")
+    _add_data_flags(compare)
+    compare.add_argument("--out", metavar="DIR", help="folder for the models and the table (default runs/compare-<time>)")
+    compare.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
+    compare.add_argument("--recipe", default="fast", choices=sorted(RECIPES))
+    compare.add_argument("--epochs", type=int, metavar="N")
+    compare.add_argument("--batch-size", type=int, metavar="N")
+    compare.add_argument("--lr", type=float, metavar="X", help="peak learning rate (default: by model size)")
+    compare.add_argument("--max-length", metavar="N|auto")
+    compare.add_argument("--seed", type=int, default=42, metavar="N")
+    compare.add_argument("--max-train-samples", type=int, metavar="N")
+    compare.add_argument("--validation-fraction", type=float, default=0.1, metavar="X")
+    compare.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16", "fp16"])
+    compare.add_argument("--device", default="auto")
+    compare.add_argument("--quiet", action="store_true", help="no progress bar")
 
     data = commands.add_parser("data", help="size, labels and token lengths of a data source")
     data.add_argument("source", metavar="SRC")
@@ -115,10 +146,12 @@ def cmd_train(args) -> int:
             raise _usage(f"--max-length {max_length}: give a whole number of tokens (at least 8) or 'auto'.")
         max_length = int(max_length)
     for flag, value in (("--epochs", args.epochs), ("--batch-size", args.batch_size), ("--grad-accum", args.grad_accum)):
-        if value is not None and value < 1:
+        if isinstance(value, int) and value < 1:
             raise _usage(f"{flag} {value}: must be at least 1.")
     if not 0 <= args.validation_fraction < 1:
         raise _usage(f"--validation-fraction {args.validation_fraction}: must be in [0, 1).")
+    if args.seeds is not None:
+        return _train_seeds(args, max_length)
     result = api.train(
         args.data, args.eval_data, out=args.out, text_column=args.text_column, label_column=args.label_column,
         encoding=args.encoding, drop_invalid=args.drop_invalid, overwrite=args.overwrite, resume=args.resume,
@@ -127,7 +160,8 @@ def cmd_train(args) -> int:
         max_length=max_length, truncation=args.truncation, seed=args.seed, max_train_samples=args.max_train_samples,
         validation_fraction=args.validation_fraction, metric=args.metric, early_stopping=args.early_stopping,
         eval_every=args.eval_every, checkpoint_every=args.checkpoint_every, precision=args.precision,
-        device=args.device, compile=args.compile, calibrate=not args.no_calibrate)
+        device=args.device, compile=args.compile, calibrate=not args.no_calibrate,
+        report=not args.no_report, tensorboard=args.tensorboard)
     from .evaluation import format_metrics
 
     if result.metrics:
@@ -135,7 +169,52 @@ def cmd_train(args) -> int:
               f"{json.loads((result.model_dir / 'bertsent.json').read_text())['temperature']:.3f}):")
         print(format_metrics(result.metrics))
     print(f"\nTrained in {result.train_seconds:.1f} s. Model: {result.model_dir}")
+    if not args.no_report and (result.model_dir / "report.html").exists():
+        print(f"Report: {result.model_dir / 'report.html'}")
     print(f"Try it: bertsent predict {result.model_dir} \"This is a really good movie. I loved it and will watch again\"")
+    return 0
+
+
+def _train_seeds(args, max_length) -> int:
+    from . import api
+
+    summary = api.train_seeds(
+        args.data, args.eval_data, seeds=args.seeds, out=args.out, text_column=args.text_column,
+        label_column=args.label_column, encoding=args.encoding, drop_invalid=args.drop_invalid,
+        overwrite=args.overwrite, progress=not args.quiet, log=_say, report=not args.no_report,
+        tensorboard=args.tensorboard, resume=args.resume, model=args.model, recipe=args.recipe, epochs=args.epochs,
+        batch_size=args.batch_size, max_tokens=args.max_tokens, grad_accum=args.grad_accum, lr=args.lr,
+        max_length=max_length, truncation=args.truncation, seed=args.seed, max_train_samples=args.max_train_samples,
+        validation_fraction=args.validation_fraction, metric=args.metric, early_stopping=args.early_stopping,
+        eval_every=args.eval_every, checkpoint_every=args.checkpoint_every, precision=args.precision,
+        device=args.device, compile=args.compile, calibrate=not args.no_calibrate)
+    print(f"\nValidation metrics over {len(summary['seeds'])} seeds ({summary['validation']}, "
+          f"{summary['n']} examples; std: sample standard deviation):")
+    print(api.format_seed_summary(summary))
+    print(f"\nModels in {summary['out']}/seed-N; summary: {Path(summary['out']) / 'summary.json'}")
+    return 0
+
+
+def cmd_compare(args) -> int:
+    from . import api
+
+    max_length = args.max_length
+    if max_length is not None and max_length != "auto":
+        if not max_length.isdigit() or int(max_length) < 8:
+            raise _usage(f"--max-length {max_length}: give a whole number of tokens (at least 8) or 'auto'.")
+        max_length = int(max_length)
+    if not 0 <= args.validation_fraction < 1:
+        raise _usage(f"--validation-fraction {args.validation_fraction}: must be in [0, 1).")
+    table = api.compare(
+        args.models.split(","), args.data, args.eval_data, out=args.out, text_column=args.text_column,
+        label_column=args.label_column, encoding=args.encoding, drop_invalid=args.drop_invalid,
+        overwrite=args.overwrite, progress=not args.quiet, log=_say, recipe=args.recipe, epochs=args.epochs,
+        batch_size=args.batch_size, lr=args.lr, max_length=max_length, seed=args.seed,
+        max_train_samples=args.max_train_samples, validation_fraction=args.validation_fraction,
+        precision=args.precision, device=args.device)
+    print(f"\nValidation on {table['validation']} ({table['n']} examples):")
+    print(api.format_compare(table))
+    print(f"\nTable written to {Path(table['out']) / 'compare.csv'} and compare.json")
     return 0
 
 
@@ -143,13 +222,16 @@ def cmd_evaluate(args) -> int:
     from . import api
     from .evaluation import format_metrics
 
+    _check_out_file(args.out, "metrics.json")
     metrics = api.evaluate(args.model_dir, args.data, out=args.out, text_column=args.text_column,
                            label_column=args.label_column, encoding=args.encoding, drop_invalid=args.drop_invalid,
-                           batch_size=args.batch_size, neutral_band=args.neutral_band)
+                           batch_size=args.batch_size, neutral_band=args.neutral_band, report=args.report)
     print(f"{metrics['data']['source']}: {metrics['data']['rows']} examples")
     print(format_metrics(metrics))
     if args.out:
         print(f"\nMetrics written to {args.out}")
+    if args.report:
+        print(f"Report written to {Path(args.report) / 'report.html'}")
     return 0
 
 
@@ -157,15 +239,19 @@ def cmd_predict(args) -> int:
     from .data import read_data
     from .prediction import load
 
+    _check_out_file(args.out, "predictions.jsonl")
     texts = list(args.texts)
     if args.file:
         texts += read_data(args.file, text_column=args.text_column, encoding=args.encoding,
-                           require_labels=False).texts
+                           texts_only=True).texts
     if not texts and not sys.stdin.isatty():
         texts = [line.rstrip("\n") for line in sys.stdin if line.strip()]
     if not texts:
         raise _usage("no texts to label. Give them as arguments, with --file F, or on standard input.")
     fmt = args.format or {".jsonl": "jsonl", ".csv": "csv"}.get(Path(args.out).suffix.lower() if args.out else "", "table")
+    from .api import check_neutral_band
+
+    check_neutral_band(args.neutral_band)
     model = load(args.model_dir, batch_size=args.batch_size, neutral_band=args.neutral_band)
     records = model.predict_records(texts)
     text = _render(records, model.classes_, fmt)
@@ -241,6 +327,12 @@ def cmd_models(args) -> int:
     return 0
 
 
+def _check_out_file(out: str | None, example: str) -> None:
+    """Refuse an --out that is a folder before any work, not after it."""
+    if out and Path(out).is_dir():
+        raise _usage(f"--out {out}: is a folder; give a file name, e.g. --out {Path(out) / example}.")
+
+
 def _write_atomic(path: Path, text: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.NamedTemporaryFile("w", dir=path.parent, prefix=f".{path.name}.", delete=False,
@@ -248,6 +340,16 @@ def _write_atomic(path: Path, text: str) -> None:
         handle.write(text)
     os.replace(handle.name, path)
 
+
+
+def _batch_size(text: str) -> int | str:
+    """--batch-size: a whole number or 'auto' (issue 3)."""
+    if text == "auto":
+        return text
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: give a whole number of sequences or 'auto'") from None
 
 
 def _usage(message: str) -> Exception:
@@ -261,7 +363,7 @@ def _say(message: str) -> None:
 
 
 COMMANDS = {"train": cmd_train, "evaluate": cmd_evaluate, "predict": cmd_predict, "data": cmd_data,
-            "models": cmd_models}
+            "models": cmd_models, "compare": cmd_compare}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -42,7 +42,7 @@ class TrainConfig:
     model: str = models.DEFAULT_MODEL
     recipe: str = "fast"
     epochs: int | None = None
-    batch_size: int | None = None
+    batch_size: int | str | None = None  # an int, or "auto": the recipe's, in micro-batches that fit in memory
     lr: float | None = None
     max_length: int | str | None = None  # an int or "auto": from the training data's token lengths
     truncation: str | None = None  # head, tail or head+tail
@@ -155,7 +155,8 @@ def _optimizer(model, config: TrainConfig, device: torch.device):
         if param.requires_grad:
             (no_decay if param.ndim < 2 else decay).append(param)
     groups = [{"params": decay, "weight_decay": config.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-    return torch.optim.AdamW(groups, lr=config.lr, eps=config.adam_eps, fused=device.type == "cuda")
+    # Fused AdamW: one kernel per step instead of a loop over tensors; CUDA and (torch >= 2.4) CPU.
+    return torch.optim.AdamW(groups, lr=config.lr, eps=config.adam_eps, fused=device.type in ("cuda", "cpu"))
 
 
 def _schedule(optimizer, config: TrainConfig, total_steps: int):
@@ -180,8 +181,13 @@ def _work_dir(out: Path) -> Path:
 
 
 def fit(train: TextDataset, validation: TextDataset | None, config: TrainConfig, out: str | os.PathLike,
-        *, overwrite: bool = False, resume: bool = False, progress: bool = True, log=print) -> TrainResult:
-    """Fine-tune `config.model` on `train`, keep the best epoch on `validation`, write the model to `out`."""
+        *, overwrite: bool = False, resume: bool = False, progress: bool = True, log=print,
+        report: bool = True, tensorboard: str | os.PathLike | bool | None = None) -> TrainResult:
+    """Fine-tune `config.model` on `train`, keep the best epoch on `validation`, write the model to `out`.
+
+    `report`: also write metrics.json, errors.csv, charts and report.html into the folder.
+    `tensorboard`: True (into OUT/tensorboard) or a folder: log the metrics.jsonl scalars there too.
+    """
     started = time.time()
     config = config.resolved()
     out = Path(out).expanduser()
@@ -193,6 +199,7 @@ def fit(train: TextDataset, validation: TextDataset | None, config: TrainConfig,
         raise BertsentError(f"--resume: no checkpoint for {out} (looked in {work / CHECKPOINT_DIR}). Train "
                             f"with --checkpoint-every N first.")
     checkpoint = torch.load(checkpoint_path, weights_only=False) if resume else None
+    summary_writer_class = _summary_writer_class() if tensorboard else None  # issue 4: fail before training
     if checkpoint is not None:
         config = TrainConfig(**checkpoint["config"])
         log(f"Resuming from step {checkpoint['step']} (epoch {checkpoint['epoch'] + 1}) of {out}")
@@ -209,6 +216,11 @@ def fit(train: TextDataset, validation: TextDataset | None, config: TrainConfig,
         if unseen:
             raise DataError(f"{validation.name}: labels {', '.join(map(repr, unseen))} do not occur in the training "
                             f"data ({', '.join(label_names)}). Fix the labels or add such examples to training.")
+    # -- issue 3: --batch-size auto keeps the recipe's batch (the same optimization) and probes, once the model
+    # is loaded, how many of its sequences fit in one forward+backward; they run as micro-batches.
+    auto_batch = config.batch_size == "auto"
+    if auto_batch:
+        config.batch_size = RECIPES[config.recipe]["batch_size"]
     if checkpoint is not None and checkpoint["fingerprint"] != train.fingerprint():
         raise BertsentError(f"--resume: the training data differs from the checkpoint's. Pass the same --data.")
 
@@ -243,7 +255,7 @@ def fit(train: TextDataset, validation: TextDataset | None, config: TrainConfig,
     train_labels = [label_index[y] for y in train.labels]
     val_ids = val_labels = None
     if validation is not None:
-        val_ids, _ = _encode(tokenizer, validation.texts, config.max_length, config.truncation)
+        val_ids, val_lengths = _encode(tokenizer, validation.texts, config.max_length, config.truncation)
         val_labels = np.array([label_index[y] for y in validation.labels])
 
     pad_to = config.max_length if config.pad_to_max_length else None
@@ -275,6 +287,59 @@ def fit(train: TextDataset, validation: TextDataset | None, config: TrainConfig,
     model, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)
     forward = torch.compile(model) if config.compile else model
 
+    # -- issue 3: micro-batches. A sampler batch runs as chunks of `memory["micro"]` rows, each loss weighted by
+    # its share of the batch, so the gradient is the batch's whatever the chunk size. On out-of-memory the
+    # chunk size halves and the batches since the last optimizer step run again.
+    memory = {"micro": config.batch_size}
+
+    def backward_batch(indices: list[int]) -> float:
+        total, size = 0.0, memory["micro"]
+        for start in range(0, len(indices), size):
+            chunk = indices[start:start + size]
+            batch = collator([train_set[i] for i in chunk])
+            batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
+            loss = forward(**batch).loss * (len(chunk) / len(indices)) / config.grad_accum  # x * 1.0 == x exactly
+            accelerator.backward(loss)
+            total += loss.item()
+        return total
+
+    def halve_micro_batch(why: str) -> None:
+        optimizer.zero_grad(set_to_none=True)
+        _free_memory(device)
+        if memory["micro"] == 1:
+            raise BertsentError(f"out of memory {why} even one sequence at a time (up to {max(sampler.lengths)} "
+                                f"tokens). Lower --max-length, try --precision bf16, or pick a smaller model.")
+        memory["micro"] //= 2
+        log(f"Out of memory {why}: micro-batches of {memory['micro']} sequences from now on "
+            f"(batch {config.batch_size} and the optimization stay the same).")
+
+    def rerun_after_oom(window: list[list[int]]) -> float:
+        """Halve the micro-batch and run the batches since the last optimizer step again; their loss."""
+        while True:
+            halve_micro_batch("in training")
+            try:
+                return sum(backward_batch(indices) for indices in window)
+            except Exception as exc:
+                if not is_out_of_memory(exc):
+                    raise
+
+    if auto_batch:
+        longest = sorted(range(len(train_ids)), key=lambda i: len(train_ids[i]))[-config.batch_size:]
+        rng = _rng_state()  # the probe must not change the run: same seed, same model as without it
+        while True:
+            try:
+                backward_batch(longest[len(longest) - memory["micro"]:])
+                break
+            except Exception as exc:
+                if not is_out_of_memory(exc):
+                    raise
+            halve_micro_batch("probing the batch size")
+        optimizer.zero_grad(set_to_none=True)
+        _set_rng_state(rng)
+        settings["micro_batch_size"] = memory["micro"]
+        log(f"Batch size auto: {config.batch_size}, in micro-batches of {memory['micro']} "
+            f"(the longest {memory['micro']} sequences fit in one forward+backward)")
+
     # -- the work folder: checkpoints and logs land here; renamed to `out` only when complete
     if checkpoint is None and work.exists():
         shutil.rmtree(work)
@@ -291,10 +356,18 @@ def fit(train: TextDataset, validation: TextDataset | None, config: TrainConfig,
         _set_rng_state(checkpoint["rng"])
         _truncate_log(work / METRICS_LOG, step)
     metrics_log = open(work / METRICS_LOG, "a")
+    # -- issue 4: optional TensorBoard mirror of metrics.jsonl
+    tb_writer = None
+    if summary_writer_class is not None and accelerator.is_main_process:
+        tb_dir = work / "tensorboard" if tensorboard is True else Path(tensorboard).expanduser()
+        tb_writer = summary_writer_class(log_dir=str(tb_dir))
+        log(f"TensorBoard: logging to {out / 'tensorboard' if tensorboard is True else tb_dir}")
 
     def log_record(record: dict) -> None:
         metrics_log.write(json.dumps(record) + "\n")
         metrics_log.flush()
+        if tb_writer is not None:
+            _tensorboard_scalars(tb_writer, record)
 
     def evaluate_now(epoch_float: float) -> bool:
         """Score on validation, keep the best weights; True when early stopping says stop."""
@@ -337,14 +410,20 @@ def fit(train: TextDataset, validation: TextDataset | None, config: TrainConfig,
         sampler.set_epoch(epoch)
         epoch_batches = sampler.batches()
         running_loss = 0.0
+        window = []  # the batches since the last optimizer step, to run again after an out-of-memory error
         for batch_number, indices in enumerate(epoch_batches):
             if batch_number < skip_batches:
                 continue
-            batch = collator([train_set[i] for i in indices])
-            batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
-            loss = forward(**batch).loss / config.grad_accum
-            accelerator.backward(loss)
-            running_loss += loss.item()
+            window.append(indices)
+            try:
+                running_loss += backward_batch(indices)
+                out_of_memory = False
+            except Exception as exc:
+                if not is_out_of_memory(exc):
+                    raise
+                out_of_memory = True
+            if out_of_memory:  # outside the except block, so the failed batch's tensors are freed first
+                running_loss = rerun_after_oom(window)
             seen += len(indices)
             last_in_epoch = batch_number == len(epoch_batches) - 1
             if (batch_number + 1) % config.grad_accum and not last_in_epoch:
@@ -355,6 +434,7 @@ def fit(train: TextDataset, validation: TextDataset | None, config: TrainConfig,
             optimizer.step()
             scheduler.step()
             optimizer.zero_grad(set_to_none=True)
+            window = []
             step += 1
             elapsed = time.time() - clock
             record = {"step": step, "epoch": round(epoch + (batch_number + 1) / len(epoch_batches), 4),
@@ -383,6 +463,8 @@ def fit(train: TextDataset, validation: TextDataset | None, config: TrainConfig,
             break
     bar.close()
     metrics_log.close()
+    if tb_writer is not None:
+        tb_writer.close()
     train_seconds = time.time() - started
 
     # -- keep the best epoch, calibrate on validation, write the folder
@@ -420,9 +502,72 @@ def fit(train: TextDataset, validation: TextDataset | None, config: TrainConfig,
         final.save_pretrained(work, safe_serialization=True)
         tokenizer.save_pretrained(work)
         (work / models.METADATA_FILE).write_text(json.dumps(metadata, indent=2))
+        # -- issue 4: the evaluation report (metrics.json, errors.csv, charts, report.html)
+        if report:
+            _write_report(work, validation, val_lengths if val_ids is not None else None,
+                          logits if val_ids is not None else None, label_names, temperature, metrics, metadata, log)
         _publish(work, out)
     accelerator.wait_for_everyone()
     return TrainResult(out, metrics or {}, best["epoch"], train_seconds, metadata["settings"], history)
+
+
+# -- issue 4: report and TensorBoard helpers ----------------------------------------------------
+
+def _summary_writer_class():
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:
+        raise BertsentError("--tensorboard needs TensorBoard: pip install 'bertsent[tensorboard]'") from None
+    return SummaryWriter
+
+
+def _tensorboard_scalars(writer, record: dict) -> None:
+    """The scalars of one metrics.jsonl record: train/loss, train/lr, ..., validation/accuracy, ..."""
+    prefix = record.get("split", "train")
+    for key, value in record.items():
+        if key not in ("step", "split") and isinstance(value, (int, float)) and not isinstance(value, bool):
+            writer.add_scalar(f"{prefix}/{key}", value, record["step"])
+
+
+def _write_report(work: Path, validation, lengths, logits, label_names, temperature, metrics, metadata, log) -> None:
+    """The report of a trained model on its validation data; a failure here costs the report, not the model."""
+    started = time.time()
+    try:
+        from .report import write_report
+
+        info = {"model": metadata["base_model"], "validation": (validation.name if validation is not None else None),
+                "temperature": float(temperature), "best epoch": metadata["metrics"]["best_epoch"]}
+        if logits is None:
+            write_report(work, training_log=work / METRICS_LOG, title="Training report", info=info)
+            return
+        write_report(work, texts=validation.texts, y_true=validation.labels, probs=softmax(logits, temperature),
+                     classes=label_names, lengths=lengths,
+                     probs_uncalibrated=softmax(logits) if temperature != 1.0 else None, metrics=metrics,
+                     training_log=work / METRICS_LOG, title="Training report (validation data)", info=info)
+    except Exception as exc:  # noqa: BLE001 - hours of training must not be lost to a chart
+        log(f"Warning: could not write the report ({type(exc).__name__}: {exc}); the model is saved.")
+    else:
+        log(f"Report written in {time.time() - started:.1f} s: report.html")
+
+
+# -- issue 3: out-of-memory detection -------------------------------------------------------------
+
+def is_out_of_memory(exc: BaseException) -> bool:
+    """CUDA/MPS/XPU out-of-memory errors, and the CPU allocator's "can't allocate memory"."""
+    if isinstance(exc, torch.OutOfMemoryError):
+        return True
+    text = str(exc).lower()
+    return isinstance(exc, RuntimeError) and ("out of memory" in text or "can't allocate memory" in text)
+
+
+def _free_memory(device: torch.device) -> None:
+    import gc
+
+    gc.collect()
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+    elif device.type == "mps":
+        torch.mps.empty_cache()
 
 
 def _encode(tokenizer, texts, max_length, truncation):

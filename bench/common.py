@@ -1,0 +1,74 @@
+"""Helpers shared by the benchmarks: model specs, data sampling, machine description, FLOP counts."""
+
+from __future__ import annotations
+
+import os
+import platform
+import subprocess
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import torch
+
+DEFAULT_IMDB = str(Path(__file__).resolve().parents[2] / "shared" / "data" / "aclImdb_v1_labeled.tar.xz")
+
+
+def model_spec(name: str, workdir: Path) -> str:
+    """`bert-base`: a BertConfig() model with random weights and the packaged MiniLM's uncased vocab,
+    written once to `workdir`; anything else is passed through (alias, folder or Hub id)."""
+    if name != "bert-base":
+        return name
+    from transformers import AutoTokenizer, BertConfig, BertModel
+
+    from bertsent.model import resolve_model
+
+    folder = Path(workdir) / "bert-base-random"
+    if not (folder / "config.json").exists():
+        torch.manual_seed(0)
+        BertModel(BertConfig()).save_pretrained(folder)
+        AutoTokenizer.from_pretrained(resolve_model("minilm"), model_max_length=512).save_pretrained(folder)
+    return str(folder)
+
+
+def sample_indices(total: int, n: int | None, seed: int) -> list[int]:
+    """A reproducible random choice of n row numbers out of `total` (all of them when n is None or larger)."""
+    if not n or n >= total:
+        return list(range(total))
+    return sorted(int(i) for i in np.random.RandomState(seed).choice(total, n, replace=False))
+
+
+def sample(dataset, n: int | None, seed: int):
+    """A reproducible random subset of n rows (the whole set when n is None or larger)."""
+    if not n or n >= len(dataset):
+        return dataset
+    return dataset.subset(sample_indices(len(dataset), n, seed), f"{dataset.name} ({n} sampled)")
+
+
+def machine() -> str:
+    """CPU model and cores, or the GPU name: what a results row needs to be read."""
+    if torch.cuda.is_available():
+        return f"{torch.cuda.get_device_name(0)} (1 GPU), torch {torch.__version__}"
+    name = platform.processor() or "CPU"
+    try:
+        for line in subprocess.run(["lscpu"], capture_output=True, text=True).stdout.splitlines():
+            if line.startswith("Model name:"):
+                name = line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return f"{name}, {os.cpu_count()} cores, {torch.get_num_threads()} torch threads, torch {torch.__version__}"
+
+
+def training_flops(model, lengths: list[int], epochs: int = 1) -> float:
+    """FLOPs of forward+backward over the real (unpadded) tokens: 6 x non-embedding parameters per token,
+    plus attention scores and mixing, 12 x layers x hidden x length^2 per sequence."""
+    config = model.config
+    embedding = sum(p.numel() for n, p in model.named_parameters() if "embeddings" in n)
+    dense = sum(p.numel() for p in model.parameters()) - embedding
+    tokens = float(sum(lengths))
+    squares = float(sum(n * n for n in lengths))
+    return epochs * (6.0 * dense * tokens + 12.0 * config.num_hidden_layers * config.hidden_size * squares)
+
+
+def scratch_dir() -> Path:
+    return Path(tempfile.mkdtemp(prefix="bertsent-bench-"))

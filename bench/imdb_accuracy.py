@@ -1,0 +1,135 @@
+"""IMDB test accuracy of a recipe: train on aclImdb train (25,000 reviews), score on aclImdb test (25,000).
+
+Prints test accuracy and macro F1, and wall time split into load (read the archive), tokenize (train and
+test texts), train (fit(): model load, its own tokenization, the loop, validation, calibration, save; the
+loop alone also shown) and evaluate (forward passes over the test set).
+
+    python bench/imdb_accuracy.py --recipe fast                       # GPU: the full run
+    python bench/imdb_accuracy.py --recipe tutorial --model bert-base-uncased
+    python bench/imdb_accuracy.py --max-train-samples 200 --max-test-samples 200 --epochs 1   # smoke run
+"""
+
+from __future__ import annotations
+
+import argparse
+import inspect
+import json
+import os
+import shutil
+import sys
+import time
+from datetime import date
+from pathlib import Path
+
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+import numpy as np  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import DEFAULT_IMDB, machine, model_spec, sample, scratch_dir  # noqa: E402
+
+import bertsent  # noqa: E402
+from bertsent import model as models  # noqa: E402
+from bertsent.data import read_data, split_validation  # noqa: E402
+from bertsent.prediction import predict_logits  # noqa: E402
+from bertsent.training import RECIPES, TrainConfig, fit  # noqa: E402
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--data", default=DEFAULT_IMDB, help="aclImdb folder or archive (default: the shared IMDB)")
+    p.add_argument("--recipe", default="fast", choices=sorted(RECIPES))
+    p.add_argument("--model", default="minilm", help="alias, folder, Hub id, or bert-base (random weights)")
+    p.add_argument("--epochs", type=int, help="default: the recipe's")
+    p.add_argument("--batch-size", help="default: the recipe's; a number or auto")
+    p.add_argument("--lr", type=float, help="default: the recipe's (fast: by model size)")
+    p.add_argument("--max-train-samples", type=int, help="train on a random sample (smoke runs)")
+    p.add_argument("--max-test-samples", type=int, help="score a random sample of the test set (smoke runs)")
+    p.add_argument("--validation-fraction", type=float, default=0.1,
+                   help="share of train held out to pick the best epoch and calibrate (0: none)")
+    p.add_argument("--seed", type=int, default=42)
+    p.add_argument("--json", metavar="FILE", help="also write the figures as JSON")
+    return p.parse_args(argv)
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    work = scratch_dir()
+    try:
+        return _main(args, work)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def _main(args, work: Path) -> int:
+    spec = model_spec(args.model, work)
+    clock = time.perf_counter()
+    train = sample(read_data(args.data, default_split="train"), args.max_train_samples, args.seed)
+    test = sample(read_data(f"{args.data}:test"), args.max_test_samples, args.seed + 1)
+    load_s = time.perf_counter() - clock
+
+    batch_size = args.batch_size if args.batch_size in (None, "auto") else int(args.batch_size)
+    config = TrainConfig(model=spec, recipe=args.recipe, epochs=args.epochs, batch_size=batch_size, lr=args.lr,
+                         seed=args.seed, validation_fraction=args.validation_fraction)
+    validation = None
+    if args.validation_fraction > 0:
+        train, validation = split_validation(train, args.validation_fraction, args.seed)
+
+    # Tokenizing is timed here, outside fit(), which tokenizes its own copy again (inside its train time).
+    resolved = config.resolved()
+    tokenizer = models.load_tokenizer(spec)
+    clock = time.perf_counter()
+    limit = models.model_max_length(tokenizer)
+    probe_length = limit if resolved.max_length == "auto" else int(resolved.max_length)
+    models.encode(tokenizer, train.texts, probe_length, resolved.truncation)
+    tokenize_s = time.perf_counter() - clock
+
+    print(f"machine   {machine()}")
+    print(f"date      {date.today().isoformat()}")
+    print(f"command   python {' '.join(sys.argv)}")
+    print(f"model     {args.model}; recipe {args.recipe}; train {len(train)} reviews, validation "
+          f"{len(validation) if validation is not None else 0}, test {len(test)}", flush=True)
+
+    out = work / "model"
+    quiet = {"report": False} if "report" in inspect.signature(fit).parameters else {}
+    clock = time.perf_counter()
+    result = fit(train, validation, config, out, overwrite=True, progress=False, log=print, **quiet)
+    train_s = time.perf_counter() - clock
+    steps = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    steps = [r for r in steps if r.get("samples_per_s")]
+    loop_s = len(train) * result.settings["epochs"] / steps[-1]["samples_per_s"] if steps else float("nan")
+
+    model = bertsent.load(out)
+    clock = time.perf_counter()
+    test_ids = models.encode(model.tokenizer, test.texts, result.settings["max_length"],
+                             result.settings["truncation"])
+    tokenize_s += time.perf_counter() - clock
+    clock = time.perf_counter()
+    logits = predict_logits(model.model, test_ids, model.collator, model.batch_size, device=model.device)
+    evaluate_s = time.perf_counter() - clock
+
+    truth = np.array([model.classes_.index(y) for y in test.labels])
+    predicted = logits.argmax(axis=1)
+    accuracy = float(np.mean(predicted == truth))
+    f1s = []
+    for c in range(len(model.classes_)):
+        tp = np.sum((predicted == c) & (truth == c))
+        precision = tp / max(1, np.sum(predicted == c))
+        recall = tp / max(1, np.sum(truth == c))
+        f1s.append(0.0 if tp == 0 else 2 * precision * recall / (precision + recall))
+    figures = {"test_accuracy": accuracy, "test_f1_macro": float(np.mean(f1s)), "load_s": load_s,
+               "tokenize_s": tokenize_s, "train_s": train_s, "train_loop_s": loop_s, "evaluate_s": evaluate_s,
+               "total_s": load_s + tokenize_s + train_s + evaluate_s, "settings": result.settings,
+               "validation": result.metrics.get("accuracy")}
+    print(f"\ntest accuracy {accuracy:.4f}  macro F1 {figures['test_f1_macro']:.4f}  ({len(test)} reviews)")
+    print(f"wall time: load {load_s:.1f} s, tokenize {tokenize_s:.1f} s, train {train_s:.1f} s (loop "
+          f"{loop_s:.1f} s), evaluate {evaluate_s:.1f} s; total {figures['total_s']:.1f} s")
+    if args.json:
+        Path(args.json).write_text(json.dumps({"machine": machine(), "date": date.today().isoformat(),
+                                               "argv": sys.argv, "figures": figures}, indent=2, default=str))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
