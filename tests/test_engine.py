@@ -1,4 +1,4 @@
-"""The training engine (issue 3): truncation strategies, gradient accumulation, out-of-memory back-off."""
+"""The training engine: truncation strategies, gradient accumulation, out-of-memory back-off."""
 
 import inspect
 import json

@@ -145,7 +145,7 @@ def write_json_atomic(path: Path, payload) -> None:
     write_atomic(path, json.dumps(payload, indent=2))
 
 
-# -- issue 4: several seeds, several models -------------------------------------------------------
+# -- several seeds, several models -------------------------------------------------------
 
 SUMMARY_METRICS = ("accuracy", "f1_macro", "precision_macro", "recall_macro", "roc_auc", "log_loss", "ece",
                    "ece_uncalibrated")

@@ -75,7 +75,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--compile", action="store_true", help="torch.compile the model")
     train.add_argument("--no-calibrate", action="store_true", help="skip temperature scaling")
     train.add_argument("--quiet", action="store_true", help="no progress bar")
-    # -- issue 4: reports, seeds, TensorBoard
+    # -- reports, seeds, TensorBoard
     train.add_argument("--seeds", type=int, metavar="N",
                        help="train N times (seeds --seed, --seed+1, ...) into OUT/seed-N; print mean and std")
     train.add_argument("--tensorboard", nargs="?", const=True, metavar="DIR",
@@ -137,31 +137,45 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def cmd_train(args) -> int:
-    from . import api
+# TrainConfig fields that train and compare take from flags of the same name, when given.
+TRAIN_SETTINGS = ("model", "recipe", "epochs", "batch_size", "max_tokens", "grad_accum", "lr", "truncation", "seed",
+                  "max_train_samples", "validation_fraction", "metric", "early_stopping", "eval_every",
+                  "checkpoint_every", "precision", "device", "compile")
 
-    max_length = args.max_length
+
+def _train_settings(args) -> dict:
+    """Checked training settings from the flags a command has."""
+    settings = {name: getattr(args, name) for name in TRAIN_SETTINGS if hasattr(args, name)}
+    max_length = getattr(args, "max_length", None)
     if max_length is not None and max_length != "auto":
         if not max_length.isdigit() or int(max_length) < 8:
             raise _usage(f"--max-length {max_length}: give a whole number of tokens (at least 8) or 'auto'.")
         max_length = int(max_length)
-    for flag, value in (("--epochs", args.epochs), ("--batch-size", args.batch_size), ("--grad-accum", args.grad_accum)):
+    settings["max_length"] = max_length
+    for name in ("epochs", "batch_size", "grad_accum"):
+        value = settings.get(name)
         if isinstance(value, int) and value < 1:
-            raise _usage(f"{flag} {value}: must be at least 1.")
-    if not 0 <= args.validation_fraction < 1:
-        raise _usage(f"--validation-fraction {args.validation_fraction}: must be in [0, 1).")
+            raise _usage(f"--{name.replace('_', '-')} {value}: must be at least 1.")
+    if not 0 <= settings["validation_fraction"] < 1:
+        raise _usage(f"--validation-fraction {settings['validation_fraction']}: must be in [0, 1).")
+    if hasattr(args, "no_calibrate"):
+        settings["calibrate"] = not args.no_calibrate
+    return settings
+
+
+def _data_options(args) -> dict:
+    return dict(text_column=args.text_column, label_column=args.label_column, encoding=args.encoding,
+                drop_invalid=args.drop_invalid, overwrite=args.overwrite, progress=not args.quiet, log=_say)
+
+
+def cmd_train(args) -> int:
+    from . import api
+
+    settings = _train_settings(args)
+    options = _data_options(args) | dict(out=args.out, report=not args.no_report, tensorboard=args.tensorboard)
     if args.seeds is not None:
-        return _train_seeds(args, max_length)
-    result = api.train(
-        args.data, args.eval_data, out=args.out, text_column=args.text_column, label_column=args.label_column,
-        encoding=args.encoding, drop_invalid=args.drop_invalid, overwrite=args.overwrite, resume=args.resume,
-        progress=not args.quiet, log=_say, model=args.model, recipe=args.recipe, epochs=args.epochs,
-        batch_size=args.batch_size, max_tokens=args.max_tokens, grad_accum=args.grad_accum, lr=args.lr,
-        max_length=max_length, truncation=args.truncation, seed=args.seed, max_train_samples=args.max_train_samples,
-        validation_fraction=args.validation_fraction, metric=args.metric, early_stopping=args.early_stopping,
-        eval_every=args.eval_every, checkpoint_every=args.checkpoint_every, precision=args.precision,
-        device=args.device, compile=args.compile, calibrate=not args.no_calibrate,
-        report=not args.no_report, tensorboard=args.tensorboard)
+        return _train_seeds(args, options, settings)
+    result = api.train(args.data, args.eval_data, resume=args.resume, **options, **settings)
     from .evaluation import format_metrics
 
     if result.metrics:
@@ -175,19 +189,10 @@ def cmd_train(args) -> int:
     return 0
 
 
-def _train_seeds(args, max_length) -> int:
+def _train_seeds(args, options: dict, settings: dict) -> int:
     from . import api
 
-    summary = api.train_seeds(
-        args.data, args.eval_data, seeds=args.seeds, out=args.out, text_column=args.text_column,
-        label_column=args.label_column, encoding=args.encoding, drop_invalid=args.drop_invalid,
-        overwrite=args.overwrite, progress=not args.quiet, log=_say, report=not args.no_report,
-        tensorboard=args.tensorboard, resume=args.resume, model=args.model, recipe=args.recipe, epochs=args.epochs,
-        batch_size=args.batch_size, max_tokens=args.max_tokens, grad_accum=args.grad_accum, lr=args.lr,
-        max_length=max_length, truncation=args.truncation, seed=args.seed, max_train_samples=args.max_train_samples,
-        validation_fraction=args.validation_fraction, metric=args.metric, early_stopping=args.early_stopping,
-        eval_every=args.eval_every, checkpoint_every=args.checkpoint_every, precision=args.precision,
-        device=args.device, compile=args.compile, calibrate=not args.no_calibrate)
+    summary = api.train_seeds(args.data, args.eval_data, seeds=args.seeds, resume=args.resume, **options, **settings)
     print(f"\nValidation metrics over {len(summary['seeds'])} seeds ({summary['validation']}, "
           f"{summary['n']} examples; std: sample standard deviation):")
     print(api.format_seed_summary(summary))
@@ -198,20 +203,10 @@ def _train_seeds(args, max_length) -> int:
 def cmd_compare(args) -> int:
     from . import api
 
-    max_length = args.max_length
-    if max_length is not None and max_length != "auto":
-        if not max_length.isdigit() or int(max_length) < 8:
-            raise _usage(f"--max-length {max_length}: give a whole number of tokens (at least 8) or 'auto'.")
-        max_length = int(max_length)
-    if not 0 <= args.validation_fraction < 1:
-        raise _usage(f"--validation-fraction {args.validation_fraction}: must be in [0, 1).")
-    table = api.compare(
-        args.models.split(","), args.data, args.eval_data, out=args.out, text_column=args.text_column,
-        label_column=args.label_column, encoding=args.encoding, drop_invalid=args.drop_invalid,
-        overwrite=args.overwrite, progress=not args.quiet, log=_say, recipe=args.recipe, epochs=args.epochs,
-        batch_size=args.batch_size, lr=args.lr, max_length=max_length, seed=args.seed,
-        max_train_samples=args.max_train_samples, validation_fraction=args.validation_fraction,
-        precision=args.precision, device=args.device)
+    settings = _train_settings(args)
+    settings.pop("model", None)
+    table = api.compare(args.models.split(","), args.data, args.eval_data, out=args.out, **_data_options(args),
+                        **settings)
     print(f"\nValidation on {table['validation']} ({table['n']} examples):")
     print(api.format_compare(table))
     print(f"\nTable written to {Path(table['out']) / 'compare.csv'} and compare.json")
@@ -343,7 +338,7 @@ def _write_atomic(path: Path, text: str) -> None:
 
 
 def _batch_size(text: str) -> int | str:
-    """--batch-size: a whole number or 'auto' (issue 3)."""
+    """--batch-size: a whole number or 'auto'."""
     if text == "auto":
         return text
     try:

@@ -95,7 +95,7 @@ def format_metrics(metrics: dict) -> str:
     return "\n".join(lines)
 
 
-# -- added for the evaluation report (issue 4) ------------------------------------------------
+# -- for the evaluation report ------------------------------------------------
 
 def reliability_bins(probs: np.ndarray, y_index: np.ndarray, bins: int = 15) -> list[dict]:
     """The bins behind expected_calibration_error: for each non-empty equal-width confidence bin,

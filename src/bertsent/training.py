@@ -199,7 +199,7 @@ def fit(train: TextDataset, validation: TextDataset | None, config: TrainConfig,
         raise BertsentError(f"--resume: no checkpoint for {out} (looked in {work / CHECKPOINT_DIR}). Train "
                             f"with --checkpoint-every N first.")
     checkpoint = torch.load(checkpoint_path, weights_only=False) if resume else None
-    summary_writer_class = _summary_writer_class() if tensorboard else None  # issue 4: fail before training
+    summary_writer_class = _summary_writer_class() if tensorboard else None  # fail before training, not after it
     if checkpoint is not None:
         config = TrainConfig(**checkpoint["config"])
         log(f"Resuming from step {checkpoint['step']} (epoch {checkpoint['epoch'] + 1}) of {out}")
@@ -216,7 +216,7 @@ def fit(train: TextDataset, validation: TextDataset | None, config: TrainConfig,
         if unseen:
             raise DataError(f"{validation.name}: labels {', '.join(map(repr, unseen))} do not occur in the training "
                             f"data ({', '.join(label_names)}). Fix the labels or add such examples to training.")
-    # -- issue 3: --batch-size auto keeps the recipe's batch (the same optimization) and probes, once the model
+    # -- --batch-size auto keeps the recipe's batch (the same optimization) and probes, once the model
     # is loaded, how many of its sequences fit in one forward+backward; they run as micro-batches.
     auto_batch = config.batch_size == "auto"
     if auto_batch:
@@ -287,7 +287,7 @@ def fit(train: TextDataset, validation: TextDataset | None, config: TrainConfig,
     model, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)
     forward = torch.compile(model) if config.compile else model
 
-    # -- issue 3: micro-batches. A sampler batch runs as chunks of `memory["micro"]` rows, each loss weighted by
+    # -- micro-batches. A sampler batch runs as chunks of `memory["micro"]` rows, each loss weighted by
     # its share of the batch, so the gradient is the batch's whatever the chunk size. On out-of-memory the
     # chunk size halves and the batches since the last optimizer step run again.
     memory = {"micro": config.batch_size}
@@ -356,7 +356,7 @@ def fit(train: TextDataset, validation: TextDataset | None, config: TrainConfig,
         _set_rng_state(checkpoint["rng"])
         _truncate_log(work / METRICS_LOG, step)
     metrics_log = open(work / METRICS_LOG, "a")
-    # -- issue 4: optional TensorBoard mirror of metrics.jsonl
+    # -- optional TensorBoard mirror of metrics.jsonl
     tb_writer = None
     if summary_writer_class is not None and accelerator.is_main_process:
         tb_dir = work / "tensorboard" if tensorboard is True else Path(tensorboard).expanduser()
@@ -502,7 +502,7 @@ def fit(train: TextDataset, validation: TextDataset | None, config: TrainConfig,
         final.save_pretrained(work, safe_serialization=True)
         tokenizer.save_pretrained(work)
         (work / models.METADATA_FILE).write_text(json.dumps(metadata, indent=2))
-        # -- issue 4: the evaluation report (metrics.json, errors.csv, charts, report.html)
+        # -- the evaluation report (metrics.json, errors.csv, charts, report.html)
         if report:
             _write_report(work, validation, val_lengths if val_ids is not None else None,
                           logits if val_ids is not None else None, label_names, temperature, metrics, metadata, log)
@@ -511,7 +511,7 @@ def fit(train: TextDataset, validation: TextDataset | None, config: TrainConfig,
     return TrainResult(out, metrics or {}, best["epoch"], train_seconds, metadata["settings"], history)
 
 
-# -- issue 4: report and TensorBoard helpers ----------------------------------------------------
+# -- report and TensorBoard helpers ----------------------------------------------------
 
 def _summary_writer_class():
     try:
@@ -550,7 +550,7 @@ def _write_report(work: Path, validation, lengths, logits, label_names, temperat
         log(f"Report written in {time.time() - started:.1f} s: report.html")
 
 
-# -- issue 3: out-of-memory detection -------------------------------------------------------------
+# -- out-of-memory detection -------------------------------------------------------------
 
 def is_out_of_memory(exc: BaseException) -> bool:
     """CUDA/MPS/XPU out-of-memory errors, and the CPU allocator's "can't allocate memory"."""
