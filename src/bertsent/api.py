@@ -16,7 +16,7 @@ from . import model as models
 from .data import TextDataset, check_trainable, read_data, split_validation
 from .errors import BertsentError
 from .evaluation import accuracy_by_length, compute_metrics, expected_calibration_error
-from .prediction import SentimentModel, predict_logits, softmax
+from .prediction import SentimentModel, softmax
 from .training import METRICS_LOG, TrainConfig, TrainResult, fit
 
 DEFAULT_DATA = "rotten-tomatoes"
@@ -99,9 +99,7 @@ def evaluate(model_dir: str | os.PathLike | SentimentModel, data: str | TextData
         raise DataError(f"{dataset.name}: labels {', '.join(map(repr, unknown))} are not among the model's "
                         f"classes ({', '.join(model.classes_)}). Use data with the model's labels.")
     # Encode once: the ids for the model, the untruncated lengths for accuracy by length.
-    ids, lengths = models.encode(model.tokenizer, model._texts(dataset.texts), model.max_length, model.truncation,
-                                 return_lengths=True)
-    logits = predict_logits(model.model, ids, model.collator, model.batch_size, device=model.device)
+    logits, lengths = model.decision_function(dataset.texts, return_lengths=True)
     probs = softmax(logits, model.temperature)
     predicted = model.labels_from_proba(probs)
     metrics = compute_metrics(dataset.labels, predicted, model.classes_, probs)

@@ -90,13 +90,16 @@ class SentimentModel:
         texts = ["" if t is None else str(t) for t in texts]
         return texts
 
-    def decision_function(self, texts) -> np.ndarray:
-        """Raw logits, one row per text."""
+    def decision_function(self, texts, return_lengths: bool = False):
+        """Raw logits, one row per text; with return_lengths, also each text's length in tokens
+        before truncation."""
         texts = self._texts(texts)
         if not texts:  # the tokenizer fails on an empty batch
-            return np.zeros((0, len(self.classes_)), dtype=np.float32)
-        ids = models.encode(self.tokenizer, texts, self.max_length, self.truncation)
-        return predict_logits(self.model, ids, self.collator, self.batch_size, device=self.device)
+            empty = np.zeros((0, len(self.classes_)), dtype=np.float32)
+            return (empty, []) if return_lengths else empty
+        ids, lengths = models.encode(self.tokenizer, texts, self.max_length, self.truncation, return_lengths=True)
+        logits = predict_logits(self.model, ids, self.collator, self.batch_size, device=self.device)
+        return (logits, lengths) if return_lengths else logits
 
     def predict_proba(self, texts) -> np.ndarray:
         """Calibrated class probabilities (temperature-scaled softmax), columns in `classes_` order."""
