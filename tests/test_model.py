@@ -206,3 +206,20 @@ def test_other_architectures_train_predict_and_load_in_a_pipeline(architecture, 
     assert np.mean(np.array(predicted) == np.array(val_labels)) >= 0.8
     classify = pipeline("text-classification", model=str(tmp_path / "m"), device="cpu")
     assert [r["label"] for r in classify(val_texts[:16])] == predicted[:16]
+
+
+def test_fp16_checkpoint_trains_in_float32(tiny_model_dir, tmp_path):
+    """transformers 5 keeps a checkpoint's dtype by default; training needs fp32 master weights."""
+    import shutil
+
+    import torch
+    from transformers import AutoModel
+
+    from bertsent.model import load_classifier
+
+    half = tmp_path / "half"
+    AutoModel.from_pretrained(tiny_model_dir).half().save_pretrained(half)
+    for name in ("tokenizer.json", "tokenizer_config.json"):
+        shutil.copy(tiny_model_dir / name, half / name)
+    model = load_classifier(str(half), ["negative", "positive"])
+    assert {p.dtype for p in model.parameters()} == {torch.float32}

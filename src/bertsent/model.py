@@ -16,6 +16,8 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
+import torch
+
 from .errors import ModelError
 
 DEFAULT_MODEL = "minilm"
@@ -259,6 +261,9 @@ def load_classifier(spec: str | os.PathLike, labels: list[str] | None = None, **
             config.num_labels = len(labels)
             config.id2label = {i: name for i, name in enumerate(labels)}
             config.label2id = {name: i for i, name in enumerate(labels)}
+        # float32 weights whatever the checkpoint holds (transformers 5 keeps a checkpoint's fp16 by
+        # default): training needs fp32 master weights; mixed precision comes from autocast.
+        kwargs.setdefault("dtype", torch.float32)
         model = AutoModelForSequenceClassification.from_pretrained(source, config=config, **kwargs)
     except ModelError:
         raise
