@@ -27,7 +27,10 @@ def model_spec(name: str, workdir: Path) -> str:
     if not (folder / "config.json").exists():
         torch.manual_seed(0)
         BertModel(BertConfig()).save_pretrained(folder)
-        AutoTokenizer.from_pretrained(resolve_model("minilm"), model_max_length=512).save_pretrained(folder)
+        # The uncased WordPiece vocab: the packaged MiniLM's, or (on a machine without the package)
+        # the folder named by BERTSENT_VOCAB_MODEL, e.g. .gpu/minilm16.
+        vocab_source = os.environ.get("BERTSENT_VOCAB_MODEL") or resolve_model("minilm")
+        AutoTokenizer.from_pretrained(vocab_source, model_max_length=512).save_pretrained(folder)
     return str(folder)
 
 
