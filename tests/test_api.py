@@ -1,0 +1,59 @@
+"""The Python API: train and evaluate on sources, and the scikit-learn style SentimentClassifier."""
+
+import json
+
+import numpy as np
+import pytest
+
+import bertsent
+
+from conftest import make_reviews
+
+FAST = dict(epochs=6, batch_size=16, lr=5e-3)
+
+
+def test_train_and_evaluate_from_files(tiny_model_dir, write_csv, tmp_path):
+    texts, labels = make_reviews(160, seed=1)
+    data = write_csv(list(zip(texts, labels)), "train.csv")
+    test_texts, test_labels = make_reviews(40, seed=9)
+    test = write_csv(list(zip(test_texts, test_labels)), "test.csv")
+    result = bertsent.train(str(data), out=tmp_path / "m", model=str(tiny_model_dir), progress=False,
+                            log=lambda *_: None, **FAST)
+    meta = json.loads((tmp_path / "m" / "bertsent.json").read_text())
+    assert meta["data"]["train"]["rows"] + meta["data"]["validation"]["rows"] == 160  # a 10% validation split
+    assert result.metrics["accuracy"] >= 0.9
+    metrics = bertsent.evaluate(tmp_path / "m", str(test), out=tmp_path / "test.json")
+    assert metrics["accuracy"] >= 0.9 and metrics["n"] == 40
+    assert json.loads((tmp_path / "test.json").read_text())["accuracy"] == metrics["accuracy"]
+
+
+def test_default_out_dir_and_latest_link(tiny_model_dir, write_csv, tmp_path):
+    texts, labels = make_reviews(64, seed=1)
+    data = write_csv(list(zip(texts, labels)), "reviews.csv")
+    result = bertsent.train(str(data), model=str(tiny_model_dir), epochs=1, progress=False, log=lambda *_: None,
+                            report=False)
+    assert result.model_dir.parent.name == "runs" and "reviews" in result.model_dir.name
+    assert (tmp_path / "runs" / "latest").resolve() == result.model_dir.resolve()
+
+
+def test_sentiment_classifier_fit_predict_save(tiny_model_dir, tmp_path):
+    texts, labels = make_reviews(160, seed=1)
+    val_texts, val_labels = make_reviews(40, seed=2)
+    clf = bertsent.SentimentClassifier(model=str(tiny_model_dir), report=False, **FAST)
+    with pytest.raises(bertsent.BertsentError, match="not fitted"):
+        clf.predict(["loved it"])
+    clf.fit(texts, labels, val_texts, val_labels, log=lambda *_: None)
+    assert clf.classes_ == ["negative", "positive"]
+    assert np.mean(np.array(clf.predict(val_texts)) == np.array(val_labels)) >= 0.9
+    probs = clf.predict_proba(val_texts[:3])
+    assert probs.shape == (3, 2) and np.allclose(probs.sum(axis=1), 1, atol=1e-5)
+    saved = clf.save(tmp_path / "saved")
+    assert bertsent.load(saved).predict(val_texts[:5]) == clf.predict(val_texts[:5])
+
+
+def test_predict_refuses_a_bare_string(tiny_model_dir, tmp_path):
+    texts, labels = make_reviews(32, seed=1)
+    clf = bertsent.SentimentClassifier(model=str(tiny_model_dir), epochs=1, report=False)
+    clf.fit(texts, labels, log=lambda *_: None)
+    with pytest.raises(bertsent.BertsentError, match=r"predict\(\[text\]\)"):
+        clf.predict("one string")
