@@ -126,3 +126,13 @@ def test_auto_max_length():
     assert auto_max_length([10] * 99 + [1000], 512) == 32
     assert auto_max_length([700] * 10, 512) == 512
     assert auto_max_length(list(range(1, 101)), 512) == 128
+
+
+def test_attention_dropout_is_set_on_the_model(tiny_model_dir, tmp_path):
+    train, val = _datasets(32, 8)
+    config = TrainConfig(model=str(tiny_model_dir), epochs=1, attention_dropout=0.0)
+    fit(train, val, config, tmp_path / "m", progress=False, log=lambda *_: None, report=False)
+    saved = json.loads((tmp_path / "m" / "config.json").read_text())
+    assert saved["attention_probs_dropout_prob"] == 0.0 and saved["hidden_dropout_prob"] == 0.1
+    meta = json.loads((tmp_path / "m" / "bertsent.json").read_text())
+    assert meta["settings"]["attention_dropout"] == 0.0

@@ -73,6 +73,9 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16", "fp16"])
     train.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, mps")
     train.add_argument("--compile", action="store_true", help="torch.compile the model")
+    train.add_argument("--attention-dropout", type=float, metavar="X",
+                       help="dropout on attention probabilities (default: the model's, 0.1 for BERT); 0 trains "
+                            "long texts about 1.5x faster on CPU")
     train.add_argument("--no-calibrate", action="store_true", help="skip temperature scaling")
     train.add_argument("--quiet", action="store_true", help="no progress bar")
     # -- reports, seeds, TensorBoard
@@ -140,7 +143,7 @@ def build_parser() -> argparse.ArgumentParser:
 # TrainConfig fields that train and compare take from flags of the same name, when given.
 TRAIN_SETTINGS = ("model", "recipe", "epochs", "batch_size", "max_tokens", "grad_accum", "lr", "truncation", "seed",
                   "max_train_samples", "validation_fraction", "metric", "early_stopping", "eval_every",
-                  "checkpoint_every", "precision", "device", "compile")
+                  "checkpoint_every", "precision", "device", "compile", "attention_dropout")
 
 
 def _train_settings(args) -> dict:
@@ -158,6 +161,9 @@ def _train_settings(args) -> dict:
             raise _usage(f"--{name.replace('_', '-')} {value}: must be at least 1.")
     if not 0 <= settings["validation_fraction"] < 1:
         raise _usage(f"--validation-fraction {settings['validation_fraction']}: must be in [0, 1).")
+    dropout = settings.get("attention_dropout")
+    if dropout is not None and not 0 <= dropout < 1:
+        raise _usage(f"--attention-dropout {dropout}: must be in [0, 1).")
     if hasattr(args, "no_calibrate"):
         settings["calibrate"] = not args.no_calibrate
     return settings

@@ -249,8 +249,15 @@ def load_tokenizer(spec: str | os.PathLike | None):
     return tokenizer
 
 
-def load_classifier(spec: str | os.PathLike, labels: list[str] | None = None, **kwargs):
-    """A sequence classifier: a new head for `labels`, or the trained one when labels is None."""
+ATTENTION_DROPOUT_FIELDS = ("attention_probs_dropout_prob", "attention_dropout", "attn_pdrop")
+
+
+def load_classifier(spec: str | os.PathLike, labels: list[str] | None = None,
+                    attention_dropout: float | None = None, **kwargs):
+    """A sequence classifier: a new head for `labels`, or the trained one when labels is None.
+
+    `attention_dropout` replaces the model's dropout on attention probabilities (BERT, RoBERTa,
+    DistilBERT, MPNet, GPT-2 name it differently)."""
     from transformers import AutoConfig, AutoModelForSequenceClassification
 
     _quiet_transformers()
@@ -261,6 +268,13 @@ def load_classifier(spec: str | os.PathLike, labels: list[str] | None = None, **
             config.num_labels = len(labels)
             config.id2label = {i: name for i, name in enumerate(labels)}
             config.label2id = {name: i for i, name in enumerate(labels)}
+        if attention_dropout is not None:
+            fields = [f for f in ATTENTION_DROPOUT_FIELDS if hasattr(config, f)]
+            if not fields:
+                raise ModelError(f"--attention-dropout: model '{spec}' ({config.model_type}) has no attention "
+                                 f"dropout setting. Leave the flag out for this model.")
+            for name in fields:
+                setattr(config, name, attention_dropout)
         # float32 weights whatever the checkpoint holds (transformers 5 keeps a checkpoint's fp16 by
         # default): training needs fp32 master weights; mixed precision comes from autocast.
         kwargs.setdefault("dtype", torch.float32)

@@ -67,6 +67,7 @@ class TrainConfig:
     precision: str = "auto"  # auto, fp32, bf16, fp16
     device: str = "auto"
     compile: bool = False
+    attention_dropout: float | None = None  # None: the model's own (0.1 for BERT-family models)
     calibrate: bool = True
 
     def resolved(self) -> "TrainConfig":
@@ -236,7 +237,7 @@ def fit(train: TextDataset, validation: TextDataset | None, config: TrainConfig,
         torch.backends.cuda.matmul.allow_tf32 = True  # TF32 matmuls: same accuracy in practice, faster
         torch.backends.cudnn.allow_tf32 = True
     tokenizer = models.load_tokenizer(config.model)
-    model = models.load_classifier(config.model, label_names)
+    model = models.load_classifier(config.model, label_names, attention_dropout=config.attention_dropout)
     models.set_padding_token(model, tokenizer)
     n_parameters = models.parameter_count(model)
     if config.lr is None:
@@ -280,7 +281,8 @@ def fit(train: TextDataset, validation: TextDataset | None, config: TrainConfig,
         f"({'auto: 99th percentile, ' if requested == 'auto' else ''}{truncated:.1%} of texts cut, "
         f"{config.truncation}), {'length-bucketed' if config.length_bucketing else 'random'} batches"
         f"{', padded to max length' if pad_to else ''}, device {device.type}, precision "
-        f"{accelerator.mixed_precision}, seed {config.seed}")
+        f"{accelerator.mixed_precision}, seed {config.seed}"
+        f"{'' if config.attention_dropout is None else f', attention dropout {config.attention_dropout:g}'}")
 
     optimizer = _optimizer(model, config, device)
     scheduler = _schedule(optimizer, config, total_steps)
