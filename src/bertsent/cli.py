@@ -11,7 +11,6 @@ import io
 import json
 import os
 import sys
-import tempfile
 import warnings
 from pathlib import Path
 
@@ -257,7 +256,9 @@ def cmd_predict(args) -> int:
     records = model.predict_records(texts)
     text = _render(records, model.classes_, fmt)
     if args.out:
-        _write_atomic(Path(args.out), text)
+        from .report import write_atomic
+
+        write_atomic(Path(args.out), text)
         print(f"{len(records)} predictions written to {args.out}", file=sys.stderr)
     else:
         sys.stdout.write(text)
@@ -332,15 +333,6 @@ def _check_out_file(out: str | None, example: str) -> None:
     """Refuse an --out that is a folder before any work, not after it."""
     if out and Path(out).is_dir():
         raise _usage(f"--out {out}: is a folder; give a file name, e.g. --out {Path(out) / example}.")
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.NamedTemporaryFile("w", dir=path.parent, prefix=f".{path.name}.", delete=False,
-                                     encoding="utf-8", newline="") as handle:
-        handle.write(text)
-    os.replace(handle.name, path)
-
 
 
 def _batch_size(text: str) -> int | str:
