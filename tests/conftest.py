@@ -61,6 +61,21 @@ def tiny_model_dir(tmp_path_factory, minilm_dir) -> Path:
     return folder
 
 
+@pytest.fixture(scope="session")
+def trained(tiny_model_dir, tmp_path_factory):
+    """The tiny BERT fine-tuned on the toy task (validation: make_reviews(40, seed=2)); learns it in seconds."""
+    import bertsent
+    from bertsent.data import TextDataset
+
+    texts, labels = make_reviews(120, seed=1)
+    val_texts, val_labels = make_reviews(40, seed=2)
+    out = tmp_path_factory.mktemp("trained") / "model"
+    bertsent.train(TextDataset(texts, labels, name="toy"), TextDataset(val_texts, val_labels, name="toy val"),
+                   out=out, model=str(tiny_model_dir), epochs=5, batch_size=16, lr=5e-3, progress=False,
+                   log=lambda *_: None, report=False)
+    return out
+
+
 @pytest.fixture(autouse=True)
 def isolated_cache(tmp_path, monkeypatch):
     """Each test gets its own cache folder and working directory, so nothing leaks between tests."""

@@ -21,16 +21,6 @@ from conftest import make_reviews
 VAL_TEXTS, VAL_LABELS = make_reviews(40, seed=2)
 
 
-@pytest.fixture(scope="module")
-def trained(tiny_model_dir, tmp_path_factory):
-    texts, labels = make_reviews(120, seed=1)
-    out = tmp_path_factory.mktemp("cli-trained") / "model"
-    bertsent.train(TextDataset(texts, labels, name="toy"), TextDataset(VAL_TEXTS, VAL_LABELS, name="toy val"),
-                   out=out, model=str(tiny_model_dir), epochs=5, batch_size=16, lr=5e-3, progress=False,
-                   log=lambda *_: None, report=False)
-    return out
-
-
 def _fast(tiny_model_dir, *extra):
     """Flags for a quick training run of the tiny BERT; `extra` ones come last, so they win."""
     return ["--model", str(tiny_model_dir), "--epochs", "5", "--batch-size", "16", "--lr", "5e-3", "--quiet",

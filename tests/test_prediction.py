@@ -16,17 +16,6 @@ from conftest import make_reviews
 VAL_TEXTS, VAL_LABELS = make_reviews(40, seed=2)
 
 
-@pytest.fixture(scope="module")
-def trained(tiny_model_dir, tmp_path_factory):
-    """The tiny BERT fine-tuned on the toy task: learns it in a few seconds."""
-    texts, labels = make_reviews(120, seed=1)
-    out = tmp_path_factory.mktemp("trained") / "model"
-    bertsent.train(TextDataset(texts, labels, name="toy"), TextDataset(VAL_TEXTS, VAL_LABELS, name="toy val"),
-                   out=out, model=str(tiny_model_dir), epochs=5, batch_size=16, lr=5e-3, progress=False,
-                   log=lambda *_: None, report=False)
-    return out
-
-
 def test_the_folder_holds_weights_tokenizer_labels_and_metadata(trained):
     names = {p.name for p in trained.iterdir()}
     assert {"config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json", "bertsent.json"} <= names
