@@ -57,3 +57,14 @@ def test_predict_refuses_a_bare_string(tiny_model_dir, tmp_path):
     clf.fit(texts, labels, log=lambda *_: None)
     with pytest.raises(bertsent.BertsentError, match=r"predict\(\[text\]\)"):
         clf.predict("one string")
+
+
+def test_dropped_rows_are_recorded_in_the_model_folder(tiny_model_dir, write_csv, tmp_path):
+    texts, labels = make_reviews(64, seed=1)
+    rows = list(zip(texts, labels)) + [("", "positive"), ("a fine film", "")]
+    data = write_csv(rows, "gaps.csv")
+    bertsent.train(str(data), out=tmp_path / "m", model=str(tiny_model_dir), epochs=1, drop_invalid=True,
+                   progress=False, log=lambda *_: None, report=False)
+    meta = json.loads((tmp_path / "m" / "bertsent.json").read_text())
+    assert meta["data"]["train"]["dropped"] == 2
+    assert meta["data"]["train"]["rows"] + meta["data"]["validation"]["rows"] == 64

@@ -534,8 +534,9 @@ def split_validation(dataset: TextDataset, fraction: float = 0.1, seed: int = 42
             raise DataError(f"{dataset.name}: {len(dataset)} rows are too few to hold out a validation "
                             f"set. Add examples or pass --eval-data.")
         train_idx, val_idx = train_test_split(indices, test_size=n_val, random_state=seed, stratify=labels)
-    return (dataset.subset(sorted(train_idx), f"{dataset.name} (train part)"),
-            dataset.subset(sorted(val_idx), f"{dataset.name} (validation part)"))
+    train_part = dataset.subset(sorted(train_idx), f"{dataset.name} (train part)")
+    train_part.dropped = dataset.dropped  # rows skipped when reading the source, recorded once
+    return train_part, dataset.subset(sorted(val_idx), f"{dataset.name} (validation part)")
 
 
 def describe(dataset: TextDataset, tokenizer=None) -> dict:
