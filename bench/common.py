@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import platform
+import shutil
 import subprocess
 import tempfile
 from pathlib import Path
@@ -73,5 +74,10 @@ def training_flops(model, lengths: list[int], epochs: int = 1) -> float:
     return epochs * (6.0 * dense * tokens + 12.0 * config.num_hidden_layers * config.hidden_size * squares)
 
 
-def scratch_dir() -> Path:
-    return Path(tempfile.mkdtemp(prefix="bertsent-bench-"))
+def run_in_scratch(main, args) -> int:
+    """Run `main(args, work)` with a scratch folder that is removed afterwards, whatever happens."""
+    work = Path(tempfile.mkdtemp(prefix="bertsent-bench-"))
+    try:
+        return main(args, work)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)

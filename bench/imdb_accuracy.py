@@ -15,7 +15,6 @@ import argparse
 import inspect
 import json
 import os
-import shutil
 import sys
 import time
 from datetime import date
@@ -27,7 +26,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 import numpy as np  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import DEFAULT_IMDB, machine, model_spec, sample, scratch_dir  # noqa: E402
+from common import DEFAULT_IMDB, machine, model_spec, sample, run_in_scratch  # noqa: E402
 
 import bertsent  # noqa: E402
 from bertsent import model as models  # noqa: E402
@@ -55,11 +54,7 @@ def parse_args(argv=None):
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    work = scratch_dir()
-    try:
-        return _main(args, work)
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
+    return run_in_scratch(_main, args)
 
 
 def _main(args, work: Path) -> int:

@@ -21,7 +21,6 @@ import argparse
 import inspect
 import json
 import os
-import shutil
 import sys
 import time
 from datetime import date
@@ -34,7 +33,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import DEFAULT_IMDB, machine, model_spec, sample, sample_indices, scratch_dir, training_flops  # noqa: E402
+from common import DEFAULT_IMDB, machine, model_spec, sample, sample_indices, run_in_scratch, training_flops  # noqa: E402
 
 from bertsent import model as models  # noqa: E402
 from bertsent.batching import Collator  # noqa: E402
@@ -128,11 +127,7 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
-    work = scratch_dir()
-    try:
-        return _main(args, work)
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
+    return run_in_scratch(_main, args)
 
 
 def _main(args, work: Path) -> int:
