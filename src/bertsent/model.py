@@ -311,14 +311,26 @@ def encode(tokenizer, texts: list[str], max_length: int, truncation: str = "head
     Tokenizes without truncation first, so the tail and the true lengths are known; with
     return_lengths, also returns each text's full length in tokens.
     """
+    tokens = tokenize(tokenizer, texts)
+    out = truncate(tokens, max_length, truncation)
+    return (out, [len(ids) for ids, _ in tokens]) if return_lengths else out
+
+
+def tokenize(tokenizer, texts: list[str]) -> list[tuple[list[int], list[int]]]:
+    """Each text's full token ids with special tokens, and which of them are special: `truncate`'s input."""
+    batch = tokenizer(list(texts), add_special_tokens=True, truncation=False, return_special_tokens_mask=True,
+                      return_attention_mask=False, return_token_type_ids=False)
+    return list(zip(batch["input_ids"], batch["special_tokens_mask"]))
+
+
+def truncate(tokens: list[tuple[list[int], list[int]]], max_length: int, truncation: str = "head") -> list[list[int]]:
+    """`tokenize`'s output cut to max_length, keeping the special tokens at both ends.
+
+    Separate from tokenizing so that one tokenization serves any length (`--max-length auto`)."""
     if truncation not in TRUNCATIONS:
         raise ValueError(f"truncation must be one of {TRUNCATIONS}, not {truncation!r}")
-    batch = tokenizer(list(texts), add_special_tokens=True, truncation=False,
-                      return_special_tokens_mask=True, return_attention_mask=False,
-                      return_token_type_ids=False)
-    out, lengths = [], []
-    for ids, special in zip(batch["input_ids"], batch["special_tokens_mask"]):
-        lengths.append(len(ids))
+    out = []
+    for ids, special in tokens:
         if len(ids) <= max_length:
             out.append(ids)
             continue
@@ -338,7 +350,7 @@ def encode(tokenizer, texts: list[str], max_length: int, truncation: str = "head
             head = min(HEAD_TAIL_HEAD * max_length // 512, room)
             body = body[:head] + body[len(body) - (room - head):] if room > head else body[:room]
         out.append(prefix + body + suffix)
-    return (out, lengths) if return_lengths else out
+    return out
 
 
 def parameter_count(model) -> int:

@@ -246,17 +246,17 @@ def fit(train: TextDataset, validation: TextDataset | None, config: TrainConfig,
     requested = config.max_length
     if requested != "auto" and int(requested) > limit:
         raise BertsentError(f"--max-length {requested}: the model takes at most {limit} tokens.")
-    train_ids, lengths = _encode(tokenizer, train.texts, limit if requested == "auto" else int(requested),
-                                 config.truncation)
-    if requested == "auto":
-        config.max_length = auto_max_length(lengths, limit)
-        if config.max_length < limit:
-            train_ids, _ = _encode(tokenizer, train.texts, config.max_length, config.truncation)
+    train_tokens = models.tokenize(tokenizer, train.texts)  # once: `auto` picks the length from these
+    lengths = [len(ids) for ids, _ in train_tokens]
+    config.max_length = auto_max_length(lengths, limit) if requested == "auto" else int(requested)
+    train_ids = models.truncate(train_tokens, config.max_length, config.truncation)
+    del train_tokens
     truncated = float(np.mean(np.array(lengths) > config.max_length))
     train_labels = [label_index[y] for y in train.labels]
     val_ids = val_labels = None
     if validation is not None:
-        val_ids, val_lengths = _encode(tokenizer, validation.texts, config.max_length, config.truncation)
+        val_ids, val_lengths = models.encode(tokenizer, validation.texts, config.max_length, config.truncation,
+                                             return_lengths=True)
         val_labels = np.array([label_index[y] for y in validation.labels])
 
     pad_to = config.max_length if config.pad_to_max_length else None
@@ -570,10 +570,6 @@ def _free_memory(device: torch.device) -> None:
         torch.cuda.empty_cache()
     elif device.type == "mps":
         torch.mps.empty_cache()
-
-
-def _encode(tokenizer, texts, max_length, truncation):
-    return models.encode(tokenizer, texts, max_length, truncation, return_lengths=True)
 
 
 def _autocast_dtype(accelerator):
