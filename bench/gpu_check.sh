@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# The GPU benchmarks in one go (about 10 minutes on an H100/H200), for a session lent a GPU machine.
+# The GPU benchmarks in one go, for a session lent a GPU machine. Parts: check (packing logits and
+# step speed, ~2 min), speed (ours vs Trainer, ~4 min), accuracy (IMDB, ~3 min); default: all three.
 # Here, first: ../shared/gpu/make_carry.sh   (fills .gpu/ with the fp16 MiniLM and the IMDB archive)
-# Then run on the device, from the repository root, carrying .gpu:   bash bench/gpu_check.sh
+# Then run on the device, from the repository root, carrying .gpu:   bash bench/gpu_check.sh [PART ...]
 # The GPU machine has torch, transformers and accelerate but not this package's model wheel, so the
 # model and data come from .gpu/. Results land in $OUT (or bench/results) as JSON and logs.
 set -uo pipefail
@@ -9,11 +10,27 @@ export PYTHONPATH=src PYTHONUNBUFFERED=1 BERTSENT_VOCAB_MODEL=.gpu/minilm16 HF_H
 out="${OUT:-bench/results}"
 mkdir -p "$out"
 imdb=.gpu/aclImdb_v1_labeled.tar.xz
+parts="${*:-check speed accuracy}"
 nvidia-smi --query-gpu=name,memory.total --format=csv,noheader | tee "$out/gpu.txt"
 run() { local name=$1; shift; echo "== $name: $*"; timeout 300 python3 "$@" --json "$out/$name.json" 2>&1 | tee "$out/$name.log" | grep -v "it/s\]$"; }
-# MiniLM, the full IMDB train set, ours vs Trainer (target: ours >= 5x, >= 4,200 samples/s)
-run gpu-minilm-speed bench/train_speed.py --model .gpu/minilm16 --data "$imdb:train" --samples 25000 --eval-samples 0
-# BERT-base shape, random weights, ours vs Trainer (target: >= 1,400 samples/s; Trainer padded-512 reference 472/s)
-run gpu-bertbase-speed bench/train_speed.py --model bert-base --data "$imdb:train" --samples 8000 --eval-samples 0
-# Accuracy: the fast recipe, 3 epochs at most, whole run under 60 s (target: IMDB test >= 93.0%)
-run gpu-imdb-fast bench/imdb_accuracy.py --recipe fast --model .gpu/minilm16 --data "$imdb" --epochs 3
+if [[ " $parts " == *" check "* ]]; then
+  # Packed vs padded: the varlen kernel's logits, and training steps with and without attention dropout
+  run gpu-packing-minilm bench/packing_check.py --model .gpu/minilm16 --data "$imdb:train" --samples 4096 --steps 60
+  run gpu-packing-bertbase bench/packing_check.py --model bert-base --data "$imdb:train" --samples 4096 --steps 40
+fi
+if [[ " $parts " == *" speed "* ]]; then
+  # MiniLM, the full IMDB train set, ours vs Trainer (target: ours >= 5x, >= 4,200 samples/s)
+  run gpu-minilm-speed bench/train_speed.py --model .gpu/minilm16 --data "$imdb:train" --samples 25000 --eval-samples 0
+  run gpu-minilm-speed-packed bench/train_speed.py --model .gpu/minilm16 --data "$imdb:train" --samples 25000 \
+    --eval-samples 0 --only ours --packing --attention-dropout 0
+  # BERT-base shape, random weights, ours vs Trainer (target: >= 1,400 samples/s; Trainer padded-512 reference 472/s)
+  run gpu-bertbase-speed bench/train_speed.py --model bert-base --data "$imdb:train" --samples 8000 --eval-samples 0
+  run gpu-bertbase-speed-packed bench/train_speed.py --model bert-base --data "$imdb:train" --samples 8000 \
+    --eval-samples 0 --only ours --packing --attention-dropout 0
+fi
+if [[ " $parts " == *" accuracy "* ]]; then
+  # Accuracy: the fast recipe, 3 epochs at most, whole run under 60 s (target: IMDB test >= 93.0%)
+  run gpu-imdb-fast bench/imdb_accuracy.py --recipe fast --model .gpu/minilm16 --data "$imdb" --epochs 3
+  run gpu-imdb-fast-packed bench/imdb_accuracy.py --recipe fast --model .gpu/minilm16 --data "$imdb" --epochs 3 \
+    --packing --attention-dropout 0
+fi

@@ -47,6 +47,8 @@ def parse_args(argv=None):
     p.add_argument("--max-test-samples", type=int, help="score a random sample of the test set (smoke runs)")
     p.add_argument("--validation-fraction", type=float, default=0.1,
                    help="share of train held out to pick the best epoch and calibrate (0: none)")
+    p.add_argument("--packing", action=argparse.BooleanOptionalAction, help="default: the recipe's")
+    p.add_argument("--attention-dropout", type=float, metavar="X", help="default: the model's")
     p.add_argument("--seed", type=int, default=42)
     p.add_argument("--json", metavar="FILE", help="also write the figures as JSON")
     return p.parse_args(argv)
@@ -66,7 +68,8 @@ def _main(args, work: Path) -> int:
 
     batch_size = args.batch_size if args.batch_size in (None, "auto") else int(args.batch_size)
     config = TrainConfig(model=spec, recipe=args.recipe, epochs=args.epochs, batch_size=batch_size, lr=args.lr,
-                         seed=args.seed, validation_fraction=args.validation_fraction)
+                         seed=args.seed, validation_fraction=args.validation_fraction, packing=args.packing,
+                         attention_dropout=args.attention_dropout)
     validation = None
     if args.validation_fraction > 0:
         train, validation = split_validation(train, args.validation_fraction, args.seed)

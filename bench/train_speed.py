@@ -58,6 +58,9 @@ def parse_args(argv=None):
     p.add_argument("--truncation", default="head", choices=["head", "tail", "head+tail"])
     p.add_argument("--seed", type=int, default=42)
     p.add_argument("--only", choices=["ours", "trainer"], help="run one side only")
+    p.add_argument("--packing", action="store_true", help="ours on packed (unpadded) batches")
+    p.add_argument("--attention-dropout", type=float, metavar="X",
+                   help="ours: dropout on attention probabilities (default: the model's)")
     p.add_argument("--trainer-group-by-length", action="store_true",
                    help="also time Trainer with train_sampling_strategy='group_by_length'")
     p.add_argument("--threads", type=int, help="torch threads (default: torch's choice)")
@@ -68,7 +71,8 @@ def parse_args(argv=None):
 def run_ours(train, spec: str, args, work: Path) -> dict:
     config = TrainConfig(model=spec, recipe="fast", epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
                          max_length=args.max_length, truncation=args.truncation, seed=args.seed,
-                         validation_fraction=0.0, calibrate=False)
+                         validation_fraction=0.0, calibrate=False, packing=args.packing,
+                         attention_dropout=args.attention_dropout)
     out = work / "ours"
     quiet = {"report": False} if "report" in inspect.signature(fit).parameters else {}  # no HTML report either
     result = fit(train, None, config, out, overwrite=True, progress=False, log=lambda *_: None, **quiet)
@@ -164,7 +168,9 @@ def _main(args, work: Path) -> int:
     print(f"model     {args.model} ({spec})")
     print(f"data      {train.name}: {len(train)} reviews, {sum(lengths)} real tokens (mean {np.mean(lengths):.0f}, "
           f"max {max(lengths)}), max length {args.max_length}, {args.truncation} truncation")
-    print(f"settings  epochs {args.epochs}, batch {args.batch_size}, lr {args.lr:g}, seed {args.seed}")
+    print(f"settings  epochs {args.epochs}, batch {args.batch_size}, lr {args.lr:g}, seed {args.seed}; ours: "
+          f"{'packed' if args.packing else 'padded'} batches, attention dropout "
+          f"{'the model' + chr(39) + 's' if args.attention_dropout is None else args.attention_dropout}")
     sys.stdout.flush()
 
     runs = {}

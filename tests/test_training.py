@@ -63,9 +63,10 @@ def test_existing_output_needs_overwrite(tiny_model_dir, tmp_path):
             log=lambda *_: None)
 
 
-def test_resume_gives_the_same_model_bit_for_bit(tiny_model_dir, tmp_path):
+@pytest.mark.parametrize("packing", [False, True])
+def test_resume_gives_the_same_model_bit_for_bit(packing, tiny_model_dir, tmp_path):
     train, val = _datasets(96, 24)
-    settings = dict(model=str(tiny_model_dir), epochs=2, batch_size=16, lr=3e-3, checkpoint_every=4)
+    settings = dict(model=str(tiny_model_dir), epochs=2, batch_size=16, lr=3e-3, checkpoint_every=4, packing=packing)
     quiet = dict(progress=False, log=lambda *_: None)
     fit(train, val, TrainConfig(**settings), tmp_path / "straight", **quiet)
 

@@ -72,6 +72,10 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16", "fp16"])
     train.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, mps")
     train.add_argument("--compile", action="store_true", help="torch.compile the model")
+    train.add_argument("--packing", action=argparse.BooleanOptionalAction,
+                       help="train on unpadded batches: sequences end to end, attention kept within each "
+                            "(BERT-architecture models; on CUDA with --attention-dropout 0 it uses the flash "
+                            "varlen kernel)")
     train.add_argument("--attention-dropout", type=float, metavar="X",
                        help="dropout on attention probabilities (default: the model's, 0.1 for BERT); 0 trains "
                             "long texts about 1.5x faster on CPU")
@@ -142,7 +146,7 @@ def build_parser() -> argparse.ArgumentParser:
 # TrainConfig fields that train and compare take from flags of the same name, when given.
 TRAIN_SETTINGS = ("model", "recipe", "epochs", "batch_size", "max_tokens", "grad_accum", "lr", "truncation", "seed",
                   "max_train_samples", "validation_fraction", "metric", "early_stopping", "eval_every",
-                  "checkpoint_every", "precision", "device", "compile", "attention_dropout")
+                  "checkpoint_every", "precision", "device", "compile", "packing", "attention_dropout")
 
 
 def _train_settings(args) -> dict:

@@ -25,6 +25,7 @@ import torch
 from . import __version__
 from . import model as models
 from .batching import Collator, EncodedDataset, LengthBucketBatchSampler
+from .packing import PackedClassifier, PackedCollator, supports_packing, varlen_kernel
 from .data import TextDataset, check_trainable, ordered_label_names
 from .errors import BertsentError, DataError
 from .evaluation import compute_metrics, fit_temperature
@@ -67,6 +68,7 @@ class TrainConfig:
     precision: str = "auto"  # auto, fp32, bf16, fp16
     device: str = "auto"
     compile: bool = False
+    packing: bool | None = None  # unpadded batches (BERT-architecture models); see packing.py
     attention_dropout: float | None = None  # None: the model's own (0.1 for BERT-family models)
     calibrate: bool = True
 
@@ -84,11 +86,11 @@ class TrainConfig:
 RECIPES = {
     # Our tuned default: little padding, long reviews cut head+tail, lr by model size.
     "fast": dict(epochs=2, batch_size=32, max_length="auto", truncation="head+tail", pad_to_max_length=False,
-                 length_bucketing=True, optimizer="adamw", weight_decay=0.01, warmup_ratio=0.1,
+                 length_bucketing=True, packing=False, optimizer="adamw", weight_decay=0.01, warmup_ratio=0.1,
                  schedule="linear", max_grad_norm=1.0),
     # The tutorial: pad to 512, batch 6, plain Adam at 2e-5 (eps 1e-8), one epoch, no schedule.
     "tutorial": dict(epochs=1, batch_size=6, lr=2e-5, max_length=512, truncation="head", pad_to_max_length=True,
-                     length_bucketing=False, optimizer="adam", weight_decay=0.0, warmup_ratio=0.0,
+                     length_bucketing=False, packing=False, optimizer="adam", weight_decay=0.0, warmup_ratio=0.0,
                      schedule="constant", max_grad_norm=0.0),
 }
 
@@ -219,6 +221,9 @@ def fit(train: TextDataset, validation: TextDataset | None, config: TrainConfig,
                             f"data ({', '.join(label_names)}). Fix the labels or add such examples to training.")
     # -- --batch-size auto keeps the recipe's batch (the same optimization) and probes, once the model
     # is loaded, how many of its sequences fit in one forward+backward; they run as micro-batches.
+    if config.packing and config.pad_to_max_length:
+        raise BertsentError("--packing leaves out all padding, so it cannot also pad to the max length (the tutorial "
+                            "recipe pads). Drop --packing, or use --recipe fast.")
     auto_batch = config.batch_size == "auto"
     if auto_batch:
         config.batch_size = RECIPES[config.recipe]["batch_size"]
@@ -239,6 +244,10 @@ def fit(train: TextDataset, validation: TextDataset | None, config: TrainConfig,
     tokenizer = models.load_tokenizer(config.model)
     model = models.load_classifier(config.model, label_names, attention_dropout=config.attention_dropout)
     models.set_padding_token(model, tokenizer)
+    if config.packing and not supports_packing(model):
+        log(f"Packing: not available for {type(model).__name__} (BERT-architecture models only); "
+            f"training on padded batches.")
+        config.packing = False
     n_parameters = models.parameter_count(model)
     if config.lr is None:
         config.lr = auto_lr(n_parameters)
@@ -262,6 +271,7 @@ def fit(train: TextDataset, validation: TextDataset | None, config: TrainConfig,
     pad_to = config.max_length if config.pad_to_max_length else None
     collator = Collator(tokenizer.pad_token_id, tokenizer.padding_side, pad_to=pad_to,
                         pad_to_multiple_of=8 if device.type == "cuda" and not pad_to else None)
+    train_collator = PackedCollator() if config.packing else collator
     sampler = LengthBucketBatchSampler(lengths=[len(x) for x in train_ids], batch_size=config.batch_size,
                                        max_tokens=config.max_tokens, shuffle=True, seed=config.seed,
                                        sort_by_length=config.length_bucketing,
@@ -280,14 +290,21 @@ def fit(train: TextDataset, validation: TextDataset | None, config: TrainConfig,
         f"({config.optimizer}, {config.schedule}, warmup {config.warmup_ratio:g}), max length {config.max_length} "
         f"({'auto: 99th percentile, ' if requested == 'auto' else ''}{truncated:.1%} of texts cut, "
         f"{config.truncation}), {'length-bucketed' if config.length_bucketing else 'random'} batches"
-        f"{', padded to max length' if pad_to else ''}, device {device.type}, precision "
+        f"{', padded to max length' if pad_to else ''}{', packed (no padding)' if config.packing else ''}, device {device.type}, precision "
         f"{accelerator.mixed_precision}, seed {config.seed}"
         f"{'' if config.attention_dropout is None else f', attention dropout {config.attention_dropout:g}'}")
 
+    if config.packing and device.type == "cuda" and (config.attention_dropout != 0 or varlen_kernel() is None):
+        log("Packing: attention runs padded " + ("while attention dropout is on; --attention-dropout 0 lets it use "
+            "the flash varlen kernel." if varlen_kernel() else "(this PyTorch has no varlen attention kernel)."))
     optimizer = _optimizer(model, config, device)
     scheduler = _schedule(optimizer, config, total_steps)
-    model, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)
-    forward = torch.compile(model) if config.compile else model
+    # `classifier` is the transformers model: what is evaluated, checkpointed and saved. `network` is
+    # what training runs: the same model, or the same model on packed batches.
+    classifier = model
+    network = PackedClassifier(classifier) if config.packing else classifier
+    network, optimizer, scheduler = accelerator.prepare(network, optimizer, scheduler)
+    forward = torch.compile(network) if config.compile else network
 
     # -- micro-batches. A sampler batch runs as chunks of `memory["micro"]` rows, each loss weighted by
     # its share of the batch, so the gradient is the batch's whatever the chunk size. On out-of-memory the
@@ -298,8 +315,8 @@ def fit(train: TextDataset, validation: TextDataset | None, config: TrainConfig,
         total, size = 0.0, memory["micro"]
         for start in range(0, len(indices), size):
             chunk = indices[start:start + size]
-            batch = collator([train_set[i] for i in chunk])
-            batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
+            batch = train_collator([train_set[i] for i in chunk])
+            batch = {k: v.to(device, non_blocking=True) if torch.is_tensor(v) else v for k, v in batch.items()}
             loss = forward(**batch).loss * (len(chunk) / len(indices)) / config.grad_accum  # x * 1.0 == x exactly
             accelerator.backward(loss)
             total += loss.item()
@@ -350,7 +367,7 @@ def fit(train: TextDataset, validation: TextDataset | None, config: TrainConfig,
     best = {"score": -math.inf, "state": None, "epoch": None, "metrics": None, "stale": 0}
     history = []
     if checkpoint is not None:
-        accelerator.unwrap_model(model).load_state_dict(checkpoint["model"])
+        classifier.load_state_dict(checkpoint["model"])
         optimizer.load_state_dict(checkpoint["optimizer"])
         scheduler.load_state_dict(checkpoint["scheduler"])
         step, start_epoch, skip_batches = checkpoint["step"], checkpoint["epoch"], checkpoint["batch_in_epoch"]
@@ -375,14 +392,14 @@ def fit(train: TextDataset, validation: TextDataset | None, config: TrainConfig,
         """Score on validation, keep the best weights; True when early stopping says stop."""
         if val_ids is None:
             return False
-        logits = predict_logits(model, val_ids, collator, config.eval_batch_size, device=device,
+        logits = predict_logits(classifier, val_ids, collator, config.eval_batch_size, device=device,
                                 autocast_dtype=_autocast_dtype(accelerator))
         metrics = _validation_metrics(logits, val_labels, label_names)
         history.append({"step": step, "epoch": round(epoch_float, 3), **_headline(metrics)})
         log_record({"step": step, "epoch": round(epoch_float, 3), "split": "validation", **_headline(metrics)})
         improved = _score(metrics, config.metric) > best["score"]
         if improved:
-            state = accelerator.unwrap_model(model).state_dict()
+            state = classifier.state_dict()
             best.update(score=_score(metrics, config.metric), epoch=round(epoch_float, 3), metrics=metrics, stale=0,
                         state={k: v.detach().to("cpu", copy=True) for k, v in state.items()})
         else:
@@ -393,7 +410,7 @@ def fit(train: TextDataset, validation: TextDataset | None, config: TrainConfig,
 
     def save_checkpoint(epoch: int, batch_in_epoch: int) -> None:
         state = {"config": asdict(config), "fingerprint": train.fingerprint(), "step": step, "epoch": epoch,
-                 "batch_in_epoch": batch_in_epoch, "model": accelerator.unwrap_model(model).state_dict(),
+                 "batch_in_epoch": batch_in_epoch, "model": classifier.state_dict(),
                  "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "best": best,
                  "history": history, "rng": _rng_state()}
         checkpoint_path.parent.mkdir(exist_ok=True)
@@ -406,7 +423,7 @@ def fit(train: TextDataset, validation: TextDataset | None, config: TrainConfig,
 
     bar = tqdm(total=total_steps, initial=step, disable=not progress or not accelerator.is_main_process,
                unit="step", dynamic_ncols=True, file=sys.stderr)
-    model.train()
+    network.train()
     seen, clock, stop = 0, time.time(), False
     for epoch in range(start_epoch, config.epochs):
         sampler.set_epoch(epoch)
@@ -432,7 +449,7 @@ def fit(train: TextDataset, validation: TextDataset | None, config: TrainConfig,
                 continue
             grad_norm = None
             if config.max_grad_norm:
-                grad_norm = float(accelerator.clip_grad_norm_(model.parameters(), config.max_grad_norm))
+                grad_norm = float(accelerator.clip_grad_norm_(network.parameters(), config.max_grad_norm))
             optimizer.step()
             scheduler.step()
             optimizer.zero_grad(set_to_none=True)
@@ -470,7 +487,7 @@ def fit(train: TextDataset, validation: TextDataset | None, config: TrainConfig,
     train_seconds = time.time() - started
 
     # -- keep the best epoch, calibrate on validation, write the folder
-    final = accelerator.unwrap_model(model)
+    final = accelerator.unwrap_model(network).unpack() if config.packing else classifier
     if best["state"] is not None:
         final.load_state_dict(best["state"])
     temperature, metrics = 1.0, None

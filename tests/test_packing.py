@@ -1,0 +1,155 @@
+"""Packed (unpadded) batches: same logits and gradients as padded ones, and the same trained model."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+import bertsent
+from bertsent import model as models
+from bertsent.batching import Collator
+from bertsent.data import TextDataset
+from bertsent.packing import ATTENTION, PackedClassifier, PackedCollator, supports_packing
+
+from conftest import make_reviews
+
+
+def _examples(tokenizer, texts, labels=None):
+    ids = models.encode(tokenizer, texts, 64)
+    return [(x, None if labels is None else labels[i]) for i, x in enumerate(ids)]
+
+
+TEXTS = ["a good film", "this was a terribly boring movie with nothing to say about anything at all",
+         "ok", "great " * 30, "the acting was wonderful and the plot moving"]
+
+
+def test_collator_lays_sequences_end_to_end():
+    batch = PackedCollator()([([101, 7, 102], 1), ([101, 5, 6, 8, 102], 0), ([101, 102], 1)])
+    assert batch["input_ids"].tolist() == [[101, 7, 102, 101, 5, 6, 8, 102, 101, 102]]
+    assert batch["position_ids"].tolist() == [[0, 1, 2, 0, 1, 2, 3, 4, 0, 1]]
+    assert batch["cu_seq_lens"].tolist() == [0, 3, 8, 10] and batch["cu_seq_lens"].dtype == torch.int32
+    assert batch["max_length"] == 5 and batch["labels"].tolist() == [1, 0, 1]
+    # the fallback's padded block: row r holds sequence r from column 0, the mask marks its tokens
+    assert batch["pad_index"].tolist() == [0, 1, 2, 5, 6, 7, 8, 9, 10, 11]
+    assert batch["key_mask"].sum(1).tolist() == [3, 5, 2]
+    assert "labels" not in PackedCollator()([([101, 102], None)])
+
+
+def test_packed_logits_and_gradients_equal_padded(tiny_model_dir):
+    tokenizer = models.load_tokenizer(str(tiny_model_dir))
+    examples = _examples(tokenizer, TEXTS, [0, 1, 0, 1, 1])
+    torch.manual_seed(0)
+    model = models.load_classifier(str(tiny_model_dir), ["negative", "positive"]).eval()
+    padded = model(**Collator(tokenizer.pad_token_id)(examples))
+    padded.loss.backward()
+    padded_grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+    model.zero_grad()
+
+    packed_model = PackedClassifier(model).eval()
+    packed = packed_model(**PackedCollator()(examples))
+    packed.loss.backward()
+    torch.testing.assert_close(packed.logits, padded.logits, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(packed.loss, padded.loss, atol=1e-6, rtol=1e-6)
+    assert set(padded_grads) == {n for n, p in model.named_parameters() if p.grad is not None}
+    for name, grad in padded_grads.items():
+        torch.testing.assert_close(dict(model.named_parameters())[name].grad, grad, atol=1e-5, rtol=1e-4)
+
+
+def test_packed_model_still_runs_padded_batches_and_unpacks(tiny_model_dir):
+    """Evaluation during packed training uses ordinary batches on the same model."""
+    tokenizer = models.load_tokenizer(str(tiny_model_dir))
+    examples = _examples(tokenizer, TEXTS)
+    model = models.load_classifier(str(tiny_model_dir), ["negative", "positive"]).eval()
+    collate = Collator(tokenizer.pad_token_id)
+    before = model(**collate(examples)).logits
+    packed = PackedClassifier(model)
+    assert model.config._attn_implementation == ATTENTION
+    torch.testing.assert_close(model(**collate(examples)).logits, before)
+    assert packed.unpack() is model and model.config._attn_implementation == "sdpa"
+
+
+def test_attention_dropout_runs_in_the_padded_fallback(tiny_model_dir):
+    tokenizer = models.load_tokenizer(str(tiny_model_dir))
+    model = models.load_classifier(str(tiny_model_dir), ["negative", "positive"], attention_dropout=0.5).train()
+    out = PackedClassifier(model)(**PackedCollator()(_examples(tokenizer, TEXTS, [0, 1, 0, 1, 1])))
+    out.loss.backward()
+    assert torch.isfinite(out.loss) and out.logits.shape == (5, 2)
+
+
+def _tiny_bert_without_dropout(tiny_model_dir: Path, folder: Path) -> Path:
+    """The tiny BERT with dropout off, so packed and padded training draw no different random masks."""
+    import shutil
+
+    shutil.copytree(tiny_model_dir, folder)
+    config = json.loads((folder / "config.json").read_text())
+    config.update(hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0, classifier_dropout=0.0)
+    (folder / "config.json").write_text(json.dumps(config))
+    return folder
+
+
+def test_packed_training_ends_with_the_padded_runs_model(tiny_model_dir, tmp_path):
+    base = _tiny_bert_without_dropout(tiny_model_dir, tmp_path / "base")
+    texts, labels = make_reviews(96, seed=1)
+    val_texts, val_labels = make_reviews(32, seed=2)
+    settings = dict(model=str(base), epochs=2, batch_size=16, lr=2e-3, progress=False, log=lambda *_: None,
+                    report=False)
+    train, val = TextDataset(texts, labels, name="toy"), TextDataset(val_texts, val_labels, name="toy val")
+    bertsent.train(train, val, out=tmp_path / "padded", **settings)
+    lines = []
+    bertsent.train(train, val, out=tmp_path / "packed", packing=True, **(settings | {"log": lines.append}))
+    assert any("packed (no padding)" in line for line in lines)
+
+    padded, packed = bertsent.load(tmp_path / "padded"), bertsent.load(tmp_path / "packed")
+    np.testing.assert_allclose(packed.decision_function(val_texts), padded.decision_function(val_texts), atol=2e-4)
+    # the folder is an ordinary transformers model: plain SDPA attention, the packed training recorded
+    assert json.loads((tmp_path / "packed" / "config.json").read_text()).get("_attn_implementation") != ATTENTION
+    assert json.loads((tmp_path / "packed" / "bertsent.json").read_text())["settings"]["packing"] is True
+
+
+def test_packing_learns_the_toy_task(tiny_model_dir, tmp_path):
+    texts, labels = make_reviews(120, seed=1)
+    val_texts, val_labels = make_reviews(40, seed=2)
+    result = bertsent.train(TextDataset(texts, labels, name="toy"), TextDataset(val_texts, val_labels, name="toy v"),
+                            out=tmp_path / "m", model=str(tiny_model_dir), epochs=5, batch_size=16, lr=5e-3,
+                            packing=True, attention_dropout=0.0, progress=False, log=lambda *_: None, report=False)
+    assert result.metrics["accuracy"] >= 0.9
+
+
+def test_packing_falls_back_to_padded_batches_for_other_architectures(tiny_model_dir, tmp_path):
+    from test_model import _tiny_distilbert
+
+    base = _tiny_distilbert(tiny_model_dir, tmp_path / "base")
+    assert not supports_packing(models.load_classifier(str(base), ["a", "b"]))
+    texts, labels = make_reviews(40, seed=1)
+    lines = []
+    bertsent.train(TextDataset(texts, labels, name="toy"), None, out=tmp_path / "m", model=str(base), epochs=1,
+                   batch_size=16, packing=True, validation_fraction=0, progress=False, log=lines.append,
+                   report=False)
+    assert any("Packing: not available for DistilBertForSequenceClassification" in line for line in lines)
+    assert json.loads((tmp_path / "m" / "bertsent.json").read_text())["settings"]["packing"] is False
+
+
+def test_packing_with_padding_to_max_length_is_a_usage_error(tiny_model_dir, tmp_path, write_csv, capsys):
+    from bertsent.cli import main
+
+    data = write_csv(list(zip(*make_reviews(20))))
+    code = main(["train", "--data", str(data), "--model", str(tiny_model_dir), "--recipe", "tutorial",
+                 "--packing", "--out", str(tmp_path / "m"), "--quiet"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and "--packing" in err[0] and "--recipe fast" in err[0]
+    assert not (tmp_path / "m").exists()
+
+
+@pytest.mark.parametrize("flag, expected", [([], False), (["--packing"], True)])
+def test_cli_packing_flag_reaches_the_settings(flag, expected, tiny_model_dir, tmp_path, write_csv):
+    from bertsent.cli import main
+
+    data = write_csv(list(zip(*make_reviews(40, seed=1))))
+    code = main(["train", "--data", str(data), "--model", str(tiny_model_dir), "--epochs", "1", "--quiet",
+                 "--no-report", "--out", str(tmp_path / "m"), *flag])
+    assert code == 0
+    assert json.loads((tmp_path / "m" / "bertsent.json").read_text())["settings"]["packing"] is expected
