@@ -36,6 +36,11 @@ def test_fit_writes_complete_model_folder(tiny_model_dir, tmp_path):
     lines = [json.loads(line) for line in (folder / "metrics.jsonl").read_text().splitlines()]
     steps = [r for r in lines if "loss" in r and "split" not in r]
     assert len(steps) == result.settings["epochs"] * 10  # 160 examples / batch 16, one record per step
+    # Steps are read from the device in groups; every record still comes out whole and in order.
+    assert [r["step"] for r in steps] == list(range(1, 61))
+    assert all(isinstance(r["loss"], float) and isinstance(r["grad_norm"], float) and r["lr"] >= 0 for r in steps)
+    assert all(set(r) == {"step", "epoch", "loss", "grad_norm", "lr", "samples_per_s"} for r in steps)
+    assert steps[-1]["samples_per_s"] > 0 and steps[0]["loss"] > steps[-1]["loss"]
     assert [r["epoch"] for r in lines if r.get("split") == "validation"] == [1.0, 2.0, 3.0, 4.0, 5.0, 6.0]
     # The kept model is the best epoch's, and it learned the toy task.
     best = max(result.history, key=lambda h: h["accuracy"])

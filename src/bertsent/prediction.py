@@ -36,17 +36,18 @@ def predict_logits(model, ids: list[list[int]], collator: Collator, batch_size: 
     model.eval()
     sampler = LengthBucketBatchSampler([len(x) for x in ids], batch_size, max_tokens, shuffle=False)
     dataset = EncodedDataset(ids)
-    out = None
+    order, parts = [], []
     for batch_indices in sampler:
         batch = collator([dataset[i] for i in batch_indices])
-        batch = {k: v.to(device) for k, v in batch.items()}
+        batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
         with torch.autocast(device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None):
-            logits = model(**batch).logits.float().cpu().numpy()
-        if out is None:
-            out = np.zeros((len(ids), logits.shape[1]), dtype=np.float32)
-        out[batch_indices] = logits
+            parts.append(model(**batch).logits.float())  # left on the device: copying each batch back would wait
+        order += batch_indices
     model.train(was_training)
-    return out if out is not None else np.zeros((0, model.config.num_labels), dtype=np.float32)
+    out = np.zeros((len(ids), model.config.num_labels), dtype=np.float32)
+    if parts:
+        out[order] = torch.cat(parts).cpu().numpy()
+    return out
 
 
 def softmax(logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:

@@ -311,15 +311,16 @@ def fit(train: TextDataset, validation: TextDataset | None, config: TrainConfig,
     # chunk size halves and the batches since the last optimizer step run again.
     memory = {"micro": config.batch_size}
 
-    def backward_batch(indices: list[int]) -> float:
-        total, size = 0.0, memory["micro"]
+    def backward_batch(indices: list[int]) -> torch.Tensor:
+        """Forward and backward over one sampler batch; its loss, as a tensor (reading it would wait for the GPU)."""
+        total, size = None, memory["micro"]
         for start in range(0, len(indices), size):
             chunk = indices[start:start + size]
             batch = train_collator([train_set[i] for i in chunk])
             batch = {k: v.to(device, non_blocking=True) if torch.is_tensor(v) else v for k, v in batch.items()}
             loss = forward(**batch).loss * (len(chunk) / len(indices)) / config.grad_accum  # x * 1.0 == x exactly
             accelerator.backward(loss)
-            total += loss.item()
+            total = loss.detach() if total is None else total + loss.detach()
         return total
 
     def halve_micro_batch(why: str) -> None:
@@ -332,7 +333,7 @@ def fit(train: TextDataset, validation: TextDataset | None, config: TrainConfig,
         log(f"Out of memory {why}: micro-batches of {memory['micro']} sequences from now on "
             f"(batch {config.batch_size} and the optimization stay the same).")
 
-    def rerun_after_oom(window: list[list[int]]) -> float:
+    def rerun_after_oom(window: list[list[int]]) -> torch.Tensor:
         """Halve the micro-batch and run the batches since the last optimizer step again; their loss."""
         while True:
             halve_micro_batch("in training")
@@ -387,6 +388,29 @@ def fit(train: TextDataset, validation: TextDataset | None, config: TrainConfig,
         metrics_log.flush()
         if tb_writer is not None:
             _tensorboard_scalars(tb_writer, record)
+
+    # Step records wait here with their loss and gradient norm still on the device: reading them waits
+    # for the GPU, so they are read together, once a second or so, and the CPU queues the next steps
+    # meanwhile (on a CPU, every step takes longer than that: each is written at once).
+    pending = []
+    last_flush = [time.time()]
+
+    def flush_steps() -> None:
+        if not pending:
+            return
+        numbers = iter(torch.stack([t.float() for record in pending for t in record.pop("tensors")]).tolist())
+        elapsed = time.time() - clock  # after the read above, so the GPU has finished these steps
+        pending[-1]["samples_per_s"] = round(pending[-1].pop("seen") / elapsed, 2) if elapsed > 0 else None
+        for record in pending:
+            record["loss"] = round(next(numbers), 5)
+            if "grad_norm" in record:
+                record["grad_norm"] = round(next(numbers), 4)
+            record.pop("seen", None)
+            log_record(record)
+        bar.set_postfix(epoch=f"{record['epoch']:.2f}", loss=f"{record['loss']:.4f}",
+                        samples_s=f"{record['samples_per_s'] or 0:.1f}", refresh=False)
+        pending.clear()
+        last_flush[0] = time.time()
 
     def evaluate_now(epoch_float: float) -> bool:
         """Score on validation, keep the best weights; True when early stopping says stop."""
@@ -447,31 +471,34 @@ def fit(train: TextDataset, validation: TextDataset | None, config: TrainConfig,
             last_in_epoch = batch_number == len(epoch_batches) - 1
             if (batch_number + 1) % config.grad_accum and not last_in_epoch:
                 continue
-            grad_norm = None
+            record = {"step": step + 1, "epoch": round(epoch + (batch_number + 1) / len(epoch_batches), 4),
+                      "loss": None, "tensors": [running_loss]}
             if config.max_grad_norm:
-                grad_norm = float(accelerator.clip_grad_norm_(network.parameters(), config.max_grad_norm))
+                grad_norm = accelerator.clip_grad_norm_(network.parameters(), config.max_grad_norm)
+                record["grad_norm"] = None
+                record["tensors"].append(torch.as_tensor(grad_norm, device=running_loss.device))
             optimizer.step()
             scheduler.step()
             optimizer.zero_grad(set_to_none=True)
             window = []
             step += 1
-            elapsed = time.time() - clock
-            record = {"step": step, "epoch": round(epoch + (batch_number + 1) / len(epoch_batches), 4),
-                      "loss": round(running_loss, 5), "lr": scheduler.get_last_lr()[0],
-                      "samples_per_s": round(seen / elapsed, 2) if elapsed > 0 else None}
-            if grad_norm is not None:
-                record["grad_norm"] = round(grad_norm, 4)
-            log_record(record)
-            bar.set_postfix(epoch=f"{record['epoch']:.2f}", loss=f"{running_loss:.4f}",
-                            samples_s=f"{record['samples_per_s'] or 0:.1f}", refresh=False)
+            elapsed = time.time() - clock  # when the step was queued; the last of a group is timed after a sync
+            record |= {"lr": scheduler.get_last_lr()[0],
+                       "samples_per_s": round(seen / elapsed, 2) if elapsed > 0 else None, "seen": seen}
+            pending.append(record)
             bar.update(1)
             running_loss = 0.0
+            if len(pending) >= 200 or time.time() - last_flush[0] >= 1.0:
+                flush_steps()
             if config.eval_every and step % config.eval_every == 0 and not last_in_epoch:
+                flush_steps()
                 stop = evaluate_now(record["epoch"])
             if config.checkpoint_every and step % config.checkpoint_every == 0:
+                flush_steps()
                 save_checkpoint(epoch, batch_number + 1)
             if stop:
                 break
+        flush_steps()
         skip_batches = 0
         if not stop:
             stop = evaluate_now(epoch + 1.0)
