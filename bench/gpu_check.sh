@@ -11,26 +11,32 @@ out="${OUT:-bench/results}"
 mkdir -p "$out"
 imdb=.gpu/aclImdb_v1_labeled.tar.xz
 parts="${*:-check speed accuracy}"
+# SMOKE=1: the same runs at toy sizes, to try the script on a CPU before spending GPU time on it
+if [[ "${SMOKE:-}" == 1 ]]; then
+  n_minilm=64 n_bert=32 n_pack=64 steps=2 limit=(--max-train-samples 64 --max-test-samples 32)
+else
+  n_minilm=25000 n_bert=8000 n_pack=4096 steps=40 limit=()
+fi
 nvidia-smi --query-gpu=name,memory.total --format=csv,noheader | tee "$out/gpu.txt"
 run() { local name=$1; shift; echo "== $name: $*"; timeout 300 python3 "$@" --json "$out/$name.json" 2>&1 | tee "$out/$name.log" | grep -v "it/s\]$"; }
 if [[ " $parts " == *" check "* ]]; then
   # Packed vs padded: the varlen kernel's logits, and training steps with and without attention dropout
-  run gpu-packing-minilm bench/packing_check.py --model .gpu/minilm16 --data "$imdb:train" --samples 4096 --steps 60
-  run gpu-packing-bertbase bench/packing_check.py --model bert-base --data "$imdb:train" --samples 4096 --steps 40
+  run gpu-packing-minilm bench/packing_check.py --model .gpu/minilm16 --data "$imdb:train" --samples $n_pack --steps $steps
+  run gpu-packing-bertbase bench/packing_check.py --model bert-base --data "$imdb:train" --samples $n_pack --steps $steps
 fi
 if [[ " $parts " == *" speed "* ]]; then
   # MiniLM, the full IMDB train set, ours vs Trainer (target: ours >= 5x, >= 4,200 samples/s)
-  run gpu-minilm-speed bench/train_speed.py --model .gpu/minilm16 --data "$imdb:train" --samples 25000 --eval-samples 0
-  run gpu-minilm-speed-packed bench/train_speed.py --model .gpu/minilm16 --data "$imdb:train" --samples 25000 \
+  run gpu-minilm-speed bench/train_speed.py --model .gpu/minilm16 --data "$imdb:train" --samples $n_minilm --eval-samples 0
+  run gpu-minilm-speed-packed bench/train_speed.py --model .gpu/minilm16 --data "$imdb:train" --samples $n_minilm \
     --eval-samples 0 --only ours --packing --attention-dropout 0
   # BERT-base shape, random weights, ours vs Trainer (target: >= 1,400 samples/s; Trainer padded-512 reference 472/s)
-  run gpu-bertbase-speed bench/train_speed.py --model bert-base --data "$imdb:train" --samples 8000 --eval-samples 0
-  run gpu-bertbase-speed-packed bench/train_speed.py --model bert-base --data "$imdb:train" --samples 8000 \
+  run gpu-bertbase-speed bench/train_speed.py --model bert-base --data "$imdb:train" --samples $n_bert --eval-samples 0
+  run gpu-bertbase-speed-packed bench/train_speed.py --model bert-base --data "$imdb:train" --samples $n_bert \
     --eval-samples 0 --only ours --packing --attention-dropout 0
 fi
 if [[ " $parts " == *" accuracy "* ]]; then
   # Accuracy: the fast recipe, 3 epochs at most, whole run under 60 s (target: IMDB test >= 93.0%)
-  run gpu-imdb-fast bench/imdb_accuracy.py --recipe fast --model .gpu/minilm16 --data "$imdb" --epochs 3
+  run gpu-imdb-fast bench/imdb_accuracy.py --recipe fast --model .gpu/minilm16 --data "$imdb" --epochs 3 "${limit[@]}"
   run gpu-imdb-fast-packed bench/imdb_accuracy.py --recipe fast --model .gpu/minilm16 --data "$imdb" --epochs 3 \
-    --packing --attention-dropout 0
+    --packing --attention-dropout 0 "${limit[@]}"
 fi

@@ -85,7 +85,9 @@ def _main(args, work: Path) -> int:
     print(f"date      {date.today().isoformat()}")
     print(f"command   python {' '.join(sys.argv)}")
     print(f"model     {args.model}; {len(ids)} reviews, batch {args.batch_size}, max length {args.max_length}; "
-          f"autocast {amp}; varlen kernel {'available' if varlen_kernel() else 'missing'}", flush=True)
+          f"autocast {amp}; varlen kernel: "
+          f"{'used' if varlen_kernel() and device.type == 'cuda' else 'not used (needs CUDA and PyTorch >= 2.10)'}",
+          flush=True)
 
     # -- 1. same logits
     torch.manual_seed(0)
