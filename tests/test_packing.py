@@ -153,3 +153,18 @@ def test_cli_packing_flag_reaches_the_settings(flag, expected, tiny_model_dir, t
                  "--no-report", "--out", str(tmp_path / "m"), *flag])
     assert code == 0
     assert json.loads((tmp_path / "m" / "bertsent.json").read_text())["settings"]["packing"] is expected
+
+
+def test_packing_refuses_to_run_when_attention_gets_no_sequence_borders(tiny_model_dir, monkeypatch):
+    """A transformers version that dropped the packing arguments would silently mix sequences."""
+    from transformers.models.bert import modeling_bert
+
+    tokenizer = models.load_tokenizer(str(tiny_model_dir))
+    model = models.load_classifier(str(tiny_model_dir), ["negative", "positive"])
+    packed = PackedClassifier(model)
+    original = modeling_bert.BertEncoder.forward
+    monkeypatch.setattr(modeling_bert.BertEncoder, "forward",
+                        lambda self, hidden_states, attention_mask=None, **kwargs: original(self, hidden_states,
+                                                                                            attention_mask))
+    with pytest.raises(bertsent.BertsentError, match="does not pass the packing arguments"):
+        packed(**PackedCollator()(_examples(tokenizer, TEXTS, [0, 1, 0, 1, 1])))

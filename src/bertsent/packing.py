@@ -21,7 +21,10 @@ import math
 import torch
 import torch.nn.functional as F
 
+from .errors import BertsentError
+
 ATTENTION = "bertsent_packed"
+_packed_calls = [0]  # attention calls that received the sequence borders (see PackedClassifier.forward)
 
 
 def supports_packing(model) -> bool:
@@ -72,6 +75,7 @@ def packed_attention(module, query, key, value, attention_mask, dropout: float =
 
         return sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout,
                                       scaling=scaling, **kwargs)
+    _packed_calls[0] += 1
     q, k, v = (x[0].transpose(0, 1) for x in (query, key, value))  # [tokens, heads, dim]
     kernel = varlen_kernel()
     # The kernel's own scale is 1/sqrt(dim), BERT's; `scale=` exists only in newer PyTorch versions.
@@ -124,9 +128,14 @@ class PackedClassifier(torch.nn.Module):
         from transformers.modeling_outputs import SequenceClassifierOutput
 
         model = self.classifier
+        calls_before = _packed_calls[0]
         hidden = model.bert(input_ids=input_ids, position_ids=position_ids, token_type_ids=torch.zeros_like(input_ids),
                             cu_seq_lens_q=cu_seq_lens, cu_seq_lens_k=cu_seq_lens, max_length_q=max_length,
                             max_length_k=max_length, pad_index=pad_index, key_mask=key_mask).last_hidden_state
+        if _packed_calls[0] == calls_before:
+            # Without the borders, attention would mix the sequences of the row: refuse, never train on that.
+            raise BertsentError("--packing: this transformers version does not pass the packing arguments to the "
+                               "attention layers. Train without --packing, or upgrade transformers.")
         first_tokens = hidden[0, cu_seq_lens[:-1].long()]  # [sequences, hidden]
         logits = model.classifier(model.dropout(model.bert.pooler(first_tokens[:, None])))
         loss = F.cross_entropy(logits, labels) if labels is not None else None
