@@ -21,6 +21,7 @@ import math
 import torch
 import torch.nn.functional as F
 
+from .batching import flat_token_ids
 from .errors import BertsentError
 
 ATTENTION = "bertsent_packed"
@@ -46,8 +47,8 @@ class PackedCollator:
     """Token-id lists -> one row of all tokens, with each sequence's position ids and borders."""
 
     def __call__(self, examples: list[tuple[list[int], int | None]]) -> dict:
-        lengths = torch.tensor([len(ids) for ids, _ in examples])
-        input_ids = torch.tensor([token for ids, _ in examples for token in ids], dtype=torch.long)
+        lengths, flat = flat_token_ids(examples)
+        lengths, input_ids = torch.from_numpy(lengths), torch.from_numpy(flat)
         starts = torch.cumsum(lengths, 0) - lengths
         rows = torch.repeat_interleave(torch.arange(len(examples)), lengths)
         positions = torch.arange(len(input_ids)) - starts[rows]  # 0, 1, ... within each sequence
