@@ -18,6 +18,7 @@ from on_train_begin to on_train_end. Model loading, tokenization and saving are 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import inspect
 import json
 import os
@@ -104,7 +105,7 @@ def run_trainer(train_ids, train_labels, label_names, spec: str, args, work: Pat
             self.end = time.perf_counter()
 
     clock = Clock()
-    training_args = TrainingArguments(
+    settings = dict(
         output_dir=str(work / "trainer"), per_device_train_batch_size=args.batch_size,
         num_train_epochs=args.epochs, learning_rate=args.lr, lr_scheduler_type="linear", warmup_steps=0.1,
         weight_decay=0.01, adam_epsilon=1e-8, max_grad_norm=1.0, optim="adamw_torch_fused",
@@ -112,6 +113,14 @@ def run_trainer(train_ids, train_labels, label_names, spec: str, args, work: Pat
         eval_strategy="no", save_strategy="no", logging_strategy="no", report_to="none", disable_tqdm=True,
         seed=args.seed, dataloader_num_workers=0, use_cpu=not cuda,
         train_sampling_strategy="group_by_length" if group_by_length else "random")
+    # Other transformers 5.x releases (the GPU machine's is older than this machine's) name two of these
+    # differently: a warmup ratio in `warmup_ratio`, and `group_by_length=True`.
+    fields = {f.name for f in dataclasses.fields(TrainingArguments)}
+    if "train_sampling_strategy" not in fields:
+        settings["group_by_length"] = settings.pop("train_sampling_strategy") == "group_by_length"
+    if "warmup_ratio" in fields:
+        settings["warmup_ratio"] = settings.pop("warmup_steps")
+    training_args = TrainingArguments(**settings)
     collator = DataCollatorWithPadding(tokenizer, pad_to_multiple_of=8 if cuda else None)
     trainer = Trainer(model=model, args=training_args, data_collator=collator, train_dataset=dataset,
                       callbacks=[clock])
