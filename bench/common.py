@@ -75,7 +75,10 @@ def training_flops(model, lengths: list[int], epochs: int = 1) -> float:
 
 
 def run_in_scratch(main, args) -> int:
-    """Run `main(args, work)` with a scratch folder that is removed afterwards, whatever happens."""
+    """Run `main(args, work)` with a scratch folder that is removed afterwards, whatever happens;
+    with `args.threads`, on that many torch threads."""
+    if getattr(args, "threads", None):
+        torch.set_num_threads(args.threads)
     work = Path(tempfile.mkdtemp(prefix="bertsent-bench-"))
     try:
         return main(args, work)

@@ -137,10 +137,7 @@ def accuracy(model, ids, labels, pad_id, padding_side) -> float:
 
 
 def main(argv=None) -> int:
-    args = parse_args(argv)
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    return run_in_scratch(_main, args)
+    return run_in_scratch(_main, parse_args(argv))
 
 
 def _main(args, work: Path) -> int:
