@@ -168,3 +168,31 @@ def test_packing_refuses_to_run_when_attention_gets_no_sequence_borders(tiny_mod
                                                                                             attention_mask))
     with pytest.raises(bertsent.BertsentError, match="does not pass the packing arguments"):
         packed(**PackedCollator()(_examples(tokenizer, TEXTS, [0, 1, 0, 1, 1])))
+
+
+def test_varlen_kernel_receives_tokens_heads_dim_and_borders(tiny_model_dir, monkeypatch):
+    """The CUDA path, on CPU: a stand-in kernel with varlen_attn's documented contract ([tokens, heads, dim]
+    inputs, cumulative borders, longest length) must give the padded model's logits."""
+    from bertsent import packing
+
+    seen = []
+
+    def reference_varlen(q, k, v, cu_q, cu_k, max_q, max_k):
+        assert q.shape == k.shape == v.shape and q.ndim == 3 and cu_q.dtype == torch.int32
+        assert torch.equal(cu_q, cu_k) and max_q == max_k == int((cu_q[1:] - cu_q[:-1]).max())
+        seen.append(len(cu_q) - 1)
+        out = torch.empty_like(q)
+        for start, end in zip(cu_q[:-1].tolist(), cu_q[1:].tolist()):
+            piece = [x[start:end].transpose(0, 1) for x in (q, k, v)]  # [heads, length, dim]
+            out[start:end] = torch.nn.functional.scaled_dot_product_attention(*piece).transpose(0, 1)
+        return out
+
+    monkeypatch.setattr(packing, "varlen_kernel", lambda: reference_varlen)
+    monkeypatch.setattr(packing, "_varlen_applies", lambda q, dropout, scaling: True)
+    tokenizer = models.load_tokenizer(str(tiny_model_dir))
+    examples = _examples(tokenizer, TEXTS, [0, 1, 0, 1, 1])
+    model = models.load_classifier(str(tiny_model_dir), ["negative", "positive"]).eval()
+    padded = model(**Collator(tokenizer.pad_token_id)(examples)).logits
+    packed = PackedClassifier(model)(**PackedCollator()(examples)).logits
+    assert seen == [5, 5]  # both layers, five sequences each
+    torch.testing.assert_close(packed, padded, atol=1e-5, rtol=1e-5)

@@ -79,15 +79,19 @@ def packed_attention(module, query, key, value, attention_mask, dropout: float =
     _packed_calls[0] += 1
     q, k, v = (x[0].transpose(0, 1) for x in (query, key, value))  # [tokens, heads, dim]
     kernel = varlen_kernel()
-    # The kernel's own scale is 1/sqrt(dim), BERT's; `scale=` exists only in newer PyTorch versions.
-    default_scale = scaling is None or math.isclose(scaling, q.shape[-1] ** -0.5)
-    if (kernel is not None and q.is_cuda and q.dtype in (torch.float16, torch.bfloat16) and dropout == 0.0
-            and default_scale):
+    if kernel is not None and _varlen_applies(q, dropout, scaling):
         longest = kwargs["max_length_q"]
         out = kernel(q, k, v, cu_seq_lens, cu_seq_lens, longest, longest)
     else:
         out = _padded_attention(q, k, v, kwargs["pad_index"], kwargs["key_mask"], dropout, scaling)
     return out[None], None  # [1, tokens, heads, dim], as transformers' attention functions return
+
+
+def _varlen_applies(q, dropout: float, scaling) -> bool:
+    """The flash varlen kernel: CUDA, half precision, no attention dropout (it has none), the default scale
+    1/sqrt(dim) (`scale=` exists only in newer PyTorch versions)."""
+    default_scale = scaling is None or math.isclose(scaling, q.shape[-1] ** -0.5)
+    return q.is_cuda and q.dtype in (torch.float16, torch.bfloat16) and dropout == 0.0 and default_scale
 
 
 def _padded_attention(q, k, v, pad_index, key_mask, dropout, scaling):
