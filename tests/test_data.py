@@ -303,6 +303,23 @@ def test_aclimdb_archives_read_without_unpacking(tmp_path, name):
     assert set(tmp_path.rglob("*")) == before  # nothing unpacked
 
 
+def test_aclimdb_archive_is_decompressed_once_for_both_splits_and_again_when_replaced(tmp_path, monkeypatch):
+    archive = _archive(tmp_path, "aclImdb_v1.tar.xz")
+    opened = []
+    original = tarfile.open
+    monkeypatch.setattr(tarfile, "open", lambda *a, **k: opened.append(a[0]) or original(*a, **k))
+    read_data(f"{archive}:train")
+    test = read_data(f"{archive}:test")
+    assert len(opened) == 1 and len(test) == 4
+    (tmp_path / "src").rename(tmp_path / "old")
+    folder = _write_aclimdb(tmp_path / "src")
+    (folder / "test" / "pos" / "7_8.txt").write_text("A new review, loved it.")
+    archive.unlink()
+    with original(archive, "w:xz") as replacement:
+        replacement.add(folder, arcname="aclImdb")
+    assert len(read_data(f"{archive}:test")) == 5 and len(opened) == 2
+
+
 def test_aclimdb_unknown_split_says_which_exist(tmp_path):
     archive = _archive(tmp_path, "a.tar.gz")
     with pytest.raises(DataError, match=r"unknown split 'valid'\. Use .*a.tar.gz:train or .*a.tar.gz:test"):

@@ -7,6 +7,7 @@ name (`imdb`, `rotten-tomatoes`). `SRC:train` / `SRC:test` select a split where 
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import io
 import json
@@ -377,20 +378,9 @@ def read_aclimdb(path: Path, split: str | None = None) -> TextDataset:
                 records.append((match.group(1), match.group(2), int(match.group(3)),
                                 file.read_text(encoding="utf-8", errors="replace")))
     else:
-        try:
-            with tarfile.open(path, "r:*") as archive:
-                for member in archive:  # one streaming pass: never unpacks to disk
-                    match = ACLIMDB_MEMBER.search(member.name)
-                    if not (member.isfile() and match) or (split and match.group(1) != split):
-                        continue
-                    data = archive.extractfile(member).read()
-                    records.append((match.group(1), match.group(2), int(match.group(3)),
-                                    data.decode("utf-8", errors="replace")))
-        except (tarfile.TarError, EOFError, OSError, zlib.error, lzma.LZMAError) as exc:
-            detail = ("not a tar archive (plain, gzip, bzip2 or xz)" if isinstance(exc, tarfile.ReadError)
-                      and "opened successfully" in str(exc) else _first_line(exc))
-            raise DataError(f"{path}: cannot read the archive ({detail}). It is damaged or incomplete; "
-                            f"download it again.") from None
+        stat = path.stat()
+        records = [r for r in _archive_records(str(path), stat.st_size, stat.st_mtime_ns)
+                   if split is None or r[0] == split]
     if not records:
         where = f" in its '{split}' split" if split else ""
         raise DataError(f"{path}: found no reviews{where}. Expected the aclImdb layout "
@@ -400,6 +390,27 @@ def read_aclimdb(path: Path, split: str | None = None) -> TextDataset:
     labels = ["positive" if r[1] == "pos" else "negative" for r in records]
     name = f"{path}:{split}" if split else str(path)
     return TextDataset(texts, labels, None, name, 0, {"splits": dict(Counter(r[0] for r in records))})
+
+
+@functools.lru_cache(maxsize=1)
+def _archive_records(path: str, size: int, mtime_ns: int) -> tuple:
+    """Every review of an aclImdb archive, both splits: reading `:train` and then `:test` (train, then
+    evaluate) decompresses the archive once. Keyed by size and time, so a replaced file is read again."""
+    records = []
+    try:
+        with tarfile.open(path, "r:*") as archive:
+            for member in archive:  # one streaming pass: never unpacks to disk
+                match = ACLIMDB_MEMBER.search(member.name)
+                if member.isfile() and match:
+                    data = archive.extractfile(member).read()
+                    records.append((match.group(1), match.group(2), int(match.group(3)),
+                                    data.decode("utf-8", errors="replace")))
+    except (tarfile.TarError, EOFError, OSError, zlib.error, lzma.LZMAError) as exc:
+        detail = ("not a tar archive (plain, gzip, bzip2 or xz)" if isinstance(exc, tarfile.ReadError)
+                  and "opened successfully" in str(exc) else _first_line(exc))
+        raise DataError(f"{path}: cannot read the archive ({detail}). It is damaged or incomplete; "
+                        f"download it again.") from None
+    return tuple(records)
 
 
 # ----------------------------------------------------------------------------- built-in data sets
