@@ -1,8 +1,9 @@
 """IMDB test accuracy of a recipe: train on aclImdb train (25,000 reviews), score on aclImdb test (25,000).
 
-Prints test accuracy and macro F1, and wall time split into load (read the archive), tokenize (train and
-test texts), train (fit(): model load, its own tokenization, the loop, validation, calibration, save; the
-loop alone also shown) and evaluate (forward passes over the test set).
+Prints test accuracy and macro F1, and the whole run's wall time split into load (read the archive), train
+(fit(): model load, tokenizing the training texts, the loop, validation, calibration, save; the loop alone
+also shown), tokenize (the test texts) and evaluate (forward passes over the test set). Nothing is done
+twice: the total is what a user's train-then-evaluate run costs.
 
     python bench/imdb_accuracy.py --recipe fast                       # GPU: the full run
     python bench/imdb_accuracy.py --recipe tutorial --model bert-base-uncased
@@ -73,15 +74,6 @@ def _main(args, work: Path) -> int:
     if args.validation_fraction > 0:
         train, validation = split_validation(train, args.validation_fraction, args.seed)
 
-    # Tokenizing is timed here, outside fit(), which tokenizes its own copy again (inside its train time).
-    resolved = config.resolved()
-    tokenizer = models.load_tokenizer(spec)
-    clock = time.perf_counter()
-    limit = models.model_max_length(tokenizer)
-    probe_length = limit if resolved.max_length == "auto" else int(resolved.max_length)
-    models.encode(tokenizer, train.texts, probe_length, resolved.truncation)
-    tokenize_s = time.perf_counter() - clock
-
     print(f"machine   {machine()}")
     print(f"date      {date.today().isoformat()}")
     print(f"command   python {' '.join(sys.argv)}")
@@ -98,10 +90,10 @@ def _main(args, work: Path) -> int:
     loop_s = len(train) * result.settings["epochs"] / steps[-1]["samples_per_s"] if steps else float("nan")
 
     model = bertsent.load(out)
-    clock = time.perf_counter()
+    clock = time.perf_counter()  # the training texts are tokenized inside fit(), in train_s
     test_ids = models.encode(model.tokenizer, test.texts, result.settings["max_length"],
                              result.settings["truncation"])
-    tokenize_s += time.perf_counter() - clock
+    tokenize_s = time.perf_counter() - clock
     clock = time.perf_counter()
     logits = predict_logits(model.model, test_ids, model.collator, model.batch_size, device=model.device)
     evaluate_s = time.perf_counter() - clock
@@ -120,8 +112,8 @@ def _main(args, work: Path) -> int:
                "total_s": load_s + tokenize_s + train_s + evaluate_s, "settings": result.settings,
                "validation": result.metrics.get("accuracy")}
     print(f"\ntest accuracy {accuracy:.4f}  macro F1 {figures['test_f1_macro']:.4f}  ({len(test)} reviews)")
-    print(f"wall time: load {load_s:.1f} s, tokenize {tokenize_s:.1f} s, train {train_s:.1f} s (loop "
-          f"{loop_s:.1f} s), evaluate {evaluate_s:.1f} s; total {figures['total_s']:.1f} s")
+    print(f"wall time: load {load_s:.1f} s, train {train_s:.1f} s (loop {loop_s:.1f} s), tokenize test "
+          f"{tokenize_s:.1f} s, evaluate {evaluate_s:.1f} s; total {figures['total_s']:.1f} s")
     if args.json:
         Path(args.json).write_text(json.dumps({"machine": machine(), "date": date.today().isoformat(),
                                                "argv": sys.argv, "figures": figures}, indent=2, default=str))
