@@ -102,8 +102,8 @@ def _padded_attention(q, k, v, pad_index, key_mask, dropout, scaling):
         block = x.new_zeros(n_sequences * longest, heads, dim).index_copy(0, pad_index, x)
         return block.view(n_sequences, longest, heads, dim).transpose(1, 2)
 
-    out = F.scaled_dot_product_attention(to_padded(q), to_padded(k), to_padded(v), attn_mask=key_mask[:, None, None, :],
-                                         dropout_p=dropout, scale=scaling)
+    out = F.scaled_dot_product_attention(to_padded(q), to_padded(k), to_padded(v),
+                                         attn_mask=key_mask[:, None, None, :], dropout_p=dropout, scale=scaling)
     return out.transpose(1, 2).reshape(n_sequences * longest, heads, dim).index_select(0, pad_index)
 
 
@@ -139,8 +139,8 @@ class PackedClassifier(torch.nn.Module):
                             max_length_k=max_length, pad_index=pad_index, key_mask=key_mask).last_hidden_state
         if _packed_calls[0] == calls_before:
             # Without the borders, attention would mix the sequences of the row: refuse, never train on that.
-            raise BertsentError("--packing: this transformers version does not pass the packing arguments to the "
-                               "attention layers. Train without --packing, or upgrade transformers.")
+            raise BertsentError("--packing: this transformers version does not pass the packing arguments to "
+                                "the attention layers. Train without --packing, or upgrade transformers.")
         first_tokens = hidden[0, cu_seq_lens[:-1].long()]  # [sequences, hidden]
         logits = model.classifier(model.dropout(model.bert.pooler(first_tokens[:, None])))
         loss = F.cross_entropy(logits, labels) if labels is not None else None

@@ -291,8 +291,8 @@ def fit(train: TextDataset, validation: TextDataset | None, config: TrainConfig,
         f"({config.optimizer}, {config.schedule}, warmup {config.warmup_ratio:g}), max length {config.max_length} "
         f"({'auto: 99th percentile, ' if requested == 'auto' else ''}{truncated:.1%} of texts cut, "
         f"{config.truncation}), {'length-bucketed' if config.length_bucketing else 'random'} batches"
-        f"{', padded to max length' if pad_to else ''}{', packed (no padding)' if config.packing else ''}, device {device.type}, precision "
-        f"{accelerator.mixed_precision}, seed {config.seed}"
+        f"{', padded to max length' if pad_to else ''}{', packed (no padding)' if config.packing else ''}, "
+        f"device {device.type}, precision {accelerator.mixed_precision}, seed {config.seed}"
         f"{'' if config.attention_dropout is None else f', attention dropout {config.attention_dropout:g}'}")
 
     if config.packing and device.type == "cuda" and (config.attention_dropout != 0 or varlen_kernel() is None):
