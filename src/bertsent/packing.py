@@ -16,6 +16,7 @@ families train padded.
 
 from __future__ import annotations
 
+import functools
 import math
 
 import torch
@@ -34,6 +35,7 @@ def supports_packing(model) -> bool:
     return isinstance(model, BertForSequenceClassification) and not model.config.is_decoder
 
 
+@functools.cache
 def varlen_kernel() -> object | None:
     """PyTorch's flash varlen attention (PyTorch 2.10 and later), or None where this PyTorch lacks it."""
     try:

@@ -25,10 +25,10 @@ import torch
 from . import __version__
 from . import model as models
 from .batching import Collator, EncodedDataset, LengthBucketBatchSampler
-from .packing import PackedClassifier, PackedCollator, supports_packing, varlen_kernel
 from .data import TextDataset, check_trainable, ordered_label_names
 from .errors import BertsentError, DataError
 from .evaluation import compute_metrics, fit_temperature
+from .packing import PackedClassifier, PackedCollator, supports_packing, varlen_kernel
 from .prediction import pick_device, predict_logits, softmax
 
 CHECKPOINT_DIR = "checkpoint"
@@ -397,16 +397,16 @@ def fit(train: TextDataset, validation: TextDataset | None, config: TrainConfig,
     last_flush = [time.time()]
 
     def flush_steps() -> None:
+        """Read the pending records' loss and gradient norm tensors in one go, then write the records."""
         if not pending:
             return
-        numbers = iter(torch.stack([t.float() for record in pending for t in record.pop("tensors")]).tolist())
+        on_device = [(record, key) for record in pending for key in ("loss", "grad_norm") if key in record]
+        values = torch.stack([record[key].float() for record, key in on_device]).tolist()
+        for (record, key), value in zip(on_device, values):
+            record[key] = round(value, 5 if key == "loss" else 4)
         elapsed = time.time() - clock  # after the read above, so the GPU has finished these steps
-        pending[-1]["samples_per_s"] = round(pending[-1].pop("seen") / elapsed, 2) if elapsed > 0 else None
+        pending[-1]["samples_per_s"] = round(seen / elapsed, 2) if elapsed > 0 else None
         for record in pending:
-            record["loss"] = round(next(numbers), 5)
-            if "grad_norm" in record:
-                record["grad_norm"] = round(next(numbers), 4)
-            record.pop("seen", None)
             log_record(record)
         bar.set_postfix(epoch=f"{record['epoch']:.2f}", loss=f"{record['loss']:.4f}",
                         samples_s=f"{record['samples_per_s'] or 0:.1f}", refresh=False)
@@ -473,11 +473,10 @@ def fit(train: TextDataset, validation: TextDataset | None, config: TrainConfig,
             if (batch_number + 1) % config.grad_accum and not last_in_epoch:
                 continue
             record = {"step": step + 1, "epoch": round(epoch + (batch_number + 1) / len(epoch_batches), 4),
-                      "loss": None, "tensors": [running_loss]}
+                      "loss": running_loss}  # tensors until flush_steps reads them
             if config.max_grad_norm:
                 grad_norm = accelerator.clip_grad_norm_(network.parameters(), config.max_grad_norm)
-                record["grad_norm"] = None
-                record["tensors"].append(torch.as_tensor(grad_norm, device=running_loss.device))
+                record["grad_norm"] = torch.as_tensor(grad_norm, device=running_loss.device)
             optimizer.step()
             scheduler.step()
             optimizer.zero_grad(set_to_none=True)
@@ -485,7 +484,7 @@ def fit(train: TextDataset, validation: TextDataset | None, config: TrainConfig,
             step += 1
             elapsed = time.time() - clock  # when the step was queued; the last of a group is timed after a sync
             record |= {"lr": scheduler.get_last_lr()[0],
-                       "samples_per_s": round(seen / elapsed, 2) if elapsed > 0 else None, "seen": seen}
+                       "samples_per_s": round(seen / elapsed, 2) if elapsed > 0 else None}
             pending.append(record)
             bar.update(1)
             running_loss = 0.0
