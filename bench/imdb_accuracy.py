@@ -13,7 +13,6 @@ twice: the total is what a user's train-then-evaluate run costs.
 from __future__ import annotations
 
 import argparse
-import inspect
 import json
 import os
 import sys
@@ -31,7 +30,7 @@ from common import DEFAULT_IMDB, machine, model_spec, sample, run_in_scratch  # 
 import bertsent  # noqa: E402
 from bertsent import model as models  # noqa: E402
 from bertsent.data import read_data, split_validation  # noqa: E402
-from bertsent.prediction import predict_logits  # noqa: E402
+from bertsent.inference import predict_logits  # noqa: E402
 from bertsent.training import RECIPES, TrainConfig, fit  # noqa: E402
 
 
@@ -81,9 +80,8 @@ def _main(args, work: Path) -> int:
           f"{len(validation) if validation is not None else 0}, test {len(test)}", flush=True)
 
     out = work / "model"
-    quiet = {"report": False} if "report" in inspect.signature(fit).parameters else {}
     clock = time.perf_counter()
-    result = fit(train, validation, config, out, overwrite=True, progress=False, log=print, **quiet)
+    result = fit(train, validation, config, out, overwrite=True, progress=False, log=print, report=False)
     train_s = time.perf_counter() - clock
     steps = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     steps = [r for r in steps if r.get("samples_per_s")]

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import inspect
 import json
 import os
 import sys
@@ -38,8 +37,9 @@ from common import DEFAULT_IMDB, machine, model_spec, sample, sample_indices, ru
 from bertsent import model as models  # noqa: E402
 from bertsent.batching import Collator  # noqa: E402
 from bertsent.data import ordered_label_names, read_data  # noqa: E402
-from bertsent.prediction import predict_logits  # noqa: E402
-from bertsent.training import TrainConfig, auto_lr, fit, set_seed  # noqa: E402
+from bertsent.inference import predict_logits  # noqa: E402
+from bertsent.runtime import set_seed  # noqa: E402
+from bertsent.training import TrainConfig, auto_lr, fit  # noqa: E402
 
 
 def parse_args(argv=None):
@@ -74,8 +74,7 @@ def run_ours(train, spec: str, args, work: Path) -> dict:
                          validation_fraction=0.0, calibrate=False, packing=args.packing,
                          attention_dropout=args.attention_dropout)
     out = work / "ours"
-    quiet = {"report": False} if "report" in inspect.signature(fit).parameters else {}  # no HTML report either
-    result = fit(train, None, config, out, overwrite=True, progress=False, log=lambda *_: None, **quiet)
+    result = fit(train, None, config, out, overwrite=True, progress=False, log=lambda *_: None, report=False)  # no HTML report either
     steps = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     steps = [r for r in steps if "samples_per_s" in r]
     samples = len(train) * args.epochs

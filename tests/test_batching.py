@@ -73,17 +73,32 @@ def test_no_shuffle_is_stable_and_sorted_within_pools():
 
 
 @pytest.mark.parametrize("replicas", [2, 3, 4])
-def test_sharding_gives_replicas_disjoint_batches_of_equal_count(replicas):
+def test_replicas_share_the_global_batches_of_one_process(replicas):
     lengths = _lengths(997)
-    full = LengthBucketBatchSampler(lengths, batch_size=16, seed=5).batches()
-    shards = [LengthBucketBatchSampler(lengths, batch_size=16, seed=5, num_replicas=replicas, rank=r).batches()
-              for r in range(replicas)]
-    assert len({len(s) for s in shards}) == 1  # collective ops stay in step
-    indices = [i for s in shards for b in s for i in b]
-    assert len(indices) == len(set(indices))  # disjoint
-    covered = {tuple(b) for s in shards for b in s}
-    assert covered <= {tuple(b) for b in full}
-    assert len(full) - len(covered) < replicas  # only the remainder that cannot be shared evenly is dropped
+    one = LengthBucketBatchSampler(lengths, batch_size=16 * replicas, seed=5).batches()
+    samplers = [LengthBucketBatchSampler(lengths, batch_size=16, seed=5, num_replicas=replicas, rank=r)
+                for r in range(replicas)]
+    assert all(s.batches() == one for s in samplers)  # the same global batches as one process with N x 16
+    for batch in one:
+        shards = [s.shard(batch) for s in samplers]
+        assert sorted(i for shard in shards for i in shard) == sorted(batch)  # every example once, no drops
+        assert max(map(len, shards)) - min(map(len, shards)) <= 1 and max(map(len, shards)) <= 16
+    per_rank = [list(s) for s in samplers]
+    assert len({len(p) for p in per_rank}) == 1  # the same number of steps on every process
+
+
+def test_token_budget_holds_for_each_replica():
+    lengths = _lengths(600)
+    for replicas in (1, 2, 3):
+        samplers = [LengthBucketBatchSampler(lengths, batch_size=64, max_tokens=300, seed=1, num_replicas=replicas,
+                                             rank=r) for r in range(replicas)]
+        for batch in samplers[0].batches():
+            for sampler in samplers:
+                shard = sampler.shard(batch)
+                assert not shard or len(shard) * max(lengths[i] for i in shard) <= 300 or len(shard) == 1
+        one = LengthBucketBatchSampler(lengths, batch_size=64 * replicas, max_tokens=300 * replicas, seed=1).batches()
+        # N replicas with budget T cut no bigger batches than one process with budget N x T
+        assert len(samplers[0].batches()) >= len(one)
 
 
 def test_invalid_batch_size():

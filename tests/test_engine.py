@@ -1,6 +1,5 @@
 """The training engine: truncation strategies, gradient accumulation, out-of-memory back-off."""
 
-import inspect
 import json
 import shutil
 
@@ -11,13 +10,12 @@ from safetensors.torch import load_file
 import bertsent
 from bertsent import model as models
 from bertsent.data import TextDataset
-from bertsent.training import TrainConfig, fit, is_out_of_memory
+from bertsent.runtime import is_out_of_memory
+from bertsent.training import TrainConfig, fit
 
 from conftest import make_reviews
 
-QUIET = dict(progress=False, log=lambda *_: None)
-if "report" in inspect.signature(fit).parameters:
-    QUIET["report"] = False
+QUIET = dict(progress=False, log=lambda *_: None, report=False)
 
 
 # ----------------------------------------------------------------------------- truncation

@@ -5,9 +5,9 @@ import pytest
 from sklearn.metrics import (accuracy_score, confusion_matrix, f1_score, log_loss, precision_recall_fscore_support,
                              roc_auc_score)
 
-from bertsent.evaluation import (accuracy_by_length, compute_metrics, expected_calibration_error, fit_temperature,
-                                 format_metrics, reliability_bins)
-from bertsent.prediction import softmax
+from bertsent.cli.tables import format_metrics
+from bertsent.metrics import (accuracy_by_length, compute_metrics, expected_calibration_error, fit_temperature,
+                              reliability_bins, softmax)
 
 LABELS = ["negative", "positive"]
 Y_TRUE = ["negative", "negative", "negative", "positive", "positive", "positive", "positive", "negative"]

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 import bertsent
-from bertsent import api
+from bertsent import api, experiments
 from bertsent.cli import main
 from bertsent.data import TextDataset
 from bertsent.errors import BertsentError
@@ -196,9 +196,9 @@ def test_train_with_seeds_writes_each_run_and_a_summary(tiny_model_dir, write_cs
 def test_seeds_need_validation_data(tiny_model_dir, tmp_path):
     train, _ = _datasets(32, 8)
     with pytest.raises(BertsentError, match="--eval-data"):
-        api.train_seeds(train, seeds=2, out=tmp_path / "x", model=str(tiny_model_dir), validation_fraction=0, **QUIET)
+        experiments.train_seeds(train, seeds=2, out=tmp_path / "x", model=str(tiny_model_dir), validation_fraction=0, **QUIET)
     with pytest.raises(BertsentError, match="at least 1"):
-        api.train_seeds(train, seeds=0, out=tmp_path / "x", model=str(tiny_model_dir), **QUIET)
+        experiments.train_seeds(train, seeds=0, out=tmp_path / "x", model=str(tiny_model_dir), **QUIET)
 
 
 # -- TensorBoard --------------------------------------------------------------------------------------
@@ -241,7 +241,7 @@ def test_compare_writes_one_table(tiny_model_dir, write_csv, tmp_path, capsys):
     table = json.loads((tmp_path / "cmp" / "compare.json").read_text())
     rows = list(csv.DictReader(open(tmp_path / "cmp" / "compare.csv")))
     assert len(table["models"]) == len(rows) == 2
-    assert list(rows[0]) == list(api.COMPARE_COLUMNS)
+    assert list(rows[0]) == list(experiments.COMPARE_COLUMNS)
     assert rows[0]["model_dir"] != rows[1]["model_dir"]  # the same model twice gets two folders
     for row in table["models"]:
         assert 0 <= row["accuracy"] <= 1 and row["ece"] is not None and row["predictions_per_s"] > 0
@@ -251,7 +251,7 @@ def test_compare_writes_one_table(tiny_model_dir, write_csv, tmp_path, capsys):
 
 def test_compare_needs_models(tmp_path):
     with pytest.raises(BertsentError, match="--models"):
-        api.compare([" ", ""], TextDataset(["a"], ["b"]), out=tmp_path / "x")
+        experiments.compare([" ", ""], TextDataset(["a"], ["b"]), out=tmp_path / "x")
 
 
 # -- report.html in a real browser --------------------------------------------------------------------

@@ -121,11 +121,14 @@ def test_unseen_eval_labels_are_refused(tiny_model_dir, tmp_path):
     assert not (tmp_path / "x").exists()
 
 
+FACTS = dict(parameters=22_000_000, max_positions=512, token_lengths=[10, 20, 30], packing_supported=True)
+
+
 def test_tutorial_recipe_settings():
-    config = TrainConfig(recipe="tutorial").resolved()
+    config = TrainConfig(recipe="tutorial").resolve(**FACTS)
     assert (config.max_length, config.batch_size, config.lr, config.optimizer, config.epochs) == (512, 6, 2e-5, "adam", 1)
-    assert config.pad_to_max_length and not config.length_bucketing
-    assert TrainConfig(recipe="tutorial", batch_size=8).resolved().batch_size == 8
+    assert config.pad_to_max_length and not config.length_bucketing and config.micro_batch_size == 6
+    assert TrainConfig(recipe="tutorial", batch_size=8).resolve(**FACTS).batch_size == 8
 
 
 def test_auto_max_length():

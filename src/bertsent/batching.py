@@ -3,7 +3,8 @@
 Shuffled examples are cut into pools of many batches; each pool is sorted by length and cut into
 batches of at most `batch_size` sequences and at most `max_tokens` padded tokens; then all batches
 are shuffled together. So a batch holds texts of similar length (little padding) while the order
-of batches and their make-up still change every epoch.
+of batches and their make-up still change every epoch. With several processes the batches are cut
+once, the same everywhere, and each process takes its share of every batch.
 """
 
 from __future__ import annotations
@@ -18,7 +19,13 @@ POOL_BATCHES = 64  # batches' worth of examples sorted together
 
 
 class LengthBucketBatchSampler:
-    """Yields lists of example indices. Deterministic for (seed, epoch); shards across processes."""
+    """Batches of example indices. Deterministic for (seed, epoch), whatever the number of processes.
+
+    `batches()` are the global batches of an epoch, the same on every process: at most `batch_size`
+    sequences and `max_tokens` padded tokens per process, so N processes with batch B see the batches
+    one process sees with batch N x B. `shard(batch)` is this process's part of one: every N-th
+    sequence of it, so each process gets sequences of about the same lengths.
+    """
 
     def __init__(self, lengths: list[int], batch_size: int, max_tokens: int | None = None,
                  shuffle: bool = True, seed: int = 0, sort_by_length: bool = True,
@@ -39,11 +46,14 @@ class LengthBucketBatchSampler:
         self.epoch = epoch
 
     def _cut(self, indices: list[int]) -> list[list[int]]:
+        most = self.batch_size * self.num_replicas
         batches, batch, longest = [], [], 0
         for i in indices:
             longest_if_added = max(longest, self.lengths[i])
-            over_budget = self.max_tokens and batch and longest_if_added * (len(batch) + 1) > self.max_tokens
-            if batch and (len(batch) == self.batch_size or over_budget):
+            # The busiest process's share, ceil(n / N) sequences padded to the longest, keeps to the budget.
+            share = -(-(len(batch) + 1) // self.num_replicas)
+            over_budget = self.max_tokens and batch and longest_if_added * share > self.max_tokens
+            if batch and (len(batch) == most or over_budget):
                 batches.append(batch)
                 batch, longest_if_added = [], self.lengths[i]
             batch.append(i)
@@ -53,14 +63,14 @@ class LengthBucketBatchSampler:
         return batches
 
     def batches(self) -> list[list[int]]:
-        """All batches of this epoch for this process, in order."""
+        """All global batches of this epoch, in order."""
         rng = random.Random(self.seed * 1_000_003 + self.epoch)
         order = list(range(len(self.lengths)))
         if self.shuffle:
             rng.shuffle(order)
         batches = []
         if self.sort_by_length:
-            pool = self.batch_size * POOL_BATCHES
+            pool = self.batch_size * self.num_replicas * POOL_BATCHES
             for start in range(0, len(order), pool):
                 chunk = sorted(order[start:start + pool], key=lambda i: self.lengths[i])
                 batches += self._cut(chunk)
@@ -68,14 +78,14 @@ class LengthBucketBatchSampler:
             batches = self._cut(order)
         if self.shuffle:
             rng.shuffle(batches)
-        if self.num_replicas > 1:
-            # Every process gets the same number of batches, so collective ops stay in step.
-            usable = len(batches) - len(batches) % self.num_replicas
-            batches = batches[self.rank:usable:self.num_replicas]
         return batches
 
+    def shard(self, batch: list[int]) -> list[int]:
+        """This process's part of a global batch (empty when the batch has fewer sequences than processes)."""
+        return batch[self.rank::self.num_replicas]
+
     def __iter__(self):
-        return iter(self.batches())
+        return (self.shard(batch) for batch in self.batches())
 
     def __len__(self) -> int:
         return len(self.batches())

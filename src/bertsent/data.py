@@ -30,6 +30,7 @@ import numpy as np
 import pandas as pd
 
 from .errors import DataError
+from .files import cache_dir
 
 TEXT_COLUMN_NAMES = ("text", "review", "sentence", "content", "document", "comment", "body",
                      "tweet", "snippet", "utterance", "message")
@@ -96,12 +97,6 @@ def ordered_label_names(labels) -> list[str]:
     if all(n.lower() in SENTIMENT_ORDER for n in names):
         return sorted(names, key=lambda n: SENTIMENT_ORDER[n.lower()])
     return names
-
-
-def cache_dir() -> Path:
-    root = os.environ.get("BERTSENT_CACHE") or os.path.join(
-        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "bertsent")
-    return Path(root)
 
 
 def read_data(source: str | os.PathLike, *, text_column: str | None = None,

@@ -19,6 +19,7 @@ from pathlib import Path
 import torch
 
 from .errors import ModelError
+from .files import cache_dir
 
 DEFAULT_MODEL = "minilm"
 METADATA_FILE = "bertsent.json"
@@ -59,8 +60,6 @@ def _mpnet_parts() -> list[Path]:
 
 
 def _mpnet_cache() -> Path:
-    from .data import cache_dir
-
     return cache_dir() / "models" / "all-mpnet-base-v2"
 
 

@@ -150,5 +150,10 @@ class PackedClassifier(torch.nn.Module):
 
     def unpack(self):
         """The classifier, back on plain SDPA attention (what it saves and loads with)."""
-        self.classifier.set_attn_implementation("sdpa")
+        restore_attention(self.classifier)
         return self.classifier
+
+
+def restore_attention(model) -> None:
+    """A model trained packed, back on plain SDPA attention: what it is saved and loaded with."""
+    model.set_attn_implementation("sdpa")

@@ -3,59 +3,18 @@
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from . import model as models
-from .batching import Collator, EncodedDataset, LengthBucketBatchSampler
+from .batching import Collator
 from .errors import BertsentError
-
-NEUTRAL = "neutral"
-
-
-def pick_device(device: str | None = None) -> torch.device:
-    """CUDA, then Apple MPS, then CPU; or what the user asked for."""
-    if device and device != "auto":
-        return torch.device(device)
-    if torch.cuda.is_available():
-        return torch.device("cuda")
-    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
-        return torch.device("mps")
-    return torch.device("cpu")
-
-
-@torch.inference_mode()
-def predict_logits(model, ids: list[list[int]], collator: Collator, batch_size: int = 64,
-                   max_tokens: int | None = None, device: torch.device | None = None,
-                   autocast_dtype: torch.dtype | None = None) -> np.ndarray:
-    """Logits for token-id lists, in their order. Batches are length-sorted so little is padded."""
-    device = device or next(model.parameters()).device
-    was_training = model.training
-    model.eval()
-    sampler = LengthBucketBatchSampler([len(x) for x in ids], batch_size, max_tokens, shuffle=False)
-    dataset = EncodedDataset(ids)
-    order, parts = [], []
-    for batch_indices in sampler:
-        batch = collator([dataset[i] for i in batch_indices])
-        batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
-        with torch.autocast(device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None):
-            parts.append(model(**batch).logits.float())  # left on the device: copying each batch back would wait
-        order += batch_indices
-    model.train(was_training)
-    out = np.zeros((len(ids), model.config.num_labels), dtype=np.float32)
-    if parts:
-        out[order] = torch.cat(parts).cpu().numpy()
-    return out
-
-
-def softmax(logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:
-    z = logits / temperature
-    z = z - z.max(axis=1, keepdims=True)
-    e = np.exp(z)
-    return e / e.sum(axis=1, keepdims=True)
-
+from .files import partial_folder, publish_folder
+from .inference import predict_logits
+from .metrics import check_neutral_band, labels_from_proba, softmax
+from .runtime import pick_device
 
 class SentimentModel:
     """A trained classifier with scikit-learn's shape: predict, predict_proba, classes_."""
@@ -72,6 +31,7 @@ class SentimentModel:
         self.max_length = max_length or models.model_max_length(tokenizer, model)
         self.truncation = self.metadata.get("truncation", "head+tail")
         self.temperature = float(self.metadata.get("temperature", 1.0))
+        check_neutral_band(neutral_band)
         self.neutral_band = neutral_band
         self.collator = Collator(tokenizer.pad_token_id, tokenizer.padding_side)
 
@@ -110,12 +70,8 @@ class SentimentModel:
         return self.labels_from_proba(self.predict_proba(texts))
 
     def labels_from_proba(self, probs: np.ndarray) -> list[str]:
-        labels = [self.classes_[i] for i in probs.argmax(axis=1)]
-        if self.neutral_band and len(self.classes_) == 2:
-            # Binary models cannot learn "neutral"; an uncertain prediction is reported as one.
-            threshold = 0.5 + self.neutral_band / 2
-            labels = [NEUTRAL if p.max() < threshold else label for p, label in zip(probs, labels)]
-        return labels
+        """Labels for probabilities: the most probable class, or "neutral" within the neutral band."""
+        return labels_from_proba(probs, self.classes_, self.neutral_band)
 
     def predict_records(self, texts) -> list[dict]:
         """[{"text", "label", "probs": {label: p}}] for each text."""
@@ -124,6 +80,20 @@ class SentimentModel:
         labels = self.labels_from_proba(probs)
         return [{"text": t, "label": label, "probs": {c: round(float(p), 6) for c, p in zip(self.classes_, row)}}
                 for t, label, row in zip(texts, labels, probs)]
+
+
+    def save(self, folder: str | os.PathLike) -> Path:
+        """Write the model folder (weights, tokenizer, bertsent.json); an existing folder is replaced whole."""
+        import json
+
+        out = Path(folder).expanduser()
+        work = partial_folder(out)
+        shutil.rmtree(work, ignore_errors=True)
+        self.model.save_pretrained(work, safe_serialization=True)
+        self.tokenizer.save_pretrained(work)
+        (work / models.METADATA_FILE).write_text(json.dumps(self.metadata, indent=2))
+        publish_folder(work, out)
+        return out
 
 
 def load(folder: str | os.PathLike, **kwargs) -> SentimentModel:

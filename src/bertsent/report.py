@@ -14,13 +14,13 @@ import html
 import io
 import json
 import os
-import uuid
 from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
 
-from .evaluation import accuracy_by_length, compute_metrics, expected_calibration_error, reliability_bins
+from .files import write_atomic
+from .metrics import Scores, score_probs
 
 METRICS_FILE = "metrics.json"
 HTML_FILE = "report.html"
@@ -37,21 +37,6 @@ COLORS = {"train": "#9db4d6", "train_avg": "#1f4e99", "validation": "#d1495b", "
 
 
 # -- files ---------------------------------------------------------------------------------------
-
-def write_atomic(path: Path, data: bytes | str) -> None:
-    """Write to a temporary file in the same folder, then rename: readers never see half a file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    payload = data.encode("utf-8") if isinstance(data, str) else data
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")  # mode from the umask
-    try:
-        with open(temporary, "xb") as handle:
-            handle.write(payload)
-        os.replace(temporary, path)
-    except BaseException:
-        temporary.unlink(missing_ok=True)
-        raise
-
 
 def read_training_log(path: str | os.PathLike | None) -> list[dict]:
     """The records of a metrics.jsonl (training steps and validation scores); [] when there is none."""
@@ -216,44 +201,31 @@ def plot_length(buckets: list[dict], overall: float) -> bytes:
 def write_report(folder: str | os.PathLike, *, texts: list[str] | None = None, y_true: list[str] | None = None,
                  probs: np.ndarray | None = None, classes: list[str] | None = None,
                  predicted: list[str] | None = None, lengths=None, probs_uncalibrated: np.ndarray | None = None,
-                 metrics: dict | None = None, training_log: str | os.PathLike | list | None = None,
+                 scores: Scores | None = None, training_log: str | os.PathLike | list | None = None,
                  title: str = "bertsent report", info: dict | None = None) -> dict:
     """Write metrics.json, errors.csv, the PNG charts and report.html into `folder`.
 
-    `probs` are the (calibrated) probabilities in `classes` order; `predicted` the labels given
-    (argmax, or "neutral" from a neutral band); `probs_uncalibrated` draws the "before" curve;
-    `lengths` are token lengths for the length buckets; `training_log` a metrics.jsonl path or its
-    records. Without labeled data (no `probs`) only the training curves are drawn. Returns the
-    metrics as written (with `by_length` and `reliability` added).
+    Give either `scores` (from `metrics.score_logits`) or `probs`: the (calibrated) probabilities in
+    `classes` order, with `predicted` the labels given (default argmax), `probs_uncalibrated` for the
+    "before" curve and `lengths` (token lengths) for the length buckets. `training_log` is a
+    metrics.jsonl path or its records. Without labeled data only the training curves are drawn.
+    Returns the metrics as written.
     """
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     records = training_log if isinstance(training_log, list) else read_training_log(training_log)
+    if scores is None and probs is not None and y_true is not None and len(y_true):
+        scores = score_probs(probs, y_true, classes, predicted=predicted, lengths=lengths,
+                             probs_uncalibrated=probs_uncalibrated)
+    has_data = scores is not None and y_true is not None and len(y_true) > 0
+    metrics = dict(scores.metrics) if scores is not None else {}
+    classes = scores.classes if has_data else []
     images: dict[str, bytes] = {}
-    metrics = dict(metrics or {})
     errors: list[dict] = []
-    has_data = probs is not None and y_true is not None and len(y_true) > 0
     if has_data:
-        classes = list(classes)
-        probs = np.asarray(probs, dtype=float)
-        if predicted is None:
-            predicted = [classes[i] for i in probs.argmax(axis=1)]
-        if not metrics:
-            metrics = compute_metrics(y_true, predicted, classes, probs)
-        index = {name: i for i, name in enumerate(classes)}
-        y_index = np.array([index[y] for y in y_true])
-        metrics.setdefault("ece", expected_calibration_error(probs, y_index))
-        metrics["reliability"] = reliability_bins(probs, y_index)
-        before = None
-        if probs_uncalibrated is not None:
-            before = reliability_bins(np.asarray(probs_uncalibrated, dtype=float), y_index)
-            metrics["reliability_uncalibrated"] = before
-            metrics.setdefault("ece_uncalibrated",
-                               expected_calibration_error(np.asarray(probs_uncalibrated, dtype=float), y_index))
-        if lengths is not None:
-            metrics["by_length"] = accuracy_by_length(lengths, y_true, predicted)
-        errors = error_rows(texts or [""] * len(y_true), y_true, predicted, probs, classes)
+        errors = error_rows(texts or [""] * len(y_true), y_true, scores.predicted, scores.probs, classes)
         images[CONFUSION_PNG] = plot_confusion(metrics["confusion_matrix"], metrics["labels"], classes)
+        before = metrics.get("reliability_uncalibrated") if scores.probs_uncalibrated is not None else None
         images[RELIABILITY_PNG] = plot_reliability(metrics["reliability"], before, metrics["ece"],
                                                    metrics.get("ece_uncalibrated") if before is not None else None)
         if metrics.get("by_length"):
@@ -269,8 +241,7 @@ def write_report(folder: str | os.PathLike, *, texts: list[str] | None = None, y
     if has_data:
         write_atomic(folder / ERRORS_FILE, errors_csv(errors, classes))
     write_atomic(folder / METRICS_FILE, json.dumps(metrics, indent=2))
-    write_atomic(folder / HTML_FILE, render_html(metrics, images, errors, classes or [], title, info or {},
-                                                 has_data))
+    write_atomic(folder / HTML_FILE, render_html(metrics, images, errors, classes, title, info or {}, has_data))
     return metrics
 
 

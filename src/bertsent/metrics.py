@@ -1,16 +1,133 @@
-"""Scores of a model on labeled data: metrics, calibration, and their tables."""
+"""Scores of a model on labeled data: one pipeline from logits to probabilities, labels and metrics.
+
+`score_logits` (and `score_probs`, for probabilities made elsewhere) is what training's validation,
+`evaluate` and the report all use: temperature-scaled softmax, labels (with the neutral band), then
+accuracy, precision/recall/F1, confusion matrix, log loss, ROC-AUC, calibration error and its bins,
+accuracy by length.
+"""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
+
+from .errors import BertsentError
+
+NEUTRAL = "neutral"
+HEADLINE = ("loss", "accuracy", "f1_macro", "ece")
+
+
+def softmax(logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:
+    z = np.asarray(logits, dtype=np.float64) / temperature
+    z = z - z.max(axis=1, keepdims=True)
+    e = np.exp(z)
+    return e / e.sum(axis=1, keepdims=True)
+
+
+def check_neutral_band(neutral_band: float | None) -> None:
+    if neutral_band is not None and not 0 <= neutral_band < 1:
+        raise BertsentError(
+            f"--neutral-band {neutral_band}: give a width in [0, 1), e.g. 0.2 (neutral below 60% confidence)."
+        )
+
+
+def labels_from_proba(probs: np.ndarray, classes: list[str], neutral_band: float | None = None) -> list[str]:
+    """The most probable class; with a neutral band, a binary model's unsure predictions are "neutral"."""
+    labels = [classes[i] for i in probs.argmax(axis=1)]
+    if neutral_band and len(classes) == 2:
+        # Binary models cannot learn "neutral"; an uncertain prediction is reported as one.
+        threshold = 0.5 + neutral_band / 2
+        labels = [NEUTRAL if p.max() < threshold else label for p, label in zip(probs, labels)]
+    return labels
+
+
+@dataclass
+class Scores:
+    """A model's predictions on labeled data and their metrics."""
+
+    metrics: dict
+    classes: list[str]
+    probs: np.ndarray  # calibrated, columns in `classes` order
+    predicted: list[str]
+    probs_uncalibrated: np.ndarray | None = None  # when a temperature other than 1 was applied
+
+
+def score_logits(
+    logits: np.ndarray,
+    y_true: list[str],
+    classes: list[str],
+    *,
+    temperature: float = 1.0,
+    neutral_band: float | None = None,
+    lengths=None,
+) -> Scores:
+    """Metrics of logits against true labels, after temperature scaling; the uncalibrated figures too."""
+    uncalibrated = softmax(logits)
+    scores = score_probs(
+        softmax(logits, temperature),
+        y_true,
+        classes,
+        neutral_band=neutral_band,
+        lengths=lengths,
+        probs_uncalibrated=uncalibrated,
+    )
+    scores.metrics["temperature"] = float(temperature)
+    if temperature == 1.0:
+        scores.probs_uncalibrated = None  # the same probabilities: nothing to draw "before"
+    return scores
+
+
+def score_probs(
+    probs: np.ndarray,
+    y_true: list[str],
+    classes: list[str],
+    *,
+    predicted: list[str] | None = None,
+    neutral_band: float | None = None,
+    lengths=None,
+    probs_uncalibrated: np.ndarray | None = None,
+) -> Scores:
+    """Metrics of class probabilities (columns in `classes` order) against true labels."""
+    classes = list(classes)
+    probs = np.asarray(probs, dtype=float)
+    if predicted is None:
+        predicted = labels_from_proba(probs, classes, neutral_band)
+    metrics = compute_metrics(y_true, predicted, classes, probs)
+    if "log_loss" in metrics:
+        metrics["loss"] = metrics["log_loss"]
+    if len(y_true):
+        index = {name: i for i, name in enumerate(classes)}
+        y_index = np.array([index[y] for y in y_true])
+        metrics["reliability"] = reliability_bins(probs, y_index)
+        if probs_uncalibrated is not None:
+            before = np.asarray(probs_uncalibrated, dtype=float)
+            metrics["ece_uncalibrated"] = expected_calibration_error(before, y_index)
+            metrics["log_loss_uncalibrated"] = _log_loss(before, y_index)
+            metrics["reliability_uncalibrated"] = reliability_bins(before, y_index)
+    if lengths is not None:
+        metrics["by_length"] = accuracy_by_length(lengths, y_true, predicted)
+    if neutral_band:
+        metrics["neutral_band"] = neutral_band
+    return Scores(metrics, classes, probs, predicted, probs_uncalibrated)
+
+
+def _log_loss(probs: np.ndarray, y_index: np.ndarray) -> float:
+    from sklearn.metrics import log_loss
+
+    return float(log_loss(y_index, probs, labels=list(range(probs.shape[1]))))
+
+
+def headline(metrics: dict) -> dict:
+    """The few numbers logged at each evaluation during training."""
+    return {k: round(metrics[k], 5) for k in HEADLINE if k in metrics}
 
 
 def compute_metrics(y_true: list[str], y_pred: list[str], labels: list[str],
                     probs: np.ndarray | None = None) -> dict:
     """Accuracy, macro and per-class precision/recall/F1, confusion matrix; log loss, ECE and
     (binary) ROC-AUC when probabilities in `labels` order are given."""
-    from sklearn.metrics import (accuracy_score, confusion_matrix, log_loss,
-                                 precision_recall_fscore_support, roc_auc_score)
+    from sklearn.metrics import accuracy_score, confusion_matrix, precision_recall_fscore_support, roc_auc_score
 
     names = list(labels) + sorted(set(y_pred) - set(labels))  # e.g. "neutral" from a neutral band
     precision, recall, f1, _ = precision_recall_fscore_support(y_true, y_pred, labels=labels,
@@ -30,7 +147,7 @@ def compute_metrics(y_true: list[str], y_pred: list[str], labels: list[str],
     if probs is not None and len(y_true):
         index = {name: i for i, name in enumerate(labels)}
         y_index = np.array([index[y] for y in y_true])
-        result["log_loss"] = float(log_loss(y_index, probs, labels=list(range(len(labels)))))
+        result["log_loss"] = _log_loss(probs, y_index)
         result["ece"] = expected_calibration_error(probs, y_index)
         if len(labels) == 2 and len(set(y_index)) == 2:
             result["roc_auc"] = float(roc_auc_score(y_index, probs[:, 1]))
@@ -71,28 +188,6 @@ def fit_temperature(logits: np.ndarray, y_index: np.ndarray) -> float:
         return 1.0
     # Perfectly separated validation data pushes T towards 0 (certainty); keep it within sane bounds.
     return float(np.clip(temperature, 0.05, 20.0))
-
-
-def format_metrics(metrics: dict) -> str:
-    """A plain-text table: headline scores, per-class scores and the confusion matrix."""
-    lines = [f"examples   {metrics['n']}",
-             f"accuracy   {metrics['accuracy']:.4f}",
-             f"precision  {metrics['precision_macro']:.4f}  (macro)",
-             f"recall     {metrics['recall_macro']:.4f}  (macro)",
-             f"f1         {metrics['f1_macro']:.4f}  (macro)"]
-    for key in ("roc_auc", "log_loss", "ece"):
-        if key in metrics:
-            lines.append(f"{key:<10} {metrics[key]:.4f}")
-    per_class = metrics["per_class"]
-    width = max(8, *(len(n) for n in metrics["labels"]))
-    lines += ["", f"{'class':<{width}}  precision  recall  f1      support"]
-    for name, s in per_class.items():
-        lines.append(f"{name:<{width}}  {s['precision']:9.4f}  {s['recall']:6.4f}  {s['f1']:.4f}  {s['support']:7d}")
-    lines += ["", "confusion matrix (rows: true, columns: predicted)",
-              " " * width + "  " + "  ".join(f"{n:>{width}}" for n in metrics["labels"])]
-    for name, row in zip(metrics["labels"], metrics["confusion_matrix"]):
-        lines.append(f"{name:<{width}}  " + "  ".join(f"{v:>{width}d}" for v in row))
-    return "\n".join(lines)
 
 
 # -- for the evaluation report ------------------------------------------------

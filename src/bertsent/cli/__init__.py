@@ -1,0 +1,60 @@
+"""`bertsent` on the command line: a thin layer over the Python API that holds all text formatting.
+
+Exit codes: 0 done, 2 a user error (one line on stderr says what to do), 1 an internal error.
+Under torchrun or accelerate launch every process runs the command; only the main one prints.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sys
+import warnings
+
+from ..errors import BertsentError
+from ..runtime import process_rank
+from .commands import COMMANDS
+from .parser import build_parser
+
+EXIT_USER_ERROR = 2
+EXIT_INTERNAL_ERROR = 1
+
+
+def main(argv: list[str] | None = None) -> int:
+    quiet_library_warnings()
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return EXIT_USER_ERROR
+    rank = process_rank()
+    try:
+        with open(os.devnull, "w") if rank else contextlib.nullcontext(sys.stdout) as stdout, \
+                contextlib.redirect_stdout(stdout):
+            return COMMANDS[args.command](args)
+    except BertsentError as exc:
+        if rank == 0:  # every process meets the same input; one line is enough
+            print(f"bertsent {args.command}: error: {exc}", file=sys.stderr)
+        return EXIT_USER_ERROR
+    except KeyboardInterrupt:
+        print(f"bertsent {args.command}: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        return 0
+    except Exception as exc:  # a bug of ours: say so briefly, full traceback on request
+        if os.environ.get("BERTSENT_DEBUG"):
+            raise
+        where = f" (process {rank})" if rank else ""
+        print(f"bertsent {args.command}: internal error{where}: {type(exc).__name__}: {exc} "
+              f"(set BERTSENT_DEBUG=1 for the traceback, and please report it)", file=sys.stderr)
+        return EXIT_INTERNAL_ERROR
+
+
+def quiet_library_warnings() -> None:
+    """Warnings from libraries that say nothing a user of this command can act on."""
+    warnings.filterwarnings("ignore", category=FutureWarning, module=r"(transformers|accelerate|torch)\b")
+    warnings.filterwarnings("ignore", category=DeprecationWarning, module=r"(transformers|accelerate|torch)\b")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

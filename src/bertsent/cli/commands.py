@@ -1,0 +1,138 @@
+"""What each command does: call the Python API, then print with `tables`."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+from ..errors import BertsentError
+from .parser import training_settings
+from .tables import (format_compare, format_data_info, format_metrics, format_models, format_predictions,
+                     format_seed_summary)
+
+EXAMPLE = "This is a really good movie. I loved it and will watch again"
+
+
+def say(message: str) -> None:
+    """Progress and notes go to stderr, so stdout holds only results."""
+    print(message, file=sys.stderr, flush=True)
+
+
+def _data_options(args) -> dict:
+    return dict(text_column=args.text_column, label_column=args.label_column, encoding=args.encoding,
+                drop_invalid=args.drop_invalid, overwrite=args.overwrite, progress=not args.quiet, log=say)
+
+
+def cmd_train(args) -> int:
+    from .. import api
+
+    settings = training_settings(args) | ({"model": args.model} if args.model else {})
+    options = _data_options(args) | dict(out=args.out, report=not args.no_report, tensorboard=args.tensorboard)
+    if args.seeds is not None:
+        return _train_seeds(args, options, settings)
+    result = api.train(args.data, args.eval_data, resume=args.resume, **options, **settings)
+    if result.metrics:
+        print(f"\nValidation metrics (best epoch {result.best_epoch}, calibrated, temperature "
+              f"{result.metrics['temperature']:.3f}):")
+        print(format_metrics(result.metrics))
+    print(f"\nTrained in {result.train_seconds:.1f} s. Model: {result.model_dir}")
+    if not args.no_report and (result.model_dir / "report.html").exists():
+        print(f"Report: {result.model_dir / 'report.html'}")
+    print(f'Try it: bertsent predict {result.model_dir} "{EXAMPLE}"')
+    return 0
+
+
+def _train_seeds(args, options: dict, settings: dict) -> int:
+    from ..experiments import train_seeds
+
+    summary = train_seeds(args.data, args.eval_data, seeds=args.seeds, resume=args.resume, **options, **settings)
+    print(f"\nValidation metrics over {len(summary['seeds'])} seeds ({summary['validation']}, "
+          f"{summary['n']} examples; std: sample standard deviation):")
+    print(format_seed_summary(summary))
+    print(f"\nModels in {summary['out']}/seed-N; summary: {Path(summary['out']) / 'summary.json'}")
+    return 0
+
+
+def cmd_compare(args) -> int:
+    from ..experiments import compare
+
+    table = compare(args.models.split(","), args.data, args.eval_data, out=args.out, **_data_options(args),
+                    **training_settings(args))
+    print(f"\nValidation on {table['validation']} ({table['n']} examples):")
+    print(format_compare(table))
+    print(f"\nTable written to {Path(table['out']) / 'compare.csv'} and compare.json")
+    return 0
+
+
+def cmd_evaluate(args) -> int:
+    from .. import api
+
+    _check_out_file(args.out, "metrics.json")
+    metrics = api.evaluate(args.model_dir, args.data, out=args.out, text_column=args.text_column,
+                           label_column=args.label_column, encoding=args.encoding, drop_invalid=args.drop_invalid,
+                           batch_size=args.batch_size, neutral_band=args.neutral_band, report=args.report)
+    print(f"{metrics['data']['source']}: {metrics['data']['rows']} examples")
+    print(format_metrics(metrics))
+    if args.out:
+        print(f"\nMetrics written to {args.out}")
+    if args.report:
+        print(f"Report written to {Path(args.report) / 'report.html'}")
+    return 0
+
+
+def cmd_predict(args) -> int:
+    from ..data import read_data
+    from ..files import write_atomic
+    from ..metrics import check_neutral_band
+    from ..prediction import load
+
+    _check_out_file(args.out, "predictions.jsonl")
+    check_neutral_band(args.neutral_band)
+    texts = list(args.texts)
+    if args.file:
+        texts += read_data(args.file, text_column=args.text_column, encoding=args.encoding, texts_only=True).texts
+    if not texts and not sys.stdin.isatty():
+        texts = [line.rstrip("\n") for line in sys.stdin if line.strip()]
+    if not texts:
+        raise BertsentError("no texts to label. Give them as arguments, with --file F, or on standard input.")
+    suffix = Path(args.out).suffix.lower() if args.out else ""
+    fmt = args.format or {".jsonl": "jsonl", ".csv": "csv"}.get(suffix, "table")
+    model = load(args.model_dir, batch_size=args.batch_size, neutral_band=args.neutral_band)
+    records = model.predict_records(texts)
+    text = format_predictions(records, model.classes_, fmt)
+    if args.out:
+        write_atomic(Path(args.out), text)
+        say(f"{len(records)} predictions written to {args.out}")
+    else:
+        sys.stdout.write(text)
+    return 0
+
+
+def cmd_data(args) -> int:
+    from ..data import describe, read_data
+    from ..model import load_tokenizer
+
+    dataset = read_data(args.source, text_column=args.text_column, label_column=args.label_column,
+                        encoding=args.encoding, drop_invalid=args.drop_invalid, require_labels=False)
+    info = describe(dataset, load_tokenizer(args.model))
+    print(json.dumps(info, indent=2) if args.json else format_data_info(info, args.model))
+    return 0
+
+
+def cmd_models(args) -> int:
+    from ..model import list_offline_models
+
+    rows = list_offline_models()
+    print(json.dumps(rows, indent=2) if args.json else format_models(rows))
+    return 0
+
+
+def _check_out_file(out: str | None, example: str) -> None:
+    """Refuse an --out that is a folder before any work, not after it."""
+    if out and Path(out).is_dir():
+        raise BertsentError(f"--out {out}: is a folder; give a file name, e.g. --out {Path(out) / example}.")
+
+
+COMMANDS = {"train": cmd_train, "evaluate": cmd_evaluate, "predict": cmd_predict, "data": cmd_data,
+            "models": cmd_models, "compare": cmd_compare}

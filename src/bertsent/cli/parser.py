@@ -1,0 +1,139 @@
+"""The command line's flags. The training settings are declared once, for `train` and `compare`; they are
+passed on as given and checked by TrainConfig, so the command line and Python refuse the same values."""
+
+from __future__ import annotations
+
+import argparse
+from dataclasses import fields
+
+from ..runtime import package_version
+from ..training import RECIPES, TrainConfig
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="bertsent", description="Fine-tune, evaluate and use BERT-family sentiment models, offline by default.")
+    parser.add_argument("--version", action="version", version=f"bertsent {package_version()}")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    train = commands.add_parser("train", help="fine-tune a model on labeled text",
+                                description="Fine-tune a model. With no arguments: the packaged MiniLM on "
+                                            "the Rotten Tomatoes snippets. Under torchrun or accelerate launch, "
+                                            "data-parallel on every process.")
+    train.add_argument("--model", metavar="M", help="alias (minilm, mpnet), local folder or Hub id (default minilm)")
+    add_data_flags(train, training=True)
+    train.add_argument("--out", metavar="DIR", help="model folder to write (default runs/<model>-<data>-<time>)")
+    train.add_argument("--overwrite", action="store_true", help="replace --out once the new model is complete")
+    train.add_argument("--resume", action="store_true", help="continue an interrupted run from its last checkpoint")
+    add_training_flags(train)
+    train.add_argument("--seeds", type=int, metavar="N",
+                       help="train N times (seeds --seed, --seed+1, ...) into OUT/seed-N; print mean and std")
+    train.add_argument("--tensorboard", nargs="?", const=True, metavar="DIR",
+                       help="also log to TensorBoard (default MODEL_DIR/tensorboard; needs bertsent[tensorboard])")
+    train.add_argument("--no-report", action="store_true", help="skip report.html, metrics.json and the charts")
+    train.add_argument("--quiet", action="store_true", help="no progress bar")
+
+    evaluate = commands.add_parser("evaluate", help="score a trained model on labeled data")
+    evaluate.add_argument("model_dir", metavar="MODEL_DIR")
+    evaluate.add_argument("--data", required=True, metavar="SRC",
+                          help="labeled data (aclImdb sources use their test split unless SRC:train is given)")
+    add_data_flags(evaluate)
+    evaluate.add_argument("--out", metavar="FILE", help="write the metrics as JSON")
+    evaluate.add_argument("--report", metavar="DIR",
+                          help="write metrics.json, report.html, errors.csv and charts into DIR")
+    evaluate.add_argument("--batch-size", type=int, default=64, metavar="N")
+    evaluate.add_argument("--neutral-band", type=float, metavar="X", help="binary models: report unsure as neutral")
+
+    predict = commands.add_parser("predict", help="label new texts")
+    predict.add_argument("model_dir", metavar="MODEL_DIR")
+    predict.add_argument("texts", nargs="*", metavar="TEXT", help="texts to label (or --file, or stdin)")
+    predict.add_argument("--file", metavar="F", help="CSV/TSV/JSONL/JSON/Parquet/plain-lines file of texts")
+    predict.add_argument("--text-column", metavar="C")
+    predict.add_argument("--encoding", default="utf-8")
+    predict.add_argument("--out", metavar="F", help="write here instead of stdout")
+    predict.add_argument("--format", choices=["table", "jsonl", "csv"], help="default: table, or from --out's suffix")
+    predict.add_argument("--batch-size", type=int, default=64, metavar="N")
+    predict.add_argument("--neutral-band", type=float, metavar="X",
+                         help="binary models: below 0.5+X/2 confidence the label is 'neutral'")
+
+    compare = commands.add_parser("compare", help="fine-tune several models on one split and compare them",
+                                  description="Fine-tune each model on the same training data and validation "
+                                              "split; print and write one table (OUT/compare.csv, .json).")
+    compare.add_argument("--models", required=True, metavar="A,B,...", help="models to compare, comma-separated")
+    add_data_flags(compare, training=True)
+    compare.add_argument("--out", metavar="DIR", help="folder for the models and the table (default runs/compare-<time>)")
+    compare.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
+    add_training_flags(compare)
+    compare.add_argument("--quiet", action="store_true", help="no progress bar")
+
+    data = commands.add_parser("data", help="size, labels and token lengths of a data source")
+    data.add_argument("source", metavar="SRC")
+    add_data_flags(data)
+    data.add_argument("--model", default="minilm", metavar="M", help="tokenizer for the token lengths")
+    data.add_argument("--json", action="store_true", help="print JSON")
+
+    models = commands.add_parser("models", help="models usable offline on this machine")
+    models.add_argument("--json", action="store_true", help="print JSON")
+    return parser
+
+
+def add_data_flags(parser: argparse.ArgumentParser, training: bool = False) -> None:
+    if training:
+        parser.add_argument("--data", default="rotten-tomatoes", metavar="SRC",
+                            help="training data: a file, an aclImdb folder/archive, imdb or rotten-tomatoes "
+                                 "(default; aclImdb sources use their train split unless SRC:test is given)")
+        parser.add_argument("--eval-data", metavar="SRC",
+                            help="validation data (default: a stratified share of --data, --validation-fraction)")
+    parser.add_argument("--text-column", metavar="C", help="column holding the text (detected when unambiguous)")
+    parser.add_argument("--label-column", metavar="C", help="column holding the label (detected when unambiguous)")
+    parser.add_argument("--encoding", default="utf-8", help="text encoding of the data files (default utf-8)")
+    parser.add_argument("--drop-invalid", action="store_true",
+                        help="skip rows with an empty text or label instead of stopping")
+
+
+def add_training_flags(parser: argparse.ArgumentParser) -> None:
+    """The TrainConfig settings a user sets by flag (--model is the command's own). No defaults here:
+    TrainConfig's own apply, and TrainConfig checks the values."""
+    flags = parser.add_argument_group("training settings (default: the recipe's)")
+    add = flags.add_argument
+    add("--recipe", metavar="|".join(RECIPES),
+        help="default settings: fast (ours) or tutorial (pad to 512, batch 6, Adam 2e-5, 1 epoch)")
+    add("--epochs", metavar="N")
+    add("--batch-size", metavar="N|auto", help="sequences per optimizer step and process (auto: the recipe's, in "
+                                                "micro-batches that fit in memory)")
+    add("--micro-batch-size", metavar="N|auto", help="sequences per forward+backward (default: the whole batch)")
+    add("--max-tokens", metavar="N", help="padded tokens per batch and process, at most")
+    add("--grad-accum", metavar="N", help="batches per optimizer step")
+    add("--lr", metavar="X", help="peak learning rate (default: by model size)")
+    add("--max-length", metavar="N|auto", help="tokens per text (auto: 99th percentile of the data)")
+    add("--truncation", metavar="head|tail|head+tail", help="which part of a long text to keep (default head+tail)")
+    add("--optimizer", metavar="adamw|adam")
+    add("--weight-decay", metavar="X")
+    add("--warmup-ratio", metavar="X", help="share of the steps with a rising learning rate")
+    add("--schedule", metavar="linear|constant")
+    add("--max-grad-norm", metavar="X", help="gradient clipping (0: none)")
+    add("--seed", metavar="N", help="random seed (default 42)")
+    add("--max-train-samples", metavar="N", help="train on a random sample of N rows")
+    add("--validation-fraction", metavar="X",
+        help="share held out for validation when --eval-data is not given (default 0.1; 0: none)")
+    add("--metric", metavar="accuracy|f1_macro|loss", help="validation metric that picks the best epoch")
+    add("--early-stopping", metavar="N", help="stop after N evaluations without gain")
+    add("--eval-every", metavar="N", help="also evaluate every N steps")
+    add("--checkpoint-every", metavar="N", help="save a checkpoint every N steps (for --resume)")
+    add("--eval-batch-size", metavar="N", help="sequences per batch when scoring the validation data (default 64)")
+    add("--precision", metavar="auto|fp32|bf16|fp16", help="auto: bf16 (or fp16) on GPUs, fp32 on CPU")
+    add("--device", metavar="D", help="auto, cpu, cuda, cuda:1, mps")
+    add("--compile", action="store_true", default=None, help="torch.compile the model")
+    add("--packing", action=argparse.BooleanOptionalAction,
+        help="train on unpadded batches: sequences end to end, attention kept within each (BERT-architecture "
+             "models; on CUDA with --attention-dropout 0 it uses the flash varlen kernel)")
+    add("--attention-dropout", metavar="X",
+        help="dropout on attention probabilities (default: the model's, 0.1 for BERT); 0 trains long texts about "
+             "1.5x faster on CPU")
+    add("--no-calibrate", dest="calibrate", action="store_false", default=None, help="skip temperature scaling")
+
+
+def training_settings(args: argparse.Namespace) -> dict:
+    """The TrainConfig settings given on the command line, as given."""
+    names = [f.name for f in fields(TrainConfig)]
+    return {name: getattr(args, name) for name in names if getattr(args, name, None) is not None}

@@ -1,0 +1,102 @@
+"""All the text the command line prints: metric tables, prediction tables, data and model listings."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+
+
+def format_metrics(metrics: dict) -> str:
+    """Headline scores, per-class scores and the confusion matrix."""
+    lines = [f"examples   {metrics['n']}",
+             f"accuracy   {metrics['accuracy']:.4f}",
+             f"precision  {metrics['precision_macro']:.4f}  (macro)",
+             f"recall     {metrics['recall_macro']:.4f}  (macro)",
+             f"f1         {metrics['f1_macro']:.4f}  (macro)"]
+    for key in ("roc_auc", "log_loss", "ece"):
+        if key in metrics:
+            lines.append(f"{key:<10} {metrics[key]:.4f}")
+    width = max(8, *(len(n) for n in metrics["labels"]))
+    lines += ["", f"{'class':<{width}}  precision  recall  f1      support"]
+    for name, s in metrics["per_class"].items():
+        lines.append(f"{name:<{width}}  {s['precision']:9.4f}  {s['recall']:6.4f}  {s['f1']:.4f}  {s['support']:7d}")
+    lines += ["", "confusion matrix (rows: true, columns: predicted)",
+              " " * width + "  " + "  ".join(f"{n:>{width}}" for n in metrics["labels"])]
+    for name, row in zip(metrics["labels"], metrics["confusion_matrix"]):
+        lines.append(f"{name:<{width}}  " + "  ".join(f"{v:>{width}d}" for v in row))
+    return "\n".join(lines)
+
+
+def format_seed_summary(summary: dict) -> str:
+    seeds = summary["seeds"]
+    lines = [f"{'metric':<18} {'mean':>8} {'std':>8}  " + "  ".join(f"{'seed ' + str(s):>9}" for s in seeds)]
+    for key, stats in summary["metrics"].items():
+        digits = 1 if key == "train_seconds" else 4
+        lines.append(f"{key:<18} {stats['mean']:>8.{digits}f} {stats['std']:>8.{digits}f}  "
+                     + "  ".join(f"{v:>9.{digits}f}" for v in stats["values"]))
+    return "\n".join(lines)
+
+
+def format_compare(table: dict) -> str:
+    header = (f"{'model':<24} {'accuracy':>8} {'macro F1':>8} {'ECE':>6} {'train s':>8} {'pred/s':>8} "
+              f"{'params':>8} {'size MB':>8}")
+    lines = [header]
+    for r in table["models"]:
+        name = r["model"] if len(r["model"]) <= 24 else "..." + r["model"][-21:]
+        lines.append(f"{name:<24} {r['accuracy'] or 0:>8.4f} {r['f1_macro'] or 0:>8.4f} {r['ece'] or 0:>6.3f} "
+                     f"{r['train_seconds']:>8.1f} {r['predictions_per_s'] or 0:>8.1f} "
+                     f"{r['parameters'] / 1e6:>7.1f}M {r['size_mb']:>8.1f}")
+    return "\n".join(lines)
+
+
+def format_predictions(records: list[dict], classes: list[str], fmt: str) -> str:
+    """`predict`'s output: a table to read, JSON Lines or CSV."""
+    if fmt == "jsonl":
+        return "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records)
+    if fmt == "csv":
+        buffer = io.StringIO()
+        writer = csv.writer(buffer)
+        writer.writerow(["text", "label"] + [f"p_{c}" for c in classes])
+        for r in records:
+            writer.writerow([r["text"], r["label"]] + [r["probs"][c] for c in classes])
+        return buffer.getvalue()
+    width = max(5, *(len(r["label"]) for r in records))
+    lines = [f"{'label':<{width}}  confidence  text"]
+    for r in records:
+        short = " ".join(r["text"].split())
+        short = short if len(short) <= 70 else short[:67] + "..."
+        lines.append(f"{r['label']:<{width}}  {max(r['probs'].values()):10.3f}  {short}")
+    return "\n".join(lines) + "\n"
+
+
+def format_data_info(info: dict, model: str) -> str:
+    """`bertsent data`: size, splits, labels, length percentiles."""
+    lines = [f"source    {info['source']}",
+             f"rows      {info['rows']}" + (f"  ({info['dropped']} invalid rows skipped)" if info["dropped"] else "")]
+    if info.get("splits"):
+        lines.append("splits    " + ", ".join(f"{k} {v}" for k, v in info["splits"].items()))
+    if info["labels"]:
+        total = sum(info["labels"].values())
+        lines.append("labels    " + ", ".join(f"{k} {v} ({v / total:.1%})" for k, v in info["labels"].items()))
+    else:
+        lines.append("labels    none (no label column)")
+    for key, unit in (("characters", "chars"), ("tokens", f"tokens ({model})")):
+        s = info[key]
+        lines.append(f"{unit:<9} mean {s['mean']:.0f}, min {s['min']}, median {s['p50']}, p90 {s['p90']}, "
+                     f"p95 {s['p95']}, p99 {s['p99']}, max {s['max']}")
+    over = info["tokens"]["over_max_length"]
+    lines.append(f"longer than {over['max_length']} tokens: {over['share']:.1%}")
+    return "\n".join(lines)
+
+
+def format_models(rows: list[dict]) -> str:
+    """`bertsent models`: what is usable offline."""
+    lines = []
+    for row in rows:
+        mark = "yes" if row["available"] else "no "
+        lines.append(f"{row['name']:<12} available: {mark}  {row['description']}")
+        if row["path"]:
+            lines.append(f"{'':<12} {row['path']}")
+    lines += ["", "Also usable: any local Hugging Face model folder (--model /path/to/folder), or a Hub id when online."]
+    return "\n".join(lines)

@@ -1,0 +1,144 @@
+"""Experiments made of several training runs: the same model over seeds, several models on one split."""
+
+from __future__ import annotations
+
+import csv
+import io
+import os
+import re
+import time
+from datetime import datetime
+from pathlib import Path
+
+import numpy as np
+
+from . import model as models
+from .api import DEFAULT_DATA, RUNS_DIR, link_latest, default_out_dir, train, train_config, training_data
+from .data import TextDataset
+from .errors import BertsentError
+from .files import write_atomic, write_json_atomic
+from .prediction import SentimentModel
+from .report import REPORT_FILES
+from .training import METRICS_LOG
+
+SUMMARY_METRICS = ("accuracy", "f1_macro", "precision_macro", "recall_macro", "roc_auc", "log_loss", "ece",
+                   "ece_uncalibrated")
+COMPARE_COLUMNS = ("model", "accuracy", "f1_macro", "ece", "train_seconds", "predictions_per_s", "parameters",
+                   "size_mb", "model_dir")
+_NOT_MODEL_FILES = set(REPORT_FILES) | {METRICS_LOG}
+
+
+def _prepare_runs(data, eval_data, out, overwrite: bool, read: dict, settings: dict, flag: str, log):
+    config = train_config(settings)
+    train_set, validation = training_data(data, eval_data, read, config, log)
+    if validation is None:
+        raise BertsentError(f"{flag} compares validation scores: give --eval-data, or a --validation-fraction above 0.")
+    out = Path(out).expanduser() if out is not None else None
+    if out is not None and out.exists() and not overwrite:
+        raise BertsentError(f"{out}: already exists. Pass --overwrite to replace it, or another --out.")
+    return config, train_set, validation, out
+
+
+def train_seeds(data: str | TextDataset = DEFAULT_DATA, eval_data: str | TextDataset | None = None, *,
+                seeds: int = 3, out: str | os.PathLike | None = None, text_column: str | None = None,
+                label_column: str | None = None, encoding: str = "utf-8", drop_invalid: bool = False,
+                overwrite: bool = False, progress: bool = True, log=print, report: bool = True,
+                tensorboard: str | os.PathLike | bool | None = None, **settings) -> dict:
+    """Train with seeds seed, seed+1, ... into OUT/seed-N on one validation split (drawn with the first
+    seed), and write OUT/summary.json: each validation metric's mean and standard deviation."""
+    if seeds < 1:
+        raise BertsentError(f"--seeds {seeds}: must be at least 1.")
+    if settings.pop("resume", False):
+        raise BertsentError("--resume does not combine with --seeds: resume one run at a time with --out OUT/seed-N.")
+    read = dict(text_column=text_column, label_column=label_column, encoding=encoding, drop_invalid=drop_invalid)
+    config, train_set, validation, out = _prepare_runs(data, eval_data, out, overwrite, read, settings, "--seeds", log)
+    link = out is None
+    out = out or default_out_dir(config.model, str(data if isinstance(data, str) else "data"))
+    runs = []
+    for seed in range(config.seed, config.seed + seeds):
+        log(f"-- seed {seed} ({seed - config.seed + 1} of {seeds})")
+        board = Path(tensorboard) / f"seed-{seed}" if tensorboard not in (None, False, True) else tensorboard
+        result = train(train_set, validation, out=out / f"seed-{seed}", overwrite=overwrite, progress=progress,
+                       log=log, report=report, tensorboard=board, **{**settings, "seed": seed})
+        runs.append({"seed": seed, "model_dir": str(result.model_dir), "best_epoch": result.best_epoch,
+                     "train_seconds": round(result.train_seconds, 2),
+                     "metrics": {k: result.metrics[k] for k in SUMMARY_METRICS if k in result.metrics}})
+    summary = {"seeds": [r["seed"] for r in runs], "validation": validation.name, "n": len(validation),
+               "std": "sample standard deviation (n-1); 0 for one seed", "runs": runs,
+               "metrics": summarize(r["metrics"] for r in runs)}
+    summary["metrics"].update(summarize({"train_seconds": r["train_seconds"]} for r in runs))
+    write_json_atomic(out / "summary.json", summary)
+    summary["out"] = str(out)
+    if link:
+        link_latest(out)
+    return summary
+
+
+def summarize(rows) -> dict:
+    """{metric: {"mean", "std", "values"}} over dicts of scores (sample std; 0 for a single value)."""
+    values: dict[str, list[float]] = {}
+    for row in rows:
+        for key, value in row.items():
+            values.setdefault(key, []).append(float(value))
+    return {key: {"mean": float(np.mean(v)), "std": float(np.std(v, ddof=1)) if len(v) > 1 else 0.0, "values": v}
+            for key, v in values.items()}
+
+
+def compare(model_names: list[str], data: str | TextDataset = DEFAULT_DATA,
+            eval_data: str | TextDataset | None = None, *, out: str | os.PathLike | None = None,
+            text_column: str | None = None, label_column: str | None = None, encoding: str = "utf-8",
+            drop_invalid: bool = False, overwrite: bool = False, progress: bool = True, log=print,
+            batch_size_predict: int = 64, **settings) -> dict:
+    """Fine-tune each model on the same split; one table of validation accuracy, macro F1, ECE, train
+    time, predictions per second, parameters and size on disk, written as OUT/compare.csv and .json."""
+    names = [m.strip() for m in model_names if m and m.strip()]
+    if not names:
+        raise BertsentError("--models: give one or more models separated by commas, e.g. --models minilm,mpnet.")
+    read = dict(text_column=text_column, label_column=label_column, encoding=encoding, drop_invalid=drop_invalid)
+    _, train_set, validation, out = _prepare_runs(data, eval_data, out, overwrite, read, settings, "compare", log)
+    out = out or Path(RUNS_DIR) / f"compare-{datetime.now().strftime('%Y%m%d-%H%M%S')}"
+    rows = []
+    for name, folder in zip(names, _folder_names(names)):
+        log(f"-- {name} ({len(rows) + 1} of {len(names)})")
+        result = train(train_set, validation, out=out / folder, overwrite=overwrite, progress=progress, log=log,
+                       **{**settings, "model": name})
+        rows.append(_compare_row(name, result, validation, batch_size_predict))
+    table = {"validation": validation.name, "n": len(validation), "train": train_set.name,
+             "settings": {k: v for k, v in settings.items() if v is not None}, "models": rows}
+    write_json_atomic(out / "compare.json", table)
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=COMPARE_COLUMNS)
+    writer.writeheader()
+    writer.writerows(rows)
+    write_atomic(out / "compare.csv", buffer.getvalue())
+    table["out"] = str(out)
+    return table
+
+
+def _folder_names(names: list[str]) -> list[str]:
+    """A folder name for each model; the same model twice, or two folders with one name, get -2, -3, ..."""
+    used, folders = set(), []
+    for name in names:
+        base = re.sub(r"[^A-Za-z0-9_.-]+", "-", Path(name).name).strip("-.") or "model"
+        folder, k = base, 2
+        while folder in used:
+            folder, k = f"{base}-{k}", k + 1
+        used.add(folder)
+        folders.append(folder)
+    return folders
+
+
+def _compare_row(name: str, result, validation: TextDataset, batch_size: int) -> dict:
+    model = SentimentModel.load(result.model_dir, batch_size=batch_size)
+    model.predict_proba(validation.texts[:8])  # warm-up: first-call costs are not throughput
+    clock = time.perf_counter()
+    model.predict_proba(validation.texts)
+    seconds = time.perf_counter() - clock
+    size = sum(f.stat().st_size for f in Path(result.model_dir).rglob("*")
+               if f.is_file() and f.name not in _NOT_MODEL_FILES and "tensorboard" not in f.parts)
+    metadata = models.read_metadata(result.model_dir)
+    return {"model": name, "accuracy": result.metrics.get("accuracy"), "f1_macro": result.metrics.get("f1_macro"),
+            "ece": result.metrics.get("ece"), "train_seconds": round(result.train_seconds, 2),
+            "predictions_per_s": round(len(validation) / seconds, 1) if seconds > 0 else None,
+            "parameters": metadata.get("parameters", models.parameter_count(model.model)),
+            "size_mb": round(size / 1e6, 2), "model_dir": str(result.model_dir)}

@@ -1,0 +1,53 @@
+"""Files that readers never see half-written, folders replaced only once the new one is whole, the cache."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import uuid
+from pathlib import Path
+
+
+def cache_dir() -> Path:
+    """Where downloads and unpacked models are kept: $BERTSENT_CACHE, else ~/.cache/bertsent."""
+    root = os.environ.get("BERTSENT_CACHE") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "bertsent"
+    )
+    return Path(root)
+
+
+def write_atomic(path: str | os.PathLike, data: bytes | str) -> None:
+    """Write to a temporary file in the same folder, then rename: readers never see half a file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    payload = data.encode("utf-8") if isinstance(data, str) else data
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")  # mode from the umask
+    try:
+        with open(temporary, "xb") as handle:
+            handle.write(payload)
+        os.replace(temporary, path)
+    except BaseException:
+        temporary.unlink(missing_ok=True)
+        raise
+
+
+def write_json_atomic(path: str | os.PathLike, payload) -> None:
+    write_atomic(path, json.dumps(payload, indent=2))
+
+
+def partial_folder(out: Path) -> Path:
+    """The hidden folder beside `out` where it is built before `publish_folder` renames it."""
+    return out.parent / f".{out.name}.partial"
+
+
+def publish_folder(work: Path, out: Path) -> None:
+    """Move a finished folder into place; an older folder at `out` goes only once the new one is whole."""
+    if out.exists():
+        old = out.parent / f".{out.name}.old"
+        shutil.rmtree(old, ignore_errors=True)
+        os.replace(out, old)
+        os.replace(work, out)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.replace(work, out)

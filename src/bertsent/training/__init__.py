@@ -1,0 +1,18 @@
+"""Fine-tuning: `fit` and its settings. One module per part of the job:
+
+config      TrainConfig: checked when built, resolved once (recipe, model, data) into the config the run uses
+fit         fit(): the steps of a run, from the model folder to the published result
+loop        the training loop (about 80 lines), the run's state, checkpoints
+microbatch  forward/backward of a step in micro-batches, out-of-memory back-off, gradients over processes
+records     metrics.jsonl, TensorBoard and the progress bar, read from the device in groups
+selection   validation scores, the best evaluation, early stopping
+run_folder  the partial folder, the checkpoint file, the atomic publish
+finish      temperature scaling, bertsent.json, the model files and the report
+"""
+
+from .config import RECIPES, TrainConfig, auto_lr, auto_max_length
+from .finish import TrainResult
+from .fit import fit
+from .records import METRICS_LOG
+
+__all__ = ["METRICS_LOG", "RECIPES", "TrainConfig", "TrainResult", "auto_lr", "auto_max_length", "fit"]

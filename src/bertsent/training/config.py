@@ -1,0 +1,205 @@
+"""Training settings: `TrainConfig` refuses bad values when it is built; `resolve` fills in the rest once.
+
+A config as given may leave settings to its recipe (None), to the model (lr by size, the position limit)
+or to the data (`max_length="auto"`, `batch_size="auto"`). `resolve` turns it, once, into a config whose
+every value is concrete; the run reads only that one, nothing changes it, and bertsent.json records it.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+from dataclasses import asdict, dataclass, replace
+
+import numpy as np
+
+from ..errors import BertsentError
+from ..model import DEFAULT_MODEL, TRUNCATIONS
+
+SMALL_MODEL_PARAMETERS = 40_000_000
+
+RECIPES = {
+    # Our tuned default: little padding, long reviews cut head+tail, lr by model size.
+    "fast": dict(epochs=2, batch_size=32, max_length="auto", truncation="head+tail", pad_to_max_length=False,
+                 length_bucketing=True, packing=False, optimizer="adamw", weight_decay=0.01, warmup_ratio=0.1,
+                 schedule="linear", max_grad_norm=1.0),
+    # The tutorial: pad to 512, batch 6, plain Adam at 2e-5 (eps 1e-8), one epoch, no schedule.
+    "tutorial": dict(epochs=1, batch_size=6, lr=2e-5, max_length=512, truncation="head", pad_to_max_length=True,
+                     length_bucketing=False, packing=False, optimizer="adam", weight_decay=0.0, warmup_ratio=0.0,
+                     schedule="constant", max_grad_norm=0.0),
+}  # fmt: skip
+
+CHOICES = {
+    "recipe": tuple(RECIPES),
+    "truncation": TRUNCATIONS,
+    "optimizer": ("adamw", "adam"),
+    "schedule": ("linear", "constant"),
+    "metric": ("accuracy", "f1_macro", "loss"),
+    "precision": ("auto", "fp32", "bf16", "fp16"),
+}
+# Whole numbers and their least value; "auto" is also accepted where named.
+WHOLE = {"epochs": 1, "batch_size": 1, "micro_batch_size": 1, "max_length": 8, "max_tokens": 8, "grad_accum": 1,
+         "seed": 0, "max_train_samples": 1, "early_stopping": 1, "eval_every": 1, "checkpoint_every": 1,
+         "eval_batch_size": 1}  # fmt: skip
+AUTO = ("batch_size", "micro_batch_size", "max_length")
+FRACTIONS = ("validation_fraction", "warmup_ratio", "attention_dropout")  # in [0, 1)
+POSITIVE = ("lr", "adam_eps")
+NON_NEGATIVE = ("weight_decay", "max_grad_norm")
+FLAGS = ("compile", "calibrate", "packing", "pad_to_max_length", "length_bucketing")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Every training setting. None means: the recipe's value (or the model's, or the data's)."""
+
+    model: str = DEFAULT_MODEL
+    recipe: str = "fast"
+    epochs: int | None = None
+    batch_size: int | str | None = None  # sequences per optimizer step and process; "auto": see micro_batch_size
+    micro_batch_size: int | str | None = None  # sequences per forward+backward (None: the batch; "auto": what fits)
+    lr: float | None = None
+    max_length: int | str | None = None  # an int or "auto": from the training data's token lengths
+    truncation: str | None = None  # head, tail or head+tail
+    pad_to_max_length: bool | None = None
+    length_bucketing: bool | None = None
+    max_tokens: int | None = None  # padded tokens per batch and process, at most
+    grad_accum: int = 1
+    optimizer: str | None = None  # adamw or adam
+    weight_decay: float | None = None
+    adam_eps: float = 1e-8
+    warmup_ratio: float | None = None
+    schedule: str | None = None  # linear or constant
+    max_grad_norm: float | None = None
+    seed: int = 42
+    max_train_samples: int | None = None
+    validation_fraction: float = 0.1
+    metric: str = "accuracy"  # picks the best epoch: accuracy, f1_macro or loss
+    early_stopping: int | None = None  # stop after this many evaluations without improvement
+    eval_every: int | None = None  # steps between evaluations; None: each epoch
+    checkpoint_every: int | None = None  # steps between checkpoints (for --resume)
+    eval_batch_size: int = 64
+    precision: str = "auto"  # auto, fp32, bf16, fp16
+    device: str = "auto"
+    compile: bool = False
+    packing: bool | None = None  # unpadded batches (BERT-architecture models); see packing.py
+    attention_dropout: float | None = None  # None: the model's own (0.1 for BERT-family models)
+    calibrate: bool = True
+
+    def __post_init__(self):
+        if not isinstance(self.model, str):
+            object.__setattr__(self, "model", str(self.model))  # a Path to a model folder
+        if not self.model.strip():
+            raise BertsentError("--model: give a model (minilm, mpnet, a folder or a Hub id).")
+        for name, choices in CHOICES.items():
+            _check_choice(name, getattr(self, name), choices)
+        for name, least in WHOLE.items():
+            object.__setattr__(self, name, _whole_number(name, getattr(self, name), least))
+        rules = [(FRACTIONS, lambda x: 0 <= x < 1, "must be in [0, 1)"), (POSITIVE, lambda x: x > 0, "must be above 0"),
+                 (NON_NEGATIVE, lambda x: x >= 0, "must be 0 or more")]
+        for names, ok, rule in rules:
+            for name in names:
+                object.__setattr__(self, name, _number(name, getattr(self, name), ok, rule))
+        for name in FLAGS:
+            if getattr(self, name) is not None and not isinstance(getattr(self, name), bool):
+                raise BertsentError(f"{name}={getattr(self, name)!r}: give True or False.")
+        _check_device(self.device)
+        self._check_combinations()
+
+    def _check_combinations(self) -> None:
+        pads = self.pad_to_max_length if self.pad_to_max_length is not None else RECIPES[self.recipe][
+            "pad_to_max_length"]
+        if self.packing and pads:
+            raise BertsentError("--packing leaves out all padding, so it cannot also pad to the max length (the "
+                                "tutorial recipe pads). Drop --packing, or use --recipe fast.")
+        batch, micro = self.batch_size, self.micro_batch_size
+        if isinstance(batch, int) and isinstance(micro, int) and micro > batch:
+            raise BertsentError(f"--micro-batch-size {micro}: must not exceed --batch-size {batch}.")
+
+    def resolve(self, *, parameters: int, max_positions: int, token_lengths: list[int],
+                packing_supported: bool) -> TrainConfig:
+        """This config with every value concrete: the recipe's defaults, lr from the model's size, the
+        max length from the training data's token lengths (`token_lengths`, before truncation)."""
+        values = {k: v for k, v in RECIPES[self.recipe].items() if getattr(self, k) is None}
+        batch_size = values.get("batch_size", self.batch_size)
+        micro = self.micro_batch_size
+        if batch_size == "auto":
+            batch_size, micro = RECIPES[self.recipe]["batch_size"], "auto"
+        max_length = values.get("max_length", self.max_length)
+        if max_length == "auto":
+            max_length = auto_max_length(token_lengths, max_positions)
+        elif max_length > max_positions:
+            whose = "" if self.max_length else f" (the {self.recipe} recipe's)"
+            raise BertsentError(f"--max-length {max_length}{whose}: the model takes at most {max_positions} tokens. "
+                                f"Give a smaller --max-length.")
+        values.update(
+            batch_size=batch_size,
+            micro_batch_size=min(micro, batch_size) if isinstance(micro, int) else (micro or batch_size),
+            lr=values.get("lr", self.lr) or auto_lr(parameters),
+            max_length=max_length,
+            packing=bool(values.get("packing", self.packing)) and packing_supported,
+        )
+        return replace(self, **values)
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def auto_lr(parameter_count: int) -> float:
+    # Small models (MiniLM) want a larger step than BERT-base-sized ones.
+    return 1e-4 if parameter_count < SMALL_MODEL_PARAMETERS else 3e-5
+
+
+def auto_max_length(lengths: list[int], limit: int) -> int:
+    """The 99th percentile of training token lengths, rounded up to a multiple of 32, within the model's limit."""
+    p99 = float(np.percentile(lengths, 99)) if len(lengths) else limit
+    return int(min(limit, max(32, math.ceil(p99 / 32) * 32)))
+
+
+def _flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def _check_choice(name: str, value, choices) -> None:
+    if value is not None and value not in choices:
+        what = "recipe" if name == "recipe" else "value"
+        raise BertsentError(f"{_flag(name)} {value}: unknown {what}. Use one of {', '.join(choices)}.")
+
+
+def _whole_number(name: str, value, least: int):
+    """`value` as an int (digit strings too, as from the command line), "auto" where allowed, or None."""
+    if value is None or (value == "auto" and name in AUTO):
+        return value
+    if isinstance(value, str) and value.strip().isdigit():
+        value = int(value)
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        unit = " of tokens" if name == "max_length" else ""
+        auto = " or 'auto'" if name in AUTO else ""
+        raise BertsentError(f"{_flag(name)} {value}: give a whole number{unit}{auto}.")
+    if value < least:
+        raise BertsentError(f"{_flag(name)} {value}: must be at least {least}.")
+    return int(value)
+
+
+def _number(name: str, value, ok, rule: str):
+    """`value` as a number (numeric strings too, as from the command line) that passes `ok`, or None."""
+    if value is None:
+        return None
+    if isinstance(value, str):
+        try:
+            value = float(value)
+        except ValueError:
+            raise BertsentError(f"{_flag(name)} {value}: give a number.") from None
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value) or not ok(value):
+        raise BertsentError(f"{_flag(name)} {value}: {rule}.")
+    return value
+
+
+def _check_device(device: str) -> None:
+    import torch
+
+    if device == "auto":
+        return
+    try:
+        torch.device(device)
+    except (RuntimeError, TypeError):
+        raise BertsentError(f"--device {device}: not a device. Use auto, cpu, cuda, cuda:N or mps.") from None

@@ -1,0 +1,103 @@
+"""Finishing a run: the best weights, temperature scaling, bertsent.json, the model files, the report."""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+
+from .. import model as models
+from ..data import TextDataset
+from ..metrics import fit_temperature
+from ..packing import restore_attention
+from ..runtime import library_versions, package_version
+from .loop import Run
+from .records import METRICS_LOG
+
+
+@dataclass
+class TrainResult:
+    model_dir: Path
+    metrics: dict  # validation metrics of the kept model, calibrated
+    best_epoch: float | None
+    train_seconds: float
+    settings: dict
+    history: list = field(default_factory=list)
+
+
+def finish(run: Run, tokenizer, train: TextDataset, validation: TextDataset | None, *, started: float,
+           report: bool) -> TrainResult:
+    """Keep the best evaluation's weights, calibrate on the validation data, write and publish the folder."""
+    config, selection = run.config, run.selection
+    if config.packing:
+        restore_attention(run.model)  # saved and loaded with plain SDPA attention
+    if selection.weights is not None:
+        run.model.load_state_dict(selection.weights)
+    scores = temperature = None
+    if run.validation is not None:
+        # The kept evaluation's logits, or (when no evaluation ever improved, e.g. a NaN loss) the last model's.
+        logits = selection.logits if selection.logits is not None else run.validation.logits(run.model)
+        temperature = fit_temperature(logits, run.validation.y_index) if config.calibrate else 1.0
+        scores = run.validation.score(logits, temperature)
+    train_seconds = time.time() - started
+    metadata = _metadata(run, train, validation, scores.metrics if scores else None, temperature, train_seconds)
+    if run.runtime.is_main:
+        work = run.folder.work
+        run.model.save_pretrained(work, safe_serialization=True)
+        tokenizer.save_pretrained(work)
+        (work / models.METADATA_FILE).write_text(json.dumps(metadata, indent=2))
+        if report:
+            _write_report(work, validation, scores, metadata, run.log)
+        run.folder.publish()
+    run.runtime.wait_for_everyone()  # no process returns before the folder is in place
+    return TrainResult(run.folder.out, scores.metrics if scores else {}, selection.epoch, train_seconds,
+                       metadata["settings"], selection.history)
+
+
+def _metadata(run: Run, train: TextDataset, validation: TextDataset | None, metrics: dict | None,
+              temperature: float | None, train_seconds: float) -> dict:
+    config = run.config
+    return {
+        "bertsent_version": package_version(),
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "base_model": config.model,
+        "labels": run.validation.classes if run.validation else list(run.model.config.id2label.values()),
+        "max_length": config.max_length,
+        "truncation": config.truncation,
+        "temperature": temperature if temperature is not None else 1.0,
+        "settings": config.as_dict() | {"micro_batch_size": run.micro.size},
+        "processes": {"count": run.runtime.processes,
+                      "global_batch_size": config.batch_size * run.runtime.processes * config.grad_accum},
+        "data": {"train": _data_summary(train)} | ({"validation": _data_summary(validation)} if validation else {}),
+        "metrics": {"validation": metrics, "best_epoch": run.selection.epoch, "history": run.selection.history},
+        "parameters": models.parameter_count(run.model),
+        "train_seconds": round(train_seconds, 2),
+        "device": run.runtime.device.type,
+        "versions": library_versions(),
+    }
+
+
+def _data_summary(dataset: TextDataset) -> dict:
+    return {"source": dataset.name, "rows": len(dataset), "fingerprint": dataset.fingerprint(),
+            "label_counts": dataset.label_counts(), "dropped": dataset.dropped}
+
+
+def _write_report(work: Path, validation: TextDataset | None, scores, metadata: dict, log) -> None:
+    """The report of a trained model on its validation data; a failure here costs the report, not the model."""
+    started = time.time()
+    try:
+        from ..report import write_report
+
+        info = {"model": metadata["base_model"], "validation": validation.name if validation is not None else None,
+                "temperature": float(metadata["temperature"]), "best epoch": metadata["metrics"]["best_epoch"]}
+        if scores is None:
+            write_report(work, training_log=work / METRICS_LOG, title="Training report", info=info)
+        else:
+            write_report(work, texts=validation.texts, y_true=validation.labels, scores=scores,
+                         training_log=work / METRICS_LOG, title="Training report (validation data)", info=info)
+    except Exception as exc:  # noqa: BLE001 - hours of training must not be lost to a chart
+        log(f"Warning: could not write the report ({type(exc).__name__}: {exc}); the model is saved.")
+    else:
+        log(f"Report written in {time.time() - started:.1f} s: report.html")

@@ -1,0 +1,209 @@
+"""`fit`: fine-tune a sequence classifier on a TextDataset and write a model folder.
+
+It reads as its steps: the run folder, the device and processes, the examples and labels, the model,
+the tokens and the resolved config, the run (batches, micro-batches, optimizer, schedule, validation),
+the loop, finishing. The same code runs on a CPU, one GPU, or many processes under torchrun /
+accelerate launch (data-parallel; only the main process prints and writes).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+
+import numpy as np
+import torch
+
+from .. import model as models
+from ..batching import Collator, EncodedDataset, LengthBucketBatchSampler
+from ..data import TextDataset, check_trainable, ordered_label_names
+from ..errors import BertsentError, DataError
+from ..packing import PackedClassifier, PackedCollator, supports_packing, varlen_kernel
+from ..runtime import Runtime, set_seed
+from .config import RECIPES, TrainConfig
+from .finish import TrainResult, finish
+from .loop import Run, count_steps, restore_checkpoint, train_loop
+from .microbatch import MicroBatches
+from .records import METRICS_LOG, StepLog, tensorboard_writer_class
+from .run_folder import RunFolder
+from .selection import ModelSelection, Validation
+
+
+def fit(train: TextDataset, validation: TextDataset | None, config: TrainConfig, out: str | os.PathLike, *,
+        overwrite: bool = False, resume: bool = False, progress: bool = True, log=print, report: bool = True,
+        tensorboard: str | os.PathLike | bool | None = None) -> TrainResult:
+    """Fine-tune `config.model` on `train`, keep the best evaluation on `validation`, write the model to `out`.
+
+    `report`: also write metrics.json, errors.csv, charts and report.html into the folder.
+    `tensorboard`: True (into OUT/tensorboard) or a folder: log the metrics.jsonl scalars there too.
+    """
+    started = time.time()
+    folder = RunFolder(out, overwrite=overwrite, resume=resume)
+    checkpoint = folder.load_checkpoint() if resume else None
+    request = TrainConfig(**checkpoint["config"]) if checkpoint is not None else config
+    runtime = Runtime(request.device, request.precision)
+    log = runtime.main_only(log)
+    writer_class = tensorboard_writer_class() if tensorboard else None  # fail before training, not after it
+    if checkpoint is not None:
+        log(f"Resuming from step {checkpoint['position']['step']} of {folder.out}")
+
+    train, classes = training_examples(train, validation, request)
+    if checkpoint is not None:
+        check_resumable(checkpoint, train, runtime)
+    set_seed(request.seed)
+    model, tokenizer = load_model(request, classes, runtime)
+    tokens = models.tokenize(tokenizer, train.texts)  # once: max_length "auto" is read from these lengths
+    lengths = [len(ids) for ids, _ in tokens]
+    config = request.resolve(parameters=models.parameter_count(model),
+                             max_positions=models.model_max_length(tokenizer, model), token_lengths=lengths,
+                             packing_supported=supports_packing(model))
+    announce(request, config, model, train, validation, classes, lengths, runtime, log)
+    train_ids = models.truncate(tokens, config.max_length, config.truncation)
+    del tokens
+
+    run = build_run(config, runtime, model, tokenizer, train_ids, [classes.index(y) for y in train.labels],
+                    validation, classes, folder, log)
+    run.resume_key = {"config": request.as_dict(), "fingerprint": train.fingerprint()}
+    if checkpoint is not None:
+        restore_checkpoint(run, checkpoint)
+    elif config.micro_batch_size == "auto":
+        run.micro.probe(sorted(range(len(train_ids)), key=lambda i: len(train_ids[i]))[-config.batch_size:])
+        log(f"Batch size auto: {config.batch_size}, in micro-batches of {run.micro.size} (the longest "
+            f"{run.micro.size} sequences fit in one forward+backward)")
+    if runtime.is_main:
+        folder.prepare(fresh=checkpoint is None)
+    run.records = StepLog(folder.work / METRICS_LOG, enabled=runtime.is_main, progress=progress,
+                          total_steps=count_steps(run.sampler, config.epochs, config.grad_accum),
+                          first_step=run.position.step, writer_class=writer_class,
+                          tensorboard_dir=_tensorboard_dir(tensorboard, folder, log))
+    train_loop(run)
+    run.records.close()
+    return finish(run, tokenizer, train, validation, started=started, report=report)
+
+
+def training_examples(train: TextDataset, validation: TextDataset | None, config: TrainConfig):
+    """The examples to train on (a sample with `max_train_samples`) and the class names, in order."""
+    check_trainable(train)
+    if config.max_train_samples and len(train) > config.max_train_samples:
+        rng = np.random.RandomState(config.seed)
+        train = train.subset(sorted(rng.choice(len(train), config.max_train_samples, replace=False)), train.name)
+    classes = ordered_label_names(train.labels)
+    if validation is not None:
+        unseen = sorted(set(validation.labels or []) - set(classes))
+        if unseen:
+            raise DataError(f"{validation.name}: labels {', '.join(map(repr, unseen))} do not occur in the training "
+                            f"data ({', '.join(classes)}). Fix the labels or add such examples to training.")
+    return train, classes
+
+
+def check_resumable(checkpoint: dict, train: TextDataset, runtime: Runtime) -> None:
+    if checkpoint["fingerprint"] != train.fingerprint():
+        raise BertsentError("--resume: the training data differs from the checkpoint's. Pass the same --data.")
+    if checkpoint["processes"] != runtime.processes:
+        raise BertsentError(f"--resume: the checkpoint was written by {checkpoint['processes']} process(es), this "
+                            f"run has {runtime.processes}. Resume with the same number (the global batch depends "
+                            f"on it).")
+
+
+def load_model(config: TrainConfig, classes: list[str], runtime: Runtime):
+    """The tokenizer, and the classifier with a new head for `classes`, on this process's device."""
+    tokenizer = models.load_tokenizer(config.model)
+    model = models.load_classifier(config.model, classes, attention_dropout=config.attention_dropout)
+    models.set_padding_token(model, tokenizer)
+    model.to(runtime.device)
+    runtime.broadcast_parameters(model)  # every process starts from the same weights
+    return model, tokenizer
+
+
+def build_run(config: TrainConfig, runtime: Runtime, model, tokenizer, train_ids: list[list[int]],
+              train_labels: list[int], validation: TextDataset | None, classes: list[str], folder: RunFolder,
+              log) -> Run:
+    """Batches, micro-batches, optimizer and schedule, validation and model selection, for a resolved config."""
+    pad_to = config.max_length if config.pad_to_max_length else None
+    collator = Collator(tokenizer.pad_token_id, tokenizer.padding_side, pad_to=pad_to,
+                        pad_to_multiple_of=8 if runtime.device.type == "cuda" and not pad_to else None)
+    sampler = LengthBucketBatchSampler([len(ids) for ids in train_ids], config.batch_size, config.max_tokens,
+                                       shuffle=True, seed=config.seed, sort_by_length=config.length_bucketing,
+                                       num_replicas=runtime.processes, rank=runtime.rank)
+    network = PackedClassifier(model) if config.packing else model
+    if config.compile:
+        network = torch.compile(network)
+    optimizer = make_optimizer(model, config, runtime.device)
+    scheduler = make_schedule(optimizer, config, count_steps(sampler, config.epochs, config.grad_accum))
+    optimizer = runtime.accelerator.prepare(optimizer)  # fp16 loss scaling, when on
+    micro_size = config.batch_size if config.micro_batch_size == "auto" else config.micro_batch_size
+    micro = MicroBatches(network, EncodedDataset(train_ids, train_labels),
+                         PackedCollator() if config.packing else collator, sampler, runtime, micro_size, log)
+    checked = None
+    if validation is not None:
+        ids, lengths = models.encode(tokenizer, validation.texts, config.max_length, config.truncation,
+                                     return_lengths=True)
+        checked = Validation(ids, validation.labels, lengths, classes, collator, config.eval_batch_size, runtime)
+    selection = ModelSelection(config.metric, config.early_stopping, keep_weights=runtime.is_main)
+    return Run(config=config, runtime=runtime, model=model, network=network, optimizer=optimizer,
+               scheduler=scheduler, sampler=sampler, micro=micro, selection=selection, validation=checked,
+               folder=folder, log=log)
+
+
+def make_optimizer(model, config: TrainConfig, device: torch.device) -> torch.optim.Optimizer:
+    if config.optimizer == "adam":
+        return torch.optim.Adam(model.parameters(), lr=config.lr, eps=config.adam_eps)
+    # No weight decay on biases and LayerNorm weights, as BERT was trained.
+    decay, no_decay = [], []
+    for param in model.parameters():
+        if param.requires_grad:
+            (no_decay if param.ndim < 2 else decay).append(param)
+    groups = [{"params": decay, "weight_decay": config.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    # Fused AdamW: one kernel per step instead of a loop over tensors; CUDA and (torch >= 2.4) CPU.
+    return torch.optim.AdamW(groups, lr=config.lr, eps=config.adam_eps, fused=device.type in ("cuda", "cpu"))
+
+
+def make_schedule(optimizer, config: TrainConfig, total_steps: int) -> torch.optim.lr_scheduler.LambdaLR:
+    """Linear warmup and decay to 0 over `total_steps` optimizer steps (the same count on every process)."""
+    warmup = int(total_steps * config.warmup_ratio)
+
+    def factor(step: int) -> float:
+        if config.schedule == "constant":
+            return 1.0
+        if step < warmup:
+            return (step + 1) / warmup
+        return max(0.0, (total_steps - step) / max(1, total_steps - warmup))
+
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+def announce(request: TrainConfig, config: TrainConfig, model, train: TextDataset, validation: TextDataset | None,
+             classes: list[str], lengths: list[int], runtime: Runtime, log) -> None:
+    """What is trained on what, with which settings: the lines a user reads before the progress bar."""
+    n_parameters = models.parameter_count(model)
+    log(f"Training {config.model} ({n_parameters / 1e6:.1f}M parameters) on {train.name}: {len(train)} examples, "
+        f"{len(classes)} classes ({', '.join(classes)}); validation: "
+        f"{validation.name + f' ({len(validation)})' if validation is not None else 'none'}")
+    if request.packing and not config.packing:
+        log(f"Packing: not available for {type(model).__name__} (BERT-architecture models only); "
+            f"training on padded batches.")
+    cut = float(np.mean(np.array(lengths) > config.max_length))
+    auto = (request.max_length or RECIPES[request.recipe]["max_length"]) == "auto"
+    processes = runtime.processes
+    log(f"Settings ({config.recipe} recipe): epochs {config.epochs}, batch {config.batch_size}"
+        f"{f' x {config.grad_accum} accumulated' if config.grad_accum > 1 else ''}"
+        f"{f' x {processes} processes = {config.batch_size * config.grad_accum * processes}' if processes > 1 else ''}"
+        f", lr {config.lr:g} ({config.optimizer}, {config.schedule}, warmup {config.warmup_ratio:g}), max length "
+        f"{config.max_length} ({'auto: 99th percentile, ' if auto else ''}{cut:.1%} of texts cut, {config.truncation}), "
+        f"{'length-bucketed' if config.length_bucketing else 'random'} batches"
+        f"{', padded to max length' if config.pad_to_max_length else ''}"
+        f"{', packed (no padding)' if config.packing else ''}, device {runtime.device.type}, precision "
+        f"{runtime.mixed_precision}, seed {config.seed}"
+        f"{'' if config.attention_dropout is None else f', attention dropout {config.attention_dropout:g}'}")
+    if config.packing and runtime.device.type == "cuda" and (config.attention_dropout != 0 or varlen_kernel() is None):
+        log("Packing: attention runs padded " + ("while attention dropout is on; --attention-dropout 0 lets it use "
+            "the flash varlen kernel." if varlen_kernel() else "(this PyTorch has no varlen attention kernel)."))
+
+
+def _tensorboard_dir(tensorboard, folder: RunFolder, log):
+    if not tensorboard:
+        return None
+    directory = folder.work / "tensorboard" if tensorboard is True else os.path.expanduser(tensorboard)
+    log(f"TensorBoard: logging to {folder.out / 'tensorboard' if tensorboard is True else directory}")
+    return directory
+
