@@ -22,16 +22,16 @@ from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-import numpy as np  # noqa: E402
+import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import DEFAULT_IMDB, machine, model_spec, sample, run_in_scratch  # noqa: E402
+import bertsent
+from bertsent import model as models
+from bertsent.data import read_data, split_validation
+from bertsent.inference import predict_logits
+from bertsent.training import RECIPES, TrainConfig, fit
 
-import bertsent  # noqa: E402
-from bertsent import model as models  # noqa: E402
-from bertsent.data import read_data, split_validation  # noqa: E402
-from bertsent.inference import predict_logits  # noqa: E402
-from bertsent.training import RECIPES, TrainConfig, fit  # noqa: E402
+from common import DEFAULT_IMDB, machine, model_spec, run_in_scratch, sample
 
 
 def parse_args(argv=None):
@@ -44,8 +44,12 @@ def parse_args(argv=None):
     p.add_argument("--lr", type=float, help="default: the recipe's (fast: by model size)")
     p.add_argument("--max-train-samples", type=int, help="train on a random sample (smoke runs)")
     p.add_argument("--max-test-samples", type=int, help="score a random sample of the test set (smoke runs)")
-    p.add_argument("--validation-fraction", type=float, default=0.1,
-                   help="share of train held out to pick the best epoch and calibrate (0: none)")
+    p.add_argument(
+        "--validation-fraction",
+        type=float,
+        default=0.1,
+        help="share of train held out to pick the best epoch and calibrate (0: none)",
+    )
     p.add_argument("--packing", action=argparse.BooleanOptionalAction, help="default: the recipe's")
     p.add_argument("--attention-dropout", type=float, metavar="X", help="default: the model's")
     p.add_argument("--seed", type=int, default=42)
@@ -66,9 +70,17 @@ def _main(args, work: Path) -> int:
     load_s = time.perf_counter() - clock
 
     batch_size = args.batch_size if args.batch_size in (None, "auto") else int(args.batch_size)
-    config = TrainConfig(model=spec, recipe=args.recipe, epochs=args.epochs, batch_size=batch_size, lr=args.lr,
-                         seed=args.seed, validation_fraction=args.validation_fraction, packing=args.packing,
-                         attention_dropout=args.attention_dropout)
+    config = TrainConfig(
+        model=spec,
+        recipe=args.recipe,
+        epochs=args.epochs,
+        batch_size=batch_size,
+        lr=args.lr,
+        seed=args.seed,
+        validation_fraction=args.validation_fraction,
+        packing=args.packing,
+        attention_dropout=args.attention_dropout,
+    )
     validation = None
     if args.validation_fraction > 0:
         train, validation = split_validation(train, args.validation_fraction, args.seed)
@@ -76,8 +88,11 @@ def _main(args, work: Path) -> int:
     print(f"machine   {machine()}")
     print(f"date      {date.today().isoformat()}")
     print(f"command   python {' '.join(sys.argv)}")
-    print(f"model     {args.model}; recipe {args.recipe}; train {len(train)} reviews, validation "
-          f"{len(validation) if validation is not None else 0}, test {len(test)}", flush=True)
+    print(
+        f"model     {args.model}; recipe {args.recipe}; train {len(train)} reviews, validation "
+        f"{len(validation) if validation is not None else 0}, test {len(test)}",
+        flush=True,
+    )
 
     out = work / "model"
     clock = time.perf_counter()
@@ -89,8 +104,7 @@ def _main(args, work: Path) -> int:
 
     model = bertsent.load(out)
     clock = time.perf_counter()  # the training texts are tokenized inside fit(), in train_s
-    test_ids = models.encode(model.tokenizer, test.texts, result.settings["max_length"],
-                             result.settings["truncation"])
+    test_ids = models.encode(model.tokenizer, test.texts, result.settings["max_length"], result.settings["truncation"])
     tokenize_s = time.perf_counter() - clock
     clock = time.perf_counter()
     logits = predict_logits(model.model, test_ids, model.collator, model.batch_size, device=model.device)
@@ -105,16 +119,31 @@ def _main(args, work: Path) -> int:
         precision = tp / max(1, np.sum(predicted == c))
         recall = tp / max(1, np.sum(truth == c))
         f1s.append(0.0 if tp == 0 else 2 * precision * recall / (precision + recall))
-    figures = {"test_accuracy": accuracy, "test_f1_macro": float(np.mean(f1s)), "load_s": load_s,
-               "tokenize_s": tokenize_s, "train_s": train_s, "train_loop_s": loop_s, "evaluate_s": evaluate_s,
-               "total_s": load_s + tokenize_s + train_s + evaluate_s, "settings": result.settings,
-               "validation": result.metrics.get("accuracy")}
+    figures = {
+        "test_accuracy": accuracy,
+        "test_f1_macro": float(np.mean(f1s)),
+        "load_s": load_s,
+        "tokenize_s": tokenize_s,
+        "train_s": train_s,
+        "train_loop_s": loop_s,
+        "evaluate_s": evaluate_s,
+        "total_s": load_s + tokenize_s + train_s + evaluate_s,
+        "settings": result.settings,
+        "validation": result.metrics.get("accuracy"),
+    }
     print(f"\ntest accuracy {accuracy:.4f}  macro F1 {figures['test_f1_macro']:.4f}  ({len(test)} reviews)")
-    print(f"wall time: load {load_s:.1f} s, train {train_s:.1f} s (loop {loop_s:.1f} s), tokenize test "
-          f"{tokenize_s:.1f} s, evaluate {evaluate_s:.1f} s; total {figures['total_s']:.1f} s")
+    print(
+        f"wall time: load {load_s:.1f} s, train {train_s:.1f} s (loop {loop_s:.1f} s), tokenize test "
+        f"{tokenize_s:.1f} s, evaluate {evaluate_s:.1f} s; total {figures['total_s']:.1f} s"
+    )
     if args.json:
-        Path(args.json).write_text(json.dumps({"machine": machine(), "date": date.today().isoformat(),
-                                               "argv": sys.argv, "figures": figures}, indent=2, default=str))
+        Path(args.json).write_text(
+            json.dumps(
+                {"machine": machine(), "date": date.today().isoformat(), "argv": sys.argv, "figures": figures},
+                indent=2,
+                default=str,
+            )
+        )
     return 0
 
 

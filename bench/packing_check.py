@@ -22,15 +22,15 @@ from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-import torch  # noqa: E402
+import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import DEFAULT_IMDB, machine, model_spec, run_in_scratch, sample, training_flops  # noqa: E402
+from bertsent import model as models
+from bertsent.batching import Collator, LengthBucketBatchSampler
+from bertsent.data import read_data
+from bertsent.packing import PackedClassifier, PackedCollator, varlen_kernel
 
-from bertsent import model as models  # noqa: E402
-from bertsent.batching import Collator, LengthBucketBatchSampler  # noqa: E402
-from bertsent.data import read_data  # noqa: E402
-from bertsent.packing import PackedClassifier, PackedCollator, varlen_kernel  # noqa: E402
+from common import DEFAULT_IMDB, machine, model_spec, run_in_scratch, sample, training_flops
 
 
 def parse_args(argv=None):
@@ -73,17 +73,20 @@ def _main(args, work: Path) -> int:
     batches = sampler.batches()
     needed = args.steps + 3
     batches = (batches * (needed // len(batches) + 1))[:needed]
-    padded_collator = Collator(tokenizer.pad_token_id, tokenizer.padding_side,
-                               pad_to_multiple_of=8 if device.type == "cuda" else None)
+    padded_collator = Collator(
+        tokenizer.pad_token_id, tokenizer.padding_side, pad_to_multiple_of=8 if device.type == "cuda" else None
+    )
     packed_collator = PackedCollator()
 
     print(f"machine   {machine()}")
     print(f"date      {date.today().isoformat()}")
     print(f"command   python {' '.join(sys.argv)}")
-    print(f"model     {args.model}; {len(ids)} reviews, batch {args.batch_size}, max length {args.max_length}; "
-          f"autocast {amp}; varlen kernel: "
-          f"{'used' if varlen_kernel() and device.type == 'cuda' else 'not used (needs CUDA and PyTorch >= 2.10)'}",
-          flush=True)
+    print(
+        f"model     {args.model}; {len(ids)} reviews, batch {args.batch_size}, max length {args.max_length}; "
+        f"autocast {amp}; varlen kernel: "
+        f"{'used' if varlen_kernel() and device.type == 'cuda' else 'not used (needs CUDA and PyTorch >= 2.10)'}",
+        flush=True,
+    )
 
     # -- 1. same logits
     torch.manual_seed(0)
@@ -125,24 +128,43 @@ def _main(args, work: Path) -> int:
             seconds = time.perf_counter() - clock
             lengths = [len(ids[i]) for indices in batches[3:] for i in indices]
             flops = training_flops(model, lengths)
-            rows.append({"packing": packing, "attention_dropout": model.config.attention_probs_dropout_prob,
-                         "samples_per_s": samples / seconds, "real_tokens_per_s": tokens / seconds,
-                         "tflops_real": flops / seconds / 1e12})
+            rows.append(
+                {
+                    "packing": packing,
+                    "attention_dropout": model.config.attention_probs_dropout_prob,
+                    "samples_per_s": samples / seconds,
+                    "real_tokens_per_s": tokens / seconds,
+                    "tflops_real": flops / seconds / 1e12,
+                }
+            )
             del model, network, optimizer
             if device.type == "cuda":
                 torch.cuda.empty_cache()
 
-    print(f"\n{'batches':<8} {'attn dropout':>12} {'samples/s':>10} {'real tok/s':>11} {'TFLOP/s real':>13} "
-          f"{'vs padded':>9}")
+    print(
+        f"\n{'batches':<8} {'attn dropout':>12} {'samples/s':>10} {'real tok/s':>11} {'TFLOP/s real':>13} "
+        f"{'vs padded':>9}"
+    )
     base = rows[0]["samples_per_s"]
     for row in rows:
-        print(f"{'packed' if row['packing'] else 'padded':<8} {row['attention_dropout']:12g} "
-              f"{row['samples_per_s']:10.1f} {row['real_tokens_per_s']:11.0f} {row['tflops_real']:13.3f} "
-              f"{row['samples_per_s'] / base:8.2f}x")
+        print(
+            f"{'packed' if row['packing'] else 'padded':<8} {row['attention_dropout']:12g} "
+            f"{row['samples_per_s']:10.1f} {row['real_tokens_per_s']:11.0f} {row['tflops_real']:13.3f} "
+            f"{row['samples_per_s'] / base:8.2f}x"
+        )
     if args.json:
-        Path(args.json).write_text(json.dumps({"machine": machine(), "date": date.today().isoformat(),
-                                               "argv": sys.argv, "logit_difference": difference, "rows": rows},
-                                              indent=2))
+        Path(args.json).write_text(
+            json.dumps(
+                {
+                    "machine": machine(),
+                    "date": date.today().isoformat(),
+                    "argv": sys.argv,
+                    "logit_difference": difference,
+                    "rows": rows,
+                },
+                indent=2,
+            )
+        )
     return 0
 
 

@@ -28,27 +28,32 @@ from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
+import numpy as np
+import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import DEFAULT_IMDB, machine, model_spec, sample, sample_indices, run_in_scratch, training_flops  # noqa: E402
+from bertsent import model as models
+from bertsent.batching import Collator
+from bertsent.data import ordered_label_names, read_data
+from bertsent.inference import predict_logits
+from bertsent.runtime import set_seed
+from bertsent.training import TrainConfig, auto_lr, fit
 
-from bertsent import model as models  # noqa: E402
-from bertsent.batching import Collator  # noqa: E402
-from bertsent.data import ordered_label_names, read_data  # noqa: E402
-from bertsent.inference import predict_logits  # noqa: E402
-from bertsent.runtime import set_seed  # noqa: E402
-from bertsent.training import TrainConfig, auto_lr, fit  # noqa: E402
+from common import DEFAULT_IMDB, machine, model_spec, run_in_scratch, sample, sample_indices, training_flops
 
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--model", default="minilm", help="alias, folder, Hub id, or bert-base (BertConfig(), random "
-                                                     "weights, packaged vocab); default minilm")
+    p.add_argument(
+        "--model",
+        default="minilm",
+        help="alias, folder, Hub id, or bert-base (BertConfig(), random weights, packaged vocab); default minilm",
+    )
     p.add_argument("--data", default=DEFAULT_IMDB + ":train", help="training data source (default: IMDB train)")
-    p.add_argument("--eval-data", help="accuracy-parity data (default: the :test split of an aclImdb --data, "
-                                       "else held-out rows of --data)")
+    p.add_argument(
+        "--eval-data",
+        help="accuracy-parity data (default: the :test split of an aclImdb --data, else held-out rows of --data)",
+    )
     p.add_argument("--samples", type=int, default=2000, help="training reviews, sampled at random (default 2000)")
     p.add_argument("--eval-samples", type=int, default=500, help="reviews to score both models on (0: skip)")
     p.add_argument("--epochs", type=int, default=1)
@@ -59,29 +64,53 @@ def parse_args(argv=None):
     p.add_argument("--seed", type=int, default=42)
     p.add_argument("--only", choices=["ours", "trainer"], help="run one side only")
     p.add_argument("--packing", action="store_true", help="ours on packed (unpadded) batches")
-    p.add_argument("--attention-dropout", type=float, metavar="X",
-                   help="ours: dropout on attention probabilities (default: the model's)")
-    p.add_argument("--trainer-group-by-length", action="store_true",
-                   help="also time Trainer with train_sampling_strategy='group_by_length'")
+    p.add_argument(
+        "--attention-dropout",
+        type=float,
+        metavar="X",
+        help="ours: dropout on attention probabilities (default: the model's)",
+    )
+    p.add_argument(
+        "--trainer-group-by-length",
+        action="store_true",
+        help="also time Trainer with train_sampling_strategy='group_by_length'",
+    )
     p.add_argument("--threads", type=int, help="torch threads (default: torch's choice)")
     p.add_argument("--json", metavar="FILE", help="also write the figures as JSON")
     return p.parse_args(argv)
 
 
 def run_ours(train, spec: str, args, work: Path) -> dict:
-    config = TrainConfig(model=spec, recipe="fast", epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
-                         max_length=args.max_length, truncation=args.truncation, seed=args.seed,
-                         validation_fraction=0.0, calibrate=False, packing=args.packing,
-                         attention_dropout=args.attention_dropout)
+    config = TrainConfig(
+        model=spec,
+        recipe="fast",
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        max_length=args.max_length,
+        truncation=args.truncation,
+        seed=args.seed,
+        validation_fraction=0.0,
+        calibrate=False,
+        packing=args.packing,
+        attention_dropout=args.attention_dropout,
+    )
     out = work / "ours"
-    result = fit(train, None, config, out, overwrite=True, progress=False, log=lambda *_: None, report=False)  # no HTML report either
+    result = fit(
+        train, None, config, out, overwrite=True, progress=False, log=lambda *_: None, report=False
+    )  # no HTML report either
     steps = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     steps = [r for r in steps if "samples_per_s" in r]
     samples = len(train) * args.epochs
     per_s = steps[-1]["samples_per_s"]
-    return {"samples_per_s": per_s, "train_s": samples / per_s, "steps": len(steps),
-            "mean_loss": float(np.mean([r["loss"] for r in steps])), "fit_total_s": result.train_seconds,
-            "model": models.load_classifier(str(out))}
+    return {
+        "samples_per_s": per_s,
+        "train_s": samples / per_s,
+        "steps": len(steps),
+        "mean_loss": float(np.mean([r["loss"] for r in steps])),
+        "fit_total_s": result.train_seconds,
+        "model": models.load_classifier(str(out)),
+    }
 
 
 def run_trainer(train_ids, train_labels, label_names, spec: str, args, work: Path, group_by_length=False) -> dict:
@@ -92,8 +121,9 @@ def run_trainer(train_ids, train_labels, label_names, spec: str, args, work: Pat
     model = models.load_classifier(spec, label_names)
     models.set_padding_token(model, tokenizer)
     cuda = torch.cuda.is_available()
-    dataset = [{"input_ids": ids, "attention_mask": [1] * len(ids), "labels": y}
-               for ids, y in zip(train_ids, train_labels)]
+    dataset = [
+        {"input_ids": ids, "attention_mask": [1] * len(ids), "labels": y} for ids, y in zip(train_ids, train_labels)
+    ]
 
     class Clock(TrainerCallback):
         def on_train_begin(self, *_, **__):
@@ -104,13 +134,28 @@ def run_trainer(train_ids, train_labels, label_names, spec: str, args, work: Pat
 
     clock = Clock()
     settings = dict(
-        output_dir=str(work / "trainer"), per_device_train_batch_size=args.batch_size,
-        num_train_epochs=args.epochs, learning_rate=args.lr, lr_scheduler_type="linear", warmup_steps=0.1,
-        weight_decay=0.01, adam_epsilon=1e-8, max_grad_norm=1.0, optim="adamw_torch_fused",
-        bf16=cuda and torch.cuda.is_bf16_supported(), tf32=True if cuda else None,
-        eval_strategy="no", save_strategy="no", logging_strategy="no", report_to="none", disable_tqdm=True,
-        seed=args.seed, dataloader_num_workers=0, use_cpu=not cuda,
-        train_sampling_strategy="group_by_length" if group_by_length else "random")
+        output_dir=str(work / "trainer"),
+        per_device_train_batch_size=args.batch_size,
+        num_train_epochs=args.epochs,
+        learning_rate=args.lr,
+        lr_scheduler_type="linear",
+        warmup_steps=0.1,
+        weight_decay=0.01,
+        adam_epsilon=1e-8,
+        max_grad_norm=1.0,
+        optim="adamw_torch_fused",
+        bf16=cuda and torch.cuda.is_bf16_supported(),
+        tf32=True if cuda else None,
+        eval_strategy="no",
+        save_strategy="no",
+        logging_strategy="no",
+        report_to="none",
+        disable_tqdm=True,
+        seed=args.seed,
+        dataloader_num_workers=0,
+        use_cpu=not cuda,
+        train_sampling_strategy="group_by_length" if group_by_length else "random",
+    )
     # Other transformers 5.x releases (the GPU machine's is older than this machine's) name two of these
     # differently: a warmup ratio in `warmup_ratio`, and `group_by_length=True`.
     fields = {f.name for f in dataclasses.fields(TrainingArguments)}
@@ -120,12 +165,16 @@ def run_trainer(train_ids, train_labels, label_names, spec: str, args, work: Pat
         settings["warmup_ratio"] = settings.pop("warmup_steps")
     training_args = TrainingArguments(**settings)
     collator = DataCollatorWithPadding(tokenizer, pad_to_multiple_of=8 if cuda else None)
-    trainer = Trainer(model=model, args=training_args, data_collator=collator, train_dataset=dataset,
-                      callbacks=[clock])
+    trainer = Trainer(model=model, args=training_args, data_collator=collator, train_dataset=dataset, callbacks=[clock])
     output = trainer.train()
     seconds = clock.end - clock.start
-    return {"samples_per_s": len(dataset) * args.epochs / seconds, "train_s": seconds,
-            "steps": output.global_step, "mean_loss": output.training_loss, "model": trainer.model}
+    return {
+        "samples_per_s": len(dataset) * args.epochs / seconds,
+        "train_s": seconds,
+        "steps": output.global_step,
+        "mean_loss": output.training_loss,
+        "model": trainer.model,
+    }
 
 
 def accuracy(model, ids, labels, pad_id, padding_side) -> float:
@@ -170,11 +219,15 @@ def _main(args, work: Path) -> int:
     print(f"date      {date.today().isoformat()}")
     print(f"command   python {' '.join(sys.argv)}")
     print(f"model     {args.model} ({spec})")
-    print(f"data      {train.name}: {len(train)} reviews, {sum(lengths)} real tokens (mean {np.mean(lengths):.0f}, "
-          f"max {max(lengths)}), max length {args.max_length}, {args.truncation} truncation")
-    print(f"settings  epochs {args.epochs}, batch {args.batch_size}, lr {args.lr:g}, seed {args.seed}; ours: "
-          f"{'packed' if args.packing else 'padded'} batches, attention dropout "
-          f"{'the model' + chr(39) + 's' if args.attention_dropout is None else args.attention_dropout}")
+    print(
+        f"data      {train.name}: {len(train)} reviews, {sum(lengths)} real tokens (mean {np.mean(lengths):.0f}, "
+        f"max {max(lengths)}), max length {args.max_length}, {args.truncation} truncation"
+    )
+    print(
+        f"settings  epochs {args.epochs}, batch {args.batch_size}, lr {args.lr:g}, seed {args.seed}; ours: "
+        f"{'packed' if args.packing else 'padded'} batches, attention dropout "
+        f"{'the model' + chr(39) + 's' if args.attention_dropout is None else args.attention_dropout}"
+    )
     sys.stdout.flush()
 
     runs = {}
@@ -187,30 +240,43 @@ def _main(args, work: Path) -> int:
 
     unit, scale = ("TFLOP/s", 1e12) if torch.cuda.is_available() else ("GFLOP/s", 1e9)
     figures = {}
-    print(f"\n{'engine':<16} {'samples/s':>10} {'train s':>9} {'steps':>6} {unit + ' real':>13} "
-          f"{'mean loss':>10} {'accuracy':>9}")
+    print(
+        f"\n{'engine':<16} {'samples/s':>10} {'train s':>9} {'steps':>6} {unit + ' real':>13} "
+        f"{'mean loss':>10} {'accuracy':>9}"
+    )
     for name, run in runs.items():
         acc = None
         if eval_set is not None:
             acc = accuracy(run["model"], eval_ids, eval_labels, tokenizer.pad_token_id, tokenizer.padding_side)
         figures[name] = {k: v for k, v in run.items() if k != "model"} | {
-            "flops_per_s": flops / run["train_s"], "accuracy": acc}
-        print(f"{name:<16} {run['samples_per_s']:10.2f} {run['train_s']:9.1f} {run['steps']:6d} "
-              f"{flops / run['train_s'] / scale:13.2f} {run['mean_loss']:10.4f} "
-              f"{'' if acc is None else f'{acc:9.4f}'}")
+            "flops_per_s": flops / run["train_s"],
+            "accuracy": acc,
+        }
+        print(
+            f"{name:<16} {run['samples_per_s']:10.2f} {run['train_s']:9.1f} {run['steps']:6d} "
+            f"{flops / run['train_s'] / scale:13.2f} {run['mean_loss']:10.4f} "
+            f"{'' if acc is None else f'{acc:9.4f}'}"
+        )
     if "ours" in runs and "trainer" in runs:
         ratio = runs["ours"]["samples_per_s"] / runs["trainer"]["samples_per_s"]
         figures["ratio_ours_over_trainer"] = ratio
         print(f"\nours / Trainer: {ratio:.2f}x samples/s")
         if "trainer_grouped" in runs:
-            print(f"ours / Trainer (group_by_length): "
-                  f"{runs['ours']['samples_per_s'] / runs['trainer_grouped']['samples_per_s']:.2f}x samples/s")
+            print(
+                f"ours / Trainer (group_by_length): "
+                f"{runs['ours']['samples_per_s'] / runs['trainer_grouped']['samples_per_s']:.2f}x samples/s"
+            )
         if eval_set is not None:
-            print(f"accuracy on {len(eval_set)} held-out reviews ({eval_set.name}): ours "
-                  f"{figures['ours']['accuracy']:.4f}, Trainer {figures['trainer']['accuracy']:.4f}")
+            print(
+                f"accuracy on {len(eval_set)} held-out reviews ({eval_set.name}): ours "
+                f"{figures['ours']['accuracy']:.4f}, Trainer {figures['trainer']['accuracy']:.4f}"
+            )
     if args.json:
-        Path(args.json).write_text(json.dumps({"machine": machine(), "date": date.today().isoformat(),
-                                               "argv": sys.argv, "figures": figures}, indent=2))
+        Path(args.json).write_text(
+            json.dumps(
+                {"machine": machine(), "date": date.today().isoformat(), "argv": sys.argv, "figures": figures}, indent=2
+            )
+        )
     return 0
 
 

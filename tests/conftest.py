@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import os
 import random
 from pathlib import Path
@@ -18,6 +19,7 @@ def pytest_configure(config):
     import torch
 
     torch.set_num_threads(int(os.environ.get("BERTSENT_TEST_THREADS", "1")))
+
 
 POSITIVE_WORDS = ["great", "wonderful", "excellent", "loved", "brilliant", "superb", "delightful", "moving"]
 NEGATIVE_WORDS = ["awful", "terrible", "boring", "hated", "dreadful", "dull", "weak", "painful"]
@@ -39,6 +41,11 @@ def make_reviews(n: int, seed: int = 0, classes=("negative", "positive")) -> tup
     return texts, labels
 
 
+def read_csv_rows(path) -> list[dict]:
+    with open(path, newline="", encoding="utf-8") as handle:
+        return list(csv.DictReader(handle))
+
+
 @pytest.fixture(scope="session")
 def minilm_dir() -> Path:
     from bertsent.model import resolve_model
@@ -54,8 +61,14 @@ def tiny_model_dir(tmp_path_factory, minilm_dir) -> Path:
 
     torch.manual_seed(0)
     folder = tmp_path_factory.mktemp("tiny-bert")
-    config = BertConfig(vocab_size=30522, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-                        intermediate_size=64, max_position_embeddings=128)
+    config = BertConfig(
+        vocab_size=30522,
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
+        max_position_embeddings=128,
+    )
     BertModel(config).save_pretrained(folder)
     AutoTokenizer.from_pretrained(minilm_dir, model_max_length=128).save_pretrained(folder)
     return folder
@@ -70,9 +83,18 @@ def trained(tiny_model_dir, tmp_path_factory):
     texts, labels = make_reviews(120, seed=1)
     val_texts, val_labels = make_reviews(40, seed=2)
     out = tmp_path_factory.mktemp("trained") / "model"
-    bertsent.train(TextDataset(texts, labels, name="toy"), TextDataset(val_texts, val_labels, name="toy val"),
-                   out=out, model=str(tiny_model_dir), epochs=5, batch_size=16, lr=5e-3, progress=False,
-                   log=lambda *_: None, report=False)
+    bertsent.train(
+        TextDataset(texts, labels, name="toy"),
+        TextDataset(val_texts, val_labels, name="toy val"),
+        out=out,
+        model=str(tiny_model_dir),
+        epochs=5,
+        batch_size=16,
+        lr=5e-3,
+        progress=False,
+        log=lambda *_: None,
+        report=False,
+    )
     return out
 
 
@@ -95,6 +117,7 @@ def write_csv(tmp_path):
                 writer.writerow(header)
             writer.writerows(rows)
         return path
+
     return write
 
 

@@ -17,8 +17,9 @@ def test_train_and_evaluate_from_files(tiny_model_dir, write_csv, tmp_path):
     data = write_csv(list(zip(texts, labels)), "train.csv")
     test_texts, test_labels = make_reviews(40, seed=9)
     test = write_csv(list(zip(test_texts, test_labels)), "test.csv")
-    result = bertsent.train(str(data), out=tmp_path / "m", model=str(tiny_model_dir), progress=False,
-                            log=lambda *_: None, **FAST)
+    result = bertsent.train(
+        str(data), out=tmp_path / "m", model=str(tiny_model_dir), progress=False, log=lambda *_: None, **FAST
+    )
     meta = json.loads((tmp_path / "m" / "bertsent.json").read_text())
     assert meta["data"]["train"]["rows"] + meta["data"]["validation"]["rows"] == 160  # a 10% validation split
     assert result.metrics["accuracy"] >= 0.9
@@ -30,8 +31,9 @@ def test_train_and_evaluate_from_files(tiny_model_dir, write_csv, tmp_path):
 def test_default_out_dir_and_latest_link(tiny_model_dir, write_csv, tmp_path):
     texts, labels = make_reviews(64, seed=1)
     data = write_csv(list(zip(texts, labels)), "reviews.csv")
-    result = bertsent.train(str(data), model=str(tiny_model_dir), epochs=1, progress=False, log=lambda *_: None,
-                            report=False)
+    result = bertsent.train(
+        str(data), model=str(tiny_model_dir), epochs=1, progress=False, log=lambda *_: None, report=False
+    )
     assert result.model_dir.parent.name == "runs" and "reviews" in result.model_dir.name
     assert (tmp_path / "runs" / "latest").resolve() == result.model_dir.resolve()
 
@@ -63,8 +65,16 @@ def test_dropped_rows_are_recorded_in_the_model_folder(tiny_model_dir, write_csv
     texts, labels = make_reviews(64, seed=1)
     rows = list(zip(texts, labels)) + [("", "positive"), ("a fine film", "")]
     data = write_csv(rows, "gaps.csv")
-    bertsent.train(str(data), out=tmp_path / "m", model=str(tiny_model_dir), epochs=1, drop_invalid=True,
-                   progress=False, log=lambda *_: None, report=False)
+    bertsent.train(
+        str(data),
+        out=tmp_path / "m",
+        model=str(tiny_model_dir),
+        epochs=1,
+        drop_invalid=True,
+        progress=False,
+        log=lambda *_: None,
+        report=False,
+    )
     meta = json.loads((tmp_path / "m" / "bertsent.json").read_text())
     assert meta["data"]["train"]["dropped"] == 2
     assert meta["data"]["train"]["rows"] + meta["data"]["validation"]["rows"] == 64

@@ -17,8 +17,7 @@ def _lengths(n=1000, seed=0):
 @pytest.mark.parametrize("max_tokens", [None, 4096])
 def test_every_example_exactly_once_per_epoch(bucketing, max_tokens):
     lengths = _lengths()
-    sampler = LengthBucketBatchSampler(lengths, batch_size=32, max_tokens=max_tokens, seed=3,
-                                       sort_by_length=bucketing)
+    sampler = LengthBucketBatchSampler(lengths, batch_size=32, max_tokens=max_tokens, seed=3, sort_by_length=bucketing)
     for epoch in range(3):
         sampler.set_epoch(epoch)
         seen = [i for batch in sampler for i in batch]
@@ -76,8 +75,9 @@ def test_no_shuffle_is_stable_and_sorted_within_pools():
 def test_replicas_share_the_global_batches_of_one_process(replicas):
     lengths = _lengths(997)
     one = LengthBucketBatchSampler(lengths, batch_size=16 * replicas, seed=5).batches()
-    samplers = [LengthBucketBatchSampler(lengths, batch_size=16, seed=5, num_replicas=replicas, rank=r)
-                for r in range(replicas)]
+    samplers = [
+        LengthBucketBatchSampler(lengths, batch_size=16, seed=5, num_replicas=replicas, rank=r) for r in range(replicas)
+    ]
     assert all(s.batches() == one for s in samplers)  # the same global batches as one process with N x 16
     for batch in one:
         shards = [s.shard(batch) for s in samplers]
@@ -90,8 +90,10 @@ def test_replicas_share_the_global_batches_of_one_process(replicas):
 def test_token_budget_holds_for_each_replica():
     lengths = _lengths(600)
     for replicas in (1, 2, 3):
-        samplers = [LengthBucketBatchSampler(lengths, batch_size=64, max_tokens=300, seed=1, num_replicas=replicas,
-                                             rank=r) for r in range(replicas)]
+        samplers = [
+            LengthBucketBatchSampler(lengths, batch_size=64, max_tokens=300, seed=1, num_replicas=replicas, rank=r)
+            for r in range(replicas)
+        ]
         for batch in samplers[0].batches():
             for sampler in samplers:
                 shard = sampler.shard(batch)

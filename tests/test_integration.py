@@ -20,10 +20,18 @@ TUTORIAL_SENTENCE = "This is a really good movie. I loved it and will watch agai
 def test_minilm_learns_a_small_task(tmp_path):
     texts, labels = make_reviews(320, seed=3)
     val_texts, val_labels = make_reviews(80, seed=4)
-    result = bertsent.train(TextDataset(texts, labels, name="toy"), TextDataset(val_texts, val_labels, name="toy val"),
-                            out=tmp_path / "m", model="minilm", epochs=2, batch_size=16, lr=1e-4, progress=False,
-                            log=lambda *_: None)
-    steps = [json.loads(l) for l in (tmp_path / "m" / "metrics.jsonl").read_text().splitlines()]
+    result = bertsent.train(
+        TextDataset(texts, labels, name="toy"),
+        TextDataset(val_texts, val_labels, name="toy val"),
+        out=tmp_path / "m",
+        model="minilm",
+        epochs=2,
+        batch_size=16,
+        lr=1e-4,
+        progress=False,
+        log=lambda *_: None,
+    )
+    steps = [json.loads(line) for line in (tmp_path / "m" / "metrics.jsonl").read_text().splitlines()]
     losses = [r["loss"] for r in steps if "split" not in r]
     assert len(losses) == 40
     assert np.mean(losses[-8:]) < 0.5 * np.mean(losses[:8])  # the loss falls
@@ -35,8 +43,23 @@ def test_minilm_learns_a_small_task(tmp_path):
 def test_cli_train_then_predict_the_tutorial_sentence(tmp_path, write_csv, capsys):
     texts, labels = make_reviews(240, seed=5)
     data = write_csv(list(zip(texts, labels)), "train.csv")
-    assert main(["train", "--data", str(data), "--out", str(tmp_path / "run"), "--epochs", "2",
-                 "--batch-size", "16", "--quiet"]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "--data",
+                str(data),
+                "--out",
+                str(tmp_path / "run"),
+                "--epochs",
+                "2",
+                "--batch-size",
+                "16",
+                "--quiet",
+            ]
+        )
+        == 0
+    )
     out = capsys.readouterr().out
     assert "accuracy" in out and str(tmp_path / "run") in out
     assert main(["predict", str(tmp_path / "run"), TUTORIAL_SENTENCE, "--format", "jsonl"]) == 0

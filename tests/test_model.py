@@ -26,6 +26,7 @@ def hub_state(monkeypatch):
 
 # ----------------------------------------------------------------------------- resolving a spec
 
+
 def test_alias_and_local_folder(minilm_dir, tiny_model_dir):
     assert Path(models.resolve_model("minilm")) == minilm_dir
     assert Path(models.resolve_model(None)) == minilm_dir  # the default
@@ -38,11 +39,14 @@ def test_missing_folders(spec):
         models.resolve_model(spec)
 
 
-@pytest.mark.parametrize("remove,missing", [
-    (["config.json"], "config.json"),
-    (["model.safetensors"], "model weights"),
-    (["tokenizer.json", "vocab.txt"], "tokenizer files"),
-])
+@pytest.mark.parametrize(
+    "remove,missing",
+    [
+        (["config.json"], "config.json"),
+        (["model.safetensors"], "model weights"),
+        (["tokenizer.json", "vocab.txt"], "tokenizer files"),
+    ],
+)
 def test_incomplete_model_folder(tiny_model_dir, tmp_path, remove, missing):
     folder = tmp_path / "copy"
     shutil.copytree(tiny_model_dir, folder)
@@ -81,11 +85,15 @@ def test_damaged_weights_are_a_model_error(tiny_model_dir, tmp_path):
 
 # ----------------------------------------------------------------------------- Hub ids offline
 
+
 def test_hub_id_with_offline_flag_fails_at_once(hub_state):
     hub_state.setenv("HF_HUB_OFFLINE", "1")
     started = time.time()
-    with pytest.raises(ModelError, match="'bert-base-uncased': not a local folder or alias, not in the Hugging "
-                                         "Face cache, and HF_HUB_OFFLINE is set.*--model /path/to/model"):
+    with pytest.raises(
+        ModelError,
+        match="'bert-base-uncased': not a local folder or alias, not in the Hugging "
+        "Face cache, and HF_HUB_OFFLINE is set.*--model /path/to/model",
+    ):
         models.resolve_model("bert-base-uncased")
     assert time.time() - started < 2
 
@@ -132,6 +140,7 @@ def test_offline_hub_id_uses_the_hugging_face_cache(hub_state, tiny_model_dir, t
 
 # ----------------------------------------------------------------------------- truncation
 
+
 def test_head_tail_and_head_plus_tail_truncation(tiny_model_dir):
     tokenizer = models.load_tokenizer(str(tiny_model_dir))
     words = [f"w{i}" for i in range(40)]
@@ -152,14 +161,16 @@ def test_head_tail_and_head_plus_tail_truncation(tiny_model_dir):
 
 # ----------------------------------------------------------------------------- other architectures
 
+
 def _tiny_distilbert(tiny_model_dir, folder: Path) -> Path:
     import torch
     from transformers import AutoTokenizer, DistilBertConfig, DistilBertModel
 
     torch.manual_seed(0)
     tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)  # WordPiece, reused
-    config = DistilBertConfig(vocab_size=tokenizer.vocab_size, dim=32, n_layers=2, n_heads=2, hidden_dim=64,
-                              max_position_embeddings=128)
+    config = DistilBertConfig(
+        vocab_size=tokenizer.vocab_size, dim=32, n_layers=2, n_heads=2, hidden_dim=64, max_position_embeddings=128
+    )
     DistilBertModel(config).save_pretrained(folder)
     tokenizer.save_pretrained(folder)
     return folder
@@ -168,7 +179,8 @@ def _tiny_distilbert(tiny_model_dir, folder: Path) -> Path:
 def _tiny_gpt2(folder: Path) -> Path:
     """A 2-layer GPT-2 with a byte-level BPE trained on the toy reviews; end-of-text doubles as padding."""
     import torch
-    from tokenizers import Tokenizer, decoders, models as bpe_models, pre_tokenizers, trainers
+    from tokenizers import Tokenizer, decoders, pre_tokenizers, trainers
+    from tokenizers import models as bpe_models
     from transformers import GPT2Config, GPT2Model, PreTrainedTokenizerFast
 
     torch.manual_seed(0)
@@ -176,14 +188,26 @@ def _tiny_gpt2(folder: Path) -> Path:
     bpe = Tokenizer(bpe_models.BPE())
     bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     bpe.decoder = decoders.ByteLevel()
-    bpe.train_from_iterator(texts, trainers.BpeTrainer(vocab_size=400, special_tokens=["<|endoftext|>"],
-                                                       initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
+    bpe.train_from_iterator(
+        texts,
+        trainers.BpeTrainer(
+            vocab_size=400, special_tokens=["<|endoftext|>"], initial_alphabet=pre_tokenizers.ByteLevel.alphabet()
+        ),
+    )
     eot = "<|endoftext|>"
-    tokenizer = PreTrainedTokenizerFast(tokenizer_object=bpe, eos_token=eot, bos_token=eot, unk_token=eot,
-                                        pad_token=eot, model_max_length=128)
-    config = GPT2Config(vocab_size=len(tokenizer), n_embd=32, n_layer=2, n_head=2, n_positions=128,
-                        pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id,
-                        bos_token_id=tokenizer.bos_token_id)
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=bpe, eos_token=eot, bos_token=eot, unk_token=eot, pad_token=eot, model_max_length=128
+    )
+    config = GPT2Config(
+        vocab_size=len(tokenizer),
+        n_embd=32,
+        n_layer=2,
+        n_head=2,
+        n_positions=128,
+        pad_token_id=tokenizer.pad_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        bos_token_id=tokenizer.bos_token_id,
+    )
     GPT2Model(config).save_pretrained(folder)
     tokenizer.save_pretrained(folder)
     return folder
@@ -193,13 +217,25 @@ def _tiny_gpt2(folder: Path) -> Path:
 def test_other_architectures_train_predict_and_load_in_a_pipeline(architecture, tiny_model_dir, tmp_path):
     from transformers import pipeline
 
-    base = (_tiny_distilbert(tiny_model_dir, tmp_path / "base") if architecture == "distilbert"
-            else _tiny_gpt2(tmp_path / "base"))
+    base = (
+        _tiny_distilbert(tiny_model_dir, tmp_path / "base")
+        if architecture == "distilbert"
+        else _tiny_gpt2(tmp_path / "base")
+    )
     texts, labels = make_reviews(160, seed=1)
     val_texts, val_labels = make_reviews(40, seed=2)
-    bertsent.train(TextDataset(texts, labels, name="toy"), TextDataset(val_texts, val_labels, name="toy val"),
-                   out=tmp_path / "m", model=str(base), epochs=6, batch_size=16, lr=5e-3, progress=False,
-                   log=lambda *_: None, report=False)
+    bertsent.train(
+        TextDataset(texts, labels, name="toy"),
+        TextDataset(val_texts, val_labels, name="toy val"),
+        out=tmp_path / "m",
+        model=str(base),
+        epochs=6,
+        batch_size=16,
+        lr=5e-3,
+        progress=False,
+        log=lambda *_: None,
+        report=False,
+    )
     model = bertsent.load(tmp_path / "m")
     assert model.model.config.model_type == architecture
     predicted = model.predict(val_texts)

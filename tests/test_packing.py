@@ -23,8 +23,13 @@ def _examples(tokenizer, texts, labels=None):
     return [(x, None if labels is None else labels[i]) for i, x in enumerate(ids)]
 
 
-TEXTS = ["a good film", "this was a terribly boring movie with nothing to say about anything at all",
-         "ok", "great " * 30, "the acting was wonderful and the plot moving"]
+TEXTS = [
+    "a good film",
+    "this was a terribly boring movie with nothing to say about anything at all",
+    "ok",
+    "great " * 30,
+    "the acting was wonderful and the plot moving",
+]
 
 
 def test_collator_lays_sequences_end_to_end():
@@ -95,8 +100,9 @@ def test_packed_training_ends_with_the_padded_runs_model(tiny_model_dir, tmp_pat
     base = _tiny_bert_without_dropout(tiny_model_dir, tmp_path / "base")
     texts, labels = make_reviews(96, seed=1)
     val_texts, val_labels = make_reviews(32, seed=2)
-    settings = dict(model=str(base), epochs=2, batch_size=16, lr=2e-3, progress=False, log=lambda *_: None,
-                    report=False)
+    settings = dict(
+        model=str(base), epochs=2, batch_size=16, lr=2e-3, progress=False, log=lambda *_: None, report=False
+    )
     train, val = TextDataset(texts, labels, name="toy"), TextDataset(val_texts, val_labels, name="toy val")
     bertsent.train(train, val, out=tmp_path / "padded", **settings)
     lines = []
@@ -113,9 +119,20 @@ def test_packed_training_ends_with_the_padded_runs_model(tiny_model_dir, tmp_pat
 def test_packing_learns_the_toy_task(tiny_model_dir, tmp_path):
     texts, labels = make_reviews(120, seed=1)
     val_texts, val_labels = make_reviews(40, seed=2)
-    result = bertsent.train(TextDataset(texts, labels, name="toy"), TextDataset(val_texts, val_labels, name="toy v"),
-                            out=tmp_path / "m", model=str(tiny_model_dir), epochs=5, batch_size=16, lr=5e-3,
-                            packing=True, attention_dropout=0.0, progress=False, log=lambda *_: None, report=False)
+    result = bertsent.train(
+        TextDataset(texts, labels, name="toy"),
+        TextDataset(val_texts, val_labels, name="toy v"),
+        out=tmp_path / "m",
+        model=str(tiny_model_dir),
+        epochs=5,
+        batch_size=16,
+        lr=5e-3,
+        packing=True,
+        attention_dropout=0.0,
+        progress=False,
+        log=lambda *_: None,
+        report=False,
+    )
     assert result.metrics["accuracy"] >= 0.9
 
 
@@ -126,9 +143,19 @@ def test_packing_falls_back_to_padded_batches_for_other_architectures(tiny_model
     assert not supports_packing(models.load_classifier(str(base), ["a", "b"]))
     texts, labels = make_reviews(40, seed=1)
     lines = []
-    bertsent.train(TextDataset(texts, labels, name="toy"), None, out=tmp_path / "m", model=str(base), epochs=1,
-                   batch_size=16, packing=True, validation_fraction=0, progress=False, log=lines.append,
-                   report=False)
+    bertsent.train(
+        TextDataset(texts, labels, name="toy"),
+        None,
+        out=tmp_path / "m",
+        model=str(base),
+        epochs=1,
+        batch_size=16,
+        packing=True,
+        validation_fraction=0,
+        progress=False,
+        log=lines.append,
+        report=False,
+    )
     assert any("Packing: not available for DistilBertForSequenceClassification" in line for line in lines)
     assert json.loads((tmp_path / "m" / "bertsent.json").read_text())["settings"]["packing"] is False
 
@@ -137,8 +164,21 @@ def test_packing_with_padding_to_max_length_is_a_usage_error(tiny_model_dir, tmp
     from bertsent.cli import main
 
     data = write_csv(list(zip(*make_reviews(20))))
-    code = main(["train", "--data", str(data), "--model", str(tiny_model_dir), "--recipe", "tutorial",
-                 "--packing", "--out", str(tmp_path / "m"), "--quiet"])
+    code = main(
+        [
+            "train",
+            "--data",
+            str(data),
+            "--model",
+            str(tiny_model_dir),
+            "--recipe",
+            "tutorial",
+            "--packing",
+            "--out",
+            str(tmp_path / "m"),
+            "--quiet",
+        ]
+    )
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and len(err) == 1 and "--packing" in err[0] and "--recipe fast" in err[0]
     assert not (tmp_path / "m").exists()
@@ -149,8 +189,22 @@ def test_cli_packing_flag_reaches_the_settings(flag, expected, tiny_model_dir, t
     from bertsent.cli import main
 
     data = write_csv(list(zip(*make_reviews(40, seed=1))))
-    code = main(["train", "--data", str(data), "--model", str(tiny_model_dir), "--epochs", "1", "--quiet",
-                 "--no-report", "--out", str(tmp_path / "m"), *flag])
+    code = main(
+        [
+            "train",
+            "--data",
+            str(data),
+            "--model",
+            str(tiny_model_dir),
+            "--epochs",
+            "1",
+            "--quiet",
+            "--no-report",
+            "--out",
+            str(tmp_path / "m"),
+            *flag,
+        ]
+    )
     assert code == 0
     assert json.loads((tmp_path / "m" / "bertsent.json").read_text())["settings"]["packing"] is expected
 
@@ -163,9 +217,11 @@ def test_packing_refuses_to_run_when_attention_gets_no_sequence_borders(tiny_mod
     model = models.load_classifier(str(tiny_model_dir), ["negative", "positive"])
     packed = PackedClassifier(model)
     original = modeling_bert.BertEncoder.forward
-    monkeypatch.setattr(modeling_bert.BertEncoder, "forward",
-                        lambda self, hidden_states, attention_mask=None, **kwargs: original(self, hidden_states,
-                                                                                            attention_mask))
+    monkeypatch.setattr(
+        modeling_bert.BertEncoder,
+        "forward",
+        lambda self, hidden_states, attention_mask=None, **kwargs: original(self, hidden_states, attention_mask),
+    )
     with pytest.raises(bertsent.BertsentError, match="does not pass the packing arguments"):
         packed(**PackedCollator()(_examples(tokenizer, TEXTS, [0, 1, 0, 1, 1])))
 

@@ -8,7 +8,6 @@ import numpy as np
 import pytest
 
 import bertsent
-from bertsent.data import TextDataset
 from bertsent.errors import BertsentError, ModelError
 
 from conftest import make_reviews

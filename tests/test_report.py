@@ -1,7 +1,6 @@
 """Issue 4: the report files, errors.csv, the neutral band, seeds, TensorBoard and `compare`."""
 
 import base64
-import csv
 import json
 import re
 import shutil
@@ -19,7 +18,7 @@ from bertsent.errors import BertsentError
 from bertsent.report import REPORT_FILES, write_report
 from bertsent.training import TrainConfig, fit
 
-from conftest import make_reviews
+from conftest import make_reviews, read_csv_rows
 
 PNGS = ["loss.png", "confusion_matrix.png", "reliability.png", "accuracy_by_length.png"]
 QUIET = dict(progress=False, log=lambda *_: None)
@@ -56,16 +55,27 @@ def _assert_self_contained(page: str) -> None:
 
 # -- the report on hand-made predictions ------------------------------------------------------------
 
+
 def test_write_report_on_hand_made_predictions(tmp_path):
     texts = ["fine <b>film</b>", "dull", "great", "awful & boring", "good", "bad"]
     y_true = ["positive", "negative", "positive", "negative", "positive", "negative"]
     probs = np.array([[0.9, 0.1], [0.2, 0.8], [0.3, 0.7], [0.6, 0.4], [0.4, 0.6], [0.7, 0.3]])
     records = [{"step": s, "epoch": s / 4, "loss": 0.7 - 0.05 * s, "lr": 1e-3} for s in range(1, 9)]
-    records += [{"step": 4, "epoch": 1.0, "split": "validation", "loss": 0.6, "accuracy": 0.6, "f1_macro": 0.5},
-                {"step": 8, "epoch": 2.0, "split": "validation", "loss": 0.5, "accuracy": 0.7, "f1_macro": 0.7}]
-    metrics = write_report(tmp_path / "r", texts=texts, y_true=y_true, probs=probs, classes=["negative", "positive"],
-                           lengths=[5, 3, 3, 6, 3, 3], probs_uncalibrated=probs ** 2 / (probs ** 2).sum(1, keepdims=True),
-                           training_log=records, info={"model": "hand-made"})
+    records += [
+        {"step": 4, "epoch": 1.0, "split": "validation", "loss": 0.6, "accuracy": 0.6, "f1_macro": 0.5},
+        {"step": 8, "epoch": 2.0, "split": "validation", "loss": 0.5, "accuracy": 0.7, "f1_macro": 0.7},
+    ]
+    metrics = write_report(
+        tmp_path / "r",
+        texts=texts,
+        y_true=y_true,
+        probs=probs,
+        classes=["negative", "positive"],
+        lengths=[5, 3, 3, 6, 3, 3],
+        probs_uncalibrated=probs**2 / (probs**2).sum(1, keepdims=True),
+        training_log=records,
+        info={"model": "hand-made"},
+    )
     folder = tmp_path / "r"
     assert sorted(p.name for p in folder.iterdir()) == sorted(REPORT_FILES)  # and no temporary files left
     page = (folder / "report.html").read_text()
@@ -76,7 +86,7 @@ def test_write_report_on_hand_made_predictions(tmp_path):
     assert on_disk == json.loads(json.dumps(metrics))
     assert on_disk["accuracy"] == pytest.approx(4 / 6) and "ece_uncalibrated" in on_disk
     assert sum(b["n"] for b in on_disk["by_length"]) == 6
-    rows = list(csv.DictReader(open(folder / "errors.csv", encoding="utf-8")))
+    rows = read_csv_rows(folder / "errors.csv")
     assert [r["index"] for r in rows] == ["0", "1"]  # the two mistakes, most confident (0.9, then 0.8) first
     assert [float(r["confidence"]) for r in rows] == sorted((float(r["confidence"]) for r in rows), reverse=True)
     assert set(rows[0]) == {"index", "text", "label", "predicted", "confidence", "p_negative", "p_positive"}
@@ -90,6 +100,7 @@ def test_report_without_validation_data_shows_the_training_curves(tmp_path):
 
 
 # -- train and evaluate write it ----------------------------------------------------------------------
+
 
 def test_training_writes_the_report_into_the_model_folder(trained):
     for name in REPORT_FILES:
@@ -108,16 +119,32 @@ def test_training_writes_the_report_into_the_model_folder(trained):
 
 def test_no_report_option_skips_it(tiny_model_dir, tmp_path):
     train, val = _datasets(32, 8)
-    fit(train, val, TrainConfig(model=str(tiny_model_dir), epochs=1, batch_size=16), tmp_path / "m",
-        report=False, **QUIET)
+    fit(
+        train,
+        val,
+        TrainConfig(model=str(tiny_model_dir), epochs=1, batch_size=16),
+        tmp_path / "m",
+        report=False,
+        **QUIET,
+    )
     assert not (tmp_path / "m" / "report.html").exists()
 
 
 def test_evaluate_report_folder_and_out_file(trained, tmp_path, write_csv, capsys):
     texts, labels = make_reviews(30, seed=5)
     data = write_csv(list(zip(texts, labels)), "test.csv")
-    code = main(["evaluate", str(trained), "--data", str(data), "--report", str(tmp_path / "rep"),
-                 "--out", str(tmp_path / "m.json")])
+    code = main(
+        [
+            "evaluate",
+            str(trained),
+            "--data",
+            str(data),
+            "--report",
+            str(tmp_path / "rep"),
+            "--out",
+            str(tmp_path / "m.json"),
+        ]
+    )
     assert code == 0
     assert "report.html" in capsys.readouterr().out
     for name in REPORT_FILES:  # loss.png too: the model folder has its metrics.jsonl
@@ -125,11 +152,12 @@ def test_evaluate_report_folder_and_out_file(trained, tmp_path, write_csv, capsy
     assert json.loads((tmp_path / "m.json").read_text()) == json.loads((tmp_path / "rep" / "metrics.json").read_text())
     metrics = json.loads((tmp_path / "m.json").read_text())
     assert metrics["n"] == 30 and "ece_uncalibrated" in metrics and metrics["data"]["rows"] == 30
-    n_errors = len(list(csv.DictReader(open(tmp_path / "rep" / "errors.csv"))))
+    n_errors = len(read_csv_rows(tmp_path / "rep" / "errors.csv"))
     assert n_errors == 30 - round(metrics["accuracy"] * 30)
 
 
 # -- the neutral band ---------------------------------------------------------------------------------
+
 
 def test_neutral_band_on_hand_made_probabilities(trained):
     model = bertsent.load(trained, neutral_band=0.2)  # neutral below 0.5 + 0.2 / 2 = 0.6 confidence
@@ -145,8 +173,14 @@ def test_neutral_band_on_hand_made_probabilities(trained):
 
 def test_neutral_band_leaves_a_three_class_model_alone(tiny_model_dir, tmp_path):
     train, val = _datasets(48, 12, classes=("negative", "neutral", "positive"))
-    fit(train, val, TrainConfig(model=str(tiny_model_dir), epochs=1, batch_size=16), tmp_path / "m3",
-        report=False, **QUIET)
+    fit(
+        train,
+        val,
+        TrainConfig(model=str(tiny_model_dir), epochs=1, batch_size=16),
+        tmp_path / "m3",
+        report=False,
+        **QUIET,
+    )
     model = bertsent.load(tmp_path / "m3", neutral_band=0.5)
     probs = np.array([[0.4, 0.25, 0.35], [0.2, 0.7, 0.1], [0.3, 0.3, 0.4]])
     assert model.labels_from_proba(probs) == ["negative", "neutral", "positive"]  # argmax: neutral is a class
@@ -163,18 +197,39 @@ def test_evaluate_with_a_neutral_band_counts_neutral_as_wrong(trained, tmp_path)
     val = TextDataset(*make_reviews(20, seed=9), name="val")
     metrics = api.evaluate(trained, val, neutral_band=0.999, report=tmp_path / "r")
     assert metrics["accuracy"] == 0.0 and metrics["labels"][-1] == "neutral"  # every prediction is unsure
-    rows = list(csv.DictReader(open(tmp_path / "r" / "errors.csv")))
+    rows = read_csv_rows(tmp_path / "r" / "errors.csv")
     assert len(rows) == 20 and {r["predicted"] for r in rows} == {"neutral"}
 
 
 # -- several seeds ------------------------------------------------------------------------------------
 
+
 def test_train_with_seeds_writes_each_run_and_a_summary(tiny_model_dir, write_csv, tmp_path, capsys):
     texts, labels = make_reviews(60, seed=3)
     data = write_csv(list(zip(texts, labels)), "train.csv")
-    code = main(["train", "--model", str(tiny_model_dir), "--data", str(data), "--out", str(tmp_path / "runs"),
-                 "--seeds", "2", "--seed", "7", "--epochs", "1", "--batch-size", "16", "--validation-fraction",
-                 "0.25", "--quiet", "--no-report"])
+    code = main(
+        [
+            "train",
+            "--model",
+            str(tiny_model_dir),
+            "--data",
+            str(data),
+            "--out",
+            str(tmp_path / "runs"),
+            "--seeds",
+            "2",
+            "--seed",
+            "7",
+            "--epochs",
+            "1",
+            "--batch-size",
+            "16",
+            "--validation-fraction",
+            "0.25",
+            "--quiet",
+            "--no-report",
+        ]
+    )
     assert code == 0
     out = capsys.readouterr().out
     assert re.search(r"accuracy\s+\d\.\d{4}\s+\d\.\d{4}\s+\d\.\d{4}\s+\d\.\d{4}", out)  # mean, std, one per seed
@@ -184,8 +239,10 @@ def test_train_with_seeds_writes_each_run_and_a_summary(tiny_model_dir, write_cs
         meta = json.loads((tmp_path / "runs" / f"seed-{seed}" / "bertsent.json").read_text())
         assert meta["settings"]["seed"] == seed
     # Both runs were scored on the same validation split.
-    fingerprints = {json.loads((tmp_path / "runs" / f"seed-{s}" / "bertsent.json").read_text())
-                    ["data"]["validation"]["fingerprint"] for s in (7, 8)}
+    fingerprints = {
+        json.loads((tmp_path / "runs" / f"seed-{s}" / "bertsent.json").read_text())["data"]["validation"]["fingerprint"]
+        for s in (7, 8)
+    }
     assert len(fingerprints) == 1
     accuracy = summary["metrics"]["accuracy"]
     assert accuracy["mean"] == pytest.approx(np.mean(accuracy["values"]))
@@ -196,12 +253,15 @@ def test_train_with_seeds_writes_each_run_and_a_summary(tiny_model_dir, write_cs
 def test_seeds_need_validation_data(tiny_model_dir, tmp_path):
     train, _ = _datasets(32, 8)
     with pytest.raises(BertsentError, match="--eval-data"):
-        experiments.train_seeds(train, seeds=2, out=tmp_path / "x", model=str(tiny_model_dir), validation_fraction=0, **QUIET)
+        experiments.train_seeds(
+            train, seeds=2, out=tmp_path / "x", model=str(tiny_model_dir), validation_fraction=0, **QUIET
+        )
     with pytest.raises(BertsentError, match="at least 1"):
         experiments.train_seeds(train, seeds=0, out=tmp_path / "x", model=str(tiny_model_dir), **QUIET)
 
 
 # -- TensorBoard --------------------------------------------------------------------------------------
+
 
 def test_tensorboard_missing_is_a_one_line_user_error(tiny_model_dir, tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "torch.utils.tensorboard", None)  # as if tensorboard were not installed
@@ -217,8 +277,15 @@ def test_tensorboard_logs_the_metrics_scalars(tiny_model_dir, tmp_path):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     train, val = _datasets(32, 8)
-    fit(train, val, TrainConfig(model=str(tiny_model_dir), epochs=2, batch_size=16), tmp_path / "m",
-        tensorboard=True, report=False, **QUIET)
+    fit(
+        train,
+        val,
+        TrainConfig(model=str(tiny_model_dir), epochs=2, batch_size=16),
+        tmp_path / "m",
+        tensorboard=True,
+        report=False,
+        **QUIET,
+    )
     events = EventAccumulator(str(tmp_path / "m" / "tensorboard"))
     events.Reload()
     tags = set(events.Tags()["scalars"])
@@ -229,17 +296,35 @@ def test_tensorboard_logs_the_metrics_scalars(tiny_model_dir, tmp_path):
 
 # -- compare ------------------------------------------------------------------------------------------
 
+
 def test_compare_writes_one_table(tiny_model_dir, write_csv, tmp_path, capsys):
     texts, labels = make_reviews(48, seed=4)
     data = write_csv(list(zip(texts, labels)), "train.csv")
-    code = main(["compare", "--models", f"{tiny_model_dir},{tiny_model_dir}", "--data", str(data),
-                 "--out", str(tmp_path / "cmp"), "--epochs", "1", "--batch-size", "16", "--max-train-samples", "32",
-                 "--validation-fraction", "0.25", "--quiet"])
+    code = main(
+        [
+            "compare",
+            "--models",
+            f"{tiny_model_dir},{tiny_model_dir}",
+            "--data",
+            str(data),
+            "--out",
+            str(tmp_path / "cmp"),
+            "--epochs",
+            "1",
+            "--batch-size",
+            "16",
+            "--max-train-samples",
+            "32",
+            "--validation-fraction",
+            "0.25",
+            "--quiet",
+        ]
+    )
     assert code == 0
     out = capsys.readouterr().out
     assert "accuracy" in out and "pred/s" in out
     table = json.loads((tmp_path / "cmp" / "compare.json").read_text())
-    rows = list(csv.DictReader(open(tmp_path / "cmp" / "compare.csv")))
+    rows = read_csv_rows(tmp_path / "cmp" / "compare.csv")
     assert len(table["models"]) == len(rows) == 2
     assert list(rows[0]) == list(experiments.COMPARE_COLUMNS)
     assert rows[0]["model_dir"] != rows[1]["model_dir"]  # the same model twice gets two folders
@@ -256,9 +341,11 @@ def test_compare_needs_models(tmp_path):
 
 # -- report.html in a real browser --------------------------------------------------------------------
 
+
 def _chromium():
-    return next((shutil.which(n) for n in ("chromium", "chromium-browser", "google-chrome", "chrome")
-                 if shutil.which(n)), None)
+    return next(
+        (shutil.which(n) for n in ("chromium", "chromium-browser", "google-chrome", "chrome") if shutil.which(n)), None
+    )
 
 
 @pytest.mark.slow
@@ -266,21 +353,40 @@ def _chromium():
 def test_report_renders_in_headless_chromium(trained, tmp_path):
     from PIL import Image
 
-    flags = [_chromium(), "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
-             "--disable-background-networking", "--disable-component-update", "--disable-sync",
-             f"--user-data-dir={tmp_path / 'profile'}", "--hide-scrollbars", "--virtual-time-budget=5000"]
+    flags = [
+        _chromium(),
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        f"--user-data-dir={tmp_path / 'profile'}",
+        "--hide-scrollbars",
+        "--virtual-time-budget=5000",
+    ]
     # Images loaded: a copy of the page with a probe that counts decoded images once the page has loaded.
     probe = tmp_path / "probe.html"
     page = (trained / "report.html").read_text()
-    probe.write_text(page.replace("</body>", "<script>addEventListener('load', () => { const i = [...document.images];"
-                                  " document.body.dataset.loaded = i.filter(x => x.complete && x.naturalWidth > 0)"
-                                  ".length + '/' + i.length; });</script></body>"))
+    probe.write_text(
+        page.replace(
+            "</body>",
+            "<script>addEventListener('load', () => { const i = [...document.images];"
+            " document.body.dataset.loaded = i.filter(x => x.complete && x.naturalWidth > 0)"
+            ".length + '/' + i.length; });</script></body>",
+        )
+    )
     dom = subprocess.run(flags + ["--dump-dom", probe.as_uri()], capture_output=True, text=True, timeout=120).stdout
     assert 'data-loaded="4/4"' in dom, dom[:500]
     # A screenshot of the real page that is not blank.
     shot = tmp_path / "report.png"
-    subprocess.run(flags + ["--window-size=1100,2400", f"--screenshot={shot}", (trained / "report.html").as_uri()],
-                   capture_output=True, timeout=120, cwd=tmp_path)
+    subprocess.run(
+        flags + ["--window-size=1100,2400", f"--screenshot={shot}", (trained / "report.html").as_uri()],
+        capture_output=True,
+        timeout=120,
+        cwd=tmp_path,
+    )
     assert shot.is_file()
     image = np.asarray(Image.open(shot).convert("L"), dtype=float)
     assert image.shape == (2400, 1100)

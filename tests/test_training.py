@@ -64,8 +64,14 @@ def test_existing_output_needs_overwrite(tiny_model_dir, tmp_path):
     train, val = _datasets(32, 8)
     (tmp_path / "taken").mkdir()
     with pytest.raises(bertsent.BertsentError, match="--overwrite"):
-        fit(train, val, TrainConfig(model=str(tiny_model_dir), epochs=1), tmp_path / "taken", progress=False,
-            log=lambda *_: None)
+        fit(
+            train,
+            val,
+            TrainConfig(model=str(tiny_model_dir), epochs=1),
+            tmp_path / "taken",
+            progress=False,
+            log=lambda *_: None,
+        )
 
 
 @pytest.mark.parametrize("packing", [False, True])
@@ -126,7 +132,13 @@ FACTS = dict(parameters=22_000_000, max_positions=512, token_lengths=[10, 20, 30
 
 def test_tutorial_recipe_settings():
     config = TrainConfig(recipe="tutorial").resolve(**FACTS)
-    assert (config.max_length, config.batch_size, config.lr, config.optimizer, config.epochs) == (512, 6, 2e-5, "adam", 1)
+    assert (config.max_length, config.batch_size, config.lr, config.optimizer, config.epochs) == (
+        512,
+        6,
+        2e-5,
+        "adam",
+        1,
+    )
     assert config.pad_to_max_length and not config.length_bucketing and config.micro_batch_size == 6
     assert TrainConfig(recipe="tutorial", batch_size=8).resolve(**FACTS).batch_size == 8
 

@@ -10,5 +10,17 @@ from .training import TrainConfig
 
 __version__ = package_version()
 
-__all__ = ["BertsentError", "DataError", "ModelError", "SentimentClassifier", "SentimentModel", "TextDataset",
-           "TrainConfig", "__version__", "evaluate", "load", "read_data", "train"]
+__all__ = [
+    "BertsentError",
+    "DataError",
+    "ModelError",
+    "SentimentClassifier",
+    "SentimentModel",
+    "TextDataset",
+    "TrainConfig",
+    "__version__",
+    "evaluate",
+    "load",
+    "read_data",
+    "train",
+]

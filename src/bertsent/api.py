@@ -21,11 +21,23 @@ DEFAULT_DATA = "rotten-tomatoes"
 RUNS_DIR = "runs"
 
 
-def train(data: str | TextDataset = DEFAULT_DATA, eval_data: str | TextDataset | None = None, *,
-          out: str | os.PathLike | None = None, text_column: str | None = None, label_column: str | None = None,
-          encoding: str = "utf-8", drop_invalid: bool = False, overwrite: bool = False, resume: bool = False,
-          progress: bool = True, log=print, report: bool = True, tensorboard: str | os.PathLike | bool | None = None,
-          **settings) -> TrainResult:
+def train(
+    data: str | TextDataset = DEFAULT_DATA,
+    eval_data: str | TextDataset | None = None,
+    *,
+    out: str | os.PathLike | None = None,
+    text_column: str | None = None,
+    label_column: str | None = None,
+    encoding: str = "utf-8",
+    drop_invalid: bool = False,
+    overwrite: bool = False,
+    resume: bool = False,
+    progress: bool = True,
+    log=print,
+    report: bool = True,
+    tensorboard: str | os.PathLike | bool | None = None,
+    **settings,
+) -> TrainResult:
     """Fine-tune a model on a data source; `settings` are TrainConfig fields (model, epochs, lr, ...).
 
     Writes report.html, metrics.json, errors.csv and charts into the model folder unless `report=False`;
@@ -41,8 +53,18 @@ def train(data: str | TextDataset = DEFAULT_DATA, eval_data: str | TextDataset |
     link = out is None
     if out is None:  # the main process's clock names the folder for all
         out = runtime.broadcast(default_out_dir(config.model, data if isinstance(data, str) else "data"))
-    result = fit(train_set, validation, config, out, overwrite=overwrite, resume=resume, progress=progress, log=log,
-                 report=report, tensorboard=tensorboard)
+    result = fit(
+        train_set,
+        validation,
+        config,
+        out,
+        overwrite=overwrite,
+        resume=resume,
+        progress=progress,
+        log=log,
+        report=report,
+        tensorboard=tensorboard,
+    )
     if link and runtime.is_main:
         link_latest(Path(out))
     return result
@@ -63,8 +85,9 @@ def training_data(data, eval_data, read: dict, config: TrainConfig, log):
     check_trainable(train_set)  # before the validation split, so the message names the file itself
     validation = None
     if eval_data is not None:
-        validation = eval_data if isinstance(eval_data, TextDataset) else read_data(
-            eval_data, default_split="test", **read)
+        validation = (
+            eval_data if isinstance(eval_data, TextDataset) else read_data(eval_data, default_split="test", **read)
+        )
     for dataset in (train_set, validation):  # before the split: its parts no longer count what was dropped
         if dataset is not None and dataset.dropped:
             log(f"{dataset.name}: skipped {dataset.dropped} row(s) with an empty text or label (--drop-invalid)")
@@ -75,8 +98,10 @@ def training_data(data, eval_data, read: dict, config: TrainConfig, log):
 
 def default_out_dir(model: str, data: str) -> Path:
     """runs/<model>-<data>-<time>."""
+
     def short(name: str) -> str:
         return re.sub(r"[^A-Za-z0-9_.-]+", "-", Path(str(name).split(":")[0]).name.split(".")[0]).strip("-")
+
     stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
     return Path(RUNS_DIR) / f"{short(model)}-{short(data)}-{stamp}"
 
@@ -92,40 +117,80 @@ def link_latest(out: Path) -> None:
         pass
 
 
-def evaluate(model_dir: str | os.PathLike | SentimentModel, data: str | TextDataset, *,
-             out: str | os.PathLike | None = None, text_column: str | None = None,
-             label_column: str | None = None, encoding: str = "utf-8", drop_invalid: bool = False,
-             batch_size: int = 64, neutral_band: float | None = None,
-             report: str | os.PathLike | None = None) -> dict:
+def evaluate(
+    model_dir: str | os.PathLike | SentimentModel,
+    data: str | TextDataset,
+    *,
+    out: str | os.PathLike | None = None,
+    text_column: str | None = None,
+    label_column: str | None = None,
+    encoding: str = "utf-8",
+    drop_invalid: bool = False,
+    batch_size: int = 64,
+    neutral_band: float | None = None,
+    report: str | os.PathLike | None = None,
+) -> dict:
     """Metrics of a trained model on labeled data; written as JSON to `out` when given, and as a full
     report (metrics.json, report.html, errors.csv, charts) into the folder `report` when given."""
     check_neutral_band(neutral_band)
-    model = model_dir if isinstance(model_dir, SentimentModel) else SentimentModel.load(model_dir, batch_size=batch_size)
+    model = (
+        model_dir if isinstance(model_dir, SentimentModel) else SentimentModel.load(model_dir, batch_size=batch_size)
+    )
     model.neutral_band = neutral_band
-    dataset = data if isinstance(data, TextDataset) else read_data(
-        data, text_column=text_column, label_column=label_column, encoding=encoding,
-        drop_invalid=drop_invalid, default_split="test")
+    dataset = (
+        data
+        if isinstance(data, TextDataset)
+        else read_data(
+            data,
+            text_column=text_column,
+            label_column=label_column,
+            encoding=encoding,
+            drop_invalid=drop_invalid,
+            default_split="test",
+        )
+    )
     unknown = sorted(set(dataset.labels) - set(model.classes_))
     if unknown:
-        raise DataError(f"{dataset.name}: labels {', '.join(map(repr, unknown))} are not among the model's "
-                        f"classes ({', '.join(model.classes_)}). Use data with the model's labels.")
+        raise DataError(
+            f"{dataset.name}: labels {', '.join(map(repr, unknown))} are not among the model's "
+            f"classes ({', '.join(model.classes_)}). Use data with the model's labels."
+        )
     # Encode once: the ids for the model, the untruncated lengths for accuracy by length.
     logits, lengths = model.decision_function(dataset.texts, return_lengths=True)
-    scores = score_logits(logits, dataset.labels, model.classes_, temperature=model.temperature,
-                          neutral_band=neutral_band, lengths=lengths)
+    scores = score_logits(
+        logits,
+        dataset.labels,
+        model.classes_,
+        temperature=model.temperature,
+        neutral_band=neutral_band,
+        lengths=lengths,
+    )
     metrics = scores.metrics
-    metrics["data"] = {"source": dataset.name, "rows": len(dataset), "dropped": dataset.dropped,
-                       "fingerprint": dataset.fingerprint()}
+    metrics["data"] = {
+        "source": dataset.name,
+        "rows": len(dataset),
+        "dropped": dataset.dropped,
+        "fingerprint": dataset.fingerprint(),
+    }
     if report is not None:
         from .report import write_report
 
         folder = None if isinstance(model_dir, SentimentModel) else Path(model_dir).expanduser()
         log_path = folder / METRICS_LOG if folder is not None and (folder / METRICS_LOG).is_file() else None
         metrics = write_report(
-            report, texts=dataset.texts, y_true=dataset.labels, scores=scores, training_log=log_path,
+            report,
+            texts=dataset.texts,
+            y_true=dataset.labels,
+            scores=scores,
+            training_log=log_path,
             title=f"Evaluation of {folder.name if folder else 'a model'} on {dataset.name}",
-            info={"model": str(folder) if folder else None, "data": dataset.name, "temperature": model.temperature,
-                  "neutral band": neutral_band if neutral_band else None})
+            info={
+                "model": str(folder) if folder else None,
+                "data": dataset.name,
+                "temperature": model.temperature,
+                "neutral band": neutral_band if neutral_band else None,
+            },
+        )
     if out is not None:
         write_json_atomic(Path(out), metrics)
     return metrics

@@ -27,9 +27,17 @@ class LengthBucketBatchSampler:
     sequence of it, so each process gets sequences of about the same lengths.
     """
 
-    def __init__(self, lengths: list[int], batch_size: int, max_tokens: int | None = None,
-                 shuffle: bool = True, seed: int = 0, sort_by_length: bool = True,
-                 num_replicas: int = 1, rank: int = 0):
+    def __init__(
+        self,
+        lengths: list[int],
+        batch_size: int,
+        max_tokens: int | None = None,
+        shuffle: bool = True,
+        seed: int = 0,
+        sort_by_length: bool = True,
+        num_replicas: int = 1,
+        rank: int = 0,
+    ):
         if batch_size < 1:
             raise ValueError("batch_size must be at least 1")
         self.lengths = list(lengths)
@@ -72,7 +80,7 @@ class LengthBucketBatchSampler:
         if self.sort_by_length:
             pool = self.batch_size * self.num_replicas * POOL_BATCHES
             for start in range(0, len(order), pool):
-                chunk = sorted(order[start:start + pool], key=lambda i: self.lengths[i])
+                chunk = sorted(order[start : start + pool], key=lambda i: self.lengths[i])
                 batches += self._cut(chunk)
         else:
             batches = self._cut(order)
@@ -82,7 +90,7 @@ class LengthBucketBatchSampler:
 
     def shard(self, batch: list[int]) -> list[int]:
         """This process's part of a global batch (empty when the batch has fewer sequences than processes)."""
-        return batch[self.rank::self.num_replicas]
+        return batch[self.rank :: self.num_replicas]
 
     def __iter__(self):
         return (self.shard(batch) for batch in self.batches())
@@ -94,8 +102,13 @@ class LengthBucketBatchSampler:
 class Collator:
     """Pads a batch of token-id lists to its longest member (or a fixed length) and adds the labels."""
 
-    def __init__(self, pad_token_id: int, padding_side: str = "right", pad_to: int | None = None,
-                 pad_to_multiple_of: int | None = None):
+    def __init__(
+        self,
+        pad_token_id: int,
+        padding_side: str = "right",
+        pad_to: int | None = None,
+        pad_to_multiple_of: int | None = None,
+    ):
         self.pad_token_id = pad_token_id
         self.padding_side = padding_side
         self.pad_to = pad_to
@@ -124,8 +137,9 @@ class Collator:
 def flat_token_ids(examples: list[tuple[list[int], int | None]]) -> tuple[np.ndarray, np.ndarray]:
     """Each example's length, and all token ids end to end, as int64 arrays."""
     lengths = np.fromiter((len(ids) for ids, _ in examples), dtype=np.int64, count=len(examples))
-    flat = np.fromiter(itertools.chain.from_iterable(ids for ids, _ in examples), dtype=np.int64,
-                       count=int(lengths.sum()))
+    flat = np.fromiter(
+        itertools.chain.from_iterable(ids for ids, _ in examples), dtype=np.int64, count=int(lengths.sum())
+    )
     return lengths, flat
 
 

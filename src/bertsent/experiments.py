@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from . import model as models
-from .api import DEFAULT_DATA, RUNS_DIR, link_latest, default_out_dir, train, train_config, training_data
+from .api import DEFAULT_DATA, RUNS_DIR, default_out_dir, link_latest, train, train_config, training_data
 from .data import TextDataset
 from .errors import BertsentError
 from .files import write_atomic, write_json_atomic
@@ -21,10 +21,27 @@ from .prediction import SentimentModel
 from .report import REPORT_FILES
 from .training import METRICS_LOG
 
-SUMMARY_METRICS = ("accuracy", "f1_macro", "precision_macro", "recall_macro", "roc_auc", "log_loss", "ece",
-                   "ece_uncalibrated")
-COMPARE_COLUMNS = ("model", "accuracy", "f1_macro", "ece", "train_seconds", "predictions_per_s", "parameters",
-                   "size_mb", "model_dir")
+SUMMARY_METRICS = (
+    "accuracy",
+    "f1_macro",
+    "precision_macro",
+    "recall_macro",
+    "roc_auc",
+    "log_loss",
+    "ece",
+    "ece_uncalibrated",
+)
+COMPARE_COLUMNS = (
+    "model",
+    "accuracy",
+    "f1_macro",
+    "ece",
+    "train_seconds",
+    "predictions_per_s",
+    "parameters",
+    "size_mb",
+    "model_dir",
+)
 _NOT_MODEL_FILES = set(REPORT_FILES) | {METRICS_LOG}
 
 
@@ -39,11 +56,23 @@ def _prepare_runs(data, eval_data, out, overwrite: bool, read: dict, settings: d
     return config, train_set, validation, out
 
 
-def train_seeds(data: str | TextDataset = DEFAULT_DATA, eval_data: str | TextDataset | None = None, *,
-                seeds: int = 3, out: str | os.PathLike | None = None, text_column: str | None = None,
-                label_column: str | None = None, encoding: str = "utf-8", drop_invalid: bool = False,
-                overwrite: bool = False, progress: bool = True, log=print, report: bool = True,
-                tensorboard: str | os.PathLike | bool | None = None, **settings) -> dict:
+def train_seeds(
+    data: str | TextDataset = DEFAULT_DATA,
+    eval_data: str | TextDataset | None = None,
+    *,
+    seeds: int = 3,
+    out: str | os.PathLike | None = None,
+    text_column: str | None = None,
+    label_column: str | None = None,
+    encoding: str = "utf-8",
+    drop_invalid: bool = False,
+    overwrite: bool = False,
+    progress: bool = True,
+    log=print,
+    report: bool = True,
+    tensorboard: str | os.PathLike | bool | None = None,
+    **settings,
+) -> dict:
     """Train with seeds seed, seed+1, ... into OUT/seed-N on one validation split (drawn with the first
     seed), and write OUT/summary.json: each validation metric's mean and standard deviation."""
     if seeds < 1:
@@ -58,14 +87,34 @@ def train_seeds(data: str | TextDataset = DEFAULT_DATA, eval_data: str | TextDat
     for seed in range(config.seed, config.seed + seeds):
         log(f"-- seed {seed} ({seed - config.seed + 1} of {seeds})")
         board = Path(tensorboard) / f"seed-{seed}" if tensorboard not in (None, False, True) else tensorboard
-        result = train(train_set, validation, out=out / f"seed-{seed}", overwrite=overwrite, progress=progress,
-                       log=log, report=report, tensorboard=board, **{**settings, "seed": seed})
-        runs.append({"seed": seed, "model_dir": str(result.model_dir), "best_epoch": result.best_epoch,
-                     "train_seconds": round(result.train_seconds, 2),
-                     "metrics": {k: result.metrics[k] for k in SUMMARY_METRICS if k in result.metrics}})
-    summary = {"seeds": [r["seed"] for r in runs], "validation": validation.name, "n": len(validation),
-               "std": "sample standard deviation (n-1); 0 for one seed", "runs": runs,
-               "metrics": summarize(r["metrics"] for r in runs)}
+        result = train(
+            train_set,
+            validation,
+            out=out / f"seed-{seed}",
+            overwrite=overwrite,
+            progress=progress,
+            log=log,
+            report=report,
+            tensorboard=board,
+            **{**settings, "seed": seed},
+        )
+        runs.append(
+            {
+                "seed": seed,
+                "model_dir": str(result.model_dir),
+                "best_epoch": result.best_epoch,
+                "train_seconds": round(result.train_seconds, 2),
+                "metrics": {k: result.metrics[k] for k in SUMMARY_METRICS if k in result.metrics},
+            }
+        )
+    summary = {
+        "seeds": [r["seed"] for r in runs],
+        "validation": validation.name,
+        "n": len(validation),
+        "std": "sample standard deviation (n-1); 0 for one seed",
+        "runs": runs,
+        "metrics": summarize(r["metrics"] for r in runs),
+    }
     summary["metrics"].update(summarize({"train_seconds": r["train_seconds"]} for r in runs))
     write_json_atomic(out / "summary.json", summary)
     summary["out"] = str(out)
@@ -80,15 +129,28 @@ def summarize(rows) -> dict:
     for row in rows:
         for key, value in row.items():
             values.setdefault(key, []).append(float(value))
-    return {key: {"mean": float(np.mean(v)), "std": float(np.std(v, ddof=1)) if len(v) > 1 else 0.0, "values": v}
-            for key, v in values.items()}
+    return {
+        key: {"mean": float(np.mean(v)), "std": float(np.std(v, ddof=1)) if len(v) > 1 else 0.0, "values": v}
+        for key, v in values.items()
+    }
 
 
-def compare(model_names: list[str], data: str | TextDataset = DEFAULT_DATA,
-            eval_data: str | TextDataset | None = None, *, out: str | os.PathLike | None = None,
-            text_column: str | None = None, label_column: str | None = None, encoding: str = "utf-8",
-            drop_invalid: bool = False, overwrite: bool = False, progress: bool = True, log=print,
-            batch_size_predict: int = 64, **settings) -> dict:
+def compare(
+    model_names: list[str],
+    data: str | TextDataset = DEFAULT_DATA,
+    eval_data: str | TextDataset | None = None,
+    *,
+    out: str | os.PathLike | None = None,
+    text_column: str | None = None,
+    label_column: str | None = None,
+    encoding: str = "utf-8",
+    drop_invalid: bool = False,
+    overwrite: bool = False,
+    progress: bool = True,
+    log=print,
+    batch_size_predict: int = 64,
+    **settings,
+) -> dict:
     """Fine-tune each model on the same split; one table of validation accuracy, macro F1, ECE, train
     time, predictions per second, parameters and size on disk, written as OUT/compare.csv and .json."""
     names = [m.strip() for m in model_names if m and m.strip()]
@@ -100,11 +162,23 @@ def compare(model_names: list[str], data: str | TextDataset = DEFAULT_DATA,
     rows = []
     for name, folder in zip(names, _folder_names(names)):
         log(f"-- {name} ({len(rows) + 1} of {len(names)})")
-        result = train(train_set, validation, out=out / folder, overwrite=overwrite, progress=progress, log=log,
-                       **{**settings, "model": name})
+        result = train(
+            train_set,
+            validation,
+            out=out / folder,
+            overwrite=overwrite,
+            progress=progress,
+            log=log,
+            **{**settings, "model": name},
+        )
         rows.append(_compare_row(name, result, validation, batch_size_predict))
-    table = {"validation": validation.name, "n": len(validation), "train": train_set.name,
-             "settings": {k: v for k, v in settings.items() if v is not None}, "models": rows}
+    table = {
+        "validation": validation.name,
+        "n": len(validation),
+        "train": train_set.name,
+        "settings": {k: v for k, v in settings.items() if v is not None},
+        "models": rows,
+    }
     write_json_atomic(out / "compare.json", table)
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=COMPARE_COLUMNS)
@@ -134,11 +208,20 @@ def _compare_row(name: str, result, validation: TextDataset, batch_size: int) ->
     clock = time.perf_counter()
     model.predict_proba(validation.texts)
     seconds = time.perf_counter() - clock
-    size = sum(f.stat().st_size for f in Path(result.model_dir).rglob("*")
-               if f.is_file() and f.name not in _NOT_MODEL_FILES and "tensorboard" not in f.parts)
+    size = sum(
+        f.stat().st_size
+        for f in Path(result.model_dir).rglob("*")
+        if f.is_file() and f.name not in _NOT_MODEL_FILES and "tensorboard" not in f.parts
+    )
     metadata = models.read_metadata(result.model_dir)
-    return {"model": name, "accuracy": result.metrics.get("accuracy"), "f1_macro": result.metrics.get("f1_macro"),
-            "ece": result.metrics.get("ece"), "train_seconds": round(result.train_seconds, 2),
-            "predictions_per_s": round(len(validation) / seconds, 1) if seconds > 0 else None,
-            "parameters": metadata.get("parameters", models.parameter_count(model.model)),
-            "size_mb": round(size / 1e6, 2), "model_dir": str(result.model_dir)}
+    return {
+        "model": name,
+        "accuracy": result.metrics.get("accuracy"),
+        "f1_macro": result.metrics.get("f1_macro"),
+        "ece": result.metrics.get("ece"),
+        "train_seconds": round(result.train_seconds, 2),
+        "predictions_per_s": round(len(validation) / seconds, 1) if seconds > 0 else None,
+        "parameters": metadata.get("parameters", models.parameter_count(model.model)),
+        "size_mb": round(size / 1e6, 2),
+        "model_dir": str(result.model_dir),
+    }

@@ -123,15 +123,15 @@ def headline(metrics: dict) -> dict:
     return {k: round(metrics[k], 5) for k in HEADLINE if k in metrics}
 
 
-def compute_metrics(y_true: list[str], y_pred: list[str], labels: list[str],
-                    probs: np.ndarray | None = None) -> dict:
+def compute_metrics(y_true: list[str], y_pred: list[str], labels: list[str], probs: np.ndarray | None = None) -> dict:
     """Accuracy, macro and per-class precision/recall/F1, confusion matrix; log loss, ECE and
     (binary) ROC-AUC when probabilities in `labels` order are given."""
     from sklearn.metrics import accuracy_score, confusion_matrix, precision_recall_fscore_support, roc_auc_score
 
     names = list(labels) + sorted(set(y_pred) - set(labels))  # e.g. "neutral" from a neutral band
-    precision, recall, f1, _ = precision_recall_fscore_support(y_true, y_pred, labels=labels,
-                                                               average="macro", zero_division=0)
+    precision, recall, f1, _ = precision_recall_fscore_support(
+        y_true, y_pred, labels=labels, average="macro", zero_division=0
+    )
     p, r, f, support = precision_recall_fscore_support(y_true, y_pred, labels=labels, zero_division=0)
     result = {
         "n": len(y_true),
@@ -139,8 +139,10 @@ def compute_metrics(y_true: list[str], y_pred: list[str], labels: list[str],
         "precision_macro": float(precision),
         "recall_macro": float(recall),
         "f1_macro": float(f1),
-        "per_class": {name: {"precision": float(p[i]), "recall": float(r[i]), "f1": float(f[i]),
-                             "support": int(support[i])} for i, name in enumerate(labels)},
+        "per_class": {
+            name: {"precision": float(p[i]), "recall": float(r[i]), "f1": float(f[i]), "support": int(support[i])}
+            for i, name in enumerate(labels)
+        },
         "labels": names,
         "confusion_matrix": confusion_matrix(y_true, y_pred, labels=names).tolist(),
     }
@@ -192,6 +194,7 @@ def fit_temperature(logits: np.ndarray, y_index: np.ndarray) -> float:
 
 # -- for the evaluation report ------------------------------------------------
 
+
 def reliability_bins(probs: np.ndarray, y_index: np.ndarray, bins: int = 15) -> list[dict]:
     """The bins behind expected_calibration_error: for each non-empty equal-width confidence bin,
     its edges, size, mean confidence and accuracy (the points of a reliability diagram)."""
@@ -202,8 +205,15 @@ def reliability_bins(probs: np.ndarray, y_index: np.ndarray, bins: int = 15) -> 
     for lo, hi in zip(edges[:-1], edges[1:]):
         in_bin = (confidence > lo) & (confidence <= hi)
         if in_bin.any():
-            out.append({"lo": float(lo), "hi": float(hi), "n": int(in_bin.sum()),
-                        "confidence": float(confidence[in_bin].mean()), "accuracy": float(correct[in_bin].mean())})
+            out.append(
+                {
+                    "lo": float(lo),
+                    "hi": float(hi),
+                    "n": int(in_bin.sum()),
+                    "confidence": float(confidence[in_bin].mean()),
+                    "accuracy": float(correct[in_bin].mean()),
+                }
+            )
     return out
 
 
@@ -221,6 +231,12 @@ def accuracy_by_length(lengths, y_true: list[str], y_pred: list[str], buckets: i
     for lo, hi in zip(bounds[:-1], bounds[1:]):
         in_bucket = (lengths > lo) & (lengths <= hi)
         if in_bucket.any():
-            out.append({"min_tokens": lo + 1, "max_tokens": hi, "n": int(in_bucket.sum()),
-                        "accuracy": float(correct[in_bucket].mean())})
+            out.append(
+                {
+                    "min_tokens": lo + 1,
+                    "max_tokens": hi,
+                    "n": int(in_bucket.sum()),
+                    "accuracy": float(correct[in_bucket].mean()),
+                }
+            )
     return out

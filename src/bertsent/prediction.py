@@ -16,11 +16,20 @@ from .inference import predict_logits
 from .metrics import check_neutral_band, labels_from_proba, softmax
 from .runtime import pick_device
 
+
 class SentimentModel:
     """A trained classifier with scikit-learn's shape: predict, predict_proba, classes_."""
 
-    def __init__(self, model, tokenizer, metadata: dict | None = None, device: str | None = None,
-                 batch_size: int = 64, max_length: int | None = None, neutral_band: float | None = None):
+    def __init__(
+        self,
+        model,
+        tokenizer,
+        metadata: dict | None = None,
+        device: str | None = None,
+        batch_size: int = 64,
+        max_length: int | None = None,
+        neutral_band: float | None = None,
+    ):
         self.device = pick_device(device)
         self.model = model.to(self.device).eval()
         self.tokenizer = tokenizer
@@ -36,7 +45,7 @@ class SentimentModel:
         self.collator = Collator(tokenizer.pad_token_id, tokenizer.padding_side)
 
     @classmethod
-    def load(cls, folder: str | os.PathLike, **kwargs) -> "SentimentModel":
+    def load(cls, folder: str | os.PathLike, **kwargs) -> SentimentModel:
         folder = Path(folder).expanduser()
         models.check_model_folder(folder, need_classifier=True)
         metadata = models.read_metadata(folder)
@@ -78,9 +87,10 @@ class SentimentModel:
         texts = self._texts(texts)
         probs = self.predict_proba(texts)
         labels = self.labels_from_proba(probs)
-        return [{"text": t, "label": label, "probs": {c: round(float(p), 6) for c, p in zip(self.classes_, row)}}
-                for t, label, row in zip(texts, labels, probs)]
-
+        return [
+            {"text": t, "label": label, "probs": {c: round(float(p), 6) for c, p in zip(self.classes_, row)}}
+            for t, label, row in zip(texts, labels, probs)
+        ]
 
     def save(self, folder: str | os.PathLike) -> Path:
         """Write the model folder (weights, tokenizer, bertsent.json); an existing folder is replaced whole."""

@@ -32,11 +32,19 @@ LENGTH_PNG = "accuracy_by_length.png"
 REPORT_FILES = (METRICS_FILE, HTML_FILE, ERRORS_FILE, LOSS_PNG, CONFUSION_PNG, RELIABILITY_PNG, LENGTH_PNG)
 ERRORS_SHOWN = 25  # rows of errors.csv shown in report.html
 
-COLORS = {"train": "#9db4d6", "train_avg": "#1f4e99", "validation": "#d1495b", "bar": "#3d7dca",
-          "before": "#e59f3b", "after": "#3d7dca", "ideal": "#888888"}
+COLORS = {
+    "train": "#9db4d6",
+    "train_avg": "#1f4e99",
+    "validation": "#d1495b",
+    "bar": "#3d7dca",
+    "before": "#e59f3b",
+    "after": "#3d7dca",
+    "ideal": "#888888",
+}
 
 
 # -- files ---------------------------------------------------------------------------------------
+
 
 def read_training_log(path: str | os.PathLike | None) -> list[dict]:
     """The records of a metrics.jsonl (training steps and validation scores); [] when there is none."""
@@ -53,14 +61,20 @@ def read_training_log(path: str | os.PathLike | None) -> list[dict]:
     return records
 
 
-def error_rows(texts: list[str], y_true: list[str], y_pred: list[str], probs: np.ndarray,
-               classes: list[str]) -> list[dict]:
+def error_rows(
+    texts: list[str], y_true: list[str], y_pred: list[str], probs: np.ndarray, classes: list[str]
+) -> list[dict]:
     """Misclassified examples, most confident first, with the probability of every class."""
     rows = []
     for i, (truth, guess) in enumerate(zip(y_true, y_pred)):
         if truth != guess:
-            row = {"index": i, "text": texts[i], "label": truth, "predicted": guess,
-                   "confidence": float(probs[i].max())}
+            row = {
+                "index": i,
+                "text": texts[i],
+                "label": truth,
+                "predicted": guess,
+                "confidence": float(probs[i].max()),
+            }
             row.update({f"p_{c}": float(p) for c, p in zip(classes, probs[i])})
             rows.append(row)
     rows.sort(key=lambda r: (-r["confidence"], r["index"]))
@@ -72,12 +86,15 @@ def errors_csv(rows: list[dict], classes: list[str]) -> str:
     writer = csv.writer(buffer)
     writer.writerow(["index", "text", "label", "predicted", "confidence"] + [f"p_{c}" for c in classes])
     for r in rows:
-        writer.writerow([r["index"], r["text"], r["label"], r["predicted"], f"{r['confidence']:.6f}"]
-                        + [f"{r[f'p_{c}']:.6f}" for c in classes])
+        writer.writerow(
+            [r["index"], r["text"], r["label"], r["predicted"], f"{r['confidence']:.6f}"]
+            + [f"{r[f'p_{c}']:.6f}" for c in classes]
+        )
     return buffer.getvalue()
 
 
 # -- charts --------------------------------------------------------------------------------------
+
 
 def _figure(width: float = 6.4, height: float = 4.0):
     from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -116,11 +133,22 @@ def plot_training(records: list[dict]) -> bytes | None:
         ax_loss.plot(x, y, color=COLORS["train"], linewidth=0.8, label="train (per step)")
         window = max(1, len(y) // 25)
         if window > 1:
-            ax_loss.plot(x, _moving_average(y, window), color=COLORS["train_avg"], linewidth=1.8,
-                         label=f"train ({window}-step average)")
+            ax_loss.plot(
+                x,
+                _moving_average(y, window),
+                color=COLORS["train_avg"],
+                linewidth=1.8,
+                label=f"train ({window}-step average)",
+            )
     if val:
-        ax_loss.plot([r["step"] for r in val], [r["loss"] for r in val], "o-", color=COLORS["validation"],
-                     linewidth=1.8, label="validation")
+        ax_loss.plot(
+            [r["step"] for r in val],
+            [r["loss"] for r in val],
+            "o-",
+            color=COLORS["validation"],
+            linewidth=1.8,
+            label="validation",
+        )
     ax_loss.set(title="Loss", xlabel="optimizer step", ylabel="cross-entropy")
     ax_loss.grid(alpha=0.3)
     ax_loss.legend(fontsize=8)
@@ -150,8 +178,15 @@ def plot_confusion(matrix: list[list[int]], labels: list[str], classes: list[str
     image = ax.imshow(share, cmap="Blues", vmin=0, vmax=1)
     for i in range(counts.shape[0]):
         for j in range(counts.shape[1]):
-            ax.text(j, i, f"{int(counts[i, j])}\n{share[i, j]:.0%}", ha="center", va="center", fontsize=10,
-                    color="white" if share[i, j] > 0.6 else "black")
+            ax.text(
+                j,
+                i,
+                f"{int(counts[i, j])}\n{share[i, j]:.0%}",
+                ha="center",
+                va="center",
+                fontsize=10,
+                color="white" if share[i, j] > 0.6 else "black",
+            )
     ax.set_xticks(range(len(labels)), labels, rotation=30 if len(labels) > 3 else 0)
     ax.set_yticks(range(len(rows)), [labels[i] for i in rows])
     ax.set(xlabel="predicted", ylabel="true", title="Confusion matrix")
@@ -159,23 +194,38 @@ def plot_confusion(matrix: list[list[int]], labels: list[str], classes: list[str
     return _png(figure)
 
 
-def plot_reliability(after: list[dict], before: list[dict] | None, ece_after: float,
-                     ece_before: float | None) -> bytes:
+def plot_reliability(after: list[dict], before: list[dict] | None, ece_after: float, ece_before: float | None) -> bytes:
     """Accuracy against confidence per bin; the diagonal is perfect calibration."""
     figure = _figure(5.6, 4.6)
     ax = figure.subplots()
     ax.plot([0, 1], [0, 1], linestyle=":", color=COLORS["ideal"], label="perfectly calibrated")
     width = (after[0]["hi"] - after[0]["lo"]) if after else 1 / 15
-    ax.bar([b["lo"] + width / 2 for b in after], [b["accuracy"] for b in after], width=width * 0.9,
-           color=COLORS["after"], alpha=0.55, edgecolor=COLORS["after"],
-           label=f"{'calibrated' if before is not None else 'model'} accuracy (ECE {ece_after:.3f})")
-    ax.plot([b["confidence"] for b in after], [b["accuracy"] for b in after], "o-", color=COLORS["after"],
-            markersize=4)
+    ax.bar(
+        [b["lo"] + width / 2 for b in after],
+        [b["accuracy"] for b in after],
+        width=width * 0.9,
+        color=COLORS["after"],
+        alpha=0.55,
+        edgecolor=COLORS["after"],
+        label=f"{'calibrated' if before is not None else 'model'} accuracy (ECE {ece_after:.3f})",
+    )
+    ax.plot([b["confidence"] for b in after], [b["accuracy"] for b in after], "o-", color=COLORS["after"], markersize=4)
     if before is not None:
-        ax.plot([b["confidence"] for b in before], [b["accuracy"] for b in before], "s--", color=COLORS["before"],
-                markersize=4, label=f"before calibration (ECE {ece_before:.3f})")
-    ax.set(xlim=(0, 1), ylim=(0, 1.02), xlabel="confidence (top-class probability)", ylabel="accuracy",
-           title="Reliability diagram")
+        ax.plot(
+            [b["confidence"] for b in before],
+            [b["accuracy"] for b in before],
+            "s--",
+            color=COLORS["before"],
+            markersize=4,
+            label=f"before calibration (ECE {ece_before:.3f})",
+        )
+    ax.set(
+        xlim=(0, 1),
+        ylim=(0, 1.02),
+        xlabel="confidence (top-class probability)",
+        ylabel="accuracy",
+        title="Reliability diagram",
+    )
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8, loc="upper left")
     return _png(figure)
@@ -187,8 +237,14 @@ def plot_length(buckets: list[dict], overall: float) -> bytes:
     names = [f"{b['min_tokens']}-{b['max_tokens']}" for b in buckets]
     bars = ax.bar(names, [b["accuracy"] for b in buckets], color=COLORS["bar"])
     for bar, b in zip(bars, buckets):
-        ax.text(bar.get_x() + bar.get_width() / 2, bar.get_height() + 0.01, f"{b['accuracy']:.1%}\nn={b['n']}",
-                ha="center", va="bottom", fontsize=8)
+        ax.text(
+            bar.get_x() + bar.get_width() / 2,
+            bar.get_height() + 0.01,
+            f"{b['accuracy']:.1%}\nn={b['n']}",
+            ha="center",
+            va="bottom",
+            fontsize=8,
+        )
     ax.axhline(overall, color=COLORS["validation"], linestyle="--", linewidth=1, label=f"overall {overall:.1%}")
     ax.set(ylim=(0, 1.15), xlabel="review length (tokens)", ylabel="accuracy", title="Accuracy by review length")
     ax.grid(axis="y", alpha=0.3)
@@ -198,11 +254,22 @@ def plot_length(buckets: list[dict], overall: float) -> bytes:
 
 # -- the report ----------------------------------------------------------------------------------
 
-def write_report(folder: str | os.PathLike, *, texts: list[str] | None = None, y_true: list[str] | None = None,
-                 probs: np.ndarray | None = None, classes: list[str] | None = None,
-                 predicted: list[str] | None = None, lengths=None, probs_uncalibrated: np.ndarray | None = None,
-                 scores: Scores | None = None, training_log: str | os.PathLike | list | None = None,
-                 title: str = "bertsent report", info: dict | None = None) -> dict:
+
+def write_report(
+    folder: str | os.PathLike,
+    *,
+    texts: list[str] | None = None,
+    y_true: list[str] | None = None,
+    probs: np.ndarray | None = None,
+    classes: list[str] | None = None,
+    predicted: list[str] | None = None,
+    lengths=None,
+    probs_uncalibrated: np.ndarray | None = None,
+    scores: Scores | None = None,
+    training_log: str | os.PathLike | list | None = None,
+    title: str = "bertsent report",
+    info: dict | None = None,
+) -> dict:
     """Write metrics.json, errors.csv, the PNG charts and report.html into `folder`.
 
     Give either `scores` (from `metrics.score_logits`) or `probs`: the (calibrated) probabilities in
@@ -215,8 +282,9 @@ def write_report(folder: str | os.PathLike, *, texts: list[str] | None = None, y
     folder.mkdir(parents=True, exist_ok=True)
     records = training_log if isinstance(training_log, list) else read_training_log(training_log)
     if scores is None and probs is not None and y_true is not None and len(y_true):
-        scores = score_probs(probs, y_true, classes, predicted=predicted, lengths=lengths,
-                             probs_uncalibrated=probs_uncalibrated)
+        scores = score_probs(
+            probs, y_true, classes, predicted=predicted, lengths=lengths, probs_uncalibrated=probs_uncalibrated
+        )
     has_data = scores is not None and y_true is not None and len(y_true) > 0
     metrics = dict(scores.metrics) if scores is not None else {}
     classes = scores.classes if has_data else []
@@ -226,8 +294,12 @@ def write_report(folder: str | os.PathLike, *, texts: list[str] | None = None, y
         errors = error_rows(texts or [""] * len(y_true), y_true, scores.predicted, scores.probs, classes)
         images[CONFUSION_PNG] = plot_confusion(metrics["confusion_matrix"], metrics["labels"], classes)
         before = metrics.get("reliability_uncalibrated") if scores.probs_uncalibrated is not None else None
-        images[RELIABILITY_PNG] = plot_reliability(metrics["reliability"], before, metrics["ece"],
-                                                   metrics.get("ece_uncalibrated") if before is not None else None)
+        images[RELIABILITY_PNG] = plot_reliability(
+            metrics["reliability"],
+            before,
+            metrics["ece"],
+            metrics.get("ece_uncalibrated") if before is not None else None,
+        )
         if metrics.get("by_length"):
             images[LENGTH_PNG] = plot_length(metrics["by_length"], metrics["accuracy"])
     training_png = plot_training(records)
@@ -246,9 +318,11 @@ def write_report(folder: str | os.PathLike, *, texts: list[str] | None = None, y
 
 
 _CSS = """
-body{font-family:system-ui,-apple-system,"Segoe UI",Roboto,Helvetica,Arial,sans-serif;margin:0;background:#f5f6f8;color:#1d2330}
+body{font-family:system-ui,-apple-system,"Segoe UI",Roboto,Helvetica,Arial,sans-serif;
+margin:0;background:#f5f6f8;color:#1d2330}
 main{max-width:1040px;margin:0 auto;padding:24px 28px 48px}
-h1{font-size:1.6em;margin:0 0 4px}h2{font-size:1.2em;margin:28px 0 10px;border-bottom:1px solid #dde1e7;padding-bottom:4px}
+h1{font-size:1.6em;margin:0 0 4px}
+h2{font-size:1.2em;margin:28px 0 10px;border-bottom:1px solid #dde1e7;padding-bottom:4px}
 .sub{color:#5b6472;margin:0 0 18px}
 .cards{display:flex;flex-wrap:wrap;gap:12px}
 .card{background:#fff;border:1px solid #dde1e7;border-radius:8px;padding:10px 16px;min-width:120px}
@@ -279,81 +353,138 @@ def _fmt(value, digits: int = 4) -> str:
     return html.escape(str(value))
 
 
-def render_html(metrics: dict, images: dict, errors: list[dict], classes: list[str], title: str,
-                info: dict, has_data: bool) -> str:
+def render_html(
+    metrics: dict, images: dict, errors: list[dict], classes: list[str], title: str, info: dict, has_data: bool
+) -> str:
     """One self-contained page: inline CSS, charts as data URIs, no scripts, no external links."""
     e = html.escape
     created = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-    parts = [f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>{e(title)}</title>"
-             f"<meta name='viewport' content='width=device-width, initial-scale=1'><style>{_CSS}</style></head>"
-             f"<body><main><h1>{e(title)}</h1>"]
-    subtitle = [f"{e(str(k))}: {e(f'{v:.4g}' if isinstance(v, float) else str(v))}" for k, v in info.items()
-                if v not in (None, "", {})]
+    parts = [
+        f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>{e(title)}</title>"
+        f"<meta name='viewport' content='width=device-width, initial-scale=1'><style>{_CSS}</style></head>"
+        f"<body><main><h1>{e(title)}</h1>"
+    ]
+    subtitle = [
+        f"{e(str(k))}: {e(f'{v:.4g}' if isinstance(v, float) else str(v))}"
+        for k, v in info.items()
+        if v not in (None, "", {})
+    ]
     parts.append(f"<p class='sub'>{' &middot; '.join(subtitle + [f'written {created}'])}</p>")
 
     if has_data:
-        cards = [("accuracy", metrics.get("accuracy")), ("macro F1", metrics.get("f1_macro")),
-                 ("ROC-AUC", metrics.get("roc_auc")), ("log loss", metrics.get("log_loss")),
-                 ("ECE", metrics.get("ece")), ("examples", metrics.get("n"))]
+        cards = [
+            ("accuracy", metrics.get("accuracy")),
+            ("macro F1", metrics.get("f1_macro")),
+            ("ROC-AUC", metrics.get("roc_auc")),
+            ("log loss", metrics.get("log_loss")),
+            ("ECE", metrics.get("ece")),
+            ("examples", metrics.get("n")),
+        ]
         if "ece_uncalibrated" in metrics:
             cards.insert(5, ("ECE before calibration", metrics["ece_uncalibrated"]))
-        parts.append("<div class='cards'>" + "".join(
-            f"<div class='card'><div class='v'>{_fmt(v)}</div><div class='k'>{e(k)}</div></div>"
-            for k, v in cards if v is not None) + "</div>")
+        parts.append(
+            "<div class='cards'>"
+            + "".join(
+                f"<div class='card'><div class='v'>{_fmt(v)}</div><div class='k'>{e(k)}</div></div>"
+                for k, v in cards
+                if v is not None
+            )
+            + "</div>"
+        )
     else:
         parts.append("<p class='note'>No labeled validation data: only the training curves are shown.</p>")
 
     if LOSS_PNG in images:
-        parts.append("<section><h2>Training</h2>" + _img(images, LOSS_PNG, "training and validation loss")
-                     + "<p class='note'>From metrics.jsonl: the training loss of every optimizer step and the "
-                       "validation scores of every evaluation.</p></section>")
+        parts.append(
+            "<section><h2>Training</h2>"
+            + _img(images, LOSS_PNG, "training and validation loss")
+            + "<p class='note'>From metrics.jsonl: the training loss of every optimizer step and the "
+            "validation scores of every evaluation.</p></section>"
+        )
     if not has_data:
         parts.append("</main></body></html>")
         return "".join(parts)
 
     per_class = metrics.get("per_class", {})
-    rows = "".join(f"<tr><td class='t'>{e(name)}</td><td>{s['precision']:.4f}</td><td>{s['recall']:.4f}</td>"
-                   f"<td>{s['f1']:.4f}</td><td>{s['support']}</td></tr>" for name, s in per_class.items())
-    rows += (f"<tr><th class='t'>macro</th><th>{_fmt(metrics.get('precision_macro'))}</th>"
-             f"<th>{_fmt(metrics.get('recall_macro'))}</th><th>{_fmt(metrics.get('f1_macro'))}</th>"
-             f"<th>{metrics.get('n', '')}</th></tr>")
-    parts.append("<section><h2>Per class</h2><div class='row'><div><table><tr><th class='t'>class</th>"
-                 "<th>precision</th><th>recall</th><th>F1</th><th>support</th></tr>" + rows + "</table>"
-                 + (f"<p class='note'>Predicted as neutral (neutral band): "
-                    f"{sum(1 for r in errors if r['predicted'] == 'neutral')} examples, counted as errors.</p>"
-                    if "neutral" in metrics.get("labels", []) and "neutral" not in classes else "")
-                 + "</div><div>" + _img(images, CONFUSION_PNG, "confusion matrix") + "</div></div></section>")
+    rows = "".join(
+        f"<tr><td class='t'>{e(name)}</td><td>{s['precision']:.4f}</td><td>{s['recall']:.4f}</td>"
+        f"<td>{s['f1']:.4f}</td><td>{s['support']}</td></tr>"
+        for name, s in per_class.items()
+    )
+    rows += (
+        f"<tr><th class='t'>macro</th><th>{_fmt(metrics.get('precision_macro'))}</th>"
+        f"<th>{_fmt(metrics.get('recall_macro'))}</th><th>{_fmt(metrics.get('f1_macro'))}</th>"
+        f"<th>{metrics.get('n', '')}</th></tr>"
+    )
+    parts.append(
+        "<section><h2>Per class</h2><div class='row'><div><table><tr><th class='t'>class</th>"
+        "<th>precision</th><th>recall</th><th>F1</th><th>support</th></tr>"
+        + rows
+        + "</table>"
+        + (
+            f"<p class='note'>Predicted as neutral (neutral band): "
+            f"{sum(1 for r in errors if r['predicted'] == 'neutral')} examples, counted as errors.</p>"
+            if "neutral" in metrics.get("labels", []) and "neutral" not in classes
+            else ""
+        )
+        + "</div><div>"
+        + _img(images, CONFUSION_PNG, "confusion matrix")
+        + "</div></div></section>"
+    )
 
     temperature = info.get("temperature")
-    calibration = (f"<p>Expected calibration error (15 bins): <b>{_fmt(metrics.get('ece_uncalibrated'))}</b> "
-                   f"before temperature scaling, <b>{_fmt(metrics.get('ece'))}</b> after"
-                   + (f" (temperature {temperature:.3f})" if isinstance(temperature, float) else "") + ".</p>"
-                   if "ece_uncalibrated" in metrics else
-                   f"<p>Expected calibration error (15 bins): <b>{_fmt(metrics.get('ece'))}</b>.</p>")
-    parts.append("<section><h2>Calibration</h2>" + calibration + _img(images, RELIABILITY_PNG, "reliability diagram")
-                 + "<p class='note'>Each point is a confidence bin: a calibrated model's accuracy equals its "
-                   "confidence (the dotted diagonal).</p></section>")
+    calibration = (
+        f"<p>Expected calibration error (15 bins): <b>{_fmt(metrics.get('ece_uncalibrated'))}</b> "
+        f"before temperature scaling, <b>{_fmt(metrics.get('ece'))}</b> after"
+        + (f" (temperature {temperature:.3f})" if isinstance(temperature, float) else "")
+        + ".</p>"
+        if "ece_uncalibrated" in metrics
+        else f"<p>Expected calibration error (15 bins): <b>{_fmt(metrics.get('ece'))}</b>.</p>"
+    )
+    parts.append(
+        "<section><h2>Calibration</h2>"
+        + calibration
+        + _img(images, RELIABILITY_PNG, "reliability diagram")
+        + "<p class='note'>Each point is a confidence bin: a calibrated model's accuracy equals its "
+        "confidence (the dotted diagonal).</p></section>"
+    )
 
     if metrics.get("by_length"):
-        rows = "".join(f"<tr><td class='t'>{b['min_tokens']}-{b['max_tokens']}</td><td>{b['n']}</td>"
-                       f"<td>{b['accuracy']:.4f}</td></tr>" for b in metrics["by_length"])
-        parts.append("<section><h2>Accuracy by review length</h2><div class='row'><div>"
-                     + _img(images, LENGTH_PNG, "accuracy by review length") + "</div><div><table><tr>"
-                     "<th class='t'>tokens</th><th>examples</th><th>accuracy</th></tr>" + rows + "</table>"
-                     "<p class='note'>Length in tokens before truncation; buckets hold about equal counts.</p>"
-                     "</div></div></section>")
+        rows = "".join(
+            f"<tr><td class='t'>{b['min_tokens']}-{b['max_tokens']}</td><td>{b['n']}</td>"
+            f"<td>{b['accuracy']:.4f}</td></tr>"
+            for b in metrics["by_length"]
+        )
+        parts.append(
+            "<section><h2>Accuracy by review length</h2><div class='row'><div>"
+            + _img(images, LENGTH_PNG, "accuracy by review length")
+            + "</div><div><table><tr>"
+            "<th class='t'>tokens</th><th>examples</th><th>accuracy</th></tr>" + rows + "</table>"
+            "<p class='note'>Length in tokens before truncation; buckets hold about equal counts.</p>"
+            "</div></div></section>"
+        )
 
     head = "".join(f"<th>p({e(c)})</th>" for c in classes)
-    rows = "".join(f"<tr><td>{r['index']}</td><td class='text'>{e(_short(r['text']))}</td><td class='t'>"
-                   f"{e(r['label'])}</td><td class='t'>{e(r['predicted'])}</td>"
-                   + "".join(f"<td>{r[f'p_{c}']:.3f}</td>" for c in classes) + "</tr>"
-                   for r in errors[:ERRORS_SHOWN])
-    parts.append(f"<section><h2>Errors</h2><p>{len(errors)} of {metrics.get('n', 0)} examples misclassified"
-                 + (f"; the {min(len(errors), ERRORS_SHOWN)} most confident mistakes:" if errors else ".")
-                 + "</p>" + (f"<table><tr><th>row</th><th class='t'>text</th><th class='t'>true</th>"
-                             f"<th class='t'>predicted</th>{head}</tr>{rows}</table>" if errors else "")
-                 + f"<p class='note'>All of them, with every class's probability: {ERRORS_FILE} next to this file."
-                   "</p></section>")
+    rows = "".join(
+        f"<tr><td>{r['index']}</td><td class='text'>{e(_short(r['text']))}</td><td class='t'>"
+        f"{e(r['label'])}</td><td class='t'>{e(r['predicted'])}</td>"
+        + "".join(f"<td>{r[f'p_{c}']:.3f}</td>" for c in classes)
+        + "</tr>"
+        for r in errors[:ERRORS_SHOWN]
+    )
+    parts.append(
+        f"<section><h2>Errors</h2><p>{len(errors)} of {metrics.get('n', 0)} examples misclassified"
+        + (f"; the {min(len(errors), ERRORS_SHOWN)} most confident mistakes:" if errors else ".")
+        + "</p>"
+        + (
+            f"<table><tr><th>row</th><th class='t'>text</th><th class='t'>true</th>"
+            f"<th class='t'>predicted</th>{head}</tr>{rows}</table>"
+            if errors
+            else ""
+        )
+        + f"<p class='note'>All of them, with every class's probability: {ERRORS_FILE} next to this file."
+        "</p></section>"
+    )
     parts.append("</main></body></html>")
     return "".join(parts)
 

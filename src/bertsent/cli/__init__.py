@@ -29,8 +29,10 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_USER_ERROR
     rank = process_rank()
     try:
-        with open(os.devnull, "w") if rank else contextlib.nullcontext(sys.stdout) as stdout, \
-                contextlib.redirect_stdout(stdout):
+        with (
+            open(os.devnull, "w") if rank else contextlib.nullcontext(sys.stdout) as stdout,
+            contextlib.redirect_stdout(stdout),
+        ):
             return COMMANDS[args.command](args)
     except BertsentError as exc:
         if rank == 0:  # every process meets the same input; one line is enough
@@ -45,8 +47,11 @@ def main(argv: list[str] | None = None) -> int:
         if os.environ.get("BERTSENT_DEBUG"):
             raise
         where = f" (process {rank})" if rank else ""
-        print(f"bertsent {args.command}: internal error{where}: {type(exc).__name__}: {exc} "
-              f"(set BERTSENT_DEBUG=1 for the traceback, and please report it)", file=sys.stderr)
+        print(
+            f"bertsent {args.command}: internal error{where}: {type(exc).__name__}: {exc} "
+            f"(set BERTSENT_DEBUG=1 for the traceback, and please report it)",
+            file=sys.stderr,
+        )
         return EXIT_INTERNAL_ERROR
 
 

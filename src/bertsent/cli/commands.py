@@ -8,8 +8,14 @@ from pathlib import Path
 
 from ..errors import BertsentError
 from .parser import training_settings
-from .tables import (format_compare, format_data_info, format_metrics, format_models, format_predictions,
-                     format_seed_summary)
+from .tables import (
+    format_compare,
+    format_data_info,
+    format_metrics,
+    format_models,
+    format_predictions,
+    format_seed_summary,
+)
 
 EXAMPLE = "This is a really good movie. I loved it and will watch again"
 
@@ -20,8 +26,15 @@ def say(message: str) -> None:
 
 
 def _data_options(args) -> dict:
-    return dict(text_column=args.text_column, label_column=args.label_column, encoding=args.encoding,
-                drop_invalid=args.drop_invalid, overwrite=args.overwrite, progress=not args.quiet, log=say)
+    return dict(
+        text_column=args.text_column,
+        label_column=args.label_column,
+        encoding=args.encoding,
+        drop_invalid=args.drop_invalid,
+        overwrite=args.overwrite,
+        progress=not args.quiet,
+        log=say,
+    )
 
 
 def cmd_train(args) -> int:
@@ -33,8 +46,10 @@ def cmd_train(args) -> int:
         return _train_seeds(args, options, settings)
     result = api.train(args.data, args.eval_data, resume=args.resume, **options, **settings)
     if result.metrics:
-        print(f"\nValidation metrics (best epoch {result.best_epoch}, calibrated, temperature "
-              f"{result.metrics['temperature']:.3f}):")
+        print(
+            f"\nValidation metrics (best epoch {result.best_epoch}, calibrated, temperature "
+            f"{result.metrics['temperature']:.3f}):"
+        )
         print(format_metrics(result.metrics))
     print(f"\nTrained in {result.train_seconds:.1f} s. Model: {result.model_dir}")
     if not args.no_report and (result.model_dir / "report.html").exists():
@@ -47,8 +62,10 @@ def _train_seeds(args, options: dict, settings: dict) -> int:
     from ..experiments import train_seeds
 
     summary = train_seeds(args.data, args.eval_data, seeds=args.seeds, resume=args.resume, **options, **settings)
-    print(f"\nValidation metrics over {len(summary['seeds'])} seeds ({summary['validation']}, "
-          f"{summary['n']} examples; std: sample standard deviation):")
+    print(
+        f"\nValidation metrics over {len(summary['seeds'])} seeds ({summary['validation']}, "
+        f"{summary['n']} examples; std: sample standard deviation):"
+    )
     print(format_seed_summary(summary))
     print(f"\nModels in {summary['out']}/seed-N; summary: {Path(summary['out']) / 'summary.json'}")
     return 0
@@ -57,8 +74,14 @@ def _train_seeds(args, options: dict, settings: dict) -> int:
 def cmd_compare(args) -> int:
     from ..experiments import compare
 
-    table = compare(args.models.split(","), args.data, args.eval_data, out=args.out, **_data_options(args),
-                    **training_settings(args))
+    table = compare(
+        args.models.split(","),
+        args.data,
+        args.eval_data,
+        out=args.out,
+        **_data_options(args),
+        **training_settings(args),
+    )
     print(f"\nValidation on {table['validation']} ({table['n']} examples):")
     print(format_compare(table))
     print(f"\nTable written to {Path(table['out']) / 'compare.csv'} and compare.json")
@@ -69,9 +92,18 @@ def cmd_evaluate(args) -> int:
     from .. import api
 
     _check_out_file(args.out, "metrics.json")
-    metrics = api.evaluate(args.model_dir, args.data, out=args.out, text_column=args.text_column,
-                           label_column=args.label_column, encoding=args.encoding, drop_invalid=args.drop_invalid,
-                           batch_size=args.batch_size, neutral_band=args.neutral_band, report=args.report)
+    metrics = api.evaluate(
+        args.model_dir,
+        args.data,
+        out=args.out,
+        text_column=args.text_column,
+        label_column=args.label_column,
+        encoding=args.encoding,
+        drop_invalid=args.drop_invalid,
+        batch_size=args.batch_size,
+        neutral_band=args.neutral_band,
+        report=args.report,
+    )
     print(f"{metrics['data']['source']}: {metrics['data']['rows']} examples")
     print(format_metrics(metrics))
     if args.out:
@@ -113,8 +145,14 @@ def cmd_data(args) -> int:
     from ..data import describe, read_data
     from ..model import load_tokenizer
 
-    dataset = read_data(args.source, text_column=args.text_column, label_column=args.label_column,
-                        encoding=args.encoding, drop_invalid=args.drop_invalid, require_labels=False)
+    dataset = read_data(
+        args.source,
+        text_column=args.text_column,
+        label_column=args.label_column,
+        encoding=args.encoding,
+        drop_invalid=args.drop_invalid,
+        require_labels=False,
+    )
     info = describe(dataset, load_tokenizer(args.model))
     print(json.dumps(info, indent=2) if args.json else format_data_info(info, args.model))
     return 0
@@ -134,5 +172,11 @@ def _check_out_file(out: str | None, example: str) -> None:
         raise BertsentError(f"--out {out}: is a folder; give a file name, e.g. --out {Path(out) / example}.")
 
 
-COMMANDS = {"train": cmd_train, "evaluate": cmd_evaluate, "predict": cmd_predict, "data": cmd_data,
-            "models": cmd_models, "compare": cmd_compare}
+COMMANDS = {
+    "train": cmd_train,
+    "evaluate": cmd_evaluate,
+    "predict": cmd_predict,
+    "data": cmd_data,
+    "models": cmd_models,
+    "compare": cmd_compare,
+}

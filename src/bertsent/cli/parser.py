@@ -12,35 +12,53 @@ from ..training import RECIPES, TrainConfig
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="bertsent", description="Fine-tune, evaluate and use BERT-family sentiment models, offline by default.")
+        prog="bertsent", description="Fine-tune, evaluate and use BERT-family sentiment models, offline by default."
+    )
     parser.add_argument("--version", action="version", version=f"bertsent {package_version()}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
 
-    train = commands.add_parser("train", help="fine-tune a model on labeled text",
-                                description="Fine-tune a model. With no arguments: the packaged MiniLM on "
-                                            "the Rotten Tomatoes snippets. Under torchrun or accelerate launch, "
-                                            "data-parallel on every process.")
+    train = commands.add_parser(
+        "train",
+        help="fine-tune a model on labeled text",
+        description="Fine-tune a model. With no arguments: the packaged MiniLM on "
+        "the Rotten Tomatoes snippets. Under torchrun or accelerate launch, "
+        "data-parallel on every process.",
+    )
     train.add_argument("--model", metavar="M", help="alias (minilm, mpnet), local folder or Hub id (default minilm)")
     add_data_flags(train, training=True)
     train.add_argument("--out", metavar="DIR", help="model folder to write (default runs/<model>-<data>-<time>)")
     train.add_argument("--overwrite", action="store_true", help="replace --out once the new model is complete")
     train.add_argument("--resume", action="store_true", help="continue an interrupted run from its last checkpoint")
     add_training_flags(train)
-    train.add_argument("--seeds", type=int, metavar="N",
-                       help="train N times (seeds --seed, --seed+1, ...) into OUT/seed-N; print mean and std")
-    train.add_argument("--tensorboard", nargs="?", const=True, metavar="DIR",
-                       help="also log to TensorBoard (default MODEL_DIR/tensorboard; needs bertsent[tensorboard])")
+    train.add_argument(
+        "--seeds",
+        type=int,
+        metavar="N",
+        help="train N times (seeds --seed, --seed+1, ...) into OUT/seed-N; print mean and std",
+    )
+    train.add_argument(
+        "--tensorboard",
+        nargs="?",
+        const=True,
+        metavar="DIR",
+        help="also log to TensorBoard (default MODEL_DIR/tensorboard; needs bertsent[tensorboard])",
+    )
     train.add_argument("--no-report", action="store_true", help="skip report.html, metrics.json and the charts")
     train.add_argument("--quiet", action="store_true", help="no progress bar")
 
     evaluate = commands.add_parser("evaluate", help="score a trained model on labeled data")
     evaluate.add_argument("model_dir", metavar="MODEL_DIR")
-    evaluate.add_argument("--data", required=True, metavar="SRC",
-                          help="labeled data (aclImdb sources use their test split unless SRC:train is given)")
+    evaluate.add_argument(
+        "--data",
+        required=True,
+        metavar="SRC",
+        help="labeled data (aclImdb sources use their test split unless SRC:train is given)",
+    )
     add_data_flags(evaluate)
     evaluate.add_argument("--out", metavar="FILE", help="write the metrics as JSON")
-    evaluate.add_argument("--report", metavar="DIR",
-                          help="write metrics.json, report.html, errors.csv and charts into DIR")
+    evaluate.add_argument(
+        "--report", metavar="DIR", help="write metrics.json, report.html, errors.csv and charts into DIR"
+    )
     evaluate.add_argument("--batch-size", type=int, default=64, metavar="N")
     evaluate.add_argument("--neutral-band", type=float, metavar="X", help="binary models: report unsure as neutral")
 
@@ -53,15 +71,21 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--out", metavar="F", help="write here instead of stdout")
     predict.add_argument("--format", choices=["table", "jsonl", "csv"], help="default: table, or from --out's suffix")
     predict.add_argument("--batch-size", type=int, default=64, metavar="N")
-    predict.add_argument("--neutral-band", type=float, metavar="X",
-                         help="binary models: below 0.5+X/2 confidence the label is 'neutral'")
+    predict.add_argument(
+        "--neutral-band", type=float, metavar="X", help="binary models: below 0.5+X/2 confidence the label is 'neutral'"
+    )
 
-    compare = commands.add_parser("compare", help="fine-tune several models on one split and compare them",
-                                  description="Fine-tune each model on the same training data and validation "
-                                              "split; print and write one table (OUT/compare.csv, .json).")
+    compare = commands.add_parser(
+        "compare",
+        help="fine-tune several models on one split and compare them",
+        description="Fine-tune each model on the same training data and validation "
+        "split; print and write one table (OUT/compare.csv, .json).",
+    )
     compare.add_argument("--models", required=True, metavar="A,B,...", help="models to compare, comma-separated")
     add_data_flags(compare, training=True)
-    compare.add_argument("--out", metavar="DIR", help="folder for the models and the table (default runs/compare-<time>)")
+    compare.add_argument(
+        "--out", metavar="DIR", help="folder for the models and the table (default runs/compare-<time>)"
+    )
     compare.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
     add_training_flags(compare)
     compare.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -79,16 +103,24 @@ def build_parser() -> argparse.ArgumentParser:
 
 def add_data_flags(parser: argparse.ArgumentParser, training: bool = False) -> None:
     if training:
-        parser.add_argument("--data", default="rotten-tomatoes", metavar="SRC",
-                            help="training data: a file, an aclImdb folder/archive, imdb or rotten-tomatoes "
-                                 "(default; aclImdb sources use their train split unless SRC:test is given)")
-        parser.add_argument("--eval-data", metavar="SRC",
-                            help="validation data (default: a stratified share of --data, --validation-fraction)")
+        parser.add_argument(
+            "--data",
+            default="rotten-tomatoes",
+            metavar="SRC",
+            help="training data: a file, an aclImdb folder/archive, imdb or rotten-tomatoes "
+            "(default; aclImdb sources use their train split unless SRC:test is given)",
+        )
+        parser.add_argument(
+            "--eval-data",
+            metavar="SRC",
+            help="validation data (default: a stratified share of --data, --validation-fraction)",
+        )
     parser.add_argument("--text-column", metavar="C", help="column holding the text (detected when unambiguous)")
     parser.add_argument("--label-column", metavar="C", help="column holding the label (detected when unambiguous)")
     parser.add_argument("--encoding", default="utf-8", help="text encoding of the data files (default utf-8)")
-    parser.add_argument("--drop-invalid", action="store_true",
-                        help="skip rows with an empty text or label instead of stopping")
+    parser.add_argument(
+        "--drop-invalid", action="store_true", help="skip rows with an empty text or label instead of stopping"
+    )
 
 
 def add_training_flags(parser: argparse.ArgumentParser) -> None:
@@ -96,11 +128,17 @@ def add_training_flags(parser: argparse.ArgumentParser) -> None:
     TrainConfig's own apply, and TrainConfig checks the values."""
     flags = parser.add_argument_group("training settings (default: the recipe's)")
     add = flags.add_argument
-    add("--recipe", metavar="|".join(RECIPES),
-        help="default settings: fast (ours) or tutorial (pad to 512, batch 6, Adam 2e-5, 1 epoch)")
+    add(
+        "--recipe",
+        metavar="|".join(RECIPES),
+        help="default settings: fast (ours) or tutorial (pad to 512, batch 6, Adam 2e-5, 1 epoch)",
+    )
     add("--epochs", metavar="N")
-    add("--batch-size", metavar="N|auto", help="sequences per optimizer step and process (auto: the recipe's, in "
-                                                "micro-batches that fit in memory)")
+    add(
+        "--batch-size",
+        metavar="N|auto",
+        help="sequences per optimizer step and process (auto: the recipe's, in micro-batches that fit in memory)",
+    )
     add("--micro-batch-size", metavar="N|auto", help="sequences per forward+backward (default: the whole batch)")
     add("--max-tokens", metavar="N", help="padded tokens per batch and process, at most")
     add("--grad-accum", metavar="N", help="batches per optimizer step")
@@ -114,8 +152,11 @@ def add_training_flags(parser: argparse.ArgumentParser) -> None:
     add("--max-grad-norm", metavar="X", help="gradient clipping (0: none)")
     add("--seed", metavar="N", help="random seed (default 42)")
     add("--max-train-samples", metavar="N", help="train on a random sample of N rows")
-    add("--validation-fraction", metavar="X",
-        help="share held out for validation when --eval-data is not given (default 0.1; 0: none)")
+    add(
+        "--validation-fraction",
+        metavar="X",
+        help="share held out for validation when --eval-data is not given (default 0.1; 0: none)",
+    )
     add("--metric", metavar="accuracy|f1_macro|loss", help="validation metric that picks the best epoch")
     add("--early-stopping", metavar="N", help="stop after N evaluations without gain")
     add("--eval-every", metavar="N", help="also evaluate every N steps")
@@ -124,12 +165,18 @@ def add_training_flags(parser: argparse.ArgumentParser) -> None:
     add("--precision", metavar="auto|fp32|bf16|fp16", help="auto: bf16 (or fp16) on GPUs, fp32 on CPU")
     add("--device", metavar="D", help="auto, cpu, cuda, cuda:1, mps")
     add("--compile", action="store_true", default=None, help="torch.compile the model")
-    add("--packing", action=argparse.BooleanOptionalAction,
+    add(
+        "--packing",
+        action=argparse.BooleanOptionalAction,
         help="train on unpadded batches: sequences end to end, attention kept within each (BERT-architecture "
-             "models; on CUDA with --attention-dropout 0 it uses the flash varlen kernel)")
-    add("--attention-dropout", metavar="X",
+        "models; on CUDA with --attention-dropout 0 it uses the flash varlen kernel)",
+    )
+    add(
+        "--attention-dropout",
+        metavar="X",
         help="dropout on attention probabilities (default: the model's, 0.1 for BERT); 0 trains long texts about "
-             "1.5x faster on CPU")
+        "1.5x faster on CPU",
+    )
     add("--no-calibrate", dest="calibrate", action="store_false", default=None, help="skip temperature scaling")
 
 

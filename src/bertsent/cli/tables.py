@@ -9,11 +9,13 @@ import json
 
 def format_metrics(metrics: dict) -> str:
     """Headline scores, per-class scores and the confusion matrix."""
-    lines = [f"examples   {metrics['n']}",
-             f"accuracy   {metrics['accuracy']:.4f}",
-             f"precision  {metrics['precision_macro']:.4f}  (macro)",
-             f"recall     {metrics['recall_macro']:.4f}  (macro)",
-             f"f1         {metrics['f1_macro']:.4f}  (macro)"]
+    lines = [
+        f"examples   {metrics['n']}",
+        f"accuracy   {metrics['accuracy']:.4f}",
+        f"precision  {metrics['precision_macro']:.4f}  (macro)",
+        f"recall     {metrics['recall_macro']:.4f}  (macro)",
+        f"f1         {metrics['f1_macro']:.4f}  (macro)",
+    ]
     for key in ("roc_auc", "log_loss", "ece"):
         if key in metrics:
             lines.append(f"{key:<10} {metrics[key]:.4f}")
@@ -21,8 +23,11 @@ def format_metrics(metrics: dict) -> str:
     lines += ["", f"{'class':<{width}}  precision  recall  f1      support"]
     for name, s in metrics["per_class"].items():
         lines.append(f"{name:<{width}}  {s['precision']:9.4f}  {s['recall']:6.4f}  {s['f1']:.4f}  {s['support']:7d}")
-    lines += ["", "confusion matrix (rows: true, columns: predicted)",
-              " " * width + "  " + "  ".join(f"{n:>{width}}" for n in metrics["labels"])]
+    lines += [
+        "",
+        "confusion matrix (rows: true, columns: predicted)",
+        " " * width + "  " + "  ".join(f"{n:>{width}}" for n in metrics["labels"]),
+    ]
     for name, row in zip(metrics["labels"], metrics["confusion_matrix"]):
         lines.append(f"{name:<{width}}  " + "  ".join(f"{v:>{width}d}" for v in row))
     return "\n".join(lines)
@@ -33,20 +38,26 @@ def format_seed_summary(summary: dict) -> str:
     lines = [f"{'metric':<18} {'mean':>8} {'std':>8}  " + "  ".join(f"{'seed ' + str(s):>9}" for s in seeds)]
     for key, stats in summary["metrics"].items():
         digits = 1 if key == "train_seconds" else 4
-        lines.append(f"{key:<18} {stats['mean']:>8.{digits}f} {stats['std']:>8.{digits}f}  "
-                     + "  ".join(f"{v:>9.{digits}f}" for v in stats["values"]))
+        lines.append(
+            f"{key:<18} {stats['mean']:>8.{digits}f} {stats['std']:>8.{digits}f}  "
+            + "  ".join(f"{v:>9.{digits}f}" for v in stats["values"])
+        )
     return "\n".join(lines)
 
 
 def format_compare(table: dict) -> str:
-    header = (f"{'model':<24} {'accuracy':>8} {'macro F1':>8} {'ECE':>6} {'train s':>8} {'pred/s':>8} "
-              f"{'params':>8} {'size MB':>8}")
+    header = (
+        f"{'model':<24} {'accuracy':>8} {'macro F1':>8} {'ECE':>6} {'train s':>8} {'pred/s':>8} "
+        f"{'params':>8} {'size MB':>8}"
+    )
     lines = [header]
     for r in table["models"]:
         name = r["model"] if len(r["model"]) <= 24 else "..." + r["model"][-21:]
-        lines.append(f"{name:<24} {r['accuracy'] or 0:>8.4f} {r['f1_macro'] or 0:>8.4f} {r['ece'] or 0:>6.3f} "
-                     f"{r['train_seconds']:>8.1f} {r['predictions_per_s'] or 0:>8.1f} "
-                     f"{r['parameters'] / 1e6:>7.1f}M {r['size_mb']:>8.1f}")
+        lines.append(
+            f"{name:<24} {r['accuracy'] or 0:>8.4f} {r['f1_macro'] or 0:>8.4f} {r['ece'] or 0:>6.3f} "
+            f"{r['train_seconds']:>8.1f} {r['predictions_per_s'] or 0:>8.1f} "
+            f"{r['parameters'] / 1e6:>7.1f}M {r['size_mb']:>8.1f}"
+        )
     return "\n".join(lines)
 
 
@@ -72,8 +83,10 @@ def format_predictions(records: list[dict], classes: list[str], fmt: str) -> str
 
 def format_data_info(info: dict, model: str) -> str:
     """`bertsent data`: size, splits, labels, length percentiles."""
-    lines = [f"source    {info['source']}",
-             f"rows      {info['rows']}" + (f"  ({info['dropped']} invalid rows skipped)" if info["dropped"] else "")]
+    lines = [
+        f"source    {info['source']}",
+        f"rows      {info['rows']}" + (f"  ({info['dropped']} invalid rows skipped)" if info["dropped"] else ""),
+    ]
     if info.get("splits"):
         lines.append("splits    " + ", ".join(f"{k} {v}" for k, v in info["splits"].items()))
     if info["labels"]:
@@ -83,8 +96,10 @@ def format_data_info(info: dict, model: str) -> str:
         lines.append("labels    none (no label column)")
     for key, unit in (("characters", "chars"), ("tokens", f"tokens ({model})")):
         s = info[key]
-        lines.append(f"{unit:<9} mean {s['mean']:.0f}, min {s['min']}, median {s['p50']}, p90 {s['p90']}, "
-                     f"p95 {s['p95']}, p99 {s['p99']}, max {s['max']}")
+        lines.append(
+            f"{unit:<9} mean {s['mean']:.0f}, min {s['min']}, median {s['p50']}, p90 {s['p90']}, "
+            f"p95 {s['p95']}, p99 {s['p99']}, max {s['max']}"
+        )
     over = info["tokens"]["over_max_length"]
     lines.append(f"longer than {over['max_length']} tokens: {over['share']:.1%}")
     return "\n".join(lines)
@@ -98,5 +113,8 @@ def format_models(rows: list[dict]) -> str:
         lines.append(f"{row['name']:<12} available: {mark}  {row['description']}")
         if row["path"]:
             lines.append(f"{'':<12} {row['path']}")
-    lines += ["", "Also usable: any local Hugging Face model folder (--model /path/to/folder), or a Hub id when online."]
+    lines += [
+        "",
+        "Also usable: any local Hugging Face model folder (--model /path/to/folder), or a Hub id when online.",
+    ]
     return "\n".join(lines)

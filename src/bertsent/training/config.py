@@ -94,8 +94,11 @@ class TrainConfig:
             _check_choice(name, getattr(self, name), choices)
         for name, least in WHOLE.items():
             object.__setattr__(self, name, _whole_number(name, getattr(self, name), least))
-        rules = [(FRACTIONS, lambda x: 0 <= x < 1, "must be in [0, 1)"), (POSITIVE, lambda x: x > 0, "must be above 0"),
-                 (NON_NEGATIVE, lambda x: x >= 0, "must be 0 or more")]
+        rules = [
+            (FRACTIONS, lambda x: 0 <= x < 1, "must be in [0, 1)"),
+            (POSITIVE, lambda x: x > 0, "must be above 0"),
+            (NON_NEGATIVE, lambda x: x >= 0, "must be 0 or more"),
+        ]
         for names, ok, rule in rules:
             for name in names:
                 object.__setattr__(self, name, _number(name, getattr(self, name), ok, rule))
@@ -106,17 +109,21 @@ class TrainConfig:
         self._check_combinations()
 
     def _check_combinations(self) -> None:
-        pads = self.pad_to_max_length if self.pad_to_max_length is not None else RECIPES[self.recipe][
-            "pad_to_max_length"]
+        pads = (
+            self.pad_to_max_length if self.pad_to_max_length is not None else RECIPES[self.recipe]["pad_to_max_length"]
+        )
         if self.packing and pads:
-            raise BertsentError("--packing leaves out all padding, so it cannot also pad to the max length (the "
-                                "tutorial recipe pads). Drop --packing, or use --recipe fast.")
+            raise BertsentError(
+                "--packing leaves out all padding, so it cannot also pad to the max length (the "
+                "tutorial recipe pads). Drop --packing, or use --recipe fast."
+            )
         batch, micro = self.batch_size, self.micro_batch_size
         if isinstance(batch, int) and isinstance(micro, int) and micro > batch:
             raise BertsentError(f"--micro-batch-size {micro}: must not exceed --batch-size {batch}.")
 
-    def resolve(self, *, parameters: int, max_positions: int, token_lengths: list[int],
-                packing_supported: bool) -> TrainConfig:
+    def resolve(
+        self, *, parameters: int, max_positions: int, token_lengths: list[int], packing_supported: bool
+    ) -> TrainConfig:
         """This config with every value concrete: the recipe's defaults, lr from the model's size, the
         max length from the training data's token lengths (`token_lengths`, before truncation)."""
         values = {k: v for k, v in RECIPES[self.recipe].items() if getattr(self, k) is None}
@@ -129,8 +136,10 @@ class TrainConfig:
             max_length = auto_max_length(token_lengths, max_positions)
         elif max_length > max_positions:
             whose = "" if self.max_length else f" (the {self.recipe} recipe's)"
-            raise BertsentError(f"--max-length {max_length}{whose}: the model takes at most {max_positions} tokens. "
-                                f"Give a smaller --max-length.")
+            raise BertsentError(
+                f"--max-length {max_length}{whose}: the model takes at most {max_positions} tokens. "
+                f"Give a smaller --max-length."
+            )
         values.update(
             batch_size=batch_size,
             micro_batch_size=min(micro, batch_size) if isinstance(micro, int) else (micro or batch_size),

@@ -27,8 +27,9 @@ class TrainResult:
     history: list = field(default_factory=list)
 
 
-def finish(run: Run, tokenizer, train: TextDataset, validation: TextDataset | None, *, started: float,
-           report: bool) -> TrainResult:
+def finish(
+    run: Run, tokenizer, train: TextDataset, validation: TextDataset | None, *, started: float, report: bool
+) -> TrainResult:
     """Keep the best evaluation's weights, calibrate on the validation data, write and publish the folder."""
     config, selection = run.config, run.selection
     if config.packing:
@@ -52,12 +53,24 @@ def finish(run: Run, tokenizer, train: TextDataset, validation: TextDataset | No
             _write_report(work, validation, scores, metadata, run.log)
         run.folder.publish()
     run.runtime.wait_for_everyone()  # no process returns before the folder is in place
-    return TrainResult(run.folder.out, scores.metrics if scores else {}, selection.epoch, train_seconds,
-                       metadata["settings"], selection.history)
+    return TrainResult(
+        run.folder.out,
+        scores.metrics if scores else {},
+        selection.epoch,
+        train_seconds,
+        metadata["settings"],
+        selection.history,
+    )
 
 
-def _metadata(run: Run, train: TextDataset, validation: TextDataset | None, metrics: dict | None,
-              temperature: float | None, train_seconds: float) -> dict:
+def _metadata(
+    run: Run,
+    train: TextDataset,
+    validation: TextDataset | None,
+    metrics: dict | None,
+    temperature: float | None,
+    train_seconds: float,
+) -> dict:
     config = run.config
     return {
         "bertsent_version": package_version(),
@@ -68,8 +81,10 @@ def _metadata(run: Run, train: TextDataset, validation: TextDataset | None, metr
         "truncation": config.truncation,
         "temperature": temperature if temperature is not None else 1.0,
         "settings": config.as_dict() | {"micro_batch_size": run.micro.size},
-        "processes": {"count": run.runtime.processes,
-                      "global_batch_size": config.batch_size * run.runtime.processes * config.grad_accum},
+        "processes": {
+            "count": run.runtime.processes,
+            "global_batch_size": config.batch_size * run.runtime.processes * config.grad_accum,
+        },
         "data": {"train": _data_summary(train)} | ({"validation": _data_summary(validation)} if validation else {}),
         "metrics": {"validation": metrics, "best_epoch": run.selection.epoch, "history": run.selection.history},
         "parameters": models.parameter_count(run.model),
@@ -80,8 +95,13 @@ def _metadata(run: Run, train: TextDataset, validation: TextDataset | None, metr
 
 
 def _data_summary(dataset: TextDataset) -> dict:
-    return {"source": dataset.name, "rows": len(dataset), "fingerprint": dataset.fingerprint(),
-            "label_counts": dataset.label_counts(), "dropped": dataset.dropped}
+    return {
+        "source": dataset.name,
+        "rows": len(dataset),
+        "fingerprint": dataset.fingerprint(),
+        "label_counts": dataset.label_counts(),
+        "dropped": dataset.dropped,
+    }
 
 
 def _write_report(work: Path, validation: TextDataset | None, scores, metadata: dict, log) -> None:
@@ -90,13 +110,24 @@ def _write_report(work: Path, validation: TextDataset | None, scores, metadata: 
     try:
         from ..report import write_report
 
-        info = {"model": metadata["base_model"], "validation": validation.name if validation is not None else None,
-                "temperature": float(metadata["temperature"]), "best epoch": metadata["metrics"]["best_epoch"]}
+        info = {
+            "model": metadata["base_model"],
+            "validation": validation.name if validation is not None else None,
+            "temperature": float(metadata["temperature"]),
+            "best epoch": metadata["metrics"]["best_epoch"],
+        }
         if scores is None:
             write_report(work, training_log=work / METRICS_LOG, title="Training report", info=info)
         else:
-            write_report(work, texts=validation.texts, y_true=validation.labels, scores=scores,
-                         training_log=work / METRICS_LOG, title="Training report (validation data)", info=info)
+            write_report(
+                work,
+                texts=validation.texts,
+                y_true=validation.labels,
+                scores=scores,
+                training_log=work / METRICS_LOG,
+                title="Training report (validation data)",
+                info=info,
+            )
     except Exception as exc:  # noqa: BLE001 - hours of training must not be lost to a chart
         log(f"Warning: could not write the report ({type(exc).__name__}: {exc}); the model is saved.")
     else:

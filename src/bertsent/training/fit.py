@@ -29,9 +29,19 @@ from .run_folder import RunFolder
 from .selection import ModelSelection, Validation
 
 
-def fit(train: TextDataset, validation: TextDataset | None, config: TrainConfig, out: str | os.PathLike, *,
-        overwrite: bool = False, resume: bool = False, progress: bool = True, log=print, report: bool = True,
-        tensorboard: str | os.PathLike | bool | None = None) -> TrainResult:
+def fit(
+    train: TextDataset,
+    validation: TextDataset | None,
+    config: TrainConfig,
+    out: str | os.PathLike,
+    *,
+    overwrite: bool = False,
+    resume: bool = False,
+    progress: bool = True,
+    log=print,
+    report: bool = True,
+    tensorboard: str | os.PathLike | bool | None = None,
+) -> TrainResult:
     """Fine-tune `config.model` on `train`, keep the best evaluation on `validation`, write the model to `out`.
 
     `report`: also write metrics.json, errors.csv, charts and report.html into the folder.
@@ -54,28 +64,48 @@ def fit(train: TextDataset, validation: TextDataset | None, config: TrainConfig,
     model, tokenizer = load_model(request, classes, runtime)
     tokens = models.tokenize(tokenizer, train.texts)  # once: max_length "auto" is read from these lengths
     lengths = [len(ids) for ids, _ in tokens]
-    config = request.resolve(parameters=models.parameter_count(model),
-                             max_positions=models.model_max_length(tokenizer, model), token_lengths=lengths,
-                             packing_supported=supports_packing(model))
+    config = request.resolve(
+        parameters=models.parameter_count(model),
+        max_positions=models.model_max_length(tokenizer, model),
+        token_lengths=lengths,
+        packing_supported=supports_packing(model),
+    )
     announce(request, config, model, train, validation, classes, lengths, runtime, log)
     train_ids = models.truncate(tokens, config.max_length, config.truncation)
     del tokens
 
-    run = build_run(config, runtime, model, tokenizer, train_ids, [classes.index(y) for y in train.labels],
-                    validation, classes, folder, log)
+    run = build_run(
+        config,
+        runtime,
+        model,
+        tokenizer,
+        train_ids,
+        [classes.index(y) for y in train.labels],
+        validation,
+        classes,
+        folder,
+        log,
+    )
     run.resume_key = {"config": request.as_dict(), "fingerprint": train.fingerprint()}
     if checkpoint is not None:
         restore_checkpoint(run, checkpoint)
     elif config.micro_batch_size == "auto":
-        run.micro.probe(sorted(range(len(train_ids)), key=lambda i: len(train_ids[i]))[-config.batch_size:])
-        log(f"Batch size auto: {config.batch_size}, in micro-batches of {run.micro.size} (the longest "
-            f"{run.micro.size} sequences fit in one forward+backward)")
+        run.micro.probe(sorted(range(len(train_ids)), key=lambda i: len(train_ids[i]))[-config.batch_size :])
+        log(
+            f"Batch size auto: {config.batch_size}, in micro-batches of {run.micro.size} (the longest "
+            f"{run.micro.size} sequences fit in one forward+backward)"
+        )
     if runtime.is_main:
         folder.prepare(fresh=checkpoint is None)
-    run.records = StepLog(folder.work / METRICS_LOG, enabled=runtime.is_main, progress=progress,
-                          total_steps=count_steps(run.sampler, config.epochs, config.grad_accum),
-                          first_step=run.position.step, writer_class=writer_class,
-                          tensorboard_dir=_tensorboard_dir(tensorboard, folder, log))
+    run.records = StepLog(
+        folder.work / METRICS_LOG,
+        enabled=runtime.is_main,
+        progress=progress,
+        total_steps=count_steps(run.sampler, config.epochs, config.grad_accum),
+        first_step=run.position.step,
+        writer_class=writer_class,
+        tensorboard_dir=_tensorboard_dir(tensorboard, folder, log),
+    )
     train_loop(run)
     run.records.close()
     return finish(run, tokenizer, train, validation, started=started, report=report)
@@ -91,8 +121,10 @@ def training_examples(train: TextDataset, validation: TextDataset | None, config
     if validation is not None:
         unseen = sorted(set(validation.labels or []) - set(classes))
         if unseen:
-            raise DataError(f"{validation.name}: labels {', '.join(map(repr, unseen))} do not occur in the training "
-                            f"data ({', '.join(classes)}). Fix the labels or add such examples to training.")
+            raise DataError(
+                f"{validation.name}: labels {', '.join(map(repr, unseen))} do not occur in the training "
+                f"data ({', '.join(classes)}). Fix the labels or add such examples to training."
+            )
     return train, classes
 
 
@@ -100,9 +132,11 @@ def check_resumable(checkpoint: dict, train: TextDataset, runtime: Runtime) -> N
     if checkpoint["fingerprint"] != train.fingerprint():
         raise BertsentError("--resume: the training data differs from the checkpoint's. Pass the same --data.")
     if checkpoint["processes"] != runtime.processes:
-        raise BertsentError(f"--resume: the checkpoint was written by {checkpoint['processes']} process(es), this "
-                            f"run has {runtime.processes}. Resume with the same number (the global batch depends "
-                            f"on it).")
+        raise BertsentError(
+            f"--resume: the checkpoint was written by {checkpoint['processes']} process(es), this "
+            f"run has {runtime.processes}. Resume with the same number (the global batch depends "
+            f"on it)."
+        )
 
 
 def load_model(config: TrainConfig, classes: list[str], runtime: Runtime):
@@ -115,16 +149,36 @@ def load_model(config: TrainConfig, classes: list[str], runtime: Runtime):
     return model, tokenizer
 
 
-def build_run(config: TrainConfig, runtime: Runtime, model, tokenizer, train_ids: list[list[int]],
-              train_labels: list[int], validation: TextDataset | None, classes: list[str], folder: RunFolder,
-              log) -> Run:
+def build_run(
+    config: TrainConfig,
+    runtime: Runtime,
+    model,
+    tokenizer,
+    train_ids: list[list[int]],
+    train_labels: list[int],
+    validation: TextDataset | None,
+    classes: list[str],
+    folder: RunFolder,
+    log,
+) -> Run:
     """Batches, micro-batches, optimizer and schedule, validation and model selection, for a resolved config."""
     pad_to = config.max_length if config.pad_to_max_length else None
-    collator = Collator(tokenizer.pad_token_id, tokenizer.padding_side, pad_to=pad_to,
-                        pad_to_multiple_of=8 if runtime.device.type == "cuda" and not pad_to else None)
-    sampler = LengthBucketBatchSampler([len(ids) for ids in train_ids], config.batch_size, config.max_tokens,
-                                       shuffle=True, seed=config.seed, sort_by_length=config.length_bucketing,
-                                       num_replicas=runtime.processes, rank=runtime.rank)
+    collator = Collator(
+        tokenizer.pad_token_id,
+        tokenizer.padding_side,
+        pad_to=pad_to,
+        pad_to_multiple_of=8 if runtime.device.type == "cuda" and not pad_to else None,
+    )
+    sampler = LengthBucketBatchSampler(
+        [len(ids) for ids in train_ids],
+        config.batch_size,
+        config.max_tokens,
+        shuffle=True,
+        seed=config.seed,
+        sort_by_length=config.length_bucketing,
+        num_replicas=runtime.processes,
+        rank=runtime.rank,
+    )
     network = PackedClassifier(model) if config.packing else model
     if config.compile:
         network = torch.compile(network)
@@ -132,17 +186,36 @@ def build_run(config: TrainConfig, runtime: Runtime, model, tokenizer, train_ids
     scheduler = make_schedule(optimizer, config, count_steps(sampler, config.epochs, config.grad_accum))
     optimizer = runtime.accelerator.prepare(optimizer)  # fp16 loss scaling, when on
     micro_size = config.batch_size if config.micro_batch_size == "auto" else config.micro_batch_size
-    micro = MicroBatches(network, EncodedDataset(train_ids, train_labels),
-                         PackedCollator() if config.packing else collator, sampler, runtime, micro_size, log)
+    micro = MicroBatches(
+        network,
+        EncodedDataset(train_ids, train_labels),
+        PackedCollator() if config.packing else collator,
+        sampler,
+        runtime,
+        micro_size,
+        log,
+    )
     checked = None
     if validation is not None:
-        ids, lengths = models.encode(tokenizer, validation.texts, config.max_length, config.truncation,
-                                     return_lengths=True)
+        ids, lengths = models.encode(
+            tokenizer, validation.texts, config.max_length, config.truncation, return_lengths=True
+        )
         checked = Validation(ids, validation.labels, lengths, classes, collator, config.eval_batch_size, runtime)
     selection = ModelSelection(config.metric, config.early_stopping, keep_weights=runtime.is_main)
-    return Run(config=config, runtime=runtime, model=model, network=network, optimizer=optimizer,
-               scheduler=scheduler, sampler=sampler, micro=micro, selection=selection, validation=checked,
-               folder=folder, log=log)
+    return Run(
+        config=config,
+        runtime=runtime,
+        model=model,
+        network=network,
+        optimizer=optimizer,
+        scheduler=scheduler,
+        sampler=sampler,
+        micro=micro,
+        selection=selection,
+        validation=checked,
+        folder=folder,
+        log=log,
+    )
 
 
 def make_optimizer(model, config: TrainConfig, device: torch.device) -> torch.optim.Optimizer:
@@ -172,32 +245,54 @@ def make_schedule(optimizer, config: TrainConfig, total_steps: int) -> torch.opt
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
 
-def announce(request: TrainConfig, config: TrainConfig, model, train: TextDataset, validation: TextDataset | None,
-             classes: list[str], lengths: list[int], runtime: Runtime, log) -> None:
+def announce(
+    request: TrainConfig,
+    config: TrainConfig,
+    model,
+    train: TextDataset,
+    validation: TextDataset | None,
+    classes: list[str],
+    lengths: list[int],
+    runtime: Runtime,
+    log,
+) -> None:
     """What is trained on what, with which settings: the lines a user reads before the progress bar."""
     n_parameters = models.parameter_count(model)
-    log(f"Training {config.model} ({n_parameters / 1e6:.1f}M parameters) on {train.name}: {len(train)} examples, "
+    log(
+        f"Training {config.model} ({n_parameters / 1e6:.1f}M parameters) on {train.name}: {len(train)} examples, "
         f"{len(classes)} classes ({', '.join(classes)}); validation: "
-        f"{validation.name + f' ({len(validation)})' if validation is not None else 'none'}")
+        f"{validation.name + f' ({len(validation)})' if validation is not None else 'none'}"
+    )
     if request.packing and not config.packing:
-        log(f"Packing: not available for {type(model).__name__} (BERT-architecture models only); "
-            f"training on padded batches.")
+        log(
+            f"Packing: not available for {type(model).__name__} (BERT-architecture models only); "
+            f"training on padded batches."
+        )
     cut = float(np.mean(np.array(lengths) > config.max_length))
     auto = (request.max_length or RECIPES[request.recipe]["max_length"]) == "auto"
     processes = runtime.processes
-    log(f"Settings ({config.recipe} recipe): epochs {config.epochs}, batch {config.batch_size}"
+    log(
+        f"Settings ({config.recipe} recipe): epochs {config.epochs}, batch {config.batch_size}"
         f"{f' x {config.grad_accum} accumulated' if config.grad_accum > 1 else ''}"
         f"{f' x {processes} processes = {config.batch_size * config.grad_accum * processes}' if processes > 1 else ''}"
         f", lr {config.lr:g} ({config.optimizer}, {config.schedule}, warmup {config.warmup_ratio:g}), max length "
-        f"{config.max_length} ({'auto: 99th percentile, ' if auto else ''}{cut:.1%} of texts cut, {config.truncation}), "
+        f"{config.max_length} ({'auto: 99th percentile, ' if auto else ''}{cut:.1%} of texts cut, "
+        f"{config.truncation}), "
         f"{'length-bucketed' if config.length_bucketing else 'random'} batches"
         f"{', padded to max length' if config.pad_to_max_length else ''}"
         f"{', packed (no padding)' if config.packing else ''}, device {runtime.device.type}, precision "
         f"{runtime.mixed_precision}, seed {config.seed}"
-        f"{'' if config.attention_dropout is None else f', attention dropout {config.attention_dropout:g}'}")
+        f"{'' if config.attention_dropout is None else f', attention dropout {config.attention_dropout:g}'}"
+    )
     if config.packing and runtime.device.type == "cuda" and (config.attention_dropout != 0 or varlen_kernel() is None):
-        log("Packing: attention runs padded " + ("while attention dropout is on; --attention-dropout 0 lets it use "
-            "the flash varlen kernel." if varlen_kernel() else "(this PyTorch has no varlen attention kernel)."))
+        log(
+            "Packing: attention runs padded "
+            + (
+                "while attention dropout is on; --attention-dropout 0 lets it use the flash varlen kernel."
+                if varlen_kernel()
+                else "(this PyTorch has no varlen attention kernel)."
+            )
+        )
 
 
 def _tensorboard_dir(tensorboard, folder: RunFolder, log):
@@ -206,4 +301,3 @@ def _tensorboard_dir(tensorboard, folder: RunFolder, log):
     directory = folder.work / "tensorboard" if tensorboard is True else os.path.expanduser(tensorboard)
     log(f"TensorBoard: logging to {folder.out / 'tensorboard' if tensorboard is True else directory}")
     return directory
-

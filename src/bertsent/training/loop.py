@@ -92,7 +92,7 @@ def optimizer_steps(sampler: LengthBucketBatchSampler, epoch: int, grad_accum: i
     """An epoch's global batches, `grad_accum` to an optimizer step."""
     sampler.set_epoch(epoch)
     batches = sampler.batches()
-    return [batches[i:i + grad_accum] for i in range(0, len(batches), grad_accum)]
+    return [batches[i : i + grad_accum] for i in range(0, len(batches), grad_accum)]
 
 
 def count_steps(sampler: LengthBucketBatchSampler, epochs: int, grad_accum: int) -> int:
@@ -109,8 +109,10 @@ def evaluate(run: Run, epoch: float) -> bool:
     step = run.position.step
     improved = run.selection.update(run.model, logits, metrics, step, epoch)
     run.records.evaluation(step, epoch, metrics)
-    run.log(f"epoch {epoch:.2f}  step {step}  validation accuracy {metrics['accuracy']:.4f}  "
-            f"f1 {metrics['f1_macro']:.4f}  loss {metrics['loss']:.4f}{'  (best so far)' if improved else ''}")
+    run.log(
+        f"epoch {epoch:.2f}  step {step}  validation accuracy {metrics['accuracy']:.4f}  "
+        f"f1 {metrics['f1_macro']:.4f}  loss {metrics['loss']:.4f}{'  (best so far)' if improved else ''}"
+    )
     return run.selection.should_stop
 
 
@@ -120,18 +122,20 @@ def save_checkpoint(run: Run) -> None:
     if not run.runtime.is_main:
         return
     scaler = run.runtime.accelerator.scaler
-    run.folder.save_checkpoint({
-        **run.resume_key,
-        "processes": run.runtime.processes,
-        "position": asdict(run.position),
-        "micro_batch_size": run.micro.size,
-        "model": run.model.state_dict(),
-        "optimizer": run.optimizer.state_dict(),
-        "scheduler": run.scheduler.state_dict(),
-        "scaler": scaler.state_dict() if scaler is not None else None,
-        "selection": run.selection.state_dict(),
-        "rng": rng,
-    })
+    run.folder.save_checkpoint(
+        {
+            **run.resume_key,
+            "processes": run.runtime.processes,
+            "position": asdict(run.position),
+            "micro_batch_size": run.micro.size,
+            "model": run.model.state_dict(),
+            "optimizer": run.optimizer.state_dict(),
+            "scheduler": run.scheduler.state_dict(),
+            "scaler": scaler.state_dict() if scaler is not None else None,
+            "selection": run.selection.state_dict(),
+            "rng": rng,
+        }
+    )
 
 
 def restore_checkpoint(run: Run, state: dict) -> None:

@@ -55,7 +55,7 @@ class MicroBatches:
         one forward+backward. The random state is restored: the run is the one a fixed size would give."""
         state = rng_state()
         while True:
-            _, failed = self._attempt([longest[len(longest) - self.size:]], self.size)
+            _, failed = self._attempt([longest[len(longest) - self.size :]], self.size)
             if not self.runtime.any(failed):
                 break
             self._halve("probing the batch size")
@@ -74,10 +74,12 @@ class MicroBatches:
         loss_sum = None
         for share in shares:
             for start in range(0, len(share), self.size):
-                chunk = share[start:start + self.size]
+                chunk = share[start : start + self.size]
                 batch = self.collate([self.examples[i] for i in chunk])
-                batch = {k: v.to(self.runtime.device, non_blocking=True) if torch.is_tensor(v) else v
-                         for k, v in batch.items()}
+                batch = {
+                    k: v.to(self.runtime.device, non_blocking=True) if torch.is_tensor(v) else v
+                    for k, v in batch.items()
+                }
                 with self.runtime.autocast():
                     loss = self.network(**batch).loss * (len(chunk) / total if total else 0.0)
                 self.runtime.accelerator.backward(loss)
@@ -89,11 +91,15 @@ class MicroBatches:
         free_memory(self.runtime.device)
         if self.size == 1:
             longest = max(self.sampler.lengths)
-            raise BertsentError(f"out of memory {why} even one sequence at a time (up to {longest} tokens). Lower "
-                                f"--max-length, try --precision bf16, or pick a smaller model.")
+            raise BertsentError(
+                f"out of memory {why} even one sequence at a time (up to {longest} tokens). Lower "
+                f"--max-length, try --precision bf16, or pick a smaller model."
+            )
         self.size //= 2
-        self.log(f"Out of memory {why}: micro-batches of {self.size} sequences from now on (the batch and the "
-                 f"optimization stay the same).")
+        self.log(
+            f"Out of memory {why}: micro-batches of {self.size} sequences from now on (the batch and the "
+            f"optimization stay the same)."
+        )
 
     def _drop_gradients(self) -> None:
         for p in self.parameters:

@@ -36,8 +36,17 @@ def tensorboard_writer_class():
 class StepLog:
     """Writes the records of a run into `path`; does nothing on processes other than the main one."""
 
-    def __init__(self, path: Path, *, enabled: bool, total_steps: int, first_step: int = 0,
-                 progress: bool = True, tensorboard_dir: Path | None = None, writer_class=None):
+    def __init__(
+        self,
+        path: Path,
+        *,
+        enabled: bool,
+        total_steps: int,
+        first_step: int = 0,
+        progress: bool = True,
+        tensorboard_dir: Path | None = None,
+        writer_class=None,
+    ):
         from tqdm.auto import tqdm
 
         self.enabled = enabled
@@ -45,14 +54,21 @@ class StepLog:
             _drop_records_after(path, first_step)  # a resumed run's log reads as one run
         self.file = open(path, "a", encoding="utf-8") if enabled else None  # noqa: SIM115 - open for the run
         self.board = writer_class(log_dir=str(tensorboard_dir)) if enabled and writer_class else None
-        self.bar = tqdm(total=total_steps, initial=first_step, disable=not (progress and enabled), unit="step",
-                        dynamic_ncols=True, file=sys.stderr)
+        self.bar = tqdm(
+            total=total_steps,
+            initial=first_step,
+            disable=not (progress and enabled),
+            unit="step",
+            dynamic_ncols=True,
+            file=sys.stderr,
+        )
         self.pending: list[dict] = []
         self.clock = self.last_flush = time.time()
         self.seen = 0
 
-    def step(self, step: int, epoch: float, loss: torch.Tensor, grad_norm: torch.Tensor | None, lr: float,
-             samples: int) -> None:
+    def step(
+        self, step: int, epoch: float, loss: torch.Tensor, grad_norm: torch.Tensor | None, lr: float, samples: int
+    ) -> None:
         """One optimizer step's record; `loss` and `grad_norm` are tensors, read later with the others."""
         self.seen += samples
         if not self.enabled:
@@ -80,8 +96,12 @@ class StepLog:
         last["samples_per_s"] = round(self.seen / elapsed, 2) if elapsed > 0 else None
         for record in self.pending:
             self._write(record)
-        self.bar.set_postfix(epoch=f"{last['epoch']:.2f}", loss=f"{last['loss']:.4f}",
-                             samples_s=f"{last['samples_per_s'] or 0:.1f}", refresh=False)
+        self.bar.set_postfix(
+            epoch=f"{last['epoch']:.2f}",
+            loss=f"{last['loss']:.4f}",
+            samples_s=f"{last['samples_per_s'] or 0:.1f}",
+            refresh=False,
+        )
         self.pending.clear()
         self.last_flush = time.time()
 

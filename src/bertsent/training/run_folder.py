@@ -28,14 +28,18 @@ class RunFolder:
         if self.out.exists() and not overwrite:
             raise BertsentError(f"{self.out}: already exists. Pass --overwrite to replace it, or another --out.")
         if resume and not self.checkpoint_path.exists():
-            raise BertsentError(f"--resume: no checkpoint for {self.out} (looked in {self.checkpoint_path.parent}). "
-                                f"Train with --checkpoint-every N first.")
+            raise BertsentError(
+                f"--resume: no checkpoint for {self.out} (looked in {self.checkpoint_path.parent}). "
+                f"Train with --checkpoint-every N first."
+            )
 
     def load_checkpoint(self) -> dict:
         state = torch.load(self.checkpoint_path, weights_only=False, map_location="cpu")
         if state.get("format") != CHECKPOINT_FORMAT:
-            raise BertsentError(f"--resume: {self.checkpoint_path} was written by another version of bertsent. "
-                                f"Train again without --resume.")
+            raise BertsentError(
+                f"--resume: {self.checkpoint_path} was written by another version of bertsent. "
+                f"Train again without --resume."
+            )
         return state
 
     def prepare(self, *, fresh: bool) -> None:

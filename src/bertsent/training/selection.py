@@ -15,8 +15,16 @@ from ..runtime import Runtime
 class Validation:
     """The validation data, encoded once; scored on every process's share, then gathered."""
 
-    def __init__(self, ids: list[list[int]], labels: list[str], lengths: list[int], classes: list[str],
-                 collator: Collator, batch_size: int, runtime: Runtime):
+    def __init__(
+        self,
+        ids: list[list[int]],
+        labels: list[str],
+        lengths: list[int],
+        classes: list[str],
+        collator: Collator,
+        batch_size: int,
+        runtime: Runtime,
+    ):
         self.ids = ids
         self.labels = labels
         self.lengths = lengths  # in tokens, before truncation: for accuracy by length
@@ -31,9 +39,15 @@ class Validation:
         runtime = self.runtime
         # Every N-th text by length, so each process gets about the same work.
         order = sorted(range(len(self.ids)), key=lambda i: len(self.ids[i]))
-        mine = order[runtime.rank::runtime.processes]
-        part = predict_logits(model, [self.ids[i] for i in mine], self.collator, self.batch_size,
-                              device=runtime.device, autocast_dtype=runtime.autocast_dtype)
+        mine = order[runtime.rank :: runtime.processes]
+        part = predict_logits(
+            model,
+            [self.ids[i] for i in mine],
+            self.collator,
+            self.batch_size,
+            device=runtime.device,
+            autocast_dtype=runtime.autocast_dtype,
+        )
         logits = np.zeros((len(self.ids), model.config.num_labels), dtype=np.float32)
         for indices, values in runtime.gather((mine, part)):
             logits[indices] = values
