@@ -78,3 +78,27 @@ def test_dropped_rows_are_recorded_in_the_model_folder(tiny_model_dir, write_csv
     meta = json.loads((tmp_path / "m" / "bertsent.json").read_text())
     assert meta["data"]["train"]["dropped"] == 2
     assert meta["data"]["train"]["rows"] + meta["data"]["validation"]["rows"] == 64
+
+
+def test_sentiment_classifier_works_with_scikit_learn_tools(tiny_model_dir, tmp_path, monkeypatch):
+    from sklearn.base import clone
+
+    clf = bertsent.SentimentClassifier(model=str(tiny_model_dir), epochs=6, batch_size=16, lr=5e-3)
+    params = clf.get_params()
+    assert params["epochs"] == 6 and params["lr"] == 5e-3 and params["out"] is None and params["seed"] == 42
+    twin = clone(clf).set_params(epochs=1, seed=7)
+    assert (twin.epochs, twin.seed, clf.epochs, clf.seed) == (1, 7, 6, 42)
+    assert not hasattr(twin, "classes_")  # not fitted: an AttributeError, as scikit-learn expects
+
+    monkeypatch.setattr("tempfile.tempdir", str(tmp_path / "tmp"))  # where temporary folders would be left
+    (tmp_path / "tmp").mkdir()
+    texts, labels = make_reviews(160, seed=1)
+    val_texts, val_labels = make_reviews(40, seed=2)
+    clf.fit(texts, labels, log=lambda *_: None)
+    assert list((tmp_path / "tmp").iterdir()) == []  # the model lives in memory; no folder left behind
+    assert clf.score(val_texts, val_labels) >= 0.9  # ClassifierMixin.score: accuracy of predict
+    saved = clf.save(tmp_path / "saved")
+    assert bertsent.load(saved).predict(val_texts) == clf.predict(val_texts)
+    assert bertsent.load(saved).temperature == clf.model_.temperature != 1.0
+    with pytest.raises(bertsent.BertsentError, match="--epochs 0"):
+        clone(clf).set_params(epochs=0).fit(texts, labels, log=lambda *_: None)

@@ -147,7 +147,11 @@ def test_predict_formats(trained, capsys, fmt):
         rows = list(csv.DictReader(io.StringIO(out)))
         assert list(rows[0]) == ["text", "label", "p_negative", "p_positive"] and rows[2]["text"] == texts[2]
     else:
-        assert len(out.splitlines()) == 4
+        header, *rows = out.splitlines()
+        assert header.split() == ["label", "confidence", "text"] and len(rows) == 3
+        assert [row.split()[0] for row in rows[:2]] == ["positive", "negative"]
+        assert all(0.5 <= float(row.split()[1]) <= 1 for row in rows)
+        assert rows[2].endswith('a, "quoted" text')
 
 
 @pytest.mark.parametrize("name", ["in.csv", "in.tsv", "in.jsonl", "in.parquet", "in.txt"])
@@ -284,6 +288,9 @@ def test_drop_invalid_skips_bad_rows_but_not_a_single_class(tiny_model_dir, trai
     _broken_inputs(tmp_path, tiny_model_dir, trained)
     assert main(["data", "no-label.csv", "--model", str(trained), "--drop-invalid"]) == 0
     assert "rows      39  (1 invalid rows skipped)" in capsys.readouterr().out
+    code = main(["train", "--data", "one-class.csv", "--drop-invalid", "--model", str(tiny_model_dir), "--out", "o"])
+    assert code == 2 and "training needs at least two classes" in _one_line_error(capsys, "train")
+    assert not (tmp_path / "o").exists()
 
 
 def test_latin1_file_reads_with_encoding(tiny_model_dir, trained, tmp_path, capsys):

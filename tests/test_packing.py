@@ -77,12 +77,46 @@ def test_packed_model_still_runs_padded_batches_and_unpacks(tiny_model_dir):
     assert packed.unpack() is model and model.config._attn_implementation == "sdpa"
 
 
-def test_attention_dropout_runs_in_the_padded_fallback(tiny_model_dir):
+def test_attention_dropout_runs_in_the_padded_fallback(tiny_model_dir, monkeypatch):
+    """The varlen kernel has no dropout: with attention dropout on, packed attention takes the padded path,
+    where the dropout really acts (different masks, different logits) and gradients reach attention."""
+    from bertsent import packing
+
+    calls = []
+
+    def varlen(q, k, v, cu_q, cu_k, max_q, max_k):  # a stand-in for the kernel, as if on a GPU
+        calls.append(1)
+        out = torch.empty_like(q)
+        for start, end in zip(cu_q[:-1].tolist(), cu_q[1:].tolist()):
+            piece = [x[start:end].transpose(0, 1) for x in (q, k, v)]
+            out[start:end] = torch.nn.functional.scaled_dot_product_attention(*piece).transpose(0, 1)
+        return out
+
+    monkeypatch.setattr(packing, "varlen_kernel", lambda: varlen)
+    # The kernel's rule without its device and dtype conditions: it applies only without attention dropout.
+    monkeypatch.setattr(packing, "_varlen_applies", lambda q, dropout, scaling: dropout == 0.0)
     tokenizer = models.load_tokenizer(str(tiny_model_dir))
-    model = models.load_classifier(str(tiny_model_dir), ["negative", "positive"], attention_dropout=0.5).train()
-    out = PackedClassifier(model)(**PackedCollator()(_examples(tokenizer, TEXTS, [0, 1, 0, 1, 1])))
-    out.loss.backward()
-    assert torch.isfinite(out.loss) and out.logits.shape == (5, 2)
+    model = models.load_classifier(str(tiny_model_dir), ["negative", "positive"], attention_dropout=0.5)
+    for name, module in model.named_modules():  # only attention dropout left, so any difference comes from it
+        if isinstance(module, torch.nn.Dropout) and not name.endswith("attention.self.dropout"):
+            module.p = 0.0
+    batch = PackedCollator()(_examples(tokenizer, TEXTS, [0, 1, 0, 1, 1]))
+    packed = PackedClassifier(model).train()
+    torch.manual_seed(1)
+    first = packed(**batch)
+    torch.manual_seed(2)
+    second = packed(**batch).logits
+    torch.manual_seed(1)
+    again = packed(**batch).logits
+    assert not torch.equal(first.logits, second) and torch.equal(first.logits, again)
+    assert calls == []  # dropout on: the padded path, never the kernel
+    first.loss.backward()
+    query = model.bert.encoder.layer[0].attention.self.query.weight
+    assert query.grad is not None and query.grad.abs().sum() > 0
+    packed.eval()  # no dropout: the padded model's logits
+    padded = model(**Collator(tokenizer.pad_token_id)(_examples(tokenizer, TEXTS))).logits
+    torch.testing.assert_close(packed(**batch).logits, padded, atol=1e-5, rtol=1e-5)
+    assert len(calls) == 2  # dropout off: the kernel, in both layers
 
 
 def _tiny_bert_without_dropout(tiny_model_dir: Path, folder: Path) -> Path:

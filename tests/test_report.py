@@ -167,8 +167,13 @@ def test_neutral_band_on_hand_made_probabilities(trained):
     assert bertsent.load(trained).labels_from_proba(probs)[:2] == ["negative", "positive"]  # no band: argmax
     model.neutral_band = 0.9  # neutral below 0.95
     assert model.labels_from_proba(probs) == ["neutral"] * 5 + ["neutral"]
-    records = model.predict_records(["great film", "awful film"])
-    assert all(r["label"] in ("negative", "positive", "neutral") for r in records)
+    texts = ["great film", "awful film", "a film", "wonderful superb brilliant", "dull awful boring"]
+    records = model.predict_records(texts)
+    for record in records:  # neutral exactly where the top probability is under 0.95, else the most probable class
+        probs = record["probs"]
+        expected = "neutral" if max(probs.values()) < 0.95 else max(probs, key=probs.get)
+        assert record["label"] == expected
+    assert [r["label"] for r in records] == model.predict(texts)
 
 
 def test_neutral_band_leaves_a_three_class_model_alone(tiny_model_dir, tmp_path):

@@ -157,3 +157,186 @@ def test_attention_dropout_is_set_on_the_model(tiny_model_dir, tmp_path):
     assert saved["attention_probs_dropout_prob"] == 0.0 and saved["hidden_dropout_prob"] == 0.1
     meta = json.loads((tmp_path / "m" / "bertsent.json").read_text())
     assert meta["settings"]["attention_dropout"] == 0.0
+
+
+# ----------------------------------------------------------------------------- evaluation, selection, stopping
+
+QUIET = dict(progress=False, log=lambda *_: None, report=False)
+
+
+def _records(folder):
+    return [json.loads(line) for line in (folder / "metrics.jsonl").read_text().splitlines()]
+
+
+def test_early_stopping_stops_after_n_evaluations_without_gain(tiny_model_dir, tmp_path):
+    # Validation labels are the opposite of the training signal: once the model learns, validation loss rises.
+    train, val = _datasets(96, 32)
+    flipped = TextDataset(val.texts, ["positive" if y == "negative" else "negative" for y in val.labels], name="v")
+    said = []
+    config = TrainConfig(model=str(tiny_model_dir), epochs=20, batch_size=16, lr=5e-3, metric="loss",
+                         eval_every=2, early_stopping=2)  # fmt: skip
+    result = fit(train, flipped, config, tmp_path / "m", **QUIET | {"log": said.append})
+    steps = [r for r in _records(tmp_path / "m") if "split" not in r]
+    assert len(steps) < 20 * 6  # stopped before the last epoch
+    losses = [h["loss"] for h in result.history]
+    best = losses.index(min(losses))
+    assert len(losses) - 1 - best == 2  # exactly two evaluations without gain after the best
+    assert result.best_epoch == result.history[best]["epoch"]
+    assert "Early stopping: no gain in loss for 2 evaluation(s)." in said
+
+
+def test_eval_every_adds_evaluations_between_epochs(tiny_model_dir, tmp_path):
+    train, val = _datasets(96, 16)  # 6 steps an epoch
+    config = TrainConfig(model=str(tiny_model_dir), epochs=2, batch_size=16, lr=5e-3, eval_every=4)
+    result = fit(train, val, config, tmp_path / "m", **QUIET)
+    evaluations = [r for r in _records(tmp_path / "m") if r.get("split") == "validation"]
+    assert [r["step"] for r in evaluations] == [4, 6, 8, 12]  # every 4 steps, and at the end of each epoch
+    assert [r["epoch"] for r in evaluations] == [0.667, 1.0, 1.333, 2.0]
+    assert [h["step"] for h in result.history] == [4, 6, 8, 12]
+
+
+@pytest.mark.parametrize("metric", ["loss", "f1_macro", "accuracy"])
+def test_the_metric_picks_the_kept_model(metric, tiny_model_dir, tmp_path):
+    train, val = _datasets(96, 32)
+    config = TrainConfig(model=str(tiny_model_dir), epochs=4, batch_size=16, lr=5e-3, metric=metric,
+                         eval_every=3, calibrate=False)  # fmt: skip
+    result = fit(train, val, config, tmp_path / "m", **QUIET)
+    sign = -1 if metric == "loss" else 1
+    scores = [sign * h[metric] for h in result.history]
+    best = result.history[scores.index(max(scores))]  # the first of equals: a later tie is no gain
+    assert result.best_epoch == best["epoch"]
+    # The folder holds that evaluation's weights: the saved model scores what the kept evaluation scored.
+    assert result.metrics["loss"] == pytest.approx(best["loss"], abs=1e-4)
+    logits = bertsent.load(tmp_path / "m").decision_function(val.texts)
+    assert np.mean(np.array(["negative", "positive"])[logits.argmax(1)] == np.array(val.labels)) == pytest.approx(
+        best["accuracy"]
+    )
+
+
+def test_calibration_fits_a_temperature_and_no_calibrate_keeps_one(tiny_model_dir, tmp_path):
+    train, val = _datasets(96, 32)
+    settings = dict(model=str(tiny_model_dir), epochs=4, batch_size=16, lr=5e-3)
+    calibrated = fit(train, val, TrainConfig(**settings), tmp_path / "c", **QUIET)
+    plain = fit(train, val, TrainConfig(**settings, calibrate=False), tmp_path / "p", **QUIET)
+    meta_c = json.loads((tmp_path / "c" / "bertsent.json").read_text())
+    meta_p = json.loads((tmp_path / "p" / "bertsent.json").read_text())
+    assert meta_p["temperature"] == 1.0 and plain.metrics["temperature"] == 1.0
+    assert meta_c["temperature"] != 1.0
+    assert calibrated.metrics["log_loss"] <= calibrated.metrics["log_loss_uncalibrated"] + 1e-9
+    assert plain.metrics["log_loss"] == pytest.approx(plain.metrics["log_loss_uncalibrated"])
+    assert bertsent.load(tmp_path / "p").temperature == 1.0
+
+
+# ----------------------------------------------------------------------------- batches as asked
+
+
+@pytest.fixture
+def batch_shapes(monkeypatch):
+    """The (rows, width) of every training batch that models loaded by fit() see."""
+    from bertsent import model as models
+
+    shapes = []
+    original = models.load_classifier
+
+    def load(*args, **kwargs):
+        model = original(*args, **kwargs)
+        inner = model.forward
+
+        def forward(*a, **k):
+            if "labels" in k:  # training batches; evaluation passes no labels
+                shapes.append(tuple(k["input_ids"].shape))
+            return inner(*a, **k)
+
+        model.forward = forward
+        return model
+
+    monkeypatch.setattr(models, "load_classifier", load)
+    return shapes
+
+
+def test_max_tokens_caps_the_padded_tokens_of_every_batch(tiny_model_dir, tmp_path, batch_shapes):
+    texts, labels = make_reviews(120, seed=1)
+    texts = [t + " " + " ".join(["long"] * (i % 40)) for i, t in enumerate(texts)]  # 6 to 50 tokens
+    train = TextDataset(texts, labels, name="varied")
+    config = TrainConfig(model=str(tiny_model_dir), epochs=1, batch_size=32, max_tokens=200, validation_fraction=0)
+    fit(train, None, config, tmp_path / "m", **QUIET)
+    assert sum(rows for rows, _ in batch_shapes) == 120  # every example once
+    assert all(rows * width <= 200 for rows, width in batch_shapes), batch_shapes
+    assert max(rows for rows, _ in batch_shapes) > 4  # short texts still share a batch
+    meta = json.loads((tmp_path / "m" / "bertsent.json").read_text())
+    assert meta["settings"]["max_tokens"] == 200
+
+
+@pytest.fixture(scope="module")
+def tiny_512_dir(minilm_dir, tmp_path_factory):
+    """A tiny random BERT that takes 512 tokens, as the tutorial recipe pads to."""
+    from transformers import AutoTokenizer, BertConfig, BertModel
+
+    torch.manual_seed(0)
+    folder = tmp_path_factory.mktemp("tiny-512")
+    config = BertConfig(vocab_size=30522, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                        intermediate_size=64, max_position_embeddings=512)  # fmt: skip
+    BertModel(config).save_pretrained(folder)
+    AutoTokenizer.from_pretrained(minilm_dir, model_max_length=512).save_pretrained(folder)
+    return folder
+
+
+def test_the_tutorial_recipe_trains_padded_to_512_with_adam_at_a_constant_rate(
+    tiny_512_dir, tmp_path, batch_shapes, monkeypatch
+):
+    steps = []
+    original = torch.optim.Adam.step
+    monkeypatch.setattr(torch.optim.Adam, "step", lambda self, *a, **k: steps.append(1) or original(self, *a, **k))
+    train, val = _datasets(24, 8)
+    result = fit(train, val, TrainConfig(model=str(tiny_512_dir), recipe="tutorial"), tmp_path / "m", **QUIET)
+    assert batch_shapes == [(6, 512)] * 4  # batch 6, padded to 512, one epoch
+    assert len(steps) == 4  # plain Adam (AdamW is a subclass with its own step)
+    records = [r for r in _records(tmp_path / "m") if "split" not in r]
+    assert [r["lr"] for r in records] == [2e-5] * 4 and not any("grad_norm" in r for r in records)  # no clipping
+    assert result.settings["optimizer"] == "adam" and result.settings["max_length"] == 512
+
+
+# ----------------------------------------------------------------------------- the model folder
+
+
+def _crash_at_step(monkeypatch, n: int):
+    calls = {"n": 0}
+    original = torch.optim.AdamW.step
+
+    def failing_step(self, *args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == n:
+            raise RuntimeError("simulated crash")
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(torch.optim.AdamW, "step", failing_step)
+
+
+def test_overwrite_replaces_a_folder_only_once_the_new_one_is_complete(tiny_model_dir, tmp_path, monkeypatch):
+    out = tmp_path / "m"
+    out.mkdir()
+    (out / "mine.txt").write_text("keep until replaced")
+    train, val = _datasets(32, 8)
+    config = TrainConfig(model=str(tiny_model_dir), epochs=2, batch_size=16, lr=5e-3)
+    with monkeypatch.context() as patch:
+        _crash_at_step(patch, 3)
+        with pytest.raises(RuntimeError, match="simulated crash"):
+            fit(train, val, config, out, overwrite=True, **QUIET)
+    assert (out / "mine.txt").read_text() == "keep until replaced"  # the crash left the old folder whole
+    fit(train, val, config, out, overwrite=True, **QUIET)
+    assert not (out / "mine.txt").exists() and (out / "model.safetensors").exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m"]  # no partial or old folder left behind
+
+
+def test_resume_refuses_other_training_data(tiny_model_dir, tmp_path, monkeypatch):
+    train, val = _datasets(64, 8)
+    config = TrainConfig(model=str(tiny_model_dir), epochs=2, batch_size=16, checkpoint_every=2)
+    with monkeypatch.context() as patch:
+        _crash_at_step(patch, 4)
+        with pytest.raises(RuntimeError, match="simulated crash"):
+            fit(train, val, config, tmp_path / "m", **QUIET)
+    other = TextDataset(train.texts[:-1] + ["a different review"], train.labels, name="train")
+    with pytest.raises(bertsent.BertsentError, match="--resume: the training data differs from the checkpoint's"):
+        fit(other, val, config, tmp_path / "m", resume=True, **QUIET)
+    fit(train, val, config, tmp_path / "m", resume=True, **QUIET)  # the same data resumes
+    assert (tmp_path / "m" / "model.safetensors").exists()

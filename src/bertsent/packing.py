@@ -16,7 +16,6 @@ families train padded.
 
 from __future__ import annotations
 
-import functools
 import math
 
 import torch
@@ -35,14 +34,15 @@ def supports_packing(model) -> bool:
     return isinstance(model, BertForSequenceClassification) and not model.config.is_decoder
 
 
-@functools.cache
+try:  # PyTorch's flash varlen attention, from PyTorch 2.10 on
+    from torch.nn.attention.varlen import varlen_attn as _VARLEN_ATTN
+except ImportError:
+    _VARLEN_ATTN = None
+
+
 def varlen_kernel() -> object | None:
-    """PyTorch's flash varlen attention (PyTorch 2.10 and later), or None where this PyTorch lacks it."""
-    try:
-        from torch.nn.attention.varlen import varlen_attn
-    except ImportError:
-        return None
-    return varlen_attn
+    """PyTorch's flash varlen attention, or None where this PyTorch lacks it."""
+    return _VARLEN_ATTN
 
 
 class PackedCollator:

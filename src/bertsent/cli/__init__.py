@@ -56,9 +56,10 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def quiet_library_warnings() -> None:
-    """Warnings from libraries that say nothing a user of this command can act on."""
-    warnings.filterwarnings("ignore", category=FutureWarning, module=r"(transformers|accelerate|torch)\b")
-    warnings.filterwarnings("ignore", category=DeprecationWarning, module=r"(transformers|accelerate|torch)\b")
+    """Notices about the libraries' own future changes: nothing a user of this command can act on."""
+    for library in ("transformers", "accelerate", "torch"):
+        warnings.filterwarnings("ignore", category=FutureWarning, module=library)
+        warnings.filterwarnings("ignore", category=DeprecationWarning, module=library)
 
 
 if __name__ == "__main__":
