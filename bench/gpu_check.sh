@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The GPU benchmarks in one go, for a session lent a GPU machine. Parts: check (packing logits and
-# step speed, ~2 min), speed (ours vs Trainer, ~4 min), accuracy (IMDB, ~3 min); default: all three.
+# step speed, ~2 min), speed (ours vs Trainer, ~4 min), accuracy (IMDB, ~3 min), scaling (1 GPU vs all
+# of them, only on a machine with several); default: all four.
 # Here, first: ../shared/gpu/make_carry.sh   (fills .gpu/ with the fp16 MiniLM and the IMDB archive)
 # Then run on the device, from the repository root, carrying .gpu:   bash bench/gpu_check.sh [PART ...]
 # The GPU machine has torch, transformers and accelerate but not this package's model wheel, so the
@@ -10,7 +11,7 @@ export PYTHONPATH=src PYTHONUNBUFFERED=1 BERTSENT_VOCAB_MODEL=.gpu/minilm16 HF_H
 out="${OUT:-bench/results}"
 mkdir -p "$out"
 imdb=.gpu/aclImdb_v1_labeled.tar.xz
-parts="${*:-check speed accuracy}"
+parts="${*:-check speed accuracy scaling}"
 # SMOKE=1: the same runs at toy sizes, to try the script on a CPU before spending GPU time on it
 if [[ "${SMOKE:-}" == 1 ]]; then
   n_minilm=64 n_bert=32 n_pack=64 steps=2 limit=(--max-train-samples 64 --max-test-samples 32)
@@ -39,4 +40,14 @@ if [[ " $parts " == *" accuracy "* ]]; then
   run gpu-imdb-fast bench/imdb_accuracy.py --recipe fast --model .gpu/minilm16 --data "$imdb" --epochs 3 "${limit[@]}"
   run gpu-imdb-fast-packed bench/imdb_accuracy.py --recipe fast --model .gpu/minilm16 --data "$imdb" --epochs 3 \
     --packing --attention-dropout 0 "${limit[@]}"
+fi
+if [[ " $parts " == *" scaling "* ]]; then
+  # Data-parallel: ours on 1 GPU, then on every GPU (torchrun), same batch per GPU; prints the efficiency
+  gpus=$(nvidia-smi -L | wc -l)
+  if (( gpus > 1 )); then
+    run gpu-minilm-scaling bench/train_speed.py --model .gpu/minilm16 --data "$imdb:train" --samples $n_minilm \
+      --processes "$gpus"
+  else
+    echo "== scaling: one GPU here, nothing to measure"
+  fi
 fi

@@ -13,6 +13,11 @@ from on_train_begin to on_train_end. Model loading, tokenization and saving are 
 
     python bench/train_speed.py                                   # CPU target: packaged MiniLM, 2,000 reviews
     python bench/train_speed.py --model bert-base --samples 8000  # GPU: BERT-base shape, random weights
+    python bench/train_speed.py --processes 8 --samples 25000     # scaling: ours on 1 process, then on 8
+
+With `--processes N`, ours trains once in this process and once on N processes (torchrun, one GPU each),
+with the same batch per process (N times the global batch), and the script prints the scaling efficiency:
+samples/s on N processes / (N x samples/s on one).
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ import argparse
 import dataclasses
 import json
 import os
+import subprocess
 import sys
 import time
 from datetime import date
@@ -36,7 +42,7 @@ from bertsent import model as models
 from bertsent.batching import Collator
 from bertsent.data import ordered_label_names, read_data
 from bertsent.inference import predict_logits
-from bertsent.runtime import set_seed
+from bertsent.runtime import launched_processes, process_rank, set_seed
 from bertsent.training import TrainConfig, auto_lr, fit
 
 from common import DEFAULT_IMDB, machine, model_spec, run_in_scratch, sample, sample_indices, training_flops
@@ -75,6 +81,13 @@ def parse_args(argv=None):
         action="store_true",
         help="also time Trainer with train_sampling_strategy='group_by_length'",
     )
+    p.add_argument(
+        "--processes",
+        type=int,
+        default=1,
+        help="also train ours on N processes (torchrun) and print "
+        "the scaling efficiency; implies --only ours --eval-samples 0",
+    )
     p.add_argument("--threads", type=int, help="torch threads (default: torch's choice)")
     p.add_argument("--json", metavar="FILE", help="also write the figures as JSON")
     return p.parse_args(argv)
@@ -99,6 +112,8 @@ def run_ours(train, spec: str, args, work: Path) -> dict:
     result = fit(
         train, None, config, out, overwrite=True, progress=False, log=lambda *_: None, report=False
     )  # no HTML report either
+    if process_rank():  # under torchrun only the main process writes the log and the model
+        return {}
     steps = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     steps = [r for r in steps if "samples_per_s" in r]
     samples = len(train) * args.epochs
@@ -177,14 +192,77 @@ def run_trainer(train_ids, train_labels, label_names, spec: str, args, work: Pat
     }
 
 
-def accuracy(model, ids, labels, pad_id, padding_side) -> float:
-    collator = Collator(pad_id, padding_side)
+def accuracy(model, ids, labels, tokenizer) -> float:
+    collator = Collator(tokenizer.pad_token_id, tokenizer.padding_side)
     logits = predict_logits(model, ids, collator, batch_size=64)
     return float(np.mean(logits.argmax(axis=1) == np.array(labels)))
 
 
 def main(argv=None) -> int:
-    return run_in_scratch(_main, parse_args(argv))
+    args = parse_args(argv)
+    if args.processes > 1 or launched_processes() > 1:  # Trainer and the test scoring run on one process only
+        args.only, args.eval_samples = "ours", 0
+    if process_rank():
+        sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - the other processes print nothing
+    return run_in_scratch(_main, args)
+
+
+def run_processes(args, work: Path) -> dict:
+    """Ours on `args.processes` processes: this script again under torchrun; its figures from its JSON."""
+    figures = work / "processes.json"
+    argv, skip = [], False
+    for arg in sys.argv[1:]:  # the same arguments, but --processes and --json (and their values)
+        if not skip and arg.split("=")[0] not in ("--processes", "--json"):
+            argv.append(arg)
+        skip = arg in ("--processes", "--json")
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node",
+               str(args.processes), __file__, *argv, "--json", str(figures)]  # fmt: skip
+    subprocess.run(command, check=True)
+    return json.loads(figures.read_text())["figures"]["ours"]
+
+
+def report(args, runs: dict, flops: float, eval_set, score) -> dict:
+    """Print the table (and the ratios), return the figures; `score(model)` is a model's test accuracy."""
+    unit, scale = ("TFLOP/s", 1e12) if torch.cuda.is_available() else ("GFLOP/s", 1e9)
+    figures = {}
+    print(
+        f"\n{'engine':<16} {'samples/s':>10} {'train s':>9} {'steps':>6} {unit + ' real':>13} "
+        f"{'mean loss':>10} {'accuracy':>9}"
+    )
+    for name, run in runs.items():
+        acc = score(run["model"]) if eval_set is not None and "model" in run else None
+        figures[name] = {k: v for k, v in run.items() if k != "model"} | {
+            "flops_per_s": flops / run["train_s"],
+            "accuracy": acc,
+        }
+        print(
+            f"{name:<16} {run['samples_per_s']:10.2f} {run['train_s']:9.1f} {run['steps']:6d} "
+            f"{flops / run['train_s'] / scale:13.2f} {run['mean_loss']:10.4f} "
+            f"{'' if acc is None else f'{acc:9.4f}'}"
+        )
+    scaled = runs.get(f"ours_{args.processes}_processes")
+    if scaled:
+        speedup = scaled["samples_per_s"] / runs["ours"]["samples_per_s"]
+        figures["scaling_efficiency"] = speedup / args.processes
+        print(
+            f"\nscaling 1 -> {args.processes} processes: {speedup:.2f}x samples/s, efficiency "
+            f"{speedup / args.processes:.1%} (batch {args.batch_size} per process)"
+        )
+    if "ours" in runs and "trainer" in runs:
+        ratio = runs["ours"]["samples_per_s"] / runs["trainer"]["samples_per_s"]
+        figures["ratio_ours_over_trainer"] = ratio
+        print(f"\nours / Trainer: {ratio:.2f}x samples/s")
+        if "trainer_grouped" in runs:
+            print(
+                f"ours / Trainer (group_by_length): "
+                f"{runs['ours']['samples_per_s'] / runs['trainer_grouped']['samples_per_s']:.2f}x samples/s"
+            )
+        if eval_set is not None:
+            print(
+                f"accuracy on {len(eval_set)} held-out reviews ({eval_set.name}): ours "
+                f"{figures['ours']['accuracy']:.4f}, Trainer {figures['trainer']['accuracy']:.4f}"
+            )
+    return figures
 
 
 def _main(args, work: Path) -> int:
@@ -198,7 +276,7 @@ def _main(args, work: Path) -> int:
     train_ids = models.encode(tokenizer, train.texts, args.max_length, args.truncation)
     lengths = [len(x) for x in train_ids]
 
-    eval_set = None
+    eval_set = eval_ids = eval_labels = None
     if args.eval_samples:
         if args.eval_data or args.data.endswith(":train"):
             source = args.eval_data or args.data[: -len(":train")] + ":test"
@@ -233,44 +311,16 @@ def _main(args, work: Path) -> int:
     runs = {}
     if args.only in (None, "ours"):
         runs["ours"] = run_ours(train, spec, args, work)
+    if process_rank():
+        return 0
+    if args.processes > 1:
+        runs[f"ours_{args.processes}_processes"] = run_processes(args, work)
     if args.only in (None, "trainer"):
         runs["trainer"] = run_trainer(train_ids, train_labels, label_names, spec, args, work)
     if args.trainer_group_by_length:
         runs["trainer_grouped"] = run_trainer(train_ids, train_labels, label_names, spec, args, work, True)
 
-    unit, scale = ("TFLOP/s", 1e12) if torch.cuda.is_available() else ("GFLOP/s", 1e9)
-    figures = {}
-    print(
-        f"\n{'engine':<16} {'samples/s':>10} {'train s':>9} {'steps':>6} {unit + ' real':>13} "
-        f"{'mean loss':>10} {'accuracy':>9}"
-    )
-    for name, run in runs.items():
-        acc = None
-        if eval_set is not None:
-            acc = accuracy(run["model"], eval_ids, eval_labels, tokenizer.pad_token_id, tokenizer.padding_side)
-        figures[name] = {k: v for k, v in run.items() if k != "model"} | {
-            "flops_per_s": flops / run["train_s"],
-            "accuracy": acc,
-        }
-        print(
-            f"{name:<16} {run['samples_per_s']:10.2f} {run['train_s']:9.1f} {run['steps']:6d} "
-            f"{flops / run['train_s'] / scale:13.2f} {run['mean_loss']:10.4f} "
-            f"{'' if acc is None else f'{acc:9.4f}'}"
-        )
-    if "ours" in runs and "trainer" in runs:
-        ratio = runs["ours"]["samples_per_s"] / runs["trainer"]["samples_per_s"]
-        figures["ratio_ours_over_trainer"] = ratio
-        print(f"\nours / Trainer: {ratio:.2f}x samples/s")
-        if "trainer_grouped" in runs:
-            print(
-                f"ours / Trainer (group_by_length): "
-                f"{runs['ours']['samples_per_s'] / runs['trainer_grouped']['samples_per_s']:.2f}x samples/s"
-            )
-        if eval_set is not None:
-            print(
-                f"accuracy on {len(eval_set)} held-out reviews ({eval_set.name}): ours "
-                f"{figures['ours']['accuracy']:.4f}, Trainer {figures['trainer']['accuracy']:.4f}"
-            )
+    figures = report(args, runs, flops, eval_set, lambda model: accuracy(model, eval_ids, eval_labels, tokenizer))
     if args.json:
         Path(args.json).write_text(
             json.dumps(
