@@ -40,6 +40,31 @@ torch.optim.AdamW.step = failing
 sys.exit(main(sys.argv[1:]))
 '''
 
+OOM_SCRIPT = '''
+"""`bertsent` where the process of rank OOM_RANK runs out of memory on batches of more than OOM_ROWS sequences."""
+import os, sys, torch
+from bertsent import model as models
+from bertsent.cli import main
+
+original = models.load_classifier
+
+def load(*args, **kwargs):
+    model = original(*args, **kwargs)
+    inner = model.forward
+
+    def forward(*a, **k):
+        too_many = len(k["input_ids"]) > int(os.environ["OOM_ROWS"])
+        if os.environ["RANK"] == os.environ["OOM_RANK"] and "labels" in k and too_many:
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 1.00 GiB (simulated)")
+        return inner(*a, **k)
+
+    model.forward = forward
+    return model
+
+models.load_classifier = load
+sys.exit(main(sys.argv[1:]))
+'''
+
 
 @pytest.fixture(scope="module")
 def setup(tiny_model_dir, tmp_path_factory):
@@ -54,6 +79,7 @@ def setup(tiny_model_dir, tmp_path_factory):
         texts, labels = make_reviews(n, seed=seed)
         pd.DataFrame({"text": texts, "label": labels}).to_csv(root / name, index=False)
     (root / "crash.py").write_text(CRASH_SCRIPT)
+    (root / "oom.py").write_text(OOM_SCRIPT)
     return root
 
 
@@ -94,8 +120,8 @@ def _run(cwd: Path, *args: str, env: dict | None = None) -> subprocess.Completed
     )
 
 
-def _torchrun(cwd: Path, *args: str) -> subprocess.CompletedProcess:
-    return _run(cwd, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2", *args)
+def _torchrun(cwd: Path, *args: str, env: dict | None = None) -> subprocess.CompletedProcess:
+    return _run(cwd, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2", *args, env=env)
 
 
 def _accelerate_launch(cwd: Path, *args: str, env: dict | None = None) -> subprocess.CompletedProcess:
@@ -146,6 +172,21 @@ def test_two_processes_train_the_model_of_one_process_with_the_same_global_batch
     np.testing.assert_allclose(logits_two, logits_one, atol=1e-4)
     assert meta["metrics"]["validation"]["accuracy"] >= 0.9
     assert not [p.name for p in setup.iterdir() if p.name.endswith(".partial")]
+
+
+def test_out_of_memory_in_one_process_makes_both_halve_and_the_model_stays_the_same(setup):
+    plain = _torchrun(setup, "-m", "bertsent", *_train_args("plain", 8, "--epochs", "2"))
+    assert plain.returncode == 0, plain.stderr
+    # Only the second process runs out of memory, at 8 and at 4 sequences: both go down to 2, step by step.
+    oom = _torchrun(setup, "oom.py", *_train_args("oom", 8, "--epochs", "2"), env={"OOM_RANK": "1", "OOM_ROWS": "3"})
+    assert oom.returncode == 0, oom.stderr
+    backoffs = [line for line in oom.stderr.splitlines() if line.startswith("Out of memory in training")]
+    assert [line.split("micro-batches of ")[1].split()[0] for line in backoffs] == ["4", "2"]
+    assert json.loads((setup / "oom" / "bertsent.json").read_text())["settings"]["micro_batch_size"] == 2
+    a, b = load_file(setup / "plain" / "model.safetensors"), load_file(setup / "oom" / "model.safetensors")
+    for key in a:  # the same optimization: only the summation order of the gradients differs
+        torch.testing.assert_close(a[key], b[key], atol=1e-5, rtol=1e-4)
+    assert [r["step"] for r in _records(setup / "plain")] == [r["step"] for r in _records(setup / "oom")]
 
 
 def test_a_two_process_run_resumes_exactly_and_only_with_two_processes(setup):

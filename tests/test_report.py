@@ -317,7 +317,7 @@ def test_compare_writes_one_table(tiny_model_dir, write_csv, tmp_path, capsys):
             "--epochs",
             "1",
             "--batch-size",
-            "16",
+            "auto",
             "--max-train-samples",
             "32",
             "--validation-fraction",

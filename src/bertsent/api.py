@@ -44,11 +44,11 @@ def train(
     `tensorboard=True` (or a folder) also logs the training scalars for TensorBoard. Under torchrun or
     accelerate launch, every process calls this and they train together; only the main one writes."""
     config = train_config(settings)
-    models.resolve_model(config.model)  # a bad --model fails now, not after reading (or downloading) the data
     runtime = Runtime(config.device, config.precision)
     log = runtime.main_only(log)
     read = dict(text_column=text_column, label_column=label_column, encoding=encoding, drop_invalid=drop_invalid)
-    with runtime.main_process_first():  # downloads and caches once
+    with runtime.main_process_first():  # downloads and unpacks once, into the cache the others then read
+        models.resolve_model(config.model)  # a bad --model fails now, not after reading (or downloading) the data
         train_set, validation = training_data(data, eval_data, read, config, log)
     link = out is None
     if out is None:  # the main process's clock names the folder for all

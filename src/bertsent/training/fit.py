@@ -74,18 +74,9 @@ def fit(
     train_ids = models.truncate(tokens, config.max_length, config.truncation)
     del tokens
 
-    run = build_run(
-        config,
-        runtime,
-        model,
-        tokenizer,
-        train_ids,
-        [classes.index(y) for y in train.labels],
-        validation,
-        classes,
-        folder,
-        log,
-    )
+    label_index = {name: i for i, name in enumerate(classes)}
+    train_labels = [label_index[y] for y in train.labels]
+    run = build_run(config, runtime, model, tokenizer, train_ids, train_labels, validation, classes, folder, log)
     run.resume_key = {"config": request.as_dict(), "fingerprint": train.fingerprint()}
     if checkpoint is not None:
         restore_checkpoint(run, checkpoint)
