@@ -37,11 +37,11 @@ def finish(
     if selection.weights is not None:
         run.model.load_state_dict(selection.weights)
     scores = temperature = None
-    if run.validation is not None:
+    if run.validation_set is not None:
         # The kept evaluation's logits, or (when no evaluation ever improved, e.g. a NaN loss) the last model's.
-        logits = selection.logits if selection.logits is not None else run.validation.logits(run.model)
-        temperature = fit_temperature(logits, run.validation.y_index) if config.calibrate else 1.0
-        scores = run.validation.score(logits, temperature)
+        logits = selection.logits if selection.logits is not None else run.validation_set.logits(run.model)
+        temperature = fit_temperature(logits, run.validation_set.y_index) if config.calibrate else 1.0
+        scores = run.validation_set.score(logits, temperature)
     train_seconds = time.time() - started
     metadata = _metadata(run, train, validation, scores.metrics if scores else None, temperature, train_seconds)
     if run.runtime.is_main:
@@ -76,7 +76,7 @@ def _metadata(
         "bertsent_version": package_version(),
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "base_model": config.model,
-        "labels": run.validation.classes if run.validation else list(run.model.config.id2label.values()),
+        "labels": [run.model.config.id2label[i] for i in range(run.model.config.num_labels)],
         "max_length": config.max_length,
         "truncation": config.truncation,
         "temperature": temperature if temperature is not None else 1.0,

@@ -26,7 +26,7 @@ from .loop import Run, count_steps, restore_checkpoint, train_loop
 from .microbatch import MicroBatches
 from .records import METRICS_LOG, StepLog, tensorboard_writer_class
 from .run_folder import RunFolder
-from .selection import ModelSelection, Validation
+from .selection import ModelSelection, ValidationSet
 
 
 def fit(
@@ -186,12 +186,14 @@ def build_run(
         micro_size,
         log,
     )
-    checked = None
+    validation_set = None
     if validation is not None:
         ids, lengths = models.encode(
             tokenizer, validation.texts, config.max_length, config.truncation, return_lengths=True
         )
-        checked = Validation(ids, validation.labels, lengths, classes, collator, config.eval_batch_size, runtime)
+        validation_set = ValidationSet(
+            ids, validation.labels, lengths, classes, collator, config.eval_batch_size, runtime
+        )
     selection = ModelSelection(config.metric, config.early_stopping, keep_weights=runtime.is_main)
     return Run(
         config=config,
@@ -203,7 +205,7 @@ def build_run(
         sampler=sampler,
         micro=micro,
         selection=selection,
-        validation=checked,
+        validation_set=validation_set,
         folder=folder,
         log=log,
     )

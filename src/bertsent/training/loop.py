@@ -13,7 +13,7 @@ from .config import TrainConfig
 from .microbatch import MicroBatches
 from .records import StepLog
 from .run_folder import RunFolder
-from .selection import ModelSelection, Validation
+from .selection import ModelSelection, ValidationSet
 
 
 @dataclass
@@ -38,7 +38,7 @@ class Run:
     sampler: LengthBucketBatchSampler
     micro: MicroBatches
     selection: ModelSelection
-    validation: Validation | None
+    validation_set: ValidationSet | None  # the validation data, encoded, to score the model on
     folder: RunFolder
     log: Callable[[str], None]
     records: StepLog | None = None  # made once the run folder is ready
@@ -102,10 +102,10 @@ def count_steps(sampler: LengthBucketBatchSampler, epochs: int, grad_accum: int)
 
 def evaluate(run: Run, epoch: float) -> bool:
     """Score the validation data and keep the best model; True when early stopping says stop."""
-    if run.validation is None:
+    if run.validation_set is None:
         return False
-    logits = run.validation.logits(run.model)
-    metrics = run.validation.score(logits).metrics
+    logits = run.validation_set.logits(run.model)
+    metrics = run.validation_set.score(logits).metrics
     step = run.position.step
     improved = run.selection.update(run.model, logits, metrics, step, epoch)
     run.records.evaluation(step, epoch, metrics)

@@ -12,7 +12,7 @@ from ..metrics import Scores, headline, score_logits
 from ..runtime import Runtime
 
 
-class Validation:
+class ValidationSet:
     """The validation data, encoded once; scored on every process's share, then gathered."""
 
     def __init__(
