@@ -209,3 +209,14 @@ def test_a_two_process_run_resumes_exactly_and_only_with_two_processes(setup):
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     strip = [{k: v for k, v in r.items() if k != "samples_per_s"} for r in _records(setup / "straight")]
     assert strip == [{k: v for k, v in r.items() if k != "samples_per_s"} for r in _records(setup / "crashed")]
+
+
+def test_two_processes_agree_on_the_default_model_folder(setup):
+    # Without --out the folder is named by the time: the main process's clock names it for both.
+    run = _torchrun(setup, "-m", "bertsent", "train", "--data", "train.csv", "--model", "tiny", "--epochs", "1",
+                    "--quiet", "--no-report")  # fmt: skip
+    assert run.returncode == 0, run.stderr
+    folders = [p for p in (setup / "runs").iterdir() if p.name != "latest"]
+    assert len(folders) == 1 and (folders[0] / "model.safetensors").exists()
+    assert (setup / "runs" / "latest").resolve() == folders[0].resolve()
+    assert f"Model: {Path('runs') / folders[0].name}" in run.stdout
