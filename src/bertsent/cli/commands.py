@@ -40,7 +40,7 @@ def _data_options(args) -> dict:
 def cmd_train(args) -> int:
     from .. import api
 
-    settings = training_settings(args) | ({"model": args.model} if args.model else {})
+    settings = training_settings(args)  # --model included: it is a TrainConfig setting too
     options = _data_options(args) | dict(out=args.out, report=not args.no_report, tensorboard=args.tensorboard)
     if args.seeds is not None:
         return _train_seeds(args, options, settings)
