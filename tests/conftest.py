@@ -75,6 +75,21 @@ def tiny_model_dir(tmp_path_factory, minilm_dir) -> Path:
 
 
 @pytest.fixture(scope="session")
+def no_dropout_dir(tiny_model_dir, tmp_path_factory) -> Path:
+    """The tiny BERT without dropout: equal gradients give equal weights, whatever the random stream (packed
+    and padded batches, micro-batches, processes draw different random masks)."""
+    import json
+    import shutil
+
+    folder = tmp_path_factory.mktemp("tiny-no-dropout")
+    shutil.copytree(tiny_model_dir, folder, dirs_exist_ok=True)
+    config = json.loads((folder / "config.json").read_text())
+    config.update(hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0, classifier_dropout=0.0)
+    (folder / "config.json").write_text(json.dumps(config))
+    return folder
+
+
+@pytest.fixture(scope="session")
 def trained(tiny_model_dir, tmp_path_factory):
     """The tiny BERT fine-tuned on the toy task (validation: make_reviews(40, seed=2)); learns it in seconds."""
     import bertsent

@@ -67,14 +67,11 @@ sys.exit(main(sys.argv[1:]))
 
 
 @pytest.fixture(scope="module")
-def setup(tiny_model_dir, tmp_path_factory):
+def setup(no_dropout_dir, tmp_path_factory):
     """The tiny BERT without dropout (so no random masks differ between runs), and toy data: 97 training rows,
     so the last global batch of each epoch has fewer sequences than there are processes."""
     root = tmp_path_factory.mktemp("distributed")
-    shutil.copytree(tiny_model_dir, root / "tiny")
-    config = json.loads((root / "tiny" / "config.json").read_text())
-    config.update(hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0, classifier_dropout=0.0)
-    (root / "tiny" / "config.json").write_text(json.dumps(config))
+    shutil.copytree(no_dropout_dir, root / "tiny")
     for name, n, seed in (("train.csv", 97, 1), ("val.csv", 24, 2)):
         texts, labels = make_reviews(n, seed=seed)
         pd.DataFrame({"text": texts, "label": labels}).to_csv(root / name, index=False)

@@ -1,7 +1,6 @@
 """The training engine: truncation strategies, gradient accumulation, out-of-memory back-off."""
 
 import json
-import shutil
 
 import pytest
 import torch
@@ -68,17 +67,6 @@ def test_short_texts_are_untouched_and_bad_strategy_is_refused(tokenizer, words)
 
 
 # ----------------------------------------------------------------------------- training equivalences
-
-
-@pytest.fixture(scope="module")
-def no_dropout_dir(tiny_model_dir, tmp_path_factory):
-    """The tiny BERT without dropout: equal gradients give equal weights, whatever the random stream."""
-    folder = tmp_path_factory.mktemp("tiny-no-dropout")
-    shutil.copytree(tiny_model_dir, folder, dirs_exist_ok=True)
-    config = json.loads((folder / "config.json").read_text())
-    config.update(hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0, classifier_dropout=0.0)
-    (folder / "config.json").write_text(json.dumps(config))
-    return folder
 
 
 def _train(folder, out, n=16, log=None, **settings):

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -119,19 +118,8 @@ def test_attention_dropout_runs_in_the_padded_fallback(tiny_model_dir, monkeypat
     assert len(calls) == 2  # dropout off: the kernel, in both layers
 
 
-def _tiny_bert_without_dropout(tiny_model_dir: Path, folder: Path) -> Path:
-    """The tiny BERT with dropout off, so packed and padded training draw no different random masks."""
-    import shutil
-
-    shutil.copytree(tiny_model_dir, folder)
-    config = json.loads((folder / "config.json").read_text())
-    config.update(hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0, classifier_dropout=0.0)
-    (folder / "config.json").write_text(json.dumps(config))
-    return folder
-
-
-def test_packed_training_ends_with_the_padded_runs_model(tiny_model_dir, tmp_path):
-    base = _tiny_bert_without_dropout(tiny_model_dir, tmp_path / "base")
+def test_packed_training_ends_with_the_padded_runs_model(no_dropout_dir, tmp_path):
+    base = no_dropout_dir  # dropout off, so packed and padded training draw no different random masks
     texts, labels = make_reviews(96, seed=1)
     val_texts, val_labels = make_reviews(32, seed=2)
     settings = dict(
