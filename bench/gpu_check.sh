@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# The GPU benchmarks in one go, for a session lent a GPU machine. Parts: check (packing logits and
-# step speed, ~2 min), speed (ours vs Trainer, ~4 min), accuracy (IMDB, ~3 min), scaling (1 GPU vs all
-# of them, only on a machine with several); default: all four.
+# The GPU benchmarks in one go, for a session lent a GPU machine. Parts: accuracy (IMDB, ~5 min on an
+# H200), speed (ours vs Trainer, ~4 min), check (packing logits and step speed, ~2 min), scaling (1 GPU vs
+# all of them, only on a machine with several); default: all four, in that order.
 # Here, first: ../shared/gpu/make_carry.sh   (fills .gpu/ with the fp16 MiniLM and the IMDB archive)
 # Then run on the device, from the repository root, carrying .gpu:   bash bench/gpu_check.sh [PART ...]
 # The GPU machine has torch, transformers and accelerate but not this package's model wheel, so the
