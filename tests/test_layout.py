@@ -19,20 +19,33 @@ LAYERS = {
     "batching": 1,
     "runtime": 1,
     "packing": 1,
+    "streaming": 1,
     "inference": 2,
     "metrics": 2,
+    "backends": 2,
     "training": 3,
     "prediction": 3,
     "report": 3,
+    "export": 3,
     "api": 4,
     "experiments": 4,
     "estimator": 4,
+    "bulk": 4,
+    "ray": 4,
     "cli": 5,
     "__main__": 6,
     "__init__": 6,
 }
 # Within a layer, only these.
-SAME_LAYER = {("packing", "batching"), ("training", "report"), ("experiments", "api"), ("estimator", "api")}
+SAME_LAYER = {
+    ("packing", "batching"),
+    ("streaming", "data"),
+    ("backends", "inference"),
+    ("backends", "metrics"),
+    ("training", "report"),
+    ("experiments", "api"),
+    ("estimator", "api"),
+}
 
 
 def _imports(path: Path) -> set[str]:

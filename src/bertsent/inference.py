@@ -18,8 +18,10 @@ def predict_logits(
     max_tokens: int | None = None,
     device: torch.device | None = None,
     autocast_dtype: torch.dtype | None = None,
+    progress=None,
 ) -> np.ndarray:
-    """Logits for token-id lists, in their order. Batches are length-sorted so little is padded."""
+    """Logits for token-id lists, in their order. Batches are length-sorted so little is padded. `progress`,
+    when given, is called with each batch's size."""
     device = device or next(model.parameters()).device
     was_training = model.training
     model.eval()
@@ -32,6 +34,8 @@ def predict_logits(
         with torch.autocast(device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None):
             parts.append(model(**batch).logits.float())  # left on the device: copying each batch back would wait
         order += batch_indices
+        if progress is not None:
+            progress(len(batch_indices))
     model.train(was_training)
     out = np.zeros((len(ids), model.config.num_labels), dtype=np.float32)
     if parts:

@@ -350,6 +350,14 @@ def set_padding_token(model, tokenizer) -> None:
         model.config.pad_token_id = tokenizer.pad_token_id
 
 
+def load_config(folder: str | os.PathLike):
+    """A model folder's config.json: labels and sizes without loading the weights."""
+    from transformers import AutoConfig
+
+    _quiet_transformers()
+    return AutoConfig.from_pretrained(str(folder))
+
+
 def model_max_length(tokenizer, model=None) -> int:
     """The longest input the model takes: the tokenizer's limit, or the position table's."""
     limits = [getattr(tokenizer, "model_max_length", None)]
@@ -395,12 +403,7 @@ def truncate(tokens: list[tuple[list[int], list[int]]], max_length: int, truncat
         if len(ids) <= max_length:
             out.append(ids)
             continue
-        start = 0
-        while start < len(ids) and special[start]:
-            start += 1
-        end = len(ids)
-        while end > start and special[end - 1]:
-            end -= 1
+        start, end = _body_span(special)
         prefix, body, suffix = ids[:start], ids[start:end], ids[end:]
         room = max_length - len(prefix) - len(suffix)
         if truncation == "head":
@@ -412,6 +415,39 @@ def truncate(tokens: list[tuple[list[int], list[int]]], max_length: int, truncat
             body = body[:head] + body[len(body) - (room - head) :] if room > head else body[:room]
         out.append(prefix + body + suffix)
     return out
+
+
+def windows(
+    tokens: list[tuple[list[int], list[int]]], max_length: int, stride: int
+) -> tuple[list[list[int]], list[int]]:
+    """`tokenize`'s output cut into overlapping windows of at most max_length tokens, each with the special
+    tokens at both ends; window starts `stride` tokens apart, the last one flush with the text's end, so every
+    token is in some window. Returns the windows and, for each, the index of the text it came from."""
+    out, owner = [], []
+    for index, (ids, special) in enumerate(tokens):
+        if len(ids) <= max_length:
+            out.append(ids)
+            owner.append(index)
+            continue
+        start, end = _body_span(special)
+        prefix, body, suffix = ids[:start], ids[start:end], ids[end:]
+        room = max_length - len(prefix) - len(suffix)
+        last = len(body) - room
+        starts = list(range(0, last, stride)) + [last]
+        out += [prefix + body[s : s + room] + suffix for s in starts]
+        owner += [index] * len(starts)
+    return out, owner
+
+
+def _body_span(special: list[int]) -> tuple[int, int]:
+    """Where the text's own tokens are: between the special tokens at either end."""
+    start = 0
+    while start < len(special) and special[start]:
+        start += 1
+    end = len(special)
+    while end > start and special[end - 1]:
+        end -= 1
+    return start, end
 
 
 def parameter_count(model) -> int:

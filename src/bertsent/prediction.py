@@ -8,17 +8,32 @@ from pathlib import Path
 
 import numpy as np
 
+from . import backends
 from . import model as models
+from .backends import BACKENDS
 from .batching import Collator
 from .errors import BertsentError
 from .files import partial_folder, publish_folder
-from .inference import predict_logits
 from .metrics import check_neutral_band, labels_from_proba, softmax
 from .runtime import pick_device
 
+LONG_TEXTS = ("head", "tail", "head+tail", "windows")
+# Texts longer than the model's length are scored in overlapping windows whose logits are averaged: on IMDB's
+# long reviews this scored best, and it keeps a model trained on short texts on the lengths it knows
+# (bench/RESULTS.md, "Long texts").
+DEFAULT_LONG = "windows"
+
+__all__ = ["BACKENDS", "LONG_TEXTS", "SentimentModel", "load"]
+
 
 class SentimentModel:
-    """A trained classifier with scikit-learn's shape: predict, predict_proba, classes_."""
+    """A trained classifier with scikit-learn's shape: predict, predict_proba, classes_.
+
+    Texts are cut to `max_length` tokens (default: the length the model was trained at, from bertsent.json)
+    as `long` says: keep the head, the tail, both, or score every window of max_length tokens, `stride`
+    apart (default half a window), and average the windows' logits. `backend` picks what runs the model:
+    torch, or an ONNX export (`bertsent export`); "auto" takes the ONNX one on CPU when the folder has one.
+    """
 
     def __init__(
         self,
@@ -29,30 +44,66 @@ class SentimentModel:
         batch_size: int = 64,
         max_length: int | None = None,
         neutral_band: float | None = None,
+        *,
+        long: str | None = None,
+        stride: int | None = None,
+        backend: str = "auto",
+        threads: int | None = None,
+        folder: str | os.PathLike | None = None,
     ):
-        self.device = pick_device(device)
-        self.model = model.to(self.device).eval()
-        self.tokenizer = tokenizer
-        self.metadata = metadata or {}
-        self.batch_size = batch_size
-        config = model.config
-        self.classes_ = [config.id2label[i] for i in range(config.num_labels)]
-        self.max_length = max_length or models.model_max_length(tokenizer, model)
-        self.truncation = self.metadata.get("truncation", "head+tail")
-        self.temperature = float(self.metadata.get("temperature", 1.0))
         check_neutral_band(neutral_band)
+        self.metadata = metadata or {}
+        self.folder = Path(folder) if folder is not None else None
+        self.device = pick_device(device)
+        self.tokenizer = tokenizer
+        self.batch_size = _whole("batch_size", batch_size, 1)
+        self._model = model
+        config = model.config if model is not None else models.load_config(self.folder)
+        self.classes_ = [config.id2label[i] for i in range(config.num_labels)]
+        limit = models.model_max_length(tokenizer, model if model is not None else _Positions(config))
+        trained = self.metadata.get("max_length")
+        self.max_length = _whole("max_length", max_length, 8) if max_length else min(trained or limit, limit)
+        if self.max_length > limit:
+            raise BertsentError(f"--max-length {self.max_length}: the model takes at most {limit} tokens.")
+        self.long = long or DEFAULT_LONG
+        if self.long not in LONG_TEXTS:
+            raise BertsentError(f"--long {self.long}: use one of {', '.join(LONG_TEXTS)}.")
+        self.stride = _whole("stride", stride, 1) if stride else max(1, self.max_length // 2)
+        if self.stride > self.max_length:
+            raise BertsentError(f"--stride {self.stride}: must not exceed the window, {self.max_length} tokens.")
         self.neutral_band = neutral_band
         self.collator = Collator(tokenizer.pad_token_id, tokenizer.padding_side)
+        self.backend_name = backends.resolve_backend(backend, self.folder, self.device.type)
+        self.backend = self._open_backend(threads)
+        exported = backends.onnx_temperature(self.folder, self.backend_name) if self.folder else None
+        self.temperature = float(exported or self.metadata.get("temperature", 1.0))
+
+    def _open_backend(self, threads: int | None):
+        if self.backend_name == "torch":
+            return backends.TorchBackend(self.model, self.collator, self.device, self.batch_size, threads)
+        return backends.OnnxBackend(
+            backends.onnx_path(self.folder, self.backend_name), self.collator, self.batch_size, threads
+        )
+
+    @property
+    def model(self):
+        """The PyTorch model; with an ONNX backend, loaded only when asked for (e.g. by `save`)."""
+        if self._model is None:
+            self._model = models.load_classifier(self.folder)
+            models.set_padding_token(self._model, self.tokenizer)
+        return self._model
 
     @classmethod
-    def load(cls, folder: str | os.PathLike, **kwargs) -> SentimentModel:
+    def load(cls, folder: str | os.PathLike, backend: str = "auto", device: str | None = None, **kwargs):
         folder = Path(folder).expanduser()
         models.check_model_folder(folder, need_classifier=True)
         metadata = models.read_metadata(folder)
         tokenizer = models.load_tokenizer(folder)
-        model = models.load_classifier(folder)
-        models.set_padding_token(model, tokenizer)
-        return cls(model, tokenizer, metadata, **kwargs)
+        model = None
+        if backends.resolve_backend(backend, folder, pick_device(device).type) == "torch":
+            model = models.load_classifier(folder)
+            models.set_padding_token(model, tokenizer)
+        return cls(model, tokenizer, metadata, device=device, backend=backend, folder=folder, **kwargs)
 
     def _texts(self, texts) -> list[str]:
         if isinstance(texts, str):
@@ -60,20 +111,32 @@ class SentimentModel:
         texts = ["" if t is None else str(t) for t in texts]
         return texts
 
-    def decision_function(self, texts, return_lengths: bool = False):
-        """Raw logits, one row per text; with return_lengths, also each text's length in tokens
-        before truncation."""
+    def decision_function(self, texts, return_lengths: bool = False, progress=None):
+        """Raw logits, one row per text (a long text's windows averaged); with return_lengths, also each text's
+        length in tokens before truncation. `progress`, when given, is called with fractions of texts done."""
         texts = self._texts(texts)
         if not texts:  # the tokenizer fails on an empty batch
             empty = np.zeros((0, len(self.classes_)), dtype=np.float32)
             return (empty, []) if return_lengths else empty
-        ids, lengths = models.encode(self.tokenizer, texts, self.max_length, self.truncation, return_lengths=True)
-        logits = predict_logits(self.model, ids, self.collator, self.batch_size, device=self.device)
+        tokens = models.tokenize(self.tokenizer, texts)
+        lengths = [len(ids) for ids, _ in tokens]
+        if self.long == "windows":
+            ids, owner = models.windows(tokens, self.max_length, self.stride)
+        else:
+            ids, owner = models.truncate(tokens, self.max_length, self.long), None
+        del tokens
+        report = None
+        if progress is not None:
+            share = len(texts) / len(ids)
+            report = lambda n: progress(n * share)  # noqa: E731  (windows done, in texts)
+        logits = self.backend.logits(ids, progress=report)
+        if owner is not None and len(ids) > len(texts):
+            logits = _mean_by_owner(logits, owner, len(texts))
         return (logits, lengths) if return_lengths else logits
 
-    def predict_proba(self, texts) -> np.ndarray:
+    def predict_proba(self, texts, progress=None) -> np.ndarray:
         """Calibrated class probabilities (temperature-scaled softmax), columns in `classes_` order."""
-        return softmax(self.decision_function(texts), self.temperature)
+        return softmax(self.decision_function(texts, progress=progress), self.temperature)
 
     def predict(self, texts) -> list[str]:
         return self.labels_from_proba(self.predict_proba(texts))
@@ -82,10 +145,10 @@ class SentimentModel:
         """Labels for probabilities: the most probable class, or "neutral" within the neutral band."""
         return labels_from_proba(probs, self.classes_, self.neutral_band)
 
-    def predict_records(self, texts) -> list[dict]:
+    def predict_records(self, texts, progress=None) -> list[dict]:
         """[{"text", "label", "probs": {label: p}}] for each text."""
         texts = self._texts(texts)
-        probs = self.predict_proba(texts)
+        probs = self.predict_proba(texts, progress=progress)
         labels = self.labels_from_proba(probs)
         return [
             {"text": t, "label": label, "probs": {c: round(float(p), 6) for c, p in zip(self.classes_, row)}}
@@ -106,6 +169,31 @@ class SentimentModel:
         return out
 
 
+class _Positions:
+    """A config standing in for the model, for `model_max_length` when no PyTorch model is loaded."""
+
+    def __init__(self, config):
+        self.config = config
+
+
+def _mean_by_owner(logits: np.ndarray, owner: list[int], n: int) -> np.ndarray:
+    """Each text's windows' logits averaged: the text's logits."""
+    sums = np.zeros((n, logits.shape[1]), dtype=np.float64)
+    np.add.at(sums, owner, logits)
+    counts = np.bincount(owner, minlength=n)[:, None]
+    return (sums / counts).astype(np.float32)
+
+
+def _whole(name: str, value, least: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < least:
+        flag = "--" + name.replace("_", "-")
+        raise BertsentError(f"{flag} {value}: must be a whole number of at least {least}.")
+    return int(value)
+
+
 def load(folder: str | os.PathLike, **kwargs) -> SentimentModel:
-    """Load a model folder written by `bertsent train` (or any HF sequence-classification folder)."""
+    """Load a model folder written by `bertsent train` (or any HF sequence-classification folder).
+
+    Keywords: backend (auto|torch|onnx|onnx-int8), device, batch_size, max_length, long
+    (head|tail|head+tail|windows), stride, neutral_band, threads."""
     return SentimentModel.load(folder, **kwargs)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 from dataclasses import fields
 
+from ..prediction import BACKENDS, LONG_TEXTS
 from ..runtime import package_version
 from ..training import RECIPES, TrainConfig
 
@@ -59,7 +60,7 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument(
         "--report", metavar="DIR", help="write metrics.json, report.html, errors.csv and charts into DIR"
     )
-    evaluate.add_argument("--batch-size", type=int, default=64, metavar="N")
+    add_prediction_flags(evaluate)
     evaluate.add_argument("--neutral-band", type=float, metavar="X", help="binary models: report unsure as neutral")
 
     predict = commands.add_parser("predict", help="label new texts")
@@ -70,7 +71,7 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--encoding", default="utf-8")
     predict.add_argument("--out", metavar="F", help="write here instead of stdout")
     predict.add_argument("--format", choices=["table", "jsonl", "csv"], help="default: table, or from --out's suffix")
-    predict.add_argument("--batch-size", type=int, default=64, metavar="N")
+    add_prediction_flags(predict)
     predict.add_argument(
         "--neutral-band", type=float, metavar="X", help="binary models: below 0.5+X/2 confidence the label is 'neutral'"
     )
@@ -99,6 +100,28 @@ def build_parser() -> argparse.ArgumentParser:
     models = commands.add_parser("models", help="models usable offline on this machine")
     models.add_argument("--json", action="store_true", help="print JSON")
     return parser
+
+
+def add_prediction_flags(parser: argparse.ArgumentParser) -> None:
+    """How a trained model is run: `predict` and `evaluate` alike."""
+    parser.add_argument("--batch-size", type=int, default=64, metavar="N")
+    parser.add_argument(
+        "--backend",
+        choices=BACKENDS,
+        default="auto",
+        help="auto: an exported ONNX model on CPU when the folder has one (bertsent export), else torch",
+    )
+    parser.add_argument(
+        "--long",
+        choices=LONG_TEXTS,
+        help="texts longer than --max-length: keep the head, the tail, both, or score overlapping windows "
+        "and average them (default: windows)",
+    )
+    parser.add_argument(
+        "--max-length", type=int, metavar="N", help="tokens per text or window (default: the training length)"
+    )
+    parser.add_argument("--stride", type=int, metavar="N", help="windows: tokens between window starts (default half)")
+    parser.add_argument("--threads", type=int, metavar="N", help="CPU threads (default: the machine's cores)")
 
 
 def add_data_flags(parser: argparse.ArgumentParser, training: bool = False) -> None:

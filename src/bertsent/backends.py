@@ -1,0 +1,92 @@
+"""Where a trained model's logits come from: PyTorch, or the model exported to ONNX (fp32 or int8) and run by
+ONNX Runtime. Each backend takes token-id lists and returns logits in their order, in length-sorted batches
+so little is padded; each is built once per loaded model, never per call."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+
+from .batching import Collator
+from .errors import ModelError
+from .inference import predict_logits
+
+BACKENDS = ("auto", "torch", "onnx", "onnx-int8")
+ONNX_DIR = "onnx"
+ONNX_FILES = {"onnx": "model.onnx", "onnx-int8": "model_int8.onnx"}
+ONNX_METADATA = "export.json"  # per exported file: parity, accuracy, refitted temperature
+
+Progress = Callable[[int], None]  # called with the number of sequences just scored
+
+
+def onnx_path(folder: Path, backend: str) -> Path:
+    return Path(folder) / ONNX_DIR / ONNX_FILES[backend]
+
+
+def resolve_backend(name: str, folder: Path | None, device_type: str) -> str:
+    """The backend `name` stands for: "auto" is the int8 model, else the fp32 one, when the folder has it and
+    the device is the CPU (ONNX Runtime here runs on CPU), else torch."""
+    if name not in BACKENDS:
+        raise ModelError(f"backend {name!r}: use one of {', '.join(BACKENDS)}.")
+    if name == "auto":
+        if folder is None or device_type != "cpu":
+            return "torch"
+        return next((b for b in ("onnx-int8", "onnx") if onnx_path(folder, b).is_file()), "torch")
+    if name != "torch" and (folder is None or not onnx_path(folder, name).is_file()):
+        where = folder if folder is not None else "this model"
+        int8 = " --int8" if name == "onnx-int8" else ""
+        raise ModelError(
+            f"backend {name}: {where} has no {ONNX_DIR}/{ONNX_FILES[name]}. Export it first: "
+            f"bertsent export {where}{int8}"
+        )
+    return name
+
+
+def default_threads() -> int:
+    """The cores this process may use (a container's or taskset's limit, not the machine's count)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not on Linux
+        return max(1, os.cpu_count() or 1)
+
+
+class TorchBackend:
+    name = "torch"
+
+    def __init__(self, model, collator: Collator, device, batch_size: int = 64, threads: int | None = None):
+        import torch
+
+        if threads:
+            torch.set_num_threads(threads)
+        self.model = model.to(device).eval()
+        self.collator = collator
+        self.device = device
+        self.batch_size = batch_size
+
+    def logits(self, ids: list[list[int]], progress: Progress | None = None) -> np.ndarray:
+        return predict_logits(self.model, ids, self.collator, self.batch_size, device=self.device, progress=progress)
+
+
+def onnx_temperature(folder: Path, backend: str) -> float | None:
+    """The temperature refitted for an exported model on `bertsent export --data`, if it was."""
+    if backend == "torch":
+        return None
+    import json
+
+    path = Path(folder) / ONNX_DIR / ONNX_METADATA
+    try:
+        entry = json.loads(path.read_text()).get(ONNX_FILES[backend], {})
+    except (OSError, ValueError, AttributeError):
+        return None
+    value = entry.get("temperature") if isinstance(entry, dict) else None
+    return float(value) if isinstance(value, (int, float)) and value > 0 else None
+
+
+class OnnxBackend:
+    """An exported model run by ONNX Runtime on the CPU. (Being written: see the export issue.)"""
+
+    def __init__(self, path: Path, collator: Collator, batch_size: int = 64, threads: int | None = None):
+        raise NotImplementedError
