@@ -14,6 +14,7 @@ from .errors import BertsentError, DataError
 from .files import write_json_atomic
 from .metrics import check_neutral_band, score_logits
 from .prediction import SentimentModel
+from .progress import progress_bar
 from .runtime import Runtime
 from .training import METRICS_LOG, TrainConfig, TrainResult, fit
 
@@ -129,13 +130,31 @@ def evaluate(
     batch_size: int = 64,
     neutral_band: float | None = None,
     report: str | os.PathLike | None = None,
+    backend: str = "auto",
+    long: str | None = None,
+    max_length: int | None = None,
+    stride: int | None = None,
+    threads: int | None = None,
+    progress: bool = False,
 ) -> dict:
     """Metrics of a trained model on labeled data; written as JSON to `out` when given, and as a full
-    report (metrics.json, report.html, errors.csv, charts) into the folder `report` when given."""
+    report (metrics.json, report.html, errors.csv, charts) into the folder `report` when given.
+
+    backend, long, max_length, stride and threads say how the model runs, as in `bertsent.load`;
+    `progress` shows a progress bar on stderr."""
     check_neutral_band(neutral_band)
-    model = (
-        model_dir if isinstance(model_dir, SentimentModel) else SentimentModel.load(model_dir, batch_size=batch_size)
-    )
+    if isinstance(model_dir, SentimentModel):
+        model = model_dir
+    else:
+        model = SentimentModel.load(
+            model_dir,
+            batch_size=batch_size,
+            backend=backend,
+            long=long,
+            max_length=max_length,
+            stride=stride,
+            threads=threads,
+        )
     model.neutral_band = neutral_band
     dataset = (
         data
@@ -156,7 +175,8 @@ def evaluate(
             f"classes ({', '.join(model.classes_)}). Use data with the model's labels."
         )
     # Encode once: the ids for the model, the untruncated lengths for accuracy by length.
-    logits, lengths = model.decision_function(dataset.texts, return_lengths=True)
+    with progress_bar(len(dataset), "Scoring", enabled=progress) as bar:
+        logits, lengths = model.decision_function(dataset.texts, return_lengths=True, progress=bar)
     scores = score_logits(
         logits,
         dataset.labels,
@@ -166,6 +186,13 @@ def evaluate(
         lengths=lengths,
     )
     metrics = scores.metrics
+    metrics["model"] = {
+        "backend": model.backend_name,
+        "long": model.long,
+        "max_length": model.max_length,
+        "stride": model.stride if model.long == "windows" else None,
+        "temperature": model.temperature,
+    }
     metrics["data"] = {
         "source": dataset.name,
         "rows": len(dataset),

@@ -61,14 +61,11 @@ class SentimentModel:
         config = model.config if model is not None else models.load_config(self.folder)
         self.classes_ = [config.id2label[i] for i in range(config.num_labels)]
         limit = models.model_max_length(tokenizer, model if model is not None else _Positions(config))
-        trained = self.metadata.get("max_length")
-        self.max_length = _whole("max_length", max_length, 8) if max_length else min(trained or limit, limit)
-        if self.max_length > limit:
-            raise BertsentError(f"--max-length {self.max_length}: the model takes at most {limit} tokens.")
+        self.max_length = _max_length(max_length, self.metadata.get("max_length"), limit)
         self.long = long or DEFAULT_LONG
         if self.long not in LONG_TEXTS:
             raise BertsentError(f"--long {self.long}: use one of {', '.join(LONG_TEXTS)}.")
-        self.stride = _whole("stride", stride, 1) if stride else max(1, self.max_length // 2)
+        self.stride = _whole("stride", stride, 1) if stride is not None else max(1, self.max_length // 2)
         if self.stride > self.max_length:
             raise BertsentError(f"--stride {self.stride}: must not exceed the window, {self.max_length} tokens.")
         self.neutral_band = neutral_band
@@ -182,6 +179,16 @@ def _mean_by_owner(logits: np.ndarray, owner: list[int], n: int) -> np.ndarray:
     np.add.at(sums, owner, logits)
     counts = np.bincount(owner, minlength=n)[:, None]
     return (sums / counts).astype(np.float32)
+
+
+def _max_length(asked: int | None, trained: int | None, limit: int) -> int:
+    """The tokens per text or window: as asked, else the training length (the lengths the model knows)."""
+    if asked is None:
+        return min(trained or limit, limit)
+    asked = _whole("max_length", asked, 8)
+    if asked > limit:
+        raise BertsentError(f"--max-length {asked}: the model takes at most {limit} tokens.")
+    return asked
 
 
 def _whole(name: str, value, least: int) -> int:

@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 from ..errors import BertsentError
-from .parser import training_settings
+from .parser import prediction_settings, training_settings
 from .tables import (
     format_compare,
     format_data_info,
@@ -103,6 +103,8 @@ def cmd_evaluate(args) -> int:
         batch_size=args.batch_size,
         neutral_band=args.neutral_band,
         report=args.report,
+        **prediction_settings(args),
+        progress=True,
     )
     print(f"{metrics['data']['source']}: {metrics['data']['rows']} examples")
     print(format_metrics(metrics))

@@ -124,6 +124,11 @@ def add_prediction_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--threads", type=int, metavar="N", help="CPU threads (default: the machine's cores)")
 
 
+def prediction_settings(args) -> dict:
+    """`add_prediction_flags`' values, as `bertsent.load` takes them (batch size apart)."""
+    return {name: getattr(args, name) for name in ("backend", "long", "max_length", "stride", "threads")}
+
+
 def add_data_flags(parser: argparse.ArgumentParser, training: bool = False) -> None:
     if training:
         parser.add_argument(
