@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .batching import Collator
+from .batching import Collator, LengthBucketBatchSampler
 from .errors import ModelError
 from .inference import predict_logits
 
@@ -85,8 +85,66 @@ def onnx_temperature(folder: Path, backend: str) -> float | None:
     return float(value) if isinstance(value, (int, float)) and value > 0 else None
 
 
+def import_onnxruntime():
+    """The onnxruntime module, or a ModelError that says how to install it."""
+    try:
+        import onnxruntime
+    except ImportError:
+        raise ModelError("ONNX Runtime is not installed: pip install 'bertsent[onnx]'") from None
+    return onnxruntime
+
+
 class OnnxBackend:
-    """An exported model run by ONNX Runtime on the CPU. (Being written: see the export issue.)"""
+    """An exported model run by ONNX Runtime on the CPU: one session, built here, for every call."""
 
     def __init__(self, path: Path, collator: Collator, batch_size: int = 64, threads: int | None = None):
-        raise NotImplementedError
+        ort = import_onnxruntime()
+        path = Path(path)
+        if not path.is_file():
+            folder = path.parent.parent
+            raise ModelError(f"{path}: no such ONNX model. Export it first: bertsent export {folder}")
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = threads or default_threads()
+        options.inter_op_num_threads = 1
+        options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        options.log_severity_level = 3  # errors only: the optimizer's notes are not the user's business
+        try:
+            self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        except Exception as exc:  # noqa: BLE001 - ONNX Runtime raises its own kinds for damaged or foreign files
+            detail = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise ModelError(
+                f"{path}: cannot load the ONNX model ({detail}). Export it again: bertsent export {path.parent.parent}"
+            ) from None
+        self.path = path
+        self.inputs = {i.name for i in self.session.get_inputs()}
+        missing = {"input_ids", "attention_mask"} - self.inputs
+        if missing:
+            raise ModelError(
+                f"{path}: the ONNX model takes no {', '.join(sorted(missing))}; it was not written by bertsent "
+                f"export. Export it again: bertsent export {path.parent.parent}"
+            )
+        outputs = self.session.get_outputs()
+        self.output = next((o.name for o in outputs if o.name == "logits"), outputs[0].name)
+        width = next(o.shape for o in outputs if o.name == self.output)[-1]
+        self.num_labels = width if isinstance(width, int) else None
+        self.collator = collator
+        self.batch_size = batch_size
+
+    def logits(self, ids: list[list[int]], progress: Progress | None = None) -> np.ndarray:
+        sampler = LengthBucketBatchSampler([len(x) for x in ids], self.batch_size, shuffle=False)
+        order, parts = [], []
+        for batch_indices in sampler:
+            batch = self.collator([(ids[i], None) for i in batch_indices])
+            feeds = {"input_ids": batch["input_ids"].numpy(), "attention_mask": batch["attention_mask"].numpy()}
+            if "token_type_ids" in self.inputs:
+                feeds["token_type_ids"] = np.zeros_like(feeds["input_ids"])
+            parts.append(self.session.run([self.output], feeds)[0])
+            order += batch_indices
+            if progress is not None:
+                progress(len(batch_indices))
+        width = parts[0].shape[1] if parts else (self.num_labels or 0)
+        out = np.zeros((len(ids), width), dtype=np.float32)
+        if parts:
+            out[order] = np.concatenate(parts).astype(np.float32, copy=False)
+        return out
