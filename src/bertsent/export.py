@@ -1,0 +1,410 @@
+"""`bertsent export DIR`: the trained classifier as ONNX (fp32, and dynamically quantized int8 on request) in
+DIR/onnx/, for the onnx and onnx-int8 prediction backends.
+
+The model is exported with torch.export (the "dynamo" exporter), or with the TorchScript tracer when that
+fails, with the batch and sequence axes left dynamic. Every exported file is checked against PyTorch on texts
+of varied lengths, padded in batches and alone; an fp32 model that disagrees is not kept. With labeled data,
+each model's accuracy is measured and its temperature refitted (onnx/export.json), and an int8 model that
+loses more than `max_drop` accuracy points against PyTorch is deleted.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import shutil
+import tempfile
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from . import backends
+from . import model as models
+from .batching import Collator
+from .data import TextDataset, read_data
+from .errors import BertsentError, DataError, ModelError
+from .files import partial_folder, publish_folder, write_json_atomic
+from .inference import predict_logits
+from .metrics import fit_temperature, softmax
+
+FP32 = backends.ONNX_FILES["onnx"]
+INT8 = backends.ONNX_FILES["onnx-int8"]
+EXPORTERS = ("dynamo", "torchscript")
+TORCHSCRIPT_OPSET = 17
+# Largest probability difference from PyTorch an fp32 export may show (float32 kernels differ in rounding;
+# a real model shows ~1e-6, a broken graph ~1e-1).
+FP32_TOLERANCE = 1e-3
+# Weights above this size go to an external-data file beside the model (ONNX's protobuf limit is 2 GiB).
+EXTERNAL_DATA_BYTES = 1536 << 20
+PARITY_DATA_ROWS = 16
+PARITY_BATCH = 4
+SAMPLE_TEXTS = [
+    "Great.",
+    "Dull, slow and far too long.",
+    "I loved every minute of it: the cast is superb and the ending is moving.",
+    "Not the worst film I have seen this year, but the plot makes no sense and the acting is wooden.",
+    "A beautiful, patient film. " * 6 + "I would watch it again tomorrow.",
+    "meh",
+    # Longer than any model's length: cut to max_length, so the largest positions are checked too.
+    "The story starts well enough, then loses its way in a middle hour of subplots nobody asked for. " * 60,
+]
+
+
+def export_onnx(
+    folder: str | os.PathLike,
+    *,
+    int8: bool = False,
+    data: str | os.PathLike | TextDataset | None = None,
+    max_drop: float = 0.5,
+    text_column: str | None = None,
+    label_column: str | None = None,
+    encoding: str = "utf-8",
+    log=print,
+) -> dict:
+    """Export the classifier in `folder` to folder/onnx/model.onnx (and model_int8.onnx with `int8`).
+
+    `data` (a labeled source as `read_data` takes, or a TextDataset): accuracy of PyTorch and of each
+    export on it, each export's temperature refitted on it, and the int8 model kept only when its accuracy
+    is at most `max_drop` percentage points below PyTorch's. The onnx folder is replaced whole, once
+    everything in it is written and checked. Returns what was written and measured (see the keys below);
+    progress goes to `log`, one line at a time."""
+    started = time.perf_counter()
+    if isinstance(max_drop, bool) or not isinstance(max_drop, (int, float)) or not np.isfinite(max_drop):
+        raise BertsentError(f"--max-drop {max_drop}: give accuracy points, e.g. 0.5 (0.005 accuracy).")
+    _check_packages()
+    folder = Path(folder).expanduser()
+    models.check_model_folder(folder, need_classifier=True)
+    job = _Job(folder, log)
+    dataset = _read_labeled(data, job.classes, text_column, label_column, encoding) if data is not None else None
+    parity_texts = SAMPLE_TEXTS + (dataset.texts[:PARITY_DATA_ROWS] if dataset is not None else [])
+    job.parity_ids = models.encode(job.tokenizer, parity_texts, job.max_length, job.truncation)
+    log(
+        f"Exporting {folder} ({job.model_type}, {models.parameter_count(job.model) / 1e6:.1f}M parameters, "
+        f"{job.max_length} tokens at most) to ONNX"
+    )
+    onnx_dir = folder / backends.ONNX_DIR
+    work = partial_folder(onnx_dir)
+    shutil.rmtree(work, ignore_errors=True)
+    work.mkdir(parents=True)
+    try:
+        entries = {FP32: job.export_fp32(work / FP32)}
+        if int8:
+            entries[INT8] = job.quantize(work / FP32, work / INT8)
+        evaluation = job.evaluate(dataset, work, entries, max_drop) if dataset is not None else None
+        if int8 and dataset is None:
+            log(f"{INT8}: kept without an accuracy check (pass labeled data with --data to measure it)")
+        for name, entry in entries.items():
+            if entry.get("kept", True):
+                entry["bytes"] = _file_bytes(work, name)
+        _write_metadata(work, job, entries, dataset)
+        publish_folder(work, onnx_dir)
+    except BaseException:
+        shutil.rmtree(work, ignore_errors=True)
+        raise
+    seconds = time.perf_counter() - started
+    log(f"Wrote {onnx_dir} in {seconds:.1f} s")
+    int8_entry = entries.get(INT8)
+    return {
+        "folder": str(folder),
+        "onnx_dir": str(onnx_dir),
+        "model_type": job.model_type,
+        "max_length": job.max_length,
+        "truncation": job.truncation,
+        "files": {
+            name: {**entry, "path": str(onnx_dir / name)} for name, entry in entries.items() if entry.get("kept", True)
+        },
+        "parity": {name: entry["parity"] for name, entry in entries.items()},
+        "evaluation": evaluation,
+        "int8_kept": None if int8_entry is None else int8_entry.get("kept", True),
+        "int8_reason": None if int8_entry is None else int8_entry.get("reason"),
+        "seconds": round(seconds, 2),
+    }
+
+
+def _check_packages() -> None:
+    backends.import_onnxruntime()
+    try:
+        import onnx  # noqa: F401
+    except ImportError:
+        raise ModelError("The onnx package is not installed: pip install 'bertsent[onnx]'") from None
+
+
+def _read_labeled(data, classes: list[str], text_column, label_column, encoding) -> TextDataset:
+    dataset = (
+        data
+        if isinstance(data, TextDataset)
+        else read_data(
+            data, text_column=text_column, label_column=label_column, encoding=encoding, default_split="test"
+        )
+    )
+    if not dataset.labels:
+        raise DataError(f"{dataset.name or data}: no labels; export --data needs labeled data to measure accuracy.")
+    unknown = sorted(set(dataset.labels) - set(classes))
+    if unknown:
+        raise DataError(
+            f"{dataset.name}: labels {', '.join(map(repr, unknown))} are not among the model's "
+            f"classes ({', '.join(classes)}). Use data with the model's labels."
+        )
+    return dataset
+
+
+class _Logits(torch.nn.Module):
+    """The classifier with the two inputs the export takes and its logits as the one output."""
+
+    def __init__(self, model):
+        super().__init__()
+        self.model = model
+
+    def forward(self, input_ids, attention_mask):
+        return self.model(input_ids=input_ids, attention_mask=attention_mask).logits
+
+
+class _Job:
+    """One export: the PyTorch model and tokenizer, the ids the exports are checked on, the log."""
+
+    def __init__(self, folder: Path, log):
+        self.folder = folder
+        self.log = log
+        self.tokenizer = models.load_tokenizer(folder)
+        self.model = models.load_classifier(folder)
+        models.set_padding_token(self.model, self.tokenizer)
+        if getattr(self.model.config, "use_cache", False):
+            self.model.config.use_cache = False  # GPT-2 style: no key/value cache in a classifier's graph
+        self.model.eval()
+        self.model_type = self.model.config.model_type
+        self.classes = [self.model.config.id2label[i] for i in range(self.model.config.num_labels)]
+        metadata = models.read_metadata(folder)
+        self.limit = models.model_max_length(self.tokenizer, self.model)
+        self.max_length = min(metadata.get("max_length") or self.limit, self.limit)
+        self.truncation = metadata.get("truncation") or "head"
+        self.collator = Collator(self.tokenizer.pad_token_id, self.tokenizer.padding_side)
+        self.parity_ids: list[list[int]] = []
+        self._torch_parity = None
+        self.tried: dict[str, str] = {}  # exporter -> why it was not used
+
+    # -- fp32 ------------------------------------------------------------------------------------------------
+
+    def export_fp32(self, path: Path) -> dict:
+        for exporter in EXPORTERS:
+            started = time.perf_counter()
+            try:
+                with _quiet():
+                    (self._dynamo if exporter == "dynamo" else self._torchscript)(path)
+                self.log(f"{FP32}: {exporter} exporter, {time.perf_counter() - started:.1f} s")
+            except Exception as exc:  # noqa: BLE001 - either exporter fails in many ways; the next one is tried
+                self.tried[exporter] = _first_line(exc)
+                self.log(f"{FP32}: the {exporter} exporter failed: {self.tried[exporter]}")
+                _remove_model(path)
+                continue
+            seconds = round(time.perf_counter() - started, 2)
+            parity = self.parity(path, FP32)
+            if parity["max_prob_diff"] <= FP32_TOLERANCE:
+                entry = {"exporter": exporter, "opset": _opset(path), "seconds": seconds, "parity": parity}
+                if self.tried:
+                    entry["failed_exporters"] = dict(self.tried)
+                return entry
+            self.tried[exporter] = (
+                f"its output differs from PyTorch's (largest probability difference "
+                f"{parity['max_prob_diff']:.2g} > {FP32_TOLERANCE:g})"
+            )
+            self.log(f"{FP32}: the {exporter} export is not kept: {self.tried[exporter]}")
+            _remove_model(path)
+        reasons = "; ".join(f"{name}: {why}" for name, why in self.tried.items())
+        raise BertsentError(f"{self.folder} ({self.model_type}) cannot be exported to ONNX. {reasons}")
+
+    def _example(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Two padded sequences of different lengths (a batch or length of 1 would be fixed in the graph)."""
+        by_length = sorted((x for x in self.parity_ids if len(x) >= 3), key=len)
+        batch = self.collator([(by_length[0], None), (by_length[-1][: max(len(by_length[0]) + 2, 8)], None)])
+        return batch["input_ids"], batch["attention_mask"]
+
+    def _external(self) -> bool:
+        return models.parameter_count(self.model) * 4 > EXTERNAL_DATA_BYTES
+
+    def _dynamo(self, path: Path) -> None:
+        batch = torch.export.Dim("batch")
+        sequence = torch.export.Dim("sequence", max=self.limit)
+        axes = {0: batch, 1: sequence}
+        torch.onnx.export(
+            _Logits(self.model).eval(),
+            self._example(),
+            str(path),
+            input_names=["input_ids", "attention_mask"],
+            output_names=["logits"],
+            dynamic_shapes={"input_ids": axes, "attention_mask": axes},
+            dynamo=True,
+            external_data=self._external(),
+            verbose=False,
+        )
+
+    def _torchscript(self, path: Path) -> None:
+        axes = {0: "batch", 1: "sequence"}
+        torch.onnx.export(
+            _Logits(self.model).eval(),
+            self._example(),
+            str(path),
+            input_names=["input_ids", "attention_mask"],
+            output_names=["logits"],
+            dynamic_axes={"input_ids": axes, "attention_mask": axes, "logits": {0: "batch"}},
+            opset_version=TORCHSCRIPT_OPSET,
+            dynamo=False,
+        )
+
+    # -- checks ----------------------------------------------------------------------------------------------
+
+    def torch_logits(self, ids: list[list[int]], batch_size: int = PARITY_BATCH) -> np.ndarray:
+        return predict_logits(self.model, ids, self.collator, batch_size, device=torch.device("cpu"))
+
+    def parity(self, path: Path, name: str) -> dict:
+        """The export against PyTorch on the parity texts, in padded batches and one at a time."""
+        if self._torch_parity is None:
+            self._torch_parity = self.torch_logits(self.parity_ids)
+        reference = self._torch_parity
+        batched = backends.OnnxBackend(path, self.collator, PARITY_BATCH).logits(self.parity_ids)
+        alone = backends.OnnxBackend(path, self.collator, 1).logits(self.parity_ids)
+        expected = reference.argmax(axis=1)
+        agree = int(((batched.argmax(axis=1) == expected) & (alone.argmax(axis=1) == expected)).sum())
+        prob_diff = max(_largest_gap(softmax(reference), softmax(out)) for out in (batched, alone))
+        parity = {
+            "texts": len(self.parity_ids),
+            "labels_agree": agree,
+            "label_agreement": agree / len(self.parity_ids),
+            "max_prob_diff": prob_diff,
+            "max_logit_diff": max(_largest_gap(reference, out) for out in (batched, alone)),
+        }
+        self.log(
+            f"{name}: parity with PyTorch on {parity['texts']} texts: labels {agree}/{parity['texts']} agree, "
+            f"largest probability difference {prob_diff:.2g}"
+        )
+        return parity
+
+    # -- int8 ------------------------------------------------------------------------------------------------
+
+    def quantize(self, source: Path, path: Path) -> dict:
+        from onnxruntime.quantization import QuantType, quantize_dynamic
+        from onnxruntime.quantization.shape_inference import quant_pre_process
+
+        started = time.perf_counter()
+        external = self._external()
+        with tempfile.TemporaryDirectory(dir=path.parent, prefix=".quantize-") as tmp, _quiet():
+            prepared = Path(tmp) / "prepared.onnx"
+            try:
+                # ONNX shape inference and ORT's basic graph optimisations: with shapes known, the embedding
+                # tables are quantized too. (Symbolic shape inference fails on dynamic-length graphs: skipped.)
+                quant_pre_process(str(source), str(prepared), skip_symbolic_shape=True, save_as_external_data=external)
+            except Exception as exc:  # noqa: BLE001 - a preparation failure only makes the model bigger
+                self.log(f"{INT8}: pre-processing skipped ({_first_line(exc)})")
+                prepared = source
+            try:
+                quantize_dynamic(
+                    str(prepared), str(path), weight_type=QuantType.QInt8, use_external_data_format=external
+                )
+            except Exception as exc:  # noqa: BLE001 - ONNX Runtime's quantizer raises many kinds
+                raise BertsentError(
+                    f"{self.folder} ({self.model_type}): int8 quantization failed ({_first_line(exc)}). "
+                    f"Export without --int8 for the fp32 model."
+                ) from None
+        seconds = round(time.perf_counter() - started, 2)
+        self.log(f"{INT8}: dynamic int8 quantization (QInt8 weights), {seconds:.1f} s")
+        entry = {"exporter": "onnxruntime.quantization.quantize_dynamic", "opset": _opset(path), "seconds": seconds}
+        return {**entry, "parity": self.parity(path, INT8)}
+
+    # -- accuracy on labeled data ----------------------------------------------------------------------------
+
+    def evaluate(self, dataset: TextDataset, work: Path, entries: dict, max_drop: float) -> dict:
+        """Accuracy of PyTorch and each export on `dataset`; temperatures refitted; int8 kept or deleted."""
+        ids = models.encode(self.tokenizer, dataset.texts, self.max_length, self.truncation)
+        index = {name: i for i, name in enumerate(self.classes)}
+        y = np.array([index[label] for label in dataset.labels])
+        self.log(f"Scoring {len(ids)} texts of {dataset.name or 'the data'} with PyTorch and each export")
+        torch_accuracy = _accuracy(self.torch_logits(ids, 64), y)
+        accuracies = {"torch": torch_accuracy}
+        for name, entry in entries.items():
+            logits = backends.OnnxBackend(work / name, self.collator, 64).logits(ids)
+            entry["accuracy"] = accuracies[name] = _accuracy(logits, y)
+            entry["temperature"] = fit_temperature(logits, y)
+        temperatures = ", ".join(f"{name} {entry['temperature']:.3f}" for name, entry in entries.items())
+        scores = ", ".join(f"{name} {value:.4f}" for name, value in accuracies.items())
+        self.log(f"Accuracy: {scores} (temperatures refitted: {temperatures})")
+        if INT8 in entries:
+            drop = (torch_accuracy - entries[INT8]["accuracy"]) * 100
+            entries[INT8]["accuracy_drop_points"] = drop
+            if drop > max_drop:
+                reason = (
+                    f"int8 model not kept: accuracy {entries[INT8]['accuracy']:.3f} vs {torch_accuracy:.3f} "
+                    f"(drop {drop:.1f} > {max_drop:g} points)"
+                )
+                (work / INT8).unlink()
+                Path(f"{work / INT8}.data").unlink(missing_ok=True)
+                entries[INT8].update(kept=False, reason=reason)
+                del entries[INT8]["temperature"]
+                self.log(reason)
+        return {"data": dataset.name, "n": len(ids), "accuracy": accuracies, "max_drop": max_drop}
+
+
+def _accuracy(logits: np.ndarray, y: np.ndarray) -> float:
+    return float(np.mean(logits.argmax(axis=1) == y)) if len(y) else 0.0
+
+
+def _largest_gap(a: np.ndarray, b: np.ndarray) -> float:
+    return float(np.max(np.abs(np.asarray(a, dtype=np.float64) - b))) if a.size else 0.0
+
+
+def _write_metadata(work: Path, job: _Job, entries: dict, dataset: TextDataset | None) -> None:
+    import onnxruntime
+
+    payload = {
+        **entries,
+        "model_type": job.model_type,
+        "max_length": job.max_length,
+        "truncation": job.truncation,
+        "data": None if dataset is None else {"name": dataset.name, "n": len(dataset), "hash": dataset.fingerprint()},
+        "versions": {"torch": torch.__version__, "onnxruntime": onnxruntime.__version__},
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }
+    write_json_atomic(work / backends.ONNX_METADATA, json.loads(json.dumps(payload, default=float)))
+
+
+def _file_bytes(work: Path, name: str) -> int:
+    data = work / f"{name}.data"
+    return (work / name).stat().st_size + (data.stat().st_size if data.exists() else 0)
+
+
+def _opset(path: Path) -> int | None:
+    import onnx
+
+    model = onnx.load(str(path), load_external_data=False)
+    return next((int(o.version) for o in model.opset_import if o.domain in ("", "ai.onnx")), None)
+
+
+def _remove_model(path: Path) -> None:
+    path.unlink(missing_ok=True)
+    Path(f"{path}.data").unlink(missing_ok=True)
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return f"{type(exc).__name__}: {text.splitlines()[0]}" if text else type(exc).__name__
+
+
+@contextlib.contextmanager
+def _quiet():
+    """The exporters' and quantizer's warnings and notes (tracer warnings, missing torchvision ops, the
+    quantizer's advice) are not the user's business: silenced while they run."""
+    names = ("torch.onnx", "torch.export", "torch._dynamo", "torch.fx", "onnxscript", "root", "onnxruntime")
+    loggers = [logging.getLogger(name if name != "root" else None) for name in names]
+    levels = [logger.level for logger in loggers]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        for logger in loggers:
+            logger.setLevel(logging.ERROR)
+        try:
+            yield
+        finally:
+            for logger, level in zip(loggers, levels):
+                logger.setLevel(level)

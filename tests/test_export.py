@@ -1,0 +1,310 @@
+"""`export_onnx`: the classifier as ONNX (fp32 and int8) beside the PyTorch weights, checked against PyTorch;
+the onnx and onnx-int8 prediction backends that run it; the int8 accuracy gate; the other architectures."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sys
+
+import numpy as np
+import pytest
+
+import bertsent
+from bertsent import backends, export
+from bertsent import model as models
+from bertsent.batching import Collator
+from bertsent.data import TextDataset
+from bertsent.errors import BertsentError, DataError, ModelError
+from bertsent.inference import predict_logits
+
+from conftest import make_reviews
+from test_model import _tiny_distilbert, _tiny_gpt2
+
+VAL_TEXTS, VAL_LABELS = make_reviews(40, seed=2)
+# Lengths from one token to past the model's length, in no particular order.
+MIXED_TEXTS = [VAL_TEXTS[3], "wonderful", " ".join(["dull"] * 300), VAL_TEXTS[0] * 3, "", VAL_TEXTS[7]]
+
+
+def _copy(folder, tmp_path_factory, name):
+    out = tmp_path_factory.mktemp(name) / "model"
+    shutil.copytree(folder, out)
+    return out
+
+
+@pytest.fixture(scope="module")
+def exported(trained, tmp_path_factory):
+    """A copy of the trained tiny BERT, exported with int8 and measured on the validation texts."""
+    folder = _copy(trained, tmp_path_factory, "exported")
+    lines = []
+    summary = export.export_onnx(
+        folder, int8=True, data=TextDataset(VAL_TEXTS, VAL_LABELS, name="toy val"), log=lines.append
+    )
+    return folder, summary, lines
+
+
+def test_export_writes_checked_fp32_and_int8_models(exported):
+    folder, summary, lines = exported
+    onnx_dir = folder / "onnx"
+    assert sorted(p.name for p in onnx_dir.iterdir()) == ["export.json", "model.onnx", "model_int8.onnx"]
+    assert not any(p.name.endswith(".partial") for p in folder.iterdir())
+    assert set(summary) == {
+        "folder", "onnx_dir", "model_type", "max_length", "truncation", "files", "parity", "evaluation",
+        "int8_kept", "int8_reason", "seconds",
+    }  # fmt: skip
+    fp32, int8 = summary["files"]["model.onnx"], summary["files"]["model_int8.onnx"]
+    assert fp32["exporter"] in export.EXPORTERS and fp32["opset"] >= 17
+    assert fp32["bytes"] == (onnx_dir / "model.onnx").stat().st_size
+    assert int8["bytes"] == (onnx_dir / "model_int8.onnx").stat().st_size < fp32["bytes"] / 2
+    assert fp32["parity"]["max_prob_diff"] < 1e-5 and fp32["parity"]["label_agreement"] == 1.0
+    assert fp32["parity"]["texts"] == len(export.SAMPLE_TEXTS) + export.PARITY_DATA_ROWS
+    assert int8["parity"]["label_agreement"] >= 0.8 and int8["parity"]["max_prob_diff"] < 0.1
+    assert summary["int8_kept"] is True and summary["int8_reason"] is None
+    assert summary["evaluation"]["accuracy"]["torch"] >= 0.9 and summary["evaluation"]["n"] == 40
+    assert abs(summary["evaluation"]["accuracy"]["model.onnx"] - summary["evaluation"]["accuracy"]["torch"]) < 1e-9
+    assert any("parity with PyTorch" in line and "labels" in line for line in lines)
+    assert any(line.startswith("Accuracy: torch") for line in lines)
+
+
+def test_onnx_backend_logits_match_torch_in_input_order(exported):
+    folder, _, _ = exported
+    tokenizer = models.load_tokenizer(folder)
+    collator = Collator(tokenizer.pad_token_id, tokenizer.padding_side)
+    ids = models.encode(tokenizer, MIXED_TEXTS + VAL_TEXTS, 32, "head")
+    model = models.load_classifier(folder)
+    expected = predict_logits(model, ids, collator, batch_size=64)
+    done = []
+    backend = backends.OnnxBackend(backends.onnx_path(folder, "onnx"), collator, batch_size=5, threads=1)
+    got = backend.logits(ids, progress=done.append)
+    assert got.dtype == np.float32 and got.shape == expected.shape
+    assert np.allclose(got, expected, atol=1e-4)
+    assert sum(done) == len(ids) and len(done) == -(-len(ids) // 5)
+    assert backend.logits([]).shape == (0, 2)
+
+
+def test_export_json_temperatures_are_what_the_backends_use(exported):
+    folder, summary, _ = exported
+    written = json.loads((folder / "onnx" / "export.json").read_text())
+    for backend, name in backends.ONNX_FILES.items():
+        temperature = written[name]["temperature"]
+        assert temperature == summary["files"][name]["temperature"] > 0
+        assert backends.onnx_temperature(folder, backend) == pytest.approx(temperature)
+        assert bertsent.load(folder, backend=backend).temperature == pytest.approx(temperature)
+        assert written[name]["accuracy"] >= 0.9 and "parity" in written[name]
+    assert written["data"]["n"] == 40 and written["max_length"] == summary["max_length"]
+
+
+def test_load_with_onnx_backends_gives_torch_labels(exported):
+    folder, _, _ = exported
+    reference = bertsent.load(folder, backend="torch")
+    texts = VAL_TEXTS + MIXED_TEXTS
+    labels = reference.predict(texts)
+    for backend in ("onnx", "onnx-int8", "auto"):
+        model = bertsent.load(folder, backend=backend, device="cpu")
+        assert model.predict(texts) == labels, backend
+        assert model._model is None  # the PyTorch weights are not loaded for an ONNX backend
+    assert bertsent.load(folder, backend="auto", device="cpu").backend_name == "onnx-int8"
+    fp32 = bertsent.load(folder, backend="onnx").decision_function(texts)
+    assert np.allclose(fp32, reference.decision_function(texts), atol=1e-4)
+
+
+def test_int8_not_kept_when_accuracy_drops_beyond_the_bound_and_fallback_exporter(trained, tmp_path, monkeypatch):
+    """The dynamo exporter failing, the TorchScript one is used; a bound of -1 point refuses even an equal int8."""
+    folder = tmp_path / "model"
+    shutil.copytree(trained, folder)
+
+    def no_dynamo(self, path):
+        raise RuntimeError("dynamo unavailable in this test\nsecond line")
+
+    monkeypatch.setattr(export._Job, "_dynamo", no_dynamo)
+    lines = []
+    summary = export.export_onnx(
+        folder, int8=True, data=TextDataset(VAL_TEXTS, VAL_LABELS, name="toy val"), max_drop=-1, log=lines.append
+    )
+    onnx_dir = folder / "onnx"
+    assert not (onnx_dir / "model_int8.onnx").exists() and (onnx_dir / "model.onnx").is_file()
+    assert summary["int8_kept"] is False and set(summary["files"]) == {"model.onnx"}
+    accuracy = summary["evaluation"]["accuracy"]["torch"]
+    reason = f"int8 model not kept: accuracy {accuracy:.3f} vs {accuracy:.3f} (drop 0.0 > -1 points)"
+    assert summary["int8_reason"] == reason and reason in lines
+    fp32 = summary["files"]["model.onnx"]
+    assert fp32["exporter"] == "torchscript" and fp32["opset"] == export.TORCHSCRIPT_OPSET
+    assert fp32["failed_exporters"] == {"dynamo": "RuntimeError: dynamo unavailable in this test"}
+    assert fp32["parity"]["max_prob_diff"] < 1e-5
+    written = json.loads((onnx_dir / "export.json").read_text())
+    assert written["model_int8.onnx"]["kept"] is False and "temperature" not in written["model_int8.onnx"]
+    assert backends.onnx_temperature(folder, "onnx-int8") is None
+    assert bertsent.load(folder, backend="auto", device="cpu").backend_name == "onnx"
+    with pytest.raises(ModelError, match="bertsent export .* --int8"):
+        bertsent.load(folder, backend="onnx-int8")
+    # Exporting again replaces the folder whole: no int8 model, no stale figures.
+    export.export_onnx(folder, log=lines.append)
+    assert sorted(p.name for p in onnx_dir.iterdir()) == ["export.json", "model.onnx"]
+    assert "temperature" not in json.loads((onnx_dir / "export.json").read_text())["model.onnx"]
+
+
+def test_failed_export_leaves_the_folder_as_it_was(trained, tmp_path, monkeypatch):
+    folder = tmp_path / "model"
+    shutil.copytree(trained, folder)
+    (folder / "onnx").mkdir()
+    (folder / "onnx" / "model.onnx").write_bytes(b"an earlier export")
+
+    def broken(self, path):
+        path.write_bytes(b"half a model")
+        raise ValueError("unsupported operator")
+
+    monkeypatch.setattr(export._Job, "_dynamo", broken)
+    monkeypatch.setattr(export._Job, "_torchscript", broken)
+    with pytest.raises(BertsentError, match=r"\(bert\) cannot be exported to ONNX\. dynamo: ValueError: unsupported.*"
+                       r"; torchscript: ValueError: unsupported operator$"):  # fmt: skip
+        export.export_onnx(folder, log=lambda _: None)
+    assert [p.name for p in (folder / "onnx").iterdir()] == ["model.onnx"]
+    assert (folder / "onnx" / "model.onnx").read_bytes() == b"an earlier export"
+    assert not (folder / ".onnx.partial").exists()
+
+
+def test_an_export_that_disagrees_with_pytorch_is_refused(trained, tmp_path, monkeypatch):
+    folder = tmp_path / "model"
+    shutil.copytree(trained, folder)
+    monkeypatch.setattr(export._Job, "_dynamo", lambda self, path: (_ for _ in ()).throw(RuntimeError("no")))
+    monkeypatch.setattr(export, "FP32_TOLERANCE", -1.0)  # nothing is close enough
+    with pytest.raises(BertsentError, match=r"torchscript: its output differs from PyTorch's \(largest probability"):
+        export.export_onnx(folder, log=lambda _: None)
+    assert not (folder / "onnx").exists() and not (folder / ".onnx.partial").exists()
+
+
+def test_unknown_labels_and_bad_bounds_are_refused_before_exporting(trained, tmp_path):
+    folder = tmp_path / "model"
+    shutil.copytree(trained, folder)
+    with pytest.raises(DataError, match="labels 'meh' are not among the model's classes"):
+        export.export_onnx(folder, data=TextDataset(["fine"], ["meh"], name="odd"), log=lambda _: None)
+    with pytest.raises(BertsentError, match=r"--max-drop nan: give accuracy points"):
+        export.export_onnx(folder, max_drop=float("nan"), log=lambda _: None)
+    assert not (folder / "onnx").exists()
+
+
+def test_missing_export_or_onnxruntime_says_what_to_do(trained, monkeypatch):
+    with pytest.raises(ModelError, match=r"has no onnx/model\.onnx\. Export it first: bertsent export "):
+        bertsent.load(trained, backend="onnx")
+    with pytest.raises(ModelError, match=r"has no onnx/model_int8\.onnx\. .*bertsent export .* --int8"):
+        bertsent.load(trained, backend="onnx-int8")
+    assert bertsent.load(trained, backend="auto").backend_name == "torch"
+    monkeypatch.setitem(sys.modules, "onnxruntime", None)  # import fails
+    collator = Collator(0)
+    with pytest.raises(ModelError, match=r"ONNX Runtime is not installed: pip install 'bertsent\[onnx\]'"):
+        backends.OnnxBackend(trained / "onnx" / "model.onnx", collator)
+    with pytest.raises(ModelError, match=r"pip install 'bertsent\[onnx\]'"):
+        export.export_onnx(trained, log=lambda _: None)
+
+
+def test_a_damaged_onnx_file_is_a_model_error(tmp_path):
+    (tmp_path / "onnx").mkdir()
+    (tmp_path / "onnx" / "model.onnx").write_bytes(b"not a model")
+    with pytest.raises(ModelError, match="cannot load the ONNX model .*Export it again: bertsent export"):
+        backends.OnnxBackend(tmp_path / "onnx" / "model.onnx", Collator(0))
+
+
+# ----------------------------------------------------------------------------- other architectures
+
+FAMILIES = ["distilbert", "gpt2", "roberta", "mpnet"]
+
+
+def _tiny_base(family: str, tiny_model_dir, folder):
+    """A 2-layer, 32-wide random base model; RoBERTa and MPNet reuse the WordPiece vocab (the ids are all
+    the export sees)."""
+    import torch
+    from transformers import AutoModel, AutoTokenizer, MPNetConfig, RobertaConfig
+
+    if family == "distilbert":
+        return _tiny_distilbert(tiny_model_dir, folder)
+    if family == "gpt2":
+        return _tiny_gpt2(folder)
+    torch.manual_seed(0)
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
+    sizes = dict(
+        vocab_size=tokenizer.vocab_size,
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
+        max_position_embeddings=130,  # positions start after the padding id
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    config = RobertaConfig(**sizes) if family == "roberta" else MPNetConfig(**sizes)
+    AutoModel.from_config(config).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def family_export(tiny_model_dir, tmp_path_factory):
+    """family -> (classifier folder with a random 3-class head, export summary), built once each."""
+    done = {}
+
+    def get(family: str):
+        if family not in done:
+            root = tmp_path_factory.mktemp(family)
+            base = _tiny_base(family, tiny_model_dir, root / "base")
+            folder = root / "classifier"
+            classifier = models.load_classifier(str(base), ["negative", "neutral", "positive"])
+            tokenizer = models.load_tokenizer(str(base))
+            models.set_padding_token(classifier, tokenizer)
+            classifier.save_pretrained(folder)
+            tokenizer.save_pretrained(folder)
+            done[family] = folder, export.export_onnx(folder, log=lambda _: None)
+        return done[family]
+
+    return get
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_each_family_exports_and_agrees_with_torch(family, family_export):
+    folder, summary = family_export(family)
+    entry = summary["files"]["model.onnx"]
+    assert summary["model_type"] == family and entry["exporter"] in export.EXPORTERS
+    print(f"{family}: {entry['exporter']} exporter, {entry['bytes']} bytes, {summary['seconds']} s")
+    assert entry["parity"]["max_prob_diff"] < 1e-4 and entry["parity"]["label_agreement"] == 1.0
+    texts = VAL_TEXTS[:10] + MIXED_TEXTS
+    if family == "gpt2":  # no special tokens: "" has no tokens at all, and nothing to classify from
+        texts.remove("")
+    torch_model = bertsent.load(folder, backend="torch")
+    onnx_model = bertsent.load(folder, backend="onnx")
+    assert np.allclose(onnx_model.predict_proba(texts), torch_model.predict_proba(texts), atol=1e-5)
+
+
+@pytest.mark.parametrize("side", ["right", "left"])
+def test_gpt2_takes_the_last_real_token_whichever_side_is_padded(side, family_export):
+    """GPT-2 classifies from its last non-padding token (found from the padding id, end-of-text here): the
+    export must find it in padded batches as PyTorch does, with the padding on either side. (On the left,
+    GPT-2's positions shift with the padding, in PyTorch as in the export: its tokenizers pad on the right.)"""
+    folder, _ = family_export("gpt2")
+    tokenizer = models.load_tokenizer(folder)
+    assert tokenizer.pad_token_id == tokenizer.eos_token_id and tokenizer.padding_side == "right"
+    ids = models.encode(tokenizer, VAL_TEXTS[:12] + ["great"], 64)
+    assert len({len(x) for x in ids}) > 3  # the batches are padded
+    collator = Collator(tokenizer.pad_token_id, side)
+    model = models.load_classifier(folder)
+    padded = predict_logits(model, ids, collator, batch_size=16)
+    backend = backends.OnnxBackend(backends.onnx_path(folder, "onnx"), collator, batch_size=16)
+    assert np.allclose(backend.logits(ids), padded, atol=1e-4)
+    if side == "right":
+        alone = predict_logits(model, ids, collator, batch_size=1)  # no padding at all
+        assert np.allclose(padded, alone, atol=1e-5)
+
+
+# ----------------------------------------------------------------------------- the real model
+
+
+@pytest.mark.slow
+def test_packaged_minilm_classifier_exports_with_parity(minilm_dir, tmp_path):
+    folder = tmp_path / "minilm-classifier"
+    classifier = models.load_classifier(str(minilm_dir), ["negative", "positive"])
+    tokenizer = models.load_tokenizer(str(minilm_dir))
+    classifier.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    summary = export.export_onnx(folder, int8=True, log=lambda _: None)
+    assert summary["files"]["model.onnx"]["parity"]["max_prob_diff"] < 1e-4
+    assert summary["files"]["model_int8.onnx"]["bytes"] < summary["files"]["model.onnx"]["bytes"] / 3
+    texts = VAL_TEXTS + MIXED_TEXTS
+    reference = bertsent.load(folder, backend="torch").predict_proba(texts)
+    assert np.allclose(bertsent.load(folder, backend="onnx").predict_proba(texts), reference, atol=1e-4)
