@@ -217,6 +217,7 @@ def evaluate(
                 "temperature": model.temperature,
                 "neutral band": neutral_band if neutral_band else None,
             },
+            explain=model.explain,
         )
     if out is not None:
         write_json_atomic(Path(out), metrics)

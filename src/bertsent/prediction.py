@@ -152,6 +152,24 @@ class SentimentModel:
             for t, label, row in zip(texts, labels, probs)
         ]
 
+    def explain(self, texts, target=None, n_steps: int | None = None, internal_batch_size: int | None = None):
+        """Word attributions (layer integrated gradients, `bertsent.explain`) of each text for its predicted
+        class, or `target`: one label, or one per text. Returns `Explanation`s (words, scores, label, target,
+        probabilities, convergence delta). Runs the PyTorch model whatever the backend; long texts are
+        explained on their first `max_length` tokens. Needs Captum: pip install 'bertsent[explain]'."""
+        from .explain import DEFAULT_STEPS, explain
+
+        return explain(
+            self.model,
+            self.tokenizer,
+            self._texts(texts),
+            target,
+            n_steps=DEFAULT_STEPS if n_steps is None else n_steps,
+            max_length=self.max_length,
+            temperature=self.temperature,
+            internal_batch_size=internal_batch_size,
+        )
+
     def save(self, folder: str | os.PathLike) -> Path:
         """Write the model folder (weights, tokenizer, bertsent.json); an existing folder is replaced whole."""
         import json

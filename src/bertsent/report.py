@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .errors import BertsentError
 from .files import write_atomic
 from .metrics import Scores, score_probs
 
@@ -31,6 +32,7 @@ RELIABILITY_PNG = "reliability.png"
 LENGTH_PNG = "accuracy_by_length.png"
 REPORT_FILES = (METRICS_FILE, HTML_FILE, ERRORS_FILE, LOSS_PNG, CONFUSION_PNG, RELIABILITY_PNG, LENGTH_PNG)
 ERRORS_SHOWN = 25  # rows of errors.csv shown in report.html
+EXPLAINED = 3  # most confident mistakes shown with their words shaded, when the report is given `explain`
 
 COLORS = {
     "train": "#9db4d6",
@@ -269,6 +271,7 @@ def write_report(
     training_log: str | os.PathLike | list | None = None,
     title: str = "bertsent report",
     info: dict | None = None,
+    explain=None,
 ) -> dict:
     """Write metrics.json, errors.csv, the PNG charts and report.html into `folder`.
 
@@ -276,6 +279,8 @@ def write_report(
     `classes` order, with `predicted` the labels given (default argmax), `probs_uncalibrated` for the
     "before" curve and `lengths` (token lengths) for the length buckets. `training_log` is a
     metrics.jsonl path or its records. Without labeled data only the training curves are drawn.
+    `explain(texts, target=labels)` (e.g. `SentimentModel.explain`, or `bertsent.explain.explain` bound to a
+    model and tokenizer), when given, shades the words of the most confident mistakes.
     Returns the metrics as written.
     """
     folder = Path(folder)
@@ -302,6 +307,7 @@ def write_report(
         )
         if metrics.get("by_length"):
             images[LENGTH_PNG] = plot_length(metrics["by_length"], metrics["accuracy"])
+    explained = explain_mistakes(errors, classes, explain) if has_data and explain is not None else None
     training_png = plot_training(records)
     if training_png is not None:
         images[LOSS_PNG] = training_png
@@ -313,8 +319,24 @@ def write_report(
     if has_data:
         write_atomic(folder / ERRORS_FILE, errors_csv(errors, classes))
     write_atomic(folder / METRICS_FILE, json.dumps(metrics, indent=2))
-    write_atomic(folder / HTML_FILE, render_html(metrics, images, errors, classes, title, info or {}, has_data))
+    page = render_html(metrics, images, errors, classes, title, info or {}, has_data, explained)
+    write_atomic(folder / HTML_FILE, page)
     return metrics
+
+
+def explain_mistakes(errors: list[dict], classes: list[str], explain, count: int = EXPLAINED) -> list | str | None:
+    """Word attributions of the `count` most confident mistakes, each for the class the model chose; a note
+    instead when they cannot be had (Captum missing, or the explainer failed: the report goes on)."""
+    rows = errors[:count]
+    if not rows:
+        return None
+    targets = [max(classes, key=lambda c, r=r: r[f"p_{c}"]) for r in rows]  # "neutral" from a band: its class
+    try:
+        return list(explain([r["text"] for r in rows], target=targets))
+    except BertsentError as exc:
+        return str(exc)
+    except Exception as exc:  # noqa: BLE001 - a chart's worth of extra: never the report's end
+        return f"the attributions could not be computed ({type(exc).__name__}: {exc})"
 
 
 _CSS = """
@@ -335,6 +357,9 @@ th{background:#f0f2f5}td.t,th.t{text-align:left}
 td.text{text-align:left;max-width:520px;word-wrap:break-word}
 .note{color:#5b6472;font-size:.88em}
 .row{display:flex;flex-wrap:wrap;gap:18px;align-items:flex-start}
+article{border-left:3px solid #dde1e7;padding:2px 12px;margin:4px 0 14px}article .head{font-weight:600}
+article .text{line-height:1.9}.w{border-radius:3px;padding:1px 2px}
+.legend span{padding:1px 6px;border-radius:3px;margin-right:8px}
 """
 
 
@@ -354,7 +379,14 @@ def _fmt(value, digits: int = 4) -> str:
 
 
 def render_html(
-    metrics: dict, images: dict, errors: list[dict], classes: list[str], title: str, info: dict, has_data: bool
+    metrics: dict,
+    images: dict,
+    errors: list[dict],
+    classes: list[str],
+    title: str,
+    info: dict,
+    has_data: bool,
+    explained: list | str | None = None,
 ) -> str:
     """One self-contained page: inline CSS, charts as data URIs, no scripts, no external links."""
     e = html.escape
@@ -485,8 +517,30 @@ def render_html(
         + f"<p class='note'>All of them, with every class's probability: {ERRORS_FILE} next to this file."
         "</p></section>"
     )
+    if explained is not None:
+        parts.append(_mistakes_html(explained, errors))
     parts.append("</main></body></html>")
     return "".join(parts)
+
+
+def _mistakes_html(explained: list | str, errors: list[dict]) -> str:
+    """The most confident mistakes with their words shaded, or why they are not."""
+    from .explain import explanation_html, legend_html
+
+    head = "<section><h2>Why the most confident mistakes</h2>"
+    if isinstance(explained, str):
+        return head + f"<p class='note'>No word attributions: {html.escape(explained)}</p></section>"
+    items = "".join(
+        f"<p class='note'>row {r['index']}, true label <b>{html.escape(str(r['label']))}</b>:</p>" + explanation_html(x)
+        for r, x in zip(errors, explained)
+    )
+    return (
+        head
+        + legend_html("the predicted label")
+        + items
+        + "<p class='note'>Layer integrated gradients on the embedding layer: each word's push towards the "
+        "label the model chose, in log-odds (hover a word for its score).</p></section>"
+    )
 
 
 def _short(text: str, limit: int = 300) -> str:

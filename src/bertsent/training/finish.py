@@ -6,10 +6,12 @@ import json
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
+from functools import partial
 from pathlib import Path
 
 from .. import model as models
 from ..data import TextDataset
+from ..explain import explain as explain_words
 from ..metrics import fit_temperature
 from ..packing import restore_attention
 from ..runtime import library_versions, package_version
@@ -50,7 +52,11 @@ def finish(
         tokenizer.save_pretrained(work)
         (work / models.METADATA_FILE).write_text(json.dumps(metadata, indent=2))
         if report:
-            _write_report(work, validation, scores, metadata, run.log)
+            # the most confident mistakes' words, shaded in the report (calibrated probabilities beside them)
+            explain = partial(
+                explain_words, run.model, tokenizer, max_length=config.max_length, temperature=temperature or 1.0
+            )
+            _write_report(work, validation, scores, metadata, run.log, explain)
         run.folder.publish()
     run.runtime.wait_for_everyone()  # no process returns before the folder is in place
     return TrainResult(
@@ -104,7 +110,7 @@ def _data_summary(dataset: TextDataset) -> dict:
     }
 
 
-def _write_report(work: Path, validation: TextDataset | None, scores, metadata: dict, log) -> None:
+def _write_report(work: Path, validation: TextDataset | None, scores, metadata: dict, log, explain=None) -> None:
     """The report of a trained model on its validation data; a failure here costs the report, not the model."""
     started = time.time()
     try:
@@ -127,6 +133,7 @@ def _write_report(work: Path, validation: TextDataset | None, scores, metadata: 
                 training_log=work / METRICS_LOG,
                 title="Training report (validation data)",
                 info=info,
+                explain=explain,
             )
     except Exception as exc:  # noqa: BLE001 - hours of training must not be lost to a chart
         log(f"Warning: could not write the report ({type(exc).__name__}: {exc}); the model is saved.")

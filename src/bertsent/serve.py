@@ -1,0 +1,748 @@
+"""`bertsent serve`: a trained model behind an HTTP API in the shape Hugging Face's inference servers use.
+
+Endpoints (FastAPI, run by uvicorn):
+
+- `POST /predict` `{"inputs": "text" | ["text", ...], "parameters": {"top_k": k, "neutral_band": x}}`: for one
+  text `[{"label", "score"}, ...]`, for a list one such list per text (text-embeddings-inference's shape);
+  calibrated probabilities, most probable first.
+- `POST /`: the same, always a list per text (`[[...]]` for one text): the Inference API's shape, which
+  `huggingface_hub.InferenceClient(model="http://HOST:PORT").text_classification(text)` posts and reads.
+- `POST /explain` `{"inputs": "text" | [...], "parameters": {"target": label, "n_steps": n}}`: word attributions.
+- `GET /health` (503 until the model is loaded, which happens in the background at startup), `GET /info`,
+  `GET /metrics` (Prometheus), `GET /docs` and `/openapi.json`, and `GET /`: a page to try the model.
+
+Concurrent requests are scored together: one worker thread takes every request waiting, waits a few
+milliseconds more only while others are on their way, up to a token budget, runs the model once and hands
+each request its own rows. Bad input never gets a 500: 413 (too many texts, too long a text), 422 (malformed
+JSON, wrong types, an empty list, an unknown key), 429 (too many requests in flight), 401 (wrong API key),
+each as `{"error": ..., "error_type": ...}`.
+"""
+
+import asyncio
+import copy
+import json
+import math
+import os
+import queue
+import secrets
+import sys
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .errors import BertsentError
+from .metrics import NEUTRAL
+
+API_KEY_ENV = "BERTSENT_API_KEY"
+INSTALL = "pip install 'bertsent[serve]'"
+LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1")
+PAGE_FILE = Path(__file__).resolve().parent / "web" / "index.html"
+OPEN_PATHS = ("/health", "/docs", "/docs/oauth2-redirect", "/redoc", "/openapi.json")  # and GET /
+PREDICT_PATHS = ("/predict", "/")
+ROUTES = ("/", "/predict", "/explain", "/health", "/info", "/metrics", "/docs", "/openapi.json")
+PREDICT_KEYS = ("top_k", "neutral_band", "function_to_apply")
+EXPLAIN_KEYS = ("target", "n_steps")
+
+
+@dataclass
+class Limits:
+    """What one server accepts. A request over `max_batch_tokens` on its own is scored alone."""
+
+    max_texts: int = 64  # texts per request
+    max_chars: int = 20_000  # characters per text
+    max_inflight: int = 256  # requests being answered at once (more: 429)
+    max_batch_tokens: int = 16_384  # tokens scored together, at most (each text counted to max_length)
+    max_wait_ms: float = 5.0  # how long a batch waits for requests still on their way
+    max_explain_texts: int = 4  # texts per /explain request
+    max_explain_steps: int = 256  # n_steps of /explain, at most
+
+    def check(self) -> None:
+        for name, value in asdict(self).items():
+            least = 0 if name == "max_wait_ms" else 1
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or value < least:
+                flag = "--" + name.replace("_", "-")
+                raise BertsentError(f"{flag} {value}: must be a number of at least {least}.")
+
+
+class RequestError(Exception):
+    """A request the server refuses: its status, its kind (`error_type`) and a message for the client."""
+
+    def __init__(self, status: int, kind: str, message: str):
+        super().__init__(message)
+        self.status, self.kind, self.message = status, kind, message
+
+
+# -- the model's state and the batching worker ---------------------------------------------------
+
+
+class _Job:
+    __slots__ = ("future", "loop", "texts")
+
+    def __init__(self, texts: list[str], future: asyncio.Future, loop: asyncio.AbstractEventLoop):
+        self.texts, self.future, self.loop = texts, future, loop
+
+
+class Batcher:
+    """One worker thread that scores waiting requests together and hands each its own rows.
+
+    It takes the first request waiting, then every other one already queued; while `pending()` says more are
+    on their way (arrived, not yet queued) it waits for them, at most `max_wait_ms`. A batch holds at most
+    `max_batch_tokens` tokens (a request that would pass it starts the next batch)."""
+
+    def __init__(self, model, limits: Limits, pending, observe=None):
+        self.model = model
+        self.limits = limits
+        self.pending = pending
+        self.observe = observe or (lambda texts, requests: None)
+        self.queue: queue.SimpleQueue = queue.SimpleQueue()
+        self.thread = threading.Thread(target=self._run, name="bertsent-batcher", daemon=True)
+        self.thread.start()
+
+    def submit(self, texts: list[str]) -> asyncio.Future:
+        loop = asyncio.get_running_loop()
+        future = loop.create_future()
+        self.queue.put(_Job(texts, future, loop))
+        return future
+
+    def stop(self) -> None:
+        self.queue.put(None)
+        self.thread.join(timeout=10)
+
+    def cost(self, texts: list[str]) -> int:
+        """Tokens the model will run for these texts: each text to max_length, a long one's every window."""
+        model = self.model
+        lengths = [len(ids) for ids in model.tokenizer(texts, add_special_tokens=True, truncation=False)["input_ids"]]
+        if model.long != "windows":
+            return sum(min(n, model.max_length) for n in lengths)
+        windows = [1 + max(0, math.ceil((n - model.max_length) / model.stride)) for n in lengths]
+        return sum(w * min(n, model.max_length) for w, n in zip(windows, lengths))
+
+    def _run(self) -> None:
+        held = None
+        while True:
+            first = held if held is not None else self.queue.get()
+            if first is None:
+                return
+            batch, held, stop = self._collect(first)
+            self._score(batch)
+            if stop:
+                return
+
+    def _collect(self, first: _Job):
+        """The batch starting with `first`, the job that did not fit (or None), and whether to stop after."""
+        batch, tokens = [first], self.cost(first.texts)
+        deadline = time.monotonic() + self.limits.max_wait_ms / 1000
+        while tokens < self.limits.max_batch_tokens:
+            try:
+                job = self.queue.get_nowait()
+            except queue.Empty:
+                left = deadline - time.monotonic()
+                if left <= 0 or self.pending() <= 0:
+                    break
+                try:
+                    job = self.queue.get(timeout=min(left, 0.001))
+                except queue.Empty:
+                    continue
+            if job is None:  # stop, once this batch is answered
+                return batch, None, True
+            cost = self.cost(job.texts)
+            if tokens + cost > self.limits.max_batch_tokens:
+                return batch, job, False
+            batch.append(job)
+            tokens += cost
+        return batch, None, False
+
+    def _score(self, batch: list[_Job]) -> None:
+        texts = [t for job in batch for t in job.texts]
+        try:
+            probs = self.model.predict_proba(texts)
+        except Exception as exc:  # noqa: BLE001 - every waiting request learns of it, the worker goes on
+            for job in batch:
+                job.loop.call_soon_threadsafe(_settle, job.future, None, exc)
+            return
+        self.observe(len(texts), len(batch))
+        start = 0
+        for job in batch:
+            rows = probs[start : start + len(job.texts)]
+            start += len(job.texts)
+            job.loop.call_soon_threadsafe(_settle, job.future, rows, None)
+
+
+def _settle(future: asyncio.Future, result, error) -> None:
+    if future.done():  # the client went away
+        return
+    if error is not None:
+        future.set_exception(error)
+    else:
+        future.set_result(result)
+
+
+class Service:
+    """What the app serves: the model (loaded in the background), its batcher, explainer, limits, metrics."""
+
+    def __init__(self, source, limits: Limits, api_key: str | None, load_options: dict | None = None):
+        self.source = source
+        self.limits = limits
+        self.api_key = api_key or None
+        self.load_options = load_options or {}
+        self.model = None
+        self.batcher: Batcher | None = None
+        self.state = "loading"
+        self.failure: str | None = None
+        self.inflight = 0
+        self.announced = 0  # predict requests arrived and not yet queued or refused
+        self.metrics = _Metrics()
+        self._explainer = None  # (torch model, tokenizer) of its own, made on the first /explain
+        self._explain_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="bertsent-explain")
+        self._loader: threading.Thread | None = None
+
+    def start(self) -> None:
+        self._loader = threading.Thread(target=self._load, name="bertsent-loader", daemon=True)
+        self._loader.start()
+
+    def _load(self) -> None:
+        started = time.perf_counter()
+        try:
+            model = self._open()
+            self.batcher = Batcher(model, self.limits, lambda: self.announced, self.metrics.batch)
+            self.model = model
+            self.state = "ready"
+            self.metrics.loaded.set(1)
+            _log(f"model loaded in {time.perf_counter() - started:.1f} s ({model.backend_name}): ready")
+        except Exception as exc:  # noqa: BLE001 - the server stays up and says why in /health
+            self.failure = str(exc) if isinstance(exc, BertsentError) else f"{type(exc).__name__}: {exc}"
+            self.state = "failed"
+            _log(f"error: the model could not be loaded: {self.failure}")
+
+    def _open(self):
+        from .prediction import SentimentModel
+
+        if isinstance(self.source, SentimentModel):
+            return self.source
+        if callable(self.source):
+            return self.source()
+        return SentimentModel.load(self.source, **self.load_options)
+
+    def stop(self) -> None:
+        if self._loader is not None:
+            self._loader.join(timeout=60)
+        if self.batcher is not None:
+            self.batcher.stop()
+        self._explain_pool.shutdown(wait=False, cancel_futures=True)
+
+    def ready(self):
+        """The model, or the 503 that says it is not there yet."""
+        if self.state == "ready":
+            return self.model
+        if self.state == "failed":
+            raise RequestError(503, "not_ready", f"the model could not be loaded: {self.failure}")
+        raise RequestError(503, "not_ready", "the model is loading; try again shortly (GET /health says when)")
+
+    def explain(self, texts: list[str], target: str | None, n_steps: int) -> list:
+        """Word attributions, on a PyTorch model and tokenizer of the explainer's own: Captum hooks the
+        embedding layer while it runs, which must not touch the predictions made meanwhile."""
+        from .explain import explain
+
+        model = self.model
+        if self._explainer is None:
+            network = model.model  # with an ONNX backend, loaded now, for this alone
+            if network is getattr(model.backend, "model", None):  # the torch backend's own: copy it
+                network = copy.deepcopy(network)
+            self._explainer = (network, copy.deepcopy(model.tokenizer))
+        network, tokenizer = self._explainer
+        return explain(
+            network,
+            tokenizer,
+            texts,
+            target,
+            n_steps=n_steps,
+            max_length=model.max_length,
+            temperature=model.temperature,
+        )
+
+    def info(self) -> dict:
+        from .runtime import library_versions
+
+        model = self.model
+        folder = model.folder if model is not None else (self.source if isinstance(self.source, (str, Path)) else None)
+        out = {"model": str(folder) if folder is not None else None, "state": self.state}
+        if model is not None:
+            out |= {
+                "base_model": model.metadata.get("base_model"),
+                "labels": list(model.classes_),
+                "max_length": model.max_length,
+                "long": model.long,
+                "stride": model.stride if model.long == "windows" else None,
+                "temperature": model.temperature,
+                "backend": model.backend_name,
+                "neutral_band": model.neutral_band,
+            }
+        out["limits"] = asdict(self.limits)
+        out["auth"] = self.api_key is not None
+        out["versions"] = library_versions() | _server_versions()
+        return out
+
+
+def _server_versions() -> dict:
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = {}
+    for name in ("fastapi", "uvicorn", "onnxruntime", "captum"):
+        try:
+            out[name] = version(name)
+        except PackageNotFoundError:
+            continue
+    return out
+
+
+class _Metrics:
+    """Prometheus metrics of one app, in a registry of its own."""
+
+    def __init__(self):
+        from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+        self.registry = CollectorRegistry()
+        self.requests = Counter(
+            "bertsent_requests", "HTTP requests answered", ["path", "method", "status"], registry=self.registry
+        )
+        self.errors = Counter(
+            "bertsent_errors", "requests refused or failed, by kind", ["kind"], registry=self.registry
+        )
+        self.latency = Histogram(
+            "bertsent_request_seconds",
+            "time to answer a request",
+            ["path"],
+            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+            registry=self.registry,
+        )
+        self.batch_texts = Histogram(
+            "bertsent_batch_texts",
+            "texts scored in one model call",
+            buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024),
+            registry=self.registry,
+        )
+        self.batch_requests = Histogram(
+            "bertsent_batch_requests",
+            "requests answered by one model call",
+            buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256),
+            registry=self.registry,
+        )
+        self.texts = Counter("bertsent_texts", "texts scored", registry=self.registry)
+        self.inflight = Gauge("bertsent_inflight_requests", "requests being answered", registry=self.registry)
+        self.loaded = Gauge("bertsent_model_loaded", "1 once the model is loaded", registry=self.registry)
+
+    def batch(self, texts: int, requests: int) -> None:
+        self.batch_texts.observe(texts)
+        self.batch_requests.observe(requests)
+        self.texts.inc(texts)
+
+
+def _log(message: str) -> None:
+    print(f"bertsent serve: {message}", file=sys.stderr, flush=True)
+
+
+# -- requests and answers ------------------------------------------------------------------------
+
+
+def parse_body(body: bytes, keys: tuple[str, ...], max_texts: int, max_chars: int):
+    """`{"inputs": str | [str], "parameters": {...}}` checked: (texts, one text given?, parameters)."""
+    try:
+        payload = json.loads(body)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise RequestError(422, "validation", f"malformed JSON: {exc}") from None
+    if not isinstance(payload, dict):
+        raise RequestError(422, "validation", 'the body must be a JSON object: {"inputs": "text" or ["text", ...]}')
+    unknown = sorted(set(payload) - {"inputs", "parameters"})
+    if unknown:
+        raise RequestError(422, "validation", f"unknown key {unknown[0]!r}: the body takes inputs and parameters")
+    if "inputs" not in payload:
+        raise RequestError(422, "validation", 'missing "inputs": give a text or a list of texts')
+    inputs = payload["inputs"]
+    single = isinstance(inputs, str)
+    texts = [inputs] if single else inputs
+    if not isinstance(texts, list) or not all(isinstance(t, str) for t in texts):
+        raise RequestError(422, "validation", '"inputs" must be a string or a list of strings')
+    if not texts:
+        raise RequestError(422, "validation", '"inputs" is an empty list: give at least one text')
+    if len(texts) > max_texts:
+        raise RequestError(
+            413, "too_large", f"{len(texts)} texts in one request; this server takes at most {max_texts}"
+        )
+    longest = max(range(len(texts)), key=lambda i: len(texts[i]))
+    if len(texts[longest]) > max_chars:
+        raise RequestError(
+            413,
+            "too_large",
+            f"text {longest} has {len(texts[longest])} characters; this server takes at most {max_chars} per text",
+        )
+    parameters = payload.get("parameters") or {}
+    if not isinstance(parameters, dict):
+        raise RequestError(422, "validation", '"parameters" must be an object')
+    unknown = sorted(set(parameters) - set(keys))
+    if unknown:
+        raise RequestError(422, "validation", f"unknown parameter {unknown[0]!r}; parameters are {', '.join(keys)}")
+    return texts, single, {k: v for k, v in parameters.items() if v is not None}
+
+
+def predict_parameters(parameters: dict, model) -> tuple[int | None, float | None]:
+    """top_k (None: every class) and the neutral band (default: the server's)."""
+    top_k = parameters.get("top_k")
+    if top_k is not None and (isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1):
+        raise RequestError(422, "validation", f"top_k {top_k!r}: must be a whole number of at least 1")
+    band = parameters.get("neutral_band", model.neutral_band)
+    if band is not None and (isinstance(band, bool) or not isinstance(band, (int, float)) or not 0 <= band < 1):
+        raise RequestError(422, "validation", f"neutral_band {band!r}: must be a number in [0, 1), e.g. 0.2")
+    transform = parameters.get("function_to_apply")
+    if transform is not None and transform != "softmax":
+        raise RequestError(
+            422, "validation", f"function_to_apply {transform!r}: this server answers calibrated softmax scores only"
+        )
+    return top_k, band
+
+
+def answer(row: np.ndarray, classes: list[str], top_k: int | None, neutral_band: float | None) -> list[dict]:
+    """One text's `[{"label", "score"}, ...]`, most probable first. With a neutral band a binary model's
+    unsure text is answered "neutral" first, its score 1 minus the two classes' margin."""
+    order = np.argsort(-row, kind="stable")
+    out = [{"label": classes[i], "score": float(row[i])} for i in order]
+    if neutral_band and len(classes) == 2 and row.max() < 0.5 + neutral_band / 2:
+        out.insert(0, {"label": NEUTRAL, "score": float(1 - (row.max() - row.min()))})
+    return out[:top_k] if top_k else out
+
+
+def explain_parameters(parameters: dict, model, limits: Limits) -> tuple[str | None, int]:
+    from .explain import DEFAULT_STEPS
+
+    target = parameters.get("target")
+    if target is not None and target not in model.classes_:
+        raise RequestError(422, "validation", f"target {target!r}: the model's labels are {', '.join(model.classes_)}")
+    steps = parameters.get("n_steps", DEFAULT_STEPS)
+    if isinstance(steps, bool) or not isinstance(steps, int) or not 1 <= steps <= limits.max_explain_steps:
+        raise RequestError(
+            422, "validation", f"n_steps {steps!r}: must be a whole number from 1 to {limits.max_explain_steps}"
+        )
+    return target, steps
+
+
+def _request_schema(example: dict, parameters: dict) -> dict:
+    """The request body as the OpenAPI page shows it (the handlers read and check the body themselves)."""
+    text = {"type": "string"}
+    return {
+        "requestBody": {
+            "required": True,
+            "content": {
+                "application/json": {
+                    "schema": {
+                        "type": "object",
+                        "required": ["inputs"],
+                        "additionalProperties": False,
+                        "properties": {
+                            "inputs": {"oneOf": [text, {"type": "array", "items": text, "minItems": 1}]},
+                            "parameters": {"type": "object", "additionalProperties": False, "properties": parameters},
+                        },
+                    },
+                    "example": example,
+                }
+            },
+        }
+    }
+
+
+PREDICT_SCHEMA = _request_schema(
+    {"inputs": "A warm, funny film; I loved it.", "parameters": {"top_k": 2}},
+    {
+        "top_k": {"type": "integer", "minimum": 1, "description": "the k most probable labels (default: all)"},
+        "neutral_band": {"type": "number", "minimum": 0, "exclusiveMaximum": 1, "description": "binary models"},
+        "function_to_apply": {"type": "string", "enum": ["softmax"]},
+    },
+)
+EXPLAIN_SCHEMA = _request_schema(
+    {"inputs": "A warm, funny film; I loved it."},
+    {
+        "target": {"type": "string", "description": "the label to explain (default: the predicted one)"},
+        "n_steps": {"type": "integer", "minimum": 1, "description": "integration steps"},
+    },
+)
+
+
+# -- the app -------------------------------------------------------------------------------------
+
+
+def require_server():
+    """FastAPI's module, or a BertsentError that says how to install the server's packages."""
+    try:
+        import fastapi
+        import prometheus_client  # noqa: F401
+        import uvicorn  # noqa: F401
+    except ImportError:
+        raise BertsentError(f"the server's packages are not installed: {INSTALL}") from None
+    return fastapi
+
+
+def _error_response(service: Service, error: RequestError):
+    from fastapi.responses import JSONResponse
+
+    service.metrics.errors.labels(error.kind).inc()
+    headers = {"WWW-Authenticate": "Bearer"} if error.status == 401 else None
+    return JSONResponse({"error": error.message, "error_type": error.kind}, status_code=error.status, headers=headers)
+
+
+def _json(payload, status: int = 200):
+    from starlette.responses import Response
+
+    return Response(json.dumps(payload, ensure_ascii=False).encode("utf-8"), status, media_type="application/json")
+
+
+class _Gate:
+    """ASGI middleware before everything: the API key, the in-flight limit, and the request metrics."""
+
+    def __init__(self, app, service: Service):
+        self.app = app
+        self.service = service
+        self.expected = f"Bearer {service.api_key}".encode() if service.api_key else None
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        service, path, method = self.service, scope["path"], scope["method"]
+        started = time.perf_counter()
+        status = [500]
+
+        async def sending(message):
+            if message["type"] == "http.response.start":
+                status[0] = message["status"]
+            await send(message)
+
+        model_call = method == "POST" and path in (*PREDICT_PATHS, "/explain")
+        try:
+            refusal = self._refusal(scope, path, method, model_call)
+            if refusal is not None:
+                return await _error_response(service, refusal)(scope, receive, sending)
+            if not model_call:
+                return await self.app(scope, receive, sending)
+            service.inflight += 1
+            service.metrics.inflight.inc()
+            if path in PREDICT_PATHS:
+                service.announced += 1
+                scope["bertsent.announced"] = True
+            try:
+                await self.app(scope, receive, sending)
+            finally:
+                _arrived(service, scope)
+                service.inflight -= 1
+                service.metrics.inflight.dec()
+        finally:
+            label = path if path in ROUTES else "other"
+            service.metrics.requests.labels(label, method, str(status[0])).inc()
+            service.metrics.latency.labels(label).observe(time.perf_counter() - started)
+
+    def _refusal(self, scope, path: str, method: str, model_call: bool) -> RequestError | None:
+        service = self.service
+        open_path = path in OPEN_PATHS or (path == "/" and method in ("GET", "HEAD"))
+        if self.expected is not None and not open_path:
+            given = dict(scope["headers"]).get(b"authorization", b"")
+            if not secrets.compare_digest(given, self.expected):
+                what = "a wrong API key" if given else "no API key"
+                return RequestError(401, "unauthorized", f"{what}: send the header Authorization: Bearer KEY")
+        if model_call and service.inflight >= service.limits.max_inflight:
+            return RequestError(
+                429, "overloaded", f"{service.inflight} requests in flight, the most this server takes; retry shortly"
+            )
+        return None
+
+
+def _arrived(service: Service, scope) -> None:
+    """A predict request is queued or refused: the batcher stops expecting it."""
+    if scope.pop("bertsent.announced", False):
+        service.announced -= 1
+
+
+def create_app(
+    model,
+    *,
+    max_texts: int = Limits.max_texts,
+    max_chars: int = Limits.max_chars,
+    max_inflight: int = Limits.max_inflight,
+    max_batch_tokens: int = Limits.max_batch_tokens,
+    max_wait_ms: float = Limits.max_wait_ms,
+    max_explain_texts: int = Limits.max_explain_texts,
+    api_key: str | None = None,
+    load_options: dict | None = None,
+):
+    """The FastAPI app serving `model`: a model folder (loaded in the background once the app starts, with
+    `load_options` as `bertsent.load` takes them), a loaded SentimentModel, or a function that returns one."""
+    fastapi = require_server()
+    from contextlib import asynccontextmanager
+
+    from fastapi.exceptions import RequestValidationError
+    from fastapi.responses import HTMLResponse
+    from starlette.exceptions import HTTPException
+
+    limits = Limits(max_texts, max_chars, max_inflight, max_batch_tokens, max_wait_ms, max_explain_texts)
+    limits.check()
+    service = Service(model, limits, api_key, load_options)
+
+    @asynccontextmanager
+    async def lifespan(app):
+        service.start()
+        try:
+            yield
+        finally:
+            service.stop()
+
+    app = fastapi.FastAPI(
+        title="bertsent",
+        description="Sentiment of texts, in the shape of Hugging Face's text-classification servers.",
+        version=_package_version(),
+        lifespan=lifespan,
+    )
+    app.state.service = service
+    app.add_middleware(_Gate, service=service)
+
+    @app.exception_handler(RequestError)
+    async def refused(request, exc: RequestError):
+        return _error_response(service, exc)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(request, exc: RequestValidationError):
+        first = exc.errors()[0] if exc.errors() else {}
+        where = ".".join(str(p) for p in first.get("loc", ()) if p != "body")
+        message = f"{where}: {first.get('msg', 'invalid request')}" if where else first.get("msg", "invalid request")
+        return _error_response(service, RequestError(422, "validation", message))
+
+    @app.exception_handler(HTTPException)
+    async def http_error(request, exc: HTTPException):
+        kind = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http")
+        return _error_response(service, RequestError(exc.status_code, kind, str(exc.detail)))
+
+    @app.exception_handler(Exception)
+    async def internal(request, exc: Exception):
+        return _error_response(service, RequestError(500, "internal", f"internal error: {type(exc).__name__}: {exc}"))
+
+    _routes(app, service, HTMLResponse)
+    return app
+
+
+def _routes(app, service: Service, html_response) -> None:
+    # No `from __future__ import annotations` in this module: FastAPI reads these handlers' annotations, and
+    # Request is imported here, not at the top (the server's packages are an extra).
+    from fastapi import Request
+    from starlette.responses import Response
+
+    async def scores(request: Request) -> tuple[list, bool]:
+        """The answers of a predict request, one list per text, and whether one text was given."""
+        try:
+            model = service.ready()
+            _check_size(request, service.limits)
+            texts, single, parameters = parse_body(
+                await request.body(), PREDICT_KEYS, service.limits.max_texts, service.limits.max_chars
+            )
+            top_k, band = predict_parameters(parameters, model)
+            future = service.batcher.submit(texts)
+        finally:
+            _arrived(service, request.scope)
+        rows = await future
+        return [answer(row, model.classes_, top_k, band) for row in rows], single
+
+    @app.post("/predict", openapi_extra=PREDICT_SCHEMA, summary="Labels and calibrated scores of texts")
+    async def predict(request: Request):
+        answers, single = await scores(request)
+        return _json(answers[0] if single else answers)
+
+    @app.post("/", openapi_extra=PREDICT_SCHEMA, summary="As /predict, a list per text (Inference API shape)")
+    async def predict_root(request: Request):
+        answers, _ = await scores(request)
+        return _json(answers)
+
+    @app.post("/explain", openapi_extra=EXPLAIN_SCHEMA, summary="Word attributions (integrated gradients)")
+    async def explain(request: Request):
+        model = service.ready()
+        _check_size(request, service.limits)
+        texts, single, parameters = parse_body(
+            await request.body(), EXPLAIN_KEYS, service.limits.max_explain_texts, service.limits.max_chars
+        )
+        target, steps = explain_parameters(parameters, model, service.limits)
+        loop = asyncio.get_running_loop()
+        try:
+            found = await loop.run_in_executor(service._explain_pool, service.explain, texts, target, steps)
+        except BertsentError as exc:  # Captum not installed
+            raise RequestError(501, "unavailable", str(exc)) from None
+        records = [x.as_dict() for x in found]
+        return _json(records[0] if single else records)
+
+    @app.get("/health", summary="200 once the model is loaded, 503 before")
+    async def health():
+        service.ready()
+        return _json({"status": "ok", "backend": service.model.backend_name})
+
+    @app.get("/info", summary="The model, its labels, limits and versions")
+    async def info():
+        return _json(service.info())
+
+    @app.get("/metrics", summary="Prometheus metrics")
+    async def metrics():
+        from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+        return Response(generate_latest(service.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+    page_html = []
+
+    @app.get("/", response_class=html_response, summary="A page to try the model")
+    async def page():
+        if not page_html:
+            page_html.append(PAGE_FILE.read_text(encoding="utf-8"))
+        return html_response(page_html[0])
+
+
+def _check_size(request, limits: Limits) -> None:
+    """Refuse a body too large to hold max_texts texts of max_chars before reading it."""
+    declared = request.headers.get("content-length")
+    most = limits.max_texts * (limits.max_chars * 12 + 16) + 65_536  # a character: up to 12 bytes of JSON
+    if declared is not None and declared.isdigit() and int(declared) > most:
+        raise RequestError(413, "too_large", f"a body of {declared} bytes; this server takes at most {most}")
+
+
+def _package_version() -> str:
+    from .runtime import package_version
+
+    return package_version()
+
+
+# -- running it ----------------------------------------------------------------------------------
+
+
+def is_local(host: str) -> bool:
+    return host in LOCAL_HOSTS or host.startswith("127.")
+
+
+def serve(
+    model_dir: str | os.PathLike,
+    *,
+    host: str = "127.0.0.1",
+    port: int = 8000,
+    api_key: str | None = None,
+    log_level: str = "info",
+    access_log: bool = False,
+    load_options: dict | None = None,
+    announce=None,
+    **limits,
+) -> None:
+    """Run the server until interrupted. The folder and settings are checked first (then `announce()` is
+    called, if given); the model loads once the server listens."""
+    require_server()
+    import uvicorn
+
+    from .model import check_model_folder
+
+    folder = Path(model_dir).expanduser()
+    check_model_folder(folder, need_classifier=True)
+    if not 0 <= port < 65536:
+        raise BertsentError(f"--port {port}: give a port from 0 to 65535.")
+    app = create_app(folder, api_key=api_key, load_options=load_options, **limits)
+    if announce is not None:
+        announce()
+    uvicorn.run(app, host=host, port=port, log_level=log_level, access_log=access_log)
