@@ -11,6 +11,8 @@ from .parser import prediction_settings, training_settings
 from .tables import (
     format_compare,
     format_data_info,
+    format_explanations,
+    format_explanations_jsonl,
     format_metrics,
     format_models,
     format_predictions,
@@ -168,6 +170,67 @@ def cmd_models(args) -> int:
     return 0
 
 
+def cmd_serve(args) -> int:
+    import os
+
+    from ..metrics import check_neutral_band
+    from ..serve import API_KEY_ENV, is_local, serve
+
+    check_neutral_band(args.neutral_band)
+    key = args.api_key or os.environ.get(API_KEY_ENV) or None
+    if not is_local(args.host) and key is None:
+        say(
+            f"Warning: serving on {args.host} without an API key: anyone who can reach this machine can use the "
+            f"model. Set --api-key KEY (or ${API_KEY_ENV}) to require Authorization: Bearer KEY."
+        )
+    host = f"[{args.host}]" if ":" in args.host else args.host
+    announce = (
+        f"Serving {args.model_dir} on http://{host}:{args.port}: a page at /, POST /predict, API docs at /docs. "
+        "The model loads in the background; GET /health answers 200 once it is ready."
+    )
+    serve(
+        args.model_dir,
+        announce=lambda: say(announce),
+        host=args.host,
+        port=args.port,
+        api_key=key,
+        log_level=args.log_level,
+        access_log=args.access_log,
+        load_options=dict(batch_size=args.batch_size, neutral_band=args.neutral_band, **prediction_settings(args)),
+        max_texts=args.max_texts,
+        max_chars=args.max_chars,
+        max_inflight=args.max_inflight,
+        max_batch_tokens=args.max_batch_tokens,
+        max_wait_ms=args.max_wait_ms,
+    )
+    return 0
+
+
+def cmd_explain(args) -> int:
+    from ..explain import explanations_page, import_captum
+    from ..files import write_atomic
+    from ..prediction import load
+
+    import_captum()  # before loading anything: a missing package is said at once
+    if args.html:
+        _check_out_file(args.html, "explanations.html")
+    texts = list(args.texts)
+    if not texts and not sys.stdin.isatty():
+        texts = [line.rstrip("\n") for line in sys.stdin if line.strip()]
+    if not texts:
+        raise BertsentError("no texts to explain. Give them as arguments, or on standard input (one a line).")
+    model = load(args.model_dir, backend="torch", max_length=args.max_length)
+    found = model.explain(texts, target=args.target, n_steps=args.steps)
+    if args.format == "jsonl":
+        sys.stdout.write(format_explanations_jsonl(found))
+    else:
+        sys.stdout.write(format_explanations(found, top=args.top, color=sys.stdout.isatty()))
+    if args.html:
+        write_atomic(Path(args.html), explanations_page(found, f"Why {Path(args.model_dir).name} said so"))
+        say(f"Shaded words written to {args.html}")
+    return 0
+
+
 def _check_out_file(out: str | None, example: str) -> None:
     """Refuse an --out that is a folder before any work, not after it."""
     if out and Path(out).is_dir():
@@ -181,4 +244,6 @@ COMMANDS = {
     "data": cmd_data,
     "models": cmd_models,
     "compare": cmd_compare,
+    "serve": cmd_serve,
+    "explain": cmd_explain,
 }

@@ -99,6 +99,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     models = commands.add_parser("models", help="models usable offline on this machine")
     models.add_argument("--json", action="store_true", help="print JSON")
+    add_serving_commands(commands)
     return parser
 
 
@@ -212,3 +213,67 @@ def training_settings(args: argparse.Namespace) -> dict:
     """The TrainConfig settings given on the command line, as given."""
     names = [f.name for f in fields(TrainConfig)]
     return {name: getattr(args, name) for name in names if getattr(args, name, None) is not None}
+
+
+def add_serving_commands(commands) -> None:
+    """`serve` (the HTTP API and its page) and `explain` (word attributions)."""
+    from ..explain import DEFAULT_STEPS
+    from ..serve import API_KEY_ENV, Limits
+
+    serve = commands.add_parser(
+        "serve",
+        help="answer predictions over HTTP, with a page to try the model",
+        description="Serve a trained model: POST /predict (and POST /, for Hugging Face's InferenceClient), "
+        "POST /explain, GET /health, /info, /metrics, /docs, and a page at /. The model loads in the background; "
+        "/health answers 503 until it is ready.",
+    )
+    serve.add_argument("model_dir", metavar="MODEL_DIR")
+    serve.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine)")
+    serve.add_argument("--port", type=int, default=8000, help="port (default 8000)")
+    serve.add_argument(
+        "--api-key", metavar="KEY", help=f"require the header Authorization: Bearer KEY (default: ${API_KEY_ENV})"
+    )
+    add_prediction_flags(serve)
+    serve.add_argument(
+        "--neutral-band", type=float, metavar="X", help="binary models: the band requests get unless they give one"
+    )
+    limits = serve.add_argument_group("limits (over them: 413, or 429 for requests in flight)")
+    defaults = Limits()
+    limits.add_argument("--max-texts", type=int, default=defaults.max_texts, metavar="N", help="texts per request")
+    limits.add_argument("--max-chars", type=int, default=defaults.max_chars, metavar="N", help="characters per text")
+    limits.add_argument(
+        "--max-inflight", type=int, default=defaults.max_inflight, metavar="N", help="requests answered at once"
+    )
+    limits.add_argument(
+        "--max-batch-tokens",
+        type=int,
+        default=defaults.max_batch_tokens,
+        metavar="N",
+        help="tokens scored together from concurrent requests",
+    )
+    limits.add_argument(
+        "--max-wait-ms",
+        type=float,
+        default=defaults.max_wait_ms,
+        metavar="MS",
+        help="how long a batch waits for requests on their way",
+    )
+    serve.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
+    serve.add_argument("--access-log", action="store_true", help="log every request (uvicorn's access log)")
+
+    explain = commands.add_parser(
+        "explain",
+        help="show the words behind a model's decision",
+        description="Word attributions by layer integrated gradients on the embedding layer (Captum): how much "
+        "each word pushed the model towards the predicted label (or --target), in log-odds.",
+    )
+    explain.add_argument("model_dir", metavar="MODEL_DIR")
+    explain.add_argument("texts", nargs="*", metavar="TEXT", help="texts to explain (or standard input, one a line)")
+    explain.add_argument("--target", metavar="LABEL", help="the label to explain (default: the predicted one)")
+    explain.add_argument("--steps", type=int, metavar="N", help=f"integration steps (default {DEFAULT_STEPS})")
+    explain.add_argument(
+        "--max-length", type=int, metavar="N", help="tokens explained per text (default: the training length)"
+    )
+    explain.add_argument("--format", choices=["text", "jsonl"], default="text", help="default: text")
+    explain.add_argument("--top", type=int, default=5, metavar="N", help="text: the N strongest words (default 5)")
+    explain.add_argument("--html", metavar="FILE", help="also write a page with the words shaded")

@@ -118,3 +118,42 @@ def format_models(rows: list[dict]) -> str:
         "Also usable: any local Hugging Face model folder (--model /path/to/folder), or a Hub id when online.",
     ]
     return "\n".join(lines)
+
+
+def format_explanations(explanations: list, top: int = 5, color: bool = False) -> str:
+    """`explain`'s text: each text's verdict, the text with its strongest words marked ([+word] towards the
+    explained label, [-word] away from it; in colour on a terminal), and those words' scores."""
+    blocks = []
+    for x in explanations:
+        head = f"{x.label} ({x.probs.get(x.label, 0.0):.3f})"
+        if x.target != x.label:
+            head += f"; words for {x.target}"
+        if x.truncated:
+            head += f"; explained on the first {x.tokens} tokens"
+        head += f"; convergence delta {x.delta:+.3f}"
+        order = sorted(range(len(x.words)), key=lambda i: -abs(x.scores[i]))[: max(0, top)]
+        strongest = set(order)
+        pieces, cursor = [], 0
+        for i, (word, score, span) in enumerate(zip(x.words, x.scores, x.offsets)):
+            if span is not None:
+                pieces.append(x.text[cursor : span[0]])
+                cursor = span[1]
+            elif i:
+                pieces.append(" ")
+            pieces.append(_marked(word, score, color) if i in strongest else word)
+        if not x.words or x.offsets[-1] is not None:
+            pieces.append(x.text[cursor:])
+        body = " ".join("".join(pieces).split())
+        listed = ", ".join(f"{x.words[i]} {x.scores[i]:+.3f}" for i in order)
+        blocks.append(f"{head}\n  {body}\n  strongest: {listed or '-'}")
+    return "\n\n".join(blocks) + "\n"
+
+
+def _marked(word: str, score: float, color: bool) -> str:
+    if color:
+        return f"\033[1;{32 if score > 0 else 31}m{word}\033[0m"
+    return f"[{'+' if score > 0 else '-'}{word}]"
+
+
+def format_explanations_jsonl(explanations: list) -> str:
+    return "".join(json.dumps(x.as_dict(), ensure_ascii=False) + "\n" for x in explanations)
