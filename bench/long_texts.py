@@ -41,7 +41,7 @@ def parse_args(argv=None):
     p.add_argument("--data", default=DEFAULT_IMDB + ":test", help="labeled data (default: IMDB test)")
     p.add_argument("--samples", type=int, default=400, help="reviews to score (a reproducible sample)")
     p.add_argument("--min-tokens", type=int, help="only reviews longer than this (default: the largest length)")
-    p.add_argument("--strategies", default=DEFAULT_STRATEGIES, help="LONG@LENGTH[/STRIDE],... (stride: half)")
+    p.add_argument("--strategies", default=DEFAULT_STRATEGIES, help="LONG@LENGTH[/STRIDE],... (stride: half a window)")
     p.add_argument("--backend", default="torch")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", metavar="FILE")

@@ -77,7 +77,8 @@ def test_defaults_come_from_the_training(trained):
     meta = json.loads((trained / "bertsent.json").read_text())
     model = bertsent.load(trained)
     assert model.max_length == meta["max_length"] and model.long == "windows"
-    assert model.stride == model.max_length // 2
+    assert model.stride == model.max_length - 2  # side by side: [CLS] and [SEP] in each window
+    assert bertsent.load(trained, stride=5).stride == 5
     assert bertsent.load(trained, max_length=100).max_length == 100
 
 
