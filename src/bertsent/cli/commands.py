@@ -118,23 +118,25 @@ def cmd_evaluate(args) -> int:
 
 
 def cmd_predict(args) -> int:
-    from ..data import read_data
     from ..files import write_atomic
     from ..metrics import check_neutral_band
     from ..prediction import load
 
     _check_out_file(args.out, "predictions.jsonl")
     check_neutral_band(args.neutral_band)
-    texts = list(args.texts)
+    options = dict(batch_size=args.batch_size, neutral_band=args.neutral_band, **prediction_settings(args))
     if args.file:
-        texts += read_data(args.file, text_column=args.text_column, encoding=args.encoding, texts_only=True).texts
+        return _predict_file(args, options)
+    if args.keep_columns or args.resume or args.shard or args.format == "tsv":
+        raise BertsentError("--keep-columns, --resume, --shard and --format tsv are for --file F.")
+    texts = list(args.texts)
     if not texts and not sys.stdin.isatty():
         texts = [line.rstrip("\n") for line in sys.stdin if line.strip()]
     if not texts:
         raise BertsentError("no texts to label. Give them as arguments, with --file F, or on standard input.")
     suffix = Path(args.out).suffix.lower() if args.out else ""
     fmt = args.format or {".jsonl": "jsonl", ".csv": "csv"}.get(suffix, "table")
-    model = load(args.model_dir, batch_size=args.batch_size, neutral_band=args.neutral_band)
+    model = load(args.model_dir, **options)
     records = model.predict_records(texts)
     text = format_predictions(records, model.classes_, fmt)
     if args.out:
@@ -142,6 +144,67 @@ def cmd_predict(args) -> int:
         say(f"{len(records)} predictions written to {args.out}")
     else:
         sys.stdout.write(text)
+    return 0
+
+
+def _predict_file(args, options: dict) -> int:
+    """--file: streamed in chunks into --out (resumable, sharded), or onto stdout."""
+    from .. import bulk
+    from ..runtime import process_rank
+
+    if args.texts:
+        raise BertsentError("give texts as arguments or --file F, not both.")
+    reading = dict(text_column=args.text_column, keep_columns=args.keep_columns, encoding=args.encoding)
+    reading.update(progress=not args.quiet, **({"chunk_rows": args.chunk_rows} if args.chunk_rows else {}))
+    if args.out is None and args.format in (None, "table"):
+        if args.keep_columns:
+            raise BertsentError("--keep-columns: the table shows no other columns; pass --format jsonl|csv|tsv.")
+        for i, records in enumerate(bulk.iter_predictions(args.model_dir, args.file, **reading, **options)):
+            table = format_predictions(records, list(records[0]["probs"]), "table") if records else ""
+            sys.stdout.write(table if i == 0 else table.split("\n", 1)[-1])  # one header
+        return 0
+    result = bulk.predict_file(
+        args.model_dir,
+        args.file,
+        args.out,
+        resume=args.resume,
+        overwrite=args.overwrite,
+        shard=args.shard,
+        fmt=args.format,
+        log=say,
+        **reading,
+        **options,
+    )
+    if args.out and process_rank() == 0:
+        say(_written(result))
+    return 0
+
+
+def _written(result: dict) -> str:
+    if result["output_rows"] is None:
+        return f"{result['out']}: complete already; nothing to do."
+    line = f"{result['output_rows']:,} predictions written to {result['out']}"
+    if result["resumed_rows"]:
+        line += f" ({result['resumed_rows']:,} of them by the interrupted run)"
+    if result["shard"] and not result["merged"]:
+        line += f"; when every part is done: bertsent merge {result['out'].rsplit('.part-', 1)[0]}"
+    return line
+
+
+def cmd_merge(args) -> int:
+    from ..bulk import merge_parts
+
+    if args.out:
+        out, parts = args.out, args.paths or None
+    elif len(args.paths) == 1:
+        out, parts = args.paths[0], None
+    else:
+        raise BertsentError("give OUT (its parts OUT.part-I-of-N are found beside it), or --out OUT and the parts.")
+    _check_out_file(out, "predictions.jsonl")
+    result = merge_parts(
+        out, parts, fmt=args.format, overwrite=args.overwrite, keep_parts=args.keep_parts, progress=not args.quiet
+    )
+    say(f"{result['rows']:,} predictions from {result['parts']} parts merged into {result['out']}")
     return 0
 
 
@@ -241,6 +304,7 @@ COMMANDS = {
     "train": cmd_train,
     "evaluate": cmd_evaluate,
     "predict": cmd_predict,
+    "merge": cmd_merge,
     "data": cmd_data,
     "models": cmd_models,
     "compare": cmd_compare,

@@ -66,15 +66,59 @@ def build_parser() -> argparse.ArgumentParser:
     predict = commands.add_parser("predict", help="label new texts")
     predict.add_argument("model_dir", metavar="MODEL_DIR")
     predict.add_argument("texts", nargs="*", metavar="TEXT", help="texts to label (or --file, or stdin)")
-    predict.add_argument("--file", metavar="F", help="CSV/TSV/JSONL/JSON/Parquet/plain-lines file of texts")
+    predict.add_argument(
+        "--file",
+        metavar="F",
+        help="CSV/TSV/JSONL/JSON/Parquet/plain-lines file of texts (also .gz/.bz2/.xz/.zip), read and written in "
+        "chunks: any size",
+    )
     predict.add_argument("--text-column", metavar="C")
     predict.add_argument("--encoding", default="utf-8")
-    predict.add_argument("--out", metavar="F", help="write here instead of stdout")
-    predict.add_argument("--format", choices=["table", "jsonl", "csv"], help="default: table, or from --out's suffix")
+    predict.add_argument("--out", metavar="F", help="write here instead of stdout (with --file: .jsonl, .csv or .tsv)")
+    predict.add_argument(
+        "--format", choices=["table", "jsonl", "csv", "tsv"], help="default: table, or from --out's suffix"
+    )
+    predict.add_argument(
+        "--keep-columns",
+        metavar="A,B|all",
+        help="with --file: also write these input columns (all: every other one), before the predictions",
+    )
+    predict.add_argument(
+        "--resume", action="store_true", help="with --file --out: continue an interrupted run where it stopped"
+    )
+    predict.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="with --file --out: replace OUT (once the new one is complete), or start an interrupted run again",
+    )
+    predict.add_argument(
+        "--shard",
+        metavar="I/N",
+        help="with --file --out: score rows I, I+N, I+2N, ... (I from 0) into OUT.part-I-of-N; join the N parts "
+        "with `bertsent merge OUT`. Under torchrun each process takes the shard of its rank, merged at the end",
+    )
+    predict.add_argument(
+        "--chunk-rows", type=int, metavar="N", help="with --file: rows read, scored and written at a time (2048)"
+    )
+    predict.add_argument("--quiet", action="store_true", help="no progress bar")
     add_prediction_flags(predict)
     predict.add_argument(
         "--neutral-band", type=float, metavar="X", help="binary models: below 0.5+X/2 confidence the label is 'neutral'"
     )
+
+    merge = commands.add_parser(
+        "merge",
+        help="join the parts of a sharded predict run",
+        description="Merge OUT.part-I-of-N, written by `bertsent predict --file F --out OUT --shard I/N`, into OUT "
+        "in row order, streaming. Every part must be complete and the N parts whole. They are removed once OUT "
+        "is written.",
+    )
+    merge.add_argument("paths", nargs="*", metavar="PATH", help="OUT (its parts are found beside it), or the parts")
+    merge.add_argument("--out", metavar="F", help="the merged file; the PATHs are then its parts")
+    merge.add_argument("--format", choices=["jsonl", "csv", "tsv"], help="default: from OUT's suffix")
+    merge.add_argument("--overwrite", action="store_true", help="replace OUT if it exists")
+    merge.add_argument("--keep-parts", action="store_true", help="leave the parts in place")
+    merge.add_argument("--quiet", action="store_true", help="no progress bar")
 
     compare = commands.add_parser(
         "compare",
