@@ -234,8 +234,9 @@ def _load(model_or_dir, load_kwargs: dict) -> SentimentModel:
     if launched_processes() > 1 and load_kwargs.get("device") is None:
         import torch
 
-        if torch.cuda.is_available():  # one GPU per process
-            load_kwargs = {**load_kwargs, "device": f"cuda:{int(os.environ.get('LOCAL_RANK', '0'))}"}
+        if torch.cuda.is_available():  # one GPU per process (shared when there are more processes than GPUs)
+            local = int(os.environ.get("LOCAL_RANK", "0")) % torch.cuda.device_count()
+            load_kwargs = {**load_kwargs, "device": f"cuda:{local}"}
     return load(model_or_dir, **load_kwargs)
 
 
