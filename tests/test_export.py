@@ -311,3 +311,24 @@ def test_packaged_minilm_classifier_exports_with_parity(minilm_dir, tmp_path):
     texts = VAL_TEXTS + MIXED_TEXTS
     reference = bertsent.load(folder, backend="torch").predict_proba(texts)
     assert np.allclose(bertsent.load(folder, backend="onnx").predict_proba(texts), reference, atol=1e-4)
+
+
+def test_export_command_prints_what_it_wrote_and_evaluate_runs_the_export(trained, tmp_path, write_csv, capsys):
+    from bertsent.cli import main
+
+    folder = tmp_path / "model"
+    shutil.copytree(trained, folder)
+    data = write_csv(list(zip(VAL_TEXTS, VAL_LABELS)))
+    assert main(["export", str(folder), "--int8", "--data", str(data), "--max-drop", "100"]) == 0
+    out, err = capsys.readouterr()
+    assert "model.onnx" in out and "model_int8.onnx" in out and "(PyTorch)" in out
+    assert "Accuracy on" in out and "--backend onnx" in out
+    assert "parity with PyTorch" in err  # the progress lines go to stderr
+    assert (
+        main(["evaluate", str(folder), "--data", str(data), "--backend", "onnx", "--out", str(tmp_path / "m.json")])
+        == 0
+    )
+    metrics = json.loads((tmp_path / "m.json").read_text())
+    assert metrics["model"]["backend"] == "onnx" and metrics["accuracy"] >= 0.9
+    assert main(["export", str(folder), "--max-drop", "nan"]) == 2
+    assert "--max-drop nan" in capsys.readouterr().err

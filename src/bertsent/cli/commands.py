@@ -9,6 +9,7 @@ from pathlib import Path
 from ..errors import BertsentError
 from .parser import prediction_settings, training_settings
 from .tables import (
+    format_export,
     format_compare,
     format_data_info,
     format_explanations,
@@ -225,6 +226,23 @@ def cmd_data(args) -> int:
     return 0
 
 
+def cmd_export(args) -> int:
+    from ..export import export_onnx
+
+    result = export_onnx(
+        args.model_dir,
+        int8=args.int8,
+        data=args.data,
+        max_drop=args.max_drop,
+        text_column=args.text_column,
+        label_column=args.label_column,
+        encoding=args.encoding,
+        log=say,
+    )
+    print(format_export(result))
+    return 0
+
+
 def cmd_models(args) -> int:
     from ..model import list_offline_models
 
@@ -307,6 +325,7 @@ COMMANDS = {
     "merge": cmd_merge,
     "data": cmd_data,
     "models": cmd_models,
+    "export": cmd_export,
     "compare": cmd_compare,
     "serve": cmd_serve,
     "explain": cmd_explain,

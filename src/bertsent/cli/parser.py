@@ -141,6 +141,22 @@ def build_parser() -> argparse.ArgumentParser:
     data.add_argument("--model", default="minilm", metavar="M", help="tokenizer for the token lengths")
     data.add_argument("--json", action="store_true", help="print JSON")
 
+    export = commands.add_parser(
+        "export",
+        help="export a trained model to ONNX (fp32, and int8 kept only when accuracy holds)",
+        description="Write MODEL_DIR/onnx/model.onnx (and model_int8.onnx with --int8), check them against "
+        "PyTorch, and with --data keep int8 only within --max-drop accuracy points. Needs bertsent[onnx].",
+    )
+    export.add_argument("model_dir", metavar="MODEL_DIR")
+    export.add_argument("--int8", action="store_true", help="also an int8 model (ONNX Runtime dynamic quantization)")
+    export.add_argument(
+        "--data", metavar="SRC", help="labeled data: accuracy of each model, temperatures refitted, int8 gate"
+    )
+    export.add_argument(
+        "--max-drop", type=float, default=0.5, metavar="X", help="int8 kept if at most X accuracy points lower"
+    )
+    add_data_flags(export)
+
     models = commands.add_parser("models", help="models usable offline on this machine")
     models.add_argument("--json", action="store_true", help="print JSON")
     add_serving_commands(commands)
@@ -165,7 +181,9 @@ def add_prediction_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--max-length", type=int, metavar="N", help="tokens per text or window (default: the training length)"
     )
-    parser.add_argument("--stride", type=int, metavar="N", help="windows: tokens between window starts (default half)")
+    parser.add_argument(
+        "--stride", type=int, metavar="N", help="windows: tokens between window starts (default: a whole window)"
+    )
     parser.add_argument("--threads", type=int, metavar="N", help="CPU threads (default: the machine's cores)")
 
 

@@ -105,6 +105,29 @@ def format_data_info(info: dict, model: str) -> str:
     return "\n".join(lines)
 
 
+def format_export(result: dict) -> str:
+    """What `bertsent export` wrote, each file's agreement with PyTorch and, with --data, its accuracy."""
+    evaluation = result.get("evaluation") or {}
+    accuracy = evaluation.get("accuracy", {})
+    lines = [f"{'file':<18} {'MB':>7} {'exporter':<12} {'labels agree':>13} {'max prob diff':>14} {'accuracy':>9}"]
+    if "torch" in accuracy:
+        lines.append(f"{'(PyTorch)':<18} {'':>7} {'':<12} {'':>13} {'':>14} {accuracy['torch']:>9.4f}")
+    for name, entry in result["files"].items():
+        parity = entry["parity"]
+        shown = f"{accuracy[name]:.4f}" if name in accuracy else "-"
+        agree = f"{parity['labels_agree']}/{parity['texts']}"
+        lines.append(
+            f"{name:<18} {entry['bytes'] / 1e6:>7.1f} {entry['exporter']:<12} {agree:>13} "
+            f"{parity['max_prob_diff']:>14.2e} {shown:>9}"
+        )
+    if result.get("int8_reason"):
+        lines.append(result["int8_reason"])
+    if evaluation:
+        lines.append(f"Accuracy on {evaluation['data']} ({evaluation['n']} rows); temperatures refitted on it.")
+    lines.append(f"Written to {result['onnx_dir']} in {result['seconds']:.0f} s. Use: --backend onnx (auto picks it).")
+    return "\n".join(lines)
+
+
 def format_models(rows: list[dict]) -> str:
     """`bertsent models`: what is usable offline."""
     lines = []
