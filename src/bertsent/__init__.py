@@ -1,6 +1,7 @@
 """bertsent: fine-tune, evaluate and serve BERT-family sentiment models, offline by default."""
 
 from .api import evaluate, train
+from .bulk import merge_parts, predict_file
 from .data import TextDataset, read_data
 from .errors import BertsentError, DataError, ModelError
 from .estimator import SentimentClassifier
@@ -21,6 +22,8 @@ __all__ = [
     "__version__",
     "evaluate",
     "load",
+    "merge_parts",
+    "predict_file",
     "read_data",
     "train",
 ]

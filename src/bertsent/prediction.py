@@ -31,8 +31,9 @@ class SentimentModel:
 
     Texts are cut to `max_length` tokens (default: the length the model was trained at, from bertsent.json)
     as `long` says: keep the head, the tail, both, or score every window of max_length tokens, `stride`
-    tokens apart (default: a whole window, so windows sit side by side), and average the windows' logits. `backend` picks what runs the model:
-    torch, or an ONNX export (`bertsent export`); "auto" takes the ONNX one on CPU when the folder has one.
+    tokens apart (default: a whole window, so windows sit side by side), and average the windows' logits.
+    `backend` picks what runs the model: torch, or an ONNX export (`bertsent export`); "auto" takes the ONNX
+    one on CPU when the folder has one.
     """
 
     def __init__(

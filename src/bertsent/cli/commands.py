@@ -9,11 +9,11 @@ from pathlib import Path
 from ..errors import BertsentError
 from .parser import prediction_settings, training_settings
 from .tables import (
-    format_export,
     format_compare,
     format_data_info,
     format_explanations,
     format_explanations_jsonl,
+    format_export,
     format_metrics,
     format_models,
     format_predictions,

@@ -175,7 +175,7 @@ def add_prediction_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--long",
         choices=LONG_TEXTS,
-        help="texts longer than --max-length: keep the head, the tail, both, or score overlapping windows "
+        help="texts longer than --max-length: keep the head, the tail, both, or score it in windows "
         "and average them (default: windows)",
     )
     parser.add_argument(
