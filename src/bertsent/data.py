@@ -223,11 +223,10 @@ def _read_table(path: Path, encoding: str) -> pd.DataFrame:
                 )
 
             frame = read(sep)
-            header = raw.split("\n", 1)[0]
-            for other in (";", "\t", ",", "|"):  # e.g. a semicolon-separated file saved as .csv
-                if frame.shape[1] == 1 and other != sep and other in header:
-                    retry = read(other)
-                    frame = retry if retry.shape[1] > 1 else frame
+            for other in other_separators(frame, raw.split("\n", 1)[0], sep):
+                retry = read(other)
+                if retry.shape[1] > 1:
+                    return retry
             return frame
         if fmt == "jsonl":
             return pd.DataFrame(_parse_json_lines(raw, path))
@@ -241,6 +240,14 @@ def _read_table(path: Path, encoding: str) -> pd.DataFrame:
         raise DataError(
             f"{path}: cannot read it as {fmt.upper()} ({detail}). Check the file's format and extension."
         ) from None
+
+
+def other_separators(frame: pd.DataFrame, header: str, sep: str) -> list[str]:
+    """Separators to try when a table read as `sep` came out as one column whose header holds another:
+    e.g. a semicolon-separated file saved as .csv."""
+    if frame.shape[1] != 1:
+        return []
+    return [other for other in (";", "\t", ",", "|") if other != sep and other in header]
 
 
 def _read_text(path: Path, compression: str | None, encoding: str) -> str:

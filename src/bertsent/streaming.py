@@ -38,7 +38,16 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .data import _as_text, _dataset_from_frame, _first_line, _is_archive, _read_table, _table_format, read_data
+from .data import (
+    _as_text,
+    _dataset_from_frame,
+    _first_line,
+    _is_archive,
+    _read_table,
+    _table_format,
+    other_separators,
+    read_data,
+)
 from .errors import DataError
 from .files import partial_folder, write_json_atomic
 
@@ -285,16 +294,14 @@ class Table:
     def _probe_csv(self, chunk_rows: int) -> pd.DataFrame:
         with self._open() as (stream, _):
             frame = self._csv_reader(stream, nrows=chunk_rows)
-        header = str(frame.columns[0]) if frame.shape[1] == 1 else ""
-        for other in (";", "\t", ",", "|"):  # as read_data: e.g. a semicolon-separated file saved as .csv
-            if frame.shape[1] == 1 and other != self.sep and other in header:
-                first = self.sep
-                self.sep = other
-                with self._open() as (stream, _):
-                    retry = self._csv_reader(stream, nrows=chunk_rows)
-                if retry.shape[1] > 1:
-                    return retry
-                self.sep = first
+        first = self.sep
+        for other in other_separators(frame, str(frame.columns[0]), first):
+            self.sep = other
+            with self._open() as (stream, _):
+                retry = self._csv_reader(stream, nrows=chunk_rows)
+            if retry.shape[1] > 1:
+                return retry
+        self.sep = first
         return frame
 
     def _probe_lines(self, chunk_rows: int) -> pd.DataFrame:
