@@ -21,6 +21,7 @@ import socket
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from datetime import date
 from pathlib import Path
@@ -116,7 +117,10 @@ def start(kind: str, args, port: int) -> subprocess.Popen:
         command = [sys.executable, __file__, args.model_dir, "--plain-server", "--port", str(port)]
         command += ["--max-length", str(args.max_length)]
         command += ["--threads", str(args.threads)] if args.threads else []
-    return subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    log = tempfile.TemporaryFile(mode="w+")  # noqa: SIM115 - closed with the process; not a pipe, which blocks when full
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=log, text=True)
+    process.log = log
+    return process
 
 
 def wait_healthy(url: str, process: subprocess.Popen, timeout: float = 300) -> None:
@@ -125,7 +129,8 @@ def wait_healthy(url: str, process: subprocess.Popen, timeout: float = 300) -> N
     deadline = time.time() + timeout
     while time.time() < deadline:
         if process.poll() is not None:
-            raise SystemExit(f"the server stopped: {process.stderr.read()[-2000:]}")
+            process.log.seek(0)
+            raise SystemExit(f"the server stopped: {process.log.read()[-2000:]}")
         try:
             if httpx.get(f"{url}/health", timeout=2).status_code == 200:
                 return
@@ -136,6 +141,18 @@ def wait_healthy(url: str, process: subprocess.Popen, timeout: float = 300) -> N
 
 
 # -- the client ----------------------------------------------------------------------------------
+
+
+async def post(client, url: str, body: dict, tries: int = 3):
+    """A POST, sent again when the server closed a kept-alive connection just as it was reused."""
+    import httpx
+
+    for attempt in range(tries):
+        try:
+            return await client.post(url, json=body)
+        except (httpx.ReadError, httpx.RemoteProtocolError):
+            if attempt == tries - 1:
+                raise
 
 
 async def latency(url: str, reviews: list[str], n: int) -> list[float]:
@@ -161,7 +178,7 @@ async def throughput(url: str, reviews: list[str], n: int, clients: int) -> floa
 
         async def one_client():
             for i in counter:
-                response = await client.post(f"{url}/predict", json={"inputs": reviews[i % len(reviews)]})
+                response = await post(client, f"{url}/predict", {"inputs": reviews[i % len(reviews)]})
                 response.raise_for_status()
 
         started = time.perf_counter()
@@ -204,12 +221,17 @@ def measure(kind: str, args, reviews: list[str]) -> dict:
         for clients in args.concurrency:
             row[f"reviews_per_s_{clients}"] = round(asyncio.run(throughput(url, reviews, args.requests, clients)), 1)
         return row
+    except Exception:
+        process.log.seek(0)
+        print(f"{kind} server's log, last lines:\n{process.log.read()[-3000:]}", file=sys.stderr)
+        raise
     finally:
         process.terminate()
         try:
             process.wait(timeout=30)
         except subprocess.TimeoutExpired:
             process.kill()
+        process.log.close()
 
 
 def percentile(values: list[float], q: float) -> float:
