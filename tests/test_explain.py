@@ -13,7 +13,7 @@ import pytest
 import bertsent
 from bertsent.cli import main
 from bertsent.errors import BertsentError
-from bertsent.explain import DEFAULT_STEPS, explain, explanations_page, shaded_html
+from bertsent.explain import DEFAULT_STEPS, MAX_AUTO_STEPS, auto_steps, explain, explanations_page, shaded_html
 
 from conftest import FILLER
 
@@ -92,9 +92,16 @@ def test_words_come_back_whole_with_their_place_in_the_text(model):
     assert x.words == ["Zorbly", "plot,", "don't!", "the", "ending"]  # pieces and punctuation joined
     assert [text[a:b] for a, b in x.offsets] == x.words
     assert x.tokens == len(model.tokenizer(text)["input_ids"]) and not x.truncated
+    assert x.n_steps == auto_steps(x.tokens)
     record = x.as_dict()
     assert json.loads(json.dumps(record))["offsets"][0] == [0, 6]
     assert {"text", "words", "scores", "label", "target", "probs", "delta"} <= set(record)
+
+
+def test_steps_by_length():
+    assert auto_steps(200) == auto_steps(512) == DEFAULT_STEPS
+    assert auto_steps(100) == 2 * DEFAULT_STEPS
+    assert auto_steps(5) == MAX_AUTO_STEPS
 
 
 def test_more_steps_converge(model):
@@ -183,7 +190,7 @@ def test_cli_explain_errors_are_one_line(decider, tmp_path, capsys, monkeypatch)
 def test_cli_help_states_the_default_steps(capsys):
     with pytest.raises(SystemExit):
         main(["explain", "--help"])
-    assert f"(default {DEFAULT_STEPS})" in capsys.readouterr().out
+    assert f"(default {DEFAULT_STEPS} for a text of 200 tokens" in " ".join(capsys.readouterr().out.split())
 
 
 # -- reports -------------------------------------------------------------------------------------

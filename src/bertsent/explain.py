@@ -23,10 +23,13 @@ import numpy as np
 from .errors import BertsentError
 from .model import model_max_length
 
-# Integration steps: 12 explain a 200-token review with a MiniLM-sized model in 1.4 s on one core of the 2-core
-# Xeon these were measured on (16 steps: 2.0 s), with a convergence delta of 0.05 log-odds beside word scores
-# summing to 6.5 in size (`python bench/serve_speed.py MODEL --servers '' --explain-steps 8 12 16 20`).
+# Integration steps: 12 explain a 200-token review with a MiniLM-sized model in 1.3 s on one core of the 2-core
+# Xeon these were measured on (16 steps: 1.7 s, 20: 2.0 s), with a convergence delta of 0.05 log-odds beside word
+# scores summing to 6.5 in size (`python bench/serve_speed.py MODEL --servers '' --explain-steps 8 12 16 20`).
+# The time goes as steps x tokens, so a shorter text gets more steps in the same time, up to MAX_AUTO_STEPS.
 DEFAULT_STEPS = 12
+STEPS_TOKENS = 200  # the length DEFAULT_STEPS is for
+MAX_AUTO_STEPS = 48
 INSTALL = "pip install 'bertsent[explain]'"
 SUPPORT, OPPOSE = (22, 128, 61), (205, 44, 44)  # shades of words that pushed towards / away from the class
 
@@ -45,6 +48,7 @@ class Explanation:
     delta: float  # convergence delta: sum of all token attributions minus the log-odds gained
     tokens: int  # tokens explained (special tokens included)
     truncated: bool  # the text had more tokens than were explained
+    n_steps: int  # integration steps taken
 
     def as_dict(self) -> dict:
         record = asdict(self)
@@ -72,20 +76,21 @@ def explain(
     texts: list[str],
     target: str | list[str | None] | None = None,
     *,
-    n_steps: int = DEFAULT_STEPS,
+    n_steps: int | None = None,
     max_length: int | None = None,
     temperature: float = 1.0,
     internal_batch_size: int | None = None,
 ) -> list[Explanation]:
     """Word attributions of each text, for the predicted class or `target` (one label for all texts, or
-    one per text, None meaning the predicted one). `internal_batch_size` bounds the interpolated texts per
-    forward pass (default: all `n_steps` at once)."""
+    one per text, None meaning the predicted one). `n_steps`: integration steps (default `auto_steps`: 12 for
+    a text of 200 tokens or more, more for a shorter one, as long). `internal_batch_size` bounds the
+    interpolated texts per forward pass (default: all the steps at once)."""
     import torch
 
     if isinstance(texts, str):
         raise BertsentError("explain takes a list of texts, not one string: explain([text]).")
     texts = ["" if t is None else str(t) for t in texts]
-    if isinstance(n_steps, bool) or not isinstance(n_steps, int) or n_steps < 1:
+    if n_steps is not None and (isinstance(n_steps, bool) or not isinstance(n_steps, int) or n_steps < 1):
         raise BertsentError(f"--steps {n_steps}: must be a whole number of at least 1.")
     layer_integrated_gradients = import_captum()
     network = getattr(model, "_orig_mod", model)  # a torch.compile'd model: its module
@@ -110,14 +115,15 @@ def explain(
             index = label if wanted is None else wanted
             pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
             baseline = torch.tensor([[i if s else pad for i, s in zip(ids, special)]], device=device)
+            steps = n_steps or auto_steps(len(ids))
             with torch.enable_grad():
                 attributions, delta = attribution.attribute(
                     inputs=input_ids,
                     baselines=baseline,
                     additional_forward_args=(mask,),
                     target=index,
-                    n_steps=n_steps,
-                    internal_batch_size=internal_batch_size or n_steps,
+                    n_steps=steps,
+                    internal_batch_size=internal_batch_size or steps,
                     return_convergence_delta=True,
                 )
             token_scores = attributions[0].sum(dim=-1).detach().float().cpu().numpy()
@@ -134,11 +140,18 @@ def explain(
                     delta=float(delta.reshape(-1)[0]),
                     tokens=len(ids),
                     truncated=words.truncated,
+                    n_steps=steps,
                 )
             )
     finally:
         network.train(was_training)
     return out
+
+
+def auto_steps(tokens: int) -> int:
+    """Integration steps for a text of `tokens` tokens: DEFAULT_STEPS from STEPS_TOKENS tokens up, more for a
+    shorter text (as many as take the same time), at most MAX_AUTO_STEPS."""
+    return max(DEFAULT_STEPS, min(MAX_AUTO_STEPS, DEFAULT_STEPS * STEPS_TOKENS // max(1, tokens)))
 
 
 def _targets(target, n: int, classes: list[str]) -> list[int | None]:

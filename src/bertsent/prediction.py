@@ -157,16 +157,17 @@ class SentimentModel:
     def explain(self, texts, target=None, n_steps: int | None = None, internal_batch_size: int | None = None):
         """Word attributions (layer integrated gradients, `bertsent.explain`) of each text for its predicted
         class, or `target`: one label, or one per text. Returns `Explanation`s (words, scores, label, target,
-        probabilities, convergence delta). Runs the PyTorch model whatever the backend; long texts are
-        explained on their first `max_length` tokens. Needs Captum: pip install 'bertsent[explain]'."""
-        from .explain import DEFAULT_STEPS, explain
+        probabilities, convergence delta). `n_steps` default: 12 for a 200-token text, more for a shorter one.
+        Runs the PyTorch model whatever the backend; long texts are explained on their first `max_length`
+        tokens. Needs Captum: pip install 'bertsent[explain]'."""
+        from .explain import explain
 
         return explain(
             self.model,
             self.tokenizer,
             self._texts(texts),
             target,
-            n_steps=DEFAULT_STEPS if n_steps is None else n_steps,
+            n_steps=n_steps,
             max_length=self.max_length,
             temperature=self.temperature,
             internal_batch_size=internal_batch_size,

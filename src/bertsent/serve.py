@@ -247,7 +247,7 @@ class Service:
             raise RequestError(503, "not_ready", f"the model could not be loaded: {self.failure}")
         raise RequestError(503, "not_ready", "the model is loading; try again shortly (GET /health says when)")
 
-    def explain(self, texts: list[str], target: str | None, n_steps: int) -> list:
+    def explain(self, texts: list[str], target: str | None, n_steps: int | None) -> list:
         """Word attributions, on a PyTorch model and tokenizer of the explainer's own: Captum hooks the
         embedding layer while it runs, which must not touch the predictions made meanwhile."""
         from .explain import explain
@@ -430,13 +430,13 @@ def answer(row: np.ndarray, classes: list[str], top_k: int | None, neutral_band:
     return out[:top_k] if top_k else out
 
 
-def explain_parameters(parameters: dict, model, limits: Limits) -> tuple[str | None, int]:
-    from .explain import DEFAULT_STEPS
-
+def explain_parameters(parameters: dict, model, limits: Limits) -> tuple[str | None, int | None]:
     target = parameters.get("target")
     if target is not None and target not in model.classes_:
         raise RequestError(422, "validation", f"target {target!r}: the model's labels are {', '.join(model.classes_)}")
-    steps = parameters.get("n_steps", DEFAULT_STEPS)
+    steps = parameters.get("n_steps")  # None: by the text's length (bertsent.explain.auto_steps)
+    if steps is None:
+        return target, None
     if isinstance(steps, bool) or not isinstance(steps, int) or not 1 <= steps <= limits.max_explain_steps:
         raise RequestError(
             422, "validation", f"n_steps {steps!r}: must be a whole number from 1 to {limits.max_explain_steps}"
@@ -480,7 +480,7 @@ EXPLAIN_SCHEMA = _request_schema(
     {"inputs": "A warm, funny film; I loved it."},
     {
         "target": {"type": "string", "description": "the label to explain (default: the predicted one)"},
-        "n_steps": {"type": "integer", "minimum": 1, "description": "integration steps"},
+        "n_steps": {"type": "integer", "minimum": 1, "description": "integration steps (default: by length)"},
     },
 )
 

@@ -279,7 +279,7 @@ def training_settings(args: argparse.Namespace) -> dict:
 
 def add_serving_commands(commands) -> None:
     """`serve` (the HTTP API and its page) and `explain` (word attributions)."""
-    from ..explain import DEFAULT_STEPS
+    from ..explain import DEFAULT_STEPS, MAX_AUTO_STEPS, STEPS_TOKENS
     from ..serve import API_KEY_ENV, Limits
 
     serve = commands.add_parser(
@@ -333,7 +333,13 @@ def add_serving_commands(commands) -> None:
     explain.add_argument("model_dir", metavar="MODEL_DIR")
     explain.add_argument("texts", nargs="*", metavar="TEXT", help="texts to explain (or standard input, one a line)")
     explain.add_argument("--target", metavar="LABEL", help="the label to explain (default: the predicted one)")
-    explain.add_argument("--steps", type=int, metavar="N", help=f"integration steps (default {DEFAULT_STEPS})")
+    explain.add_argument(
+        "--steps",
+        type=int,
+        metavar="N",
+        help=f"integration steps (default {DEFAULT_STEPS} for a text of {STEPS_TOKENS} tokens or more; a shorter "
+        f"one gets more, as many as take the same time, up to {MAX_AUTO_STEPS})",
+    )
     explain.add_argument(
         "--max-length", type=int, metavar="N", help="tokens explained per text (default: the training length)"
     )
