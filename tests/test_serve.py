@@ -450,10 +450,17 @@ def test_cli_serve_passes_its_settings_and_warns_on_an_open_host(trained, monkey
     assert "Warning" not in capsys.readouterr().err and seen["host"] == "127.0.0.1"
 
 
-def test_cli_serve_refuses_a_missing_folder_and_bad_limits(tmp_path, capsys):
+def test_cli_serve_refuses_a_missing_folder_and_bad_limits(trained, tmp_path, capsys):
     assert main(["serve", str(tmp_path / "nothing")]) == 2
     assert capsys.readouterr().err.count("\n") == 1
-    assert main(["serve", str(tmp_path), "--max-texts", "0"]) == 2
+    assert main(["serve", str(trained), "--max-texts", "0"]) == 2
+    assert "--max-texts 0: must be a number of at least 1" in capsys.readouterr().err
+
+
+def test_cli_serve_refuses_a_backend_the_folder_lacks(trained, capsys):
+    assert main(["serve", str(trained), "--backend", "onnx-int8"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "bertsent export" in err
 
 
 # -- the page ------------------------------------------------------------------------------------

@@ -756,6 +756,8 @@ def serve(
 
     folder = Path(model_dir).expanduser()
     check_model_folder(folder, need_classifier=True)
+    options = load_options or {}
+    serving_batch_size(folder, options.get("backend", "auto"), options.get("device"))  # a backend not exported
     if not 0 <= port < 65536:
         raise BertsentError(f"--port {port}: give a port from 0 to 65535.")
     app = create_app(folder, api_key=api_key, load_options=load_options, **limits)
