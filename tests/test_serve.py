@@ -145,7 +145,7 @@ def test_info_health_openapi_and_page(server, reference):
     assert info["labels"] == reference.classes_
     assert info["max_length"] == reference.max_length
     assert info["temperature"] == pytest.approx(reference.temperature)
-    assert info["backend"] == "torch" and info["state"] == "ready" and info["batch_size"] == 64
+    assert info["backend"] == "torch" and info["state"] == "ready" and info["batch_size"] == 8
     assert {"bertsent", "torch", "transformers", "fastapi"} <= set(info["versions"])
     assert info["limits"]["max_texts"] == 8
     assert httpx.get(f"{server}/health").json()["status"] == "ok"
@@ -162,11 +162,11 @@ def test_info_health_openapi_and_page(server, reference):
 def test_texts_per_model_call_by_backend(tmp_path):
     from bertsent.serve import serving_batch_size
 
-    assert serving_batch_size(tmp_path, "auto", "cpu") == 64  # no ONNX export: torch
+    assert serving_batch_size(tmp_path, "auto", "cpu") == 8  # no ONNX export: torch
     (tmp_path / "onnx").mkdir()
     (tmp_path / "onnx" / "model_int8.onnx").write_bytes(b"")
     assert serving_batch_size(tmp_path, "auto", "cpu") == 1  # ONNX Runtime: one text a call is fastest on CPU
-    assert serving_batch_size(tmp_path, "torch", "cpu") == 64
+    assert serving_batch_size(tmp_path, "torch", "cpu") == 8
 
 
 def slowed(model, seconds: float):

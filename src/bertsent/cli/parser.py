@@ -296,7 +296,7 @@ def add_serving_commands(commands) -> None:
         "--api-key", metavar="KEY", help=f"require the header Authorization: Bearer KEY (default: ${API_KEY_ENV})"
     )
     add_prediction_flags(serve)
-    serve.set_defaults(batch_size=None)  # the server's own: 64 texts per model call for torch, 1 for ONNX
+    serve.set_defaults(batch_size=None)  # the server's own (bertsent.serve.serving_batch_size)
     serve.add_argument(
         "--neutral-band", type=float, metavar="X", help="binary models: the band requests get unless they give one"
     )
