@@ -394,3 +394,14 @@ def test_hub_id_without_the_offline_flag_fails_fast(tiny_model_dir, write_csv, m
     code = main(["train", "--data", str(data), "--model", "bertsent-tests/no-such-model", "--out", "out", "--quiet"])
     assert code == 2 and time.time() - started < 30
     assert "bertsent-tests/no-such-model" in _one_line_error(capsys, "train")
+
+
+def test_texts_after_options_are_texts_and_unknown_options_still_refused(trained, capsys):
+    from bertsent.cli import main
+
+    assert main(["predict", str(trained), "--neutral-band", "0.2", "It was fine, I guess.", "loved it"]) == 0
+    out = capsys.readouterr().out
+    assert "It was fine, I guess." in out and "loved it" in out
+    with pytest.raises(SystemExit) as exit_info:
+        main(["predict", str(trained), "--no-such-flag", "text"])
+    assert exit_info.value.code == 2 and "unrecognized arguments: --no-such-flag" in capsys.readouterr().err

@@ -23,7 +23,13 @@ EXIT_INTERNAL_ERROR = 1
 def main(argv: list[str] | None = None) -> int:
     quiet_library_warnings()
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)
+    # argparse ends a positional list at the first option: `predict DIR --neutral-band 0.2 "text"` leaves the
+    # texts over. Texts after options are still texts; anything else unknown is an error, as before.
+    if extra and hasattr(args, "texts") and not any(a.startswith("-") and a != "-" for a in extra):
+        args.texts = [*args.texts, *extra]
+    elif extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
     if args.command is None:
         parser.print_help()
         return EXIT_USER_ERROR
