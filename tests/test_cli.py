@@ -405,3 +405,24 @@ def test_texts_after_options_are_texts_and_unknown_options_still_refused(trained
     with pytest.raises(SystemExit) as exit_info:
         main(["predict", str(trained), "--no-such-flag", "text"])
     assert exit_info.value.code == 2 and "unrecognized arguments: --no-such-flag" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["predict", "{model}", "good film", "--out", "/proc/no/x.csv"],
+        ["evaluate", "{model}", "--data", "{data}", "--out", "/proc/no/x.json"],
+        ["evaluate", "{model}", "--data", "{data}", "--report", "/proc/no/report"],
+        ["train", "--data", "{data}", "--model", "{tiny}", "--out", "/proc/no/model"],
+        ["data", "{data}", "--text-column", "text", "--label-column", "text"],
+    ],
+)
+def test_unwritable_outputs_and_one_column_for_both_are_refused_before_any_work(
+    command, trained, tiny_model_dir, reviews_csv, capsys
+):
+    from bertsent.cli import main
+
+    values = {"model": str(trained), "data": str(reviews_csv), "tiny": str(tiny_model_dir)}
+    assert main([part.format(**values) for part in command]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and ("cannot write there" in err[0] or "the label must be another column" in err[0])

@@ -11,7 +11,7 @@ from pathlib import Path
 from . import model as models
 from .data import TextDataset, check_trainable, read_data, split_validation
 from .errors import BertsentError, DataError
-from .files import write_json_atomic
+from .files import check_writable, write_json_atomic
 from .metrics import check_neutral_band, score_logits
 from .prediction import SentimentModel
 from .progress import progress_bar
@@ -45,6 +45,10 @@ def train(
     `tensorboard=True` (or a folder) also logs the training scalars for TensorBoard. Under torchrun or
     accelerate launch, every process calls this and they train together; only the main one writes."""
     config = train_config(settings)
+    if out is not None:  # before the model and the data: a folder that cannot be written fails now
+        problem = check_writable(out)
+        if problem:
+            raise BertsentError(f"--out {out}: cannot write there ({problem}). Choose a folder you can write to.")
     runtime = Runtime(config.device, config.precision)
     log = runtime.main_only(log)
     read = dict(text_column=text_column, label_column=label_column, encoding=encoding, drop_invalid=drop_invalid)
@@ -143,6 +147,10 @@ def evaluate(
     backend, long, max_length, stride and threads say how the model runs, as in `bertsent.load`;
     `progress` shows a progress bar on stderr."""
     check_neutral_band(neutral_band)
+    for flag, target in (("--out", out), ("--report", Path(report) / "metrics.json" if report else None)):
+        problem = check_writable(target) if target is not None else None
+        if problem:
+            raise BertsentError(f"{flag} {target}: cannot write there ({problem}). Choose a folder you can write to.")
     if isinstance(model_dir, SentimentModel):
         model = model_dir
     else:

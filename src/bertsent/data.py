@@ -142,6 +142,8 @@ def read_data(
     training reads `train`, evaluation `test`. `texts_only` reads just the texts (for prediction):
     a label column, if any, is ignored, empty labels included.
     """
+    if text_column and text_column == label_column and not texts_only:
+        raise DataError(f"--text-column and --label-column are both {text_column!r}: the label must be another column.")
     source = str(source)
     base, explicit = _split_suffix(source)
     if explicit and Path(source).expanduser().exists():  # a file whose name ends in ':train'

@@ -32,6 +32,21 @@ def write_atomic(path: str | os.PathLike, data: bytes | str) -> None:
         raise
 
 
+def check_writable(path: str | os.PathLike) -> str | None:
+    """Why a file cannot be written at `path` (None when it can), found by creating and removing a temporary
+    file beside it now: before the work, not after it."""
+    path = Path(path).expanduser()
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        probe = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
+        with open(probe, "xb"):
+            pass
+        probe.unlink()
+    except OSError as exc:
+        return exc.strerror or type(exc).__name__
+    return None
+
+
 def write_json_atomic(path: str | os.PathLike, payload) -> None:
     write_atomic(path, json.dumps(payload, indent=2))
 

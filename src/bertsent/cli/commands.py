@@ -313,9 +313,16 @@ def cmd_explain(args) -> int:
 
 
 def _check_out_file(out: str | None, example: str) -> None:
-    """Refuse an --out that is a folder before any work, not after it."""
-    if out and Path(out).is_dir():
+    """Refuse an --out that is a folder or cannot be written before any work, not after it."""
+    from ..files import check_writable
+
+    if not out:
+        return
+    if Path(out).is_dir():
         raise BertsentError(f"--out {out}: is a folder; give a file name, e.g. --out {Path(out) / example}.")
+    problem = check_writable(out)
+    if problem:
+        raise BertsentError(f"--out {out}: cannot write there ({problem}). Choose a folder you can write to.")
 
 
 COMMANDS = {
