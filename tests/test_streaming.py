@@ -201,6 +201,8 @@ def test_a_killed_cli_run_resumes(trained, tmp_path):
     process.kill()  # SIGKILL: no handler runs
     process.wait()
     assert not (tmp_path / "cut.jsonl").exists() and (tmp_path / ".cut.jsonl.partial").exists()
+    # what a kill in the middle of writing the record leaves (it happened once in CI): cleaned up at the end
+    (tmp_path / "..cut.jsonl.partial.json.99999.0123abcd.tmp").write_text('{"next_row": 1')
     assert main([*args, "cut.jsonl", "--resume"]) == 0
     assert main([*args, "whole.jsonl"]) == 0
     assert (tmp_path / "cut.jsonl").read_bytes() == (tmp_path / "whole.jsonl").read_bytes()

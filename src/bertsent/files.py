@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import glob
 import json
 import os
 import shutil
@@ -45,6 +46,13 @@ def check_writable(path: str | os.PathLike) -> str | None:
     except OSError as exc:
         return exc.strerror or type(exc).__name__
     return None
+
+
+def remove_temporaries(path: str | os.PathLike) -> None:
+    """Delete what `write_atomic` of `path` leaves behind when its process is killed mid-write."""
+    path = Path(path)
+    for stray in path.parent.glob(f".{glob.escape(path.name)}.*.tmp"):
+        stray.unlink(missing_ok=True)
 
 
 def write_json_atomic(path: str | os.PathLike, payload) -> None:

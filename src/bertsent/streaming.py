@@ -49,7 +49,7 @@ from .data import (
     read_data,
 )
 from .errors import DataError
-from .files import partial_folder, write_json_atomic
+from .files import partial_folder, remove_temporaries, write_json_atomic
 
 CHUNK_ROWS = 2048  # rows per chunk: long enough to sort by length for little padding, small enough to stay flat
 OUTPUT_FORMATS = ("jsonl", "csv", "tsv")
@@ -515,6 +515,7 @@ class PartialOutput:
         self.close()
         self.path.unlink(missing_ok=True)
         self.record_path.unlink(missing_ok=True)
+        remove_temporaries(self.record_path)
 
     def start(self, meta: dict, header: str = "") -> None:
         self.out.parent.mkdir(parents=True, exist_ok=True)
@@ -546,6 +547,7 @@ class PartialOutput:
         self.close()
         os.replace(self.path, self.out)
         self.record_path.unlink(missing_ok=True)
+        remove_temporaries(self.record_path)  # a record half-written when an earlier run was killed
 
     def close(self) -> None:
         if self.handle is not None:
