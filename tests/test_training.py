@@ -119,6 +119,29 @@ def test_resume_without_checkpoint_is_a_user_error(tiny_model_dir, tmp_path):
         fit(train, val, TrainConfig(model=str(tiny_model_dir)), tmp_path / "x", resume=True, progress=False)
 
 
+class _Planted:
+    """What an attacker would put in a checkpoint: unpickling it runs code (here: writes a file)."""
+
+    def __init__(self, marker: str):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (open, (self.marker, "w"))
+
+
+def test_resume_never_unpickles_a_planted_checkpoint(tiny_model_dir, tmp_path):
+    import torch
+
+    marker = tmp_path / "code-ran"
+    checkpoint = tmp_path / ".x.partial" / "checkpoint" / "state.pt"
+    checkpoint.parent.mkdir(parents=True)
+    torch.save({"format": 3, "model": _Planted(str(marker))}, checkpoint)
+    train, val = _datasets(32, 8)
+    with pytest.raises(bertsent.BertsentError, match="not a checkpoint bertsent can read safely"):
+        fit(train, val, TrainConfig(model=str(tiny_model_dir)), tmp_path / "x", resume=True, progress=False)
+    assert not marker.exists()
+
+
 def test_unseen_eval_labels_are_refused(tiny_model_dir, tmp_path):
     train, _ = _datasets(32, 8)
     val = TextDataset(["meh"] * 4, ["neutral", "positive", "negative", "neutral"], name="val.csv")

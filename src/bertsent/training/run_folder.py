@@ -17,7 +17,7 @@ from ..errors import BertsentError
 from ..files import partial_folder, publish_folder
 
 CHECKPOINT_DIR = "checkpoint"
-CHECKPOINT_FORMAT = 2  # the layout of state.pt; older checkpoints are refused with a message
+CHECKPOINT_FORMAT = 3  # the layout of state.pt; older checkpoints are refused with a message (3: no pickle)
 
 
 class RunFolder:
@@ -34,8 +34,15 @@ class RunFolder:
             )
 
     def load_checkpoint(self) -> dict:
-        state = torch.load(self.checkpoint_path, weights_only=False, map_location="cpu")
-        if state.get("format") != CHECKPOINT_FORMAT:
+        # weights_only: tensors, numbers, strings and containers only, so a planted file cannot run code
+        try:
+            state = torch.load(self.checkpoint_path, weights_only=True, map_location="cpu")
+        except Exception as exc:  # noqa: BLE001 - the unpickler's refusals come as several kinds
+            raise BertsentError(
+                f"--resume: {self.checkpoint_path} is not a checkpoint bertsent can read safely "
+                f"({type(exc).__name__}). Train again without --resume."
+            ) from None
+        if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
             raise BertsentError(
                 f"--resume: {self.checkpoint_path} was written by another version of bertsent. "
                 f"Train again without --resume."

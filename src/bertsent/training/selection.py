@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
+import torch
 
 from ..batching import Collator
 from ..inference import predict_logits
@@ -89,10 +90,14 @@ class ModelSelection:
         return bool(self.patience) and self.stale >= self.patience
 
     def state_dict(self) -> dict:
-        return {k: getattr(self, k) for k in ("score", "epoch", "logits", "weights", "stale", "history")}
+        """In types a checkpoint holds without pickle: the logits as a tensor."""
+        state = {k: getattr(self, k) for k in ("score", "epoch", "logits", "weights", "stale", "history")}
+        if state["logits"] is not None:
+            state["logits"] = torch.from_numpy(np.asarray(state["logits"]))
+        return state
 
     def load_state_dict(self, state: dict) -> None:
         for key, value in state.items():
-            setattr(self, key, value)
+            setattr(self, key, value.numpy() if key == "logits" and value is not None else value)
         if not self.keep_weights:
             self.weights = None
