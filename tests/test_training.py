@@ -99,6 +99,8 @@ def test_resume_gives_the_same_model_bit_for_bit(packing, tiny_model_dir, tmp_pa
     finally:
         torch.optim.AdamW.step = original
     assert not crashed.exists() and (tmp_path / ".crashed.partial" / "checkpoint" / "state.pt").exists()
+    with pytest.raises(bertsent.BertsentError, match="left a checkpoint .* with --resume, or pass --overwrite"):
+        fit(train, val, TrainConfig(**settings), crashed, **quiet)  # a rerun without --resume deletes nothing
     fit(train, val, TrainConfig(**settings), crashed, resume=True, **quiet)
 
     from safetensors.torch import load_file

@@ -27,6 +27,11 @@ class RunFolder:
         self.checkpoint_path = self.work / CHECKPOINT_DIR / "state.pt"
         if self.out.exists() and not overwrite:
             raise BertsentError(f"{self.out}: already exists. Pass --overwrite to replace it, or another --out.")
+        if not resume and not overwrite and self.checkpoint_path.exists():  # never delete hours of work unasked
+            raise BertsentError(
+                f"{self.out}: an interrupted run left a checkpoint in {self.checkpoint_path.parent}. Continue it with "
+                f"--resume, or pass --overwrite to start again (the checkpoint is then deleted)."
+            )
         if resume and not self.checkpoint_path.exists():
             raise BertsentError(
                 f"--resume: no checkpoint for {self.out} (looked in {self.checkpoint_path.parent}). "
