@@ -77,3 +77,22 @@ def test_loading_what_is_not_a_trained_model(tiny_model_dir, tmp_path):
         bertsent.load(tmp_path / "nope")
     with pytest.raises(ModelError, match="not a trained classifier"):
         bertsent.load(tiny_model_dir)
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        ("[1, 2]", "not a JSON object"),
+        ('{"temperature": 0}', "temperature 0 is not a positive number"),
+        ('{"temperature": "hot"}', "temperature 'hot' is not a positive number"),
+        ("{nope", "not valid JSON"),
+    ],
+)
+def test_a_damaged_bertsent_json_is_a_model_error(trained, tmp_path, content, message):
+    import shutil
+
+    folder = tmp_path / "model"
+    shutil.copytree(trained, folder)
+    (folder / "bertsent.json").write_text(content)
+    with pytest.raises(ModelError, match=message):
+        bertsent.load(folder)

@@ -496,6 +496,12 @@ def read_metadata(folder: Path) -> dict:
     if not path.exists():
         return {}
     try:
-        return json.loads(path.read_text())
-    except json.JSONDecodeError:
+        metadata = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError):
         raise ModelError(f"{path}: damaged (not valid JSON). Train the model again.") from None
+    if not isinstance(metadata, dict):
+        raise ModelError(f"{path}: damaged (not a JSON object). Train the model again.")
+    temperature = metadata.get("temperature", 1.0)
+    if isinstance(temperature, bool) or not isinstance(temperature, (int, float)) or not 0 < temperature < 1e6:
+        raise ModelError(f"{path}: temperature {temperature!r} is not a positive number. Train the model again.")
+    return metadata
