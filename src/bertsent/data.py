@@ -289,23 +289,22 @@ def _read_text(path: Path, compression: str | None, encoding: str) -> str:
 
 
 def _parse_json_lines(raw: str, path: Path) -> list[dict]:
-    records = []
-    for number, line in enumerate(raw.splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise DataError(
-                f"{path}: line {number} is not valid JSON ({exc.msg}). Each line must be one JSON object."
-            ) from None
-        if not isinstance(record, dict):
-            raise DataError(
-                f"{path}: line {number} is not a JSON object. Each line must look like "
-                f'{{"text": "...", "label": "..."}}.'
-            )
-        records.append(record)
-    return records
+    return [parse_json_line(line, number, path) for number, line in enumerate(raw.splitlines(), 1) if line.strip()]
+
+
+def parse_json_line(line: str, number: int, path: Path) -> dict:
+    """One JSON Lines record, or a DataError naming the line."""
+    try:
+        record = json.loads(line)
+    except json.JSONDecodeError as exc:
+        raise DataError(
+            f"{path}: line {number} is not valid JSON ({exc.msg}). Each line must be one JSON object."
+        ) from None
+    if not isinstance(record, dict):
+        raise DataError(
+            f'{path}: line {number} is not a JSON object. Each line must look like {{"text": "...", "label": "..."}}.'
+        )
+    return record
 
 
 def _parse_json(raw: str, path: Path) -> pd.DataFrame:

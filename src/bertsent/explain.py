@@ -96,7 +96,7 @@ def explain(
     network = getattr(model, "_orig_mod", model)  # a torch.compile'd model: its module
     classes = [network.config.id2label[i] for i in range(network.config.num_labels)]
     targets = _targets(target, len(texts), classes)
-    limit = model_max_length(tokenizer, network)
+    limit = model_max_length(tokenizer, network.config)
     max_length = min(max_length or limit, limit)
     device = next(network.parameters()).device
     was_training = network.training

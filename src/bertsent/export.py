@@ -186,7 +186,7 @@ class _Job:
         self.model_type = self.model.config.model_type
         self.classes = [self.model.config.id2label[i] for i in range(self.model.config.num_labels)]
         metadata = models.read_metadata(folder)
-        self.limit = models.model_max_length(self.tokenizer, self.model)
+        self.limit = models.model_max_length(self.tokenizer, self.model.config)
         self.max_length = min(metadata.get("max_length") or self.limit, self.limit)
         self.truncation = metadata.get("truncation") or "head"
         self.collator = Collator(self.tokenizer.pad_token_id, self.tokenizer.padding_side)

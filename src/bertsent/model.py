@@ -358,11 +358,11 @@ def load_config(folder: str | os.PathLike):
     return AutoConfig.from_pretrained(str(folder))
 
 
-def model_max_length(tokenizer, model=None) -> int:
-    """The longest input the model takes: the tokenizer's limit, or the position table's."""
+def model_max_length(tokenizer, config=None) -> int:
+    """The longest input the model takes: the tokenizer's limit, or the position table's (from its config)."""
     limits = [getattr(tokenizer, "model_max_length", None)]
-    if model is not None:
-        limits.append(getattr(model.config, "max_position_embeddings", None))
+    if config is not None:
+        limits.append(getattr(config, "max_position_embeddings", None))
     limits = [n for n in limits if isinstance(n, int) and 0 < n < 100_000]
     # RoBERTa-style models reserve two positions for the padding offset.
     return min(limits) if limits else 512

@@ -61,7 +61,7 @@ class SentimentModel:
         self._model = model
         config = model.config if model is not None else models.load_config(self.folder)
         self.classes_ = [config.id2label[i] for i in range(config.num_labels)]
-        limit = models.model_max_length(tokenizer, model if model is not None else _Positions(config))
+        limit = models.model_max_length(tokenizer, config)
         self.max_length = _max_length(max_length, self.metadata.get("max_length"), limit)
         self.long = long or DEFAULT_LONG
         if self.long not in LONG_TEXTS:
@@ -185,13 +185,6 @@ class SentimentModel:
         (work / models.METADATA_FILE).write_text(json.dumps(self.metadata, indent=2))
         publish_folder(work, out)
         return out
-
-
-class _Positions:
-    """A config standing in for the model, for `model_max_length` when no PyTorch model is loaded."""
-
-    def __init__(self, config):
-        self.config = config
 
 
 def _mean_by_owner(logits: np.ndarray, owner: list[int], n: int) -> np.ndarray:

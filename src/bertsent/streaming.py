@@ -46,6 +46,7 @@ from .data import (
     _read_table,
     _table_format,
     other_separators,
+    parse_json_line,
     read_data,
 )
 from .errors import DataError
@@ -233,17 +234,7 @@ class Table:
     def _record(self, line: str, number: int):
         if self.fmt == "lines":
             return line.rstrip("\n")
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise DataError(
-                f"{self.path}: line {number} is not valid JSON ({exc.msg}). Each line must be one JSON object."
-            ) from None
-        if not isinstance(record, dict):
-            raise DataError(
-                f'{self.path}: line {number} is not a JSON object. Each line must look like {{"text": ...}}.'
-            )
-        return record
+        return parse_json_line(line, number, self.path)
 
     def _record_columns(self, records: list, wanted: list[str]) -> dict[str, list]:
         if self.fmt == "lines":

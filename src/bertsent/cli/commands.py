@@ -28,11 +28,14 @@ def say(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
 
+def _columns(args) -> dict:
+    """How a labeled source is read: add_data_flags' values."""
+    return dict(text_column=args.text_column, label_column=args.label_column, encoding=args.encoding)
+
+
 def _data_options(args) -> dict:
     return dict(
-        text_column=args.text_column,
-        label_column=args.label_column,
-        encoding=args.encoding,
+        **_columns(args),
         drop_invalid=args.drop_invalid,
         overwrite=args.overwrite,
         progress=not args.quiet,
@@ -99,9 +102,7 @@ def cmd_evaluate(args) -> int:
         args.model_dir,
         args.data,
         out=args.out,
-        text_column=args.text_column,
-        label_column=args.label_column,
-        encoding=args.encoding,
+        **_columns(args),
         drop_invalid=args.drop_invalid,
         batch_size=args.batch_size,
         neutral_band=args.neutral_band,
@@ -215,9 +216,7 @@ def cmd_data(args) -> int:
 
     dataset = read_data(
         args.source,
-        text_column=args.text_column,
-        label_column=args.label_column,
-        encoding=args.encoding,
+        **_columns(args),
         drop_invalid=args.drop_invalid,
         require_labels=False,
     )
@@ -234,9 +233,7 @@ def cmd_export(args) -> int:
         int8=args.int8,
         data=args.data,
         max_drop=args.max_drop,
-        text_column=args.text_column,
-        label_column=args.label_column,
-        encoding=args.encoding,
+        **_columns(args),
         log=say,
     )
     print(format_export(result))

@@ -66,7 +66,7 @@ def fit(
     lengths = [len(ids) for ids, _ in tokens]
     config = request.resolve(
         parameters=models.parameter_count(model),
-        max_positions=models.model_max_length(tokenizer, model),
+        max_positions=models.model_max_length(tokenizer, model.config),
         token_lengths=lengths,
         packing_supported=supports_packing(model),
     )
