@@ -35,6 +35,7 @@ LAYERS = {
     "bulk": 4,
     "ray": 4,
     "serve": 4,
+    "tune": 4,
     "cli": 5,
     "__main__": 6,
     "__init__": 6,
@@ -49,6 +50,7 @@ SAME_LAYER = {
     ("training", "report"),
     ("experiments", "api"),
     ("estimator", "api"),
+    ("tune", "api"),
 }
 
 

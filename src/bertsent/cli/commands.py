@@ -18,6 +18,7 @@ from .tables import (
     format_models,
     format_predictions,
     format_seed_summary,
+    format_tune,
 )
 
 EXAMPLE = "This is a really good movie. I loved it and will watch again"
@@ -91,6 +92,28 @@ def cmd_compare(args) -> int:
     print(f"\nValidation on {table['validation']} ({table['n']} examples):")
     print(format_compare(table))
     print(f"\nTable written to {Path(table['out']) / 'compare.csv'} and compare.json")
+    return 0
+
+
+def cmd_tune(args) -> int:
+    from ..tune import SEARCHED, tune
+
+    settings = training_settings(args)
+    space = {name: settings.pop(name) for name in SEARCHED if name in settings}
+    options = dict(**_columns(args), drop_invalid=args.drop_invalid, progress=not args.quiet, log=say)
+    summary = tune(
+        args.data,
+        args.eval_data,
+        trials=args.trials,
+        storage=args.storage,
+        study_name=args.study_name,
+        timeout=args.timeout,
+        out=args.out,
+        space=space,
+        **options,
+        **settings,
+    )
+    print(format_tune(summary))
     return 0
 
 
@@ -331,6 +354,7 @@ COMMANDS = {
     "models": cmd_models,
     "export": cmd_export,
     "compare": cmd_compare,
+    "tune": cmd_tune,
     "serve": cmd_serve,
     "explain": cmd_explain,
 }

@@ -134,6 +134,7 @@ def build_parser() -> argparse.ArgumentParser:
     compare.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
     add_training_flags(compare)
     compare.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_tune_command(commands)
 
     data = commands.add_parser("data", help="size, labels and token lengths of a data source")
     data.add_argument("source", metavar="SRC")
@@ -161,6 +162,38 @@ def build_parser() -> argparse.ArgumentParser:
     models.add_argument("--json", action="store_true", help="print JSON")
     add_serving_commands(commands)
     return parser
+
+
+def add_tune_command(commands) -> None:
+    """`tune`: the searched settings take a range LO:HI, choices A,B,... or one value; the others are fixed."""
+    from ..tune import SPACE
+
+    tune = commands.add_parser(
+        "tune",
+        help="search training settings with Optuna (resumable, shareable between processes)",
+        description="Train --trials models with settings drawn by Optuna's TPE sampler, prune those below the "
+        "median after an epoch, keep the best model (OUT/best) and print a table, a plot and the best settings as "
+        "a `bertsent train` command. With --storage the study resumes after an interruption and other processes "
+        "pointed at it run trials side by side; N trials in all, counting those already there.",
+    )
+    tune.add_argument("--model", metavar="M", help="alias (minilm, mpnet), local folder or Hub id (default minilm)")
+    add_data_flags(tune, training=True)
+    tune.add_argument("--trials", type=int, default=20, metavar="N", help="trials in the study, in all (default 20)")
+    tune.add_argument("--storage", metavar="URL", help="Optuna storage, e.g. sqlite:///study.db (default: memory)")
+    tune.add_argument("--study-name", metavar="NAME", help="the study in the storage (default bertsent-tune)")
+    tune.add_argument("--timeout", type=float, metavar="S", help="start no trial after S seconds")
+    tune.add_argument("--out", metavar="DIR", help="best model, table and plot (default runs/tune-<time>)")
+    space = tune.add_argument_group("searched settings: LO:HI (a range), A,B,... (choices) or X (fixed)")
+    for name, (default, _, log, _, _) in SPACE.items():
+        space.add_argument(
+            "--" + name.replace("_", "-"), metavar="SPACE", help=f"default {default}{' (log scale)' if log else ''}"
+        )
+    fixed = tune.add_argument_group("fixed settings (as for train)")
+    for flag in ("--seed", "--max-train-samples", "--validation-fraction", "--metric", "--max-length"):
+        fixed.add_argument(flag, metavar="X")
+    for flag in ("--recipe", "--truncation", "--eval-batch-size", "--precision", "--device"):
+        fixed.add_argument(flag, metavar="X")
+    tune.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
 def add_prediction_flags(parser: argparse.ArgumentParser) -> None:

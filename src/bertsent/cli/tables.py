@@ -61,6 +61,47 @@ def format_compare(table: dict) -> str:
     return "\n".join(lines)
 
 
+def format_tune(summary: dict) -> str:
+    """`bertsent tune`: a row per trial (the best marked *), then the best settings as a train command."""
+    metric = summary["metric"]
+    best = summary["best"]
+    lines = [
+        f"{'trial':>6} {'state':<9} {metric:>9} {'lr':>9} {'epochs':>6} {'batch':>5} {'warmup':>6} {'decay':>6} "
+        f"{'dropout':>7} {'seconds':>7}"
+    ]
+    for r in summary["trials"]:
+        shown = r["value"] if r["value"] is not None else r["last_reported"]
+        score = "-" if shown is None else f"{shown:.4f}"
+        mark = "*" if best and r["trial"] == best["trial"] else " "
+        settings = [r.get(k) for k in ("lr", "epochs", "batch_size", "warmup_ratio", "weight_decay")]
+        lr, epochs, batch, warmup, decay = ("-" if v is None else f"{v:g}" for v in settings)
+        dropout = "-" if r.get("attention_dropout") is None else f"{r['attention_dropout']:g}"
+        lines.append(
+            f"{r['trial']:>5}{mark} {r['state']:<9} {score:>9} {lr:>9} {epochs:>6} {batch:>5} {warmup:>6} "
+            f"{decay:>6} {dropout:>7} {r['seconds'] if r['seconds'] is not None else '-':>7}"
+        )
+    counts = {}
+    for r in summary["trials"]:
+        counts[r["state"]] = counts.get(r["state"], 0) + 1
+    lines.append(
+        f"\n{len(summary['ran_here'])} trial(s) run by this process; the study has "
+        + ", ".join(f"{n} {state}" for state, n in sorted(counts.items()))
+        + f" (pruned: score at the last evaluation; {summary['tokenization']['texts_tokenized']} texts tokenized)."
+    )
+    if best is None:
+        lines.append("No trial finished: no best settings yet.")
+        return "\n".join(lines)
+    lines.append(f"Best: trial {best['trial']}, validation {metric} {best['value']:.4f}.")
+    if best["model_dir"]:
+        lines.append(f"Model: {best['model_dir']}")
+    else:
+        lines.append(f"Its model is in the --out of the process that ran it (host {best['host']}).")
+    if summary.get("plot"):
+        lines.append(f"Plot: {summary['plot']}")
+    lines.append(f"Train it again with:\n  {summary['best_command']}")
+    return "\n".join(lines)
+
+
 def format_predictions(records: list[dict], classes: list[str], fmt: str) -> str:
     """`predict`'s output: a table to read, JSON Lines or CSV."""
     if fmt == "jsonl":

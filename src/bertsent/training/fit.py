@@ -41,11 +41,15 @@ def fit(
     log=print,
     report: bool = True,
     tensorboard: str | os.PathLike | bool | None = None,
+    on_evaluation=None,
+    tokenize=None,
 ) -> TrainResult:
     """Fine-tune `config.model` on `train`, keep the best evaluation on `validation`, write the model to `out`.
 
     `report`: also write metrics.json, errors.csv, charts and report.html into the folder.
     `tensorboard`: True (into OUT/tensorboard) or a folder: log the metrics.jsonl scalars there too.
+    `on_evaluation(step, epoch, metrics)`: called after each evaluation; an exception it raises ends the run.
+    `tokenize`: in place of `model.tokenize` (same arguments and result), e.g. a cache shared by runs on one data.
     """
     started = time.time()
     folder = RunFolder(out, overwrite=overwrite, resume=resume)
@@ -62,7 +66,8 @@ def fit(
         check_resumable(checkpoint, train, runtime)
     set_seed(request.seed)
     model, tokenizer = load_model(request, classes, runtime)
-    tokens = models.tokenize(tokenizer, train.texts)  # once: max_length "auto" is read from these lengths
+    tokenize = tokenize or models.tokenize
+    tokens = tokenize(tokenizer, train.texts)  # once: max_length "auto" is read from these lengths
     lengths = [len(ids) for ids, _ in tokens]
     config = request.resolve(
         parameters=models.parameter_count(model),
@@ -76,7 +81,10 @@ def fit(
 
     label_index = {name: i for i, name in enumerate(classes)}
     train_labels = [label_index[y] for y in train.labels]
-    run = build_run(config, runtime, model, tokenizer, train_ids, train_labels, validation, classes, folder, log)
+    run = build_run(
+        config, runtime, model, tokenizer, train_ids, train_labels, validation, classes, folder, log, tokenize
+    )
+    run.on_evaluation = on_evaluation
     run.resume_key = {"config": request.as_dict(), "fingerprint": train.fingerprint()}
     if checkpoint is not None:
         restore_checkpoint(run, checkpoint)
@@ -97,8 +105,10 @@ def fit(
         writer_class=writer_class,
         tensorboard_dir=_tensorboard_dir(tensorboard, folder, log),
     )
-    train_loop(run)
-    run.records.close()
+    try:
+        train_loop(run)
+    finally:  # also when on_evaluation ends the run: the log file and the progress bar are closed
+        run.records.close()
     return finish(run, tokenizer, train, validation, started=started, report=report)
 
 
@@ -151,6 +161,7 @@ def build_run(
     classes: list[str],
     folder: RunFolder,
     log,
+    tokenize=models.tokenize,
 ) -> Run:
     """Batches, micro-batches, optimizer and schedule, validation and model selection, for a resolved config."""
     pad_to = config.max_length if config.pad_to_max_length else None
@@ -188,9 +199,8 @@ def build_run(
     )
     validation_set = None
     if validation is not None:
-        ids, lengths = models.encode(
-            tokenizer, validation.texts, config.max_length, config.truncation, return_lengths=True
-        )
+        tokens = tokenize(tokenizer, validation.texts)
+        ids, lengths = models.truncate(tokens, config.max_length, config.truncation), [len(t) for t, _ in tokens]
         validation_set = ValidationSet(
             ids, validation.labels, lengths, classes, collator, config.eval_batch_size, runtime
         )

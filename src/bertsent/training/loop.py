@@ -44,6 +44,8 @@ class Run:
     records: StepLog | None = None  # made once the run folder is ready
     resume_key: dict = field(default_factory=dict)  # the config as given and the data's fingerprint, for --resume
     position: Position = field(default_factory=Position)
+    # called with (step, epoch, metrics) after each evaluation; may raise to end the run (tune prunes so)
+    on_evaluation: Callable[[int, float, dict], None] | None = None
 
 
 def train_loop(run: Run) -> None:
@@ -113,6 +115,8 @@ def evaluate(run: Run, epoch: float) -> bool:
         f"epoch {epoch:.2f}  step {step}  validation accuracy {metrics['accuracy']:.4f}  "
         f"f1 {metrics['f1_macro']:.4f}  loss {metrics['loss']:.4f}{'  (best so far)' if improved else ''}"
     )
+    if run.on_evaluation is not None:
+        run.on_evaluation(step, epoch, metrics)
     return run.selection.should_stop
 
 
