@@ -193,7 +193,7 @@ def test_a_two_process_run_resumes_exactly_and_only_with_two_processes(setup):
 
     crashed = _accelerate_launch(setup, "crash.py", *_train_args("crashed", 8, *args), env={"CRASH_AT": "10"})
     assert crashed.returncode != 0 and "simulated crash" in crashed.stderr
-    assert not (setup / "crashed").exists() and (setup / ".crashed.partial" / "checkpoint" / "state.pt").exists()
+    assert not (setup / "crashed").exists() and (setup / ".crashed.partial" / "checkpoint" / "state.json").exists()
 
     alone = _run(setup, "-m", "bertsent", *_train_args("crashed", 8, *args, "--resume"))
     assert alone.returncode == 2

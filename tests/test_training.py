@@ -81,7 +81,7 @@ def test_resume_gives_the_same_model_bit_for_bit(packing, tiny_model_dir, tmp_pa
     quiet = dict(progress=False, log=lambda *_: None)
     fit(train, val, TrainConfig(**settings), tmp_path / "straight", **quiet)
 
-    # Crash after step 7: the checkpoint at step 4 is the last one.
+    # Crash in step 8: the checkpoint at the end of the first epoch (step 6 of 16 examples each) is the last one.
     crashed = tmp_path / "crashed"
     calls = {"n": 0}
     original = torch.optim.AdamW.step
@@ -98,7 +98,11 @@ def test_resume_gives_the_same_model_bit_for_bit(packing, tiny_model_dir, tmp_pa
             fit(train, val, TrainConfig(**settings), crashed, **quiet)
     finally:
         torch.optim.AdamW.step = original
-    assert not crashed.exists() and (tmp_path / ".crashed.partial" / "checkpoint" / "state.pt").exists()
+    checkpoint = tmp_path / ".crashed.partial" / "checkpoint"
+    assert not crashed.exists() and (checkpoint / "state.json").exists()
+    # No pickle: the settings and positions in JSON, the tensors in one safetensors file, nothing else.
+    assert sorted(p.suffix for p in checkpoint.iterdir()) == [".json", ".safetensors"]
+    assert json.loads((checkpoint / "state.json").read_text())["state"]["position"]["step"] == 6
     with pytest.raises(bertsent.BertsentError, match="left a checkpoint .* with --resume, or pass --overwrite"):
         fit(train, val, TrainConfig(**settings), crashed, **quiet)  # a rerun without --resume deletes nothing
     fit(train, val, TrainConfig(**settings), crashed, resume=True, **quiet)
@@ -135,11 +139,19 @@ def test_resume_never_unpickles_a_planted_checkpoint(tiny_model_dir, tmp_path):
     import torch
 
     marker = tmp_path / "code-ran"
-    checkpoint = tmp_path / ".x.partial" / "checkpoint" / "state.pt"
+    checkpoint = tmp_path / ".x.partial" / "checkpoint" / "state.pt"  # where formats 1-3 kept theirs
     checkpoint.parent.mkdir(parents=True)
     torch.save({"format": 3, "model": _Planted(str(marker))}, checkpoint)
     train, val = _datasets(32, 8)
-    with pytest.raises(bertsent.BertsentError, match="not a checkpoint bertsent can read safely"):
+    with pytest.raises(bertsent.BertsentError, match="written by another version of bertsent .*not read"):
+        fit(train, val, TrainConfig(model=str(tiny_model_dir)), tmp_path / "x", resume=True, progress=False)
+    assert not marker.exists()
+    # A pickle planted under the new names is no more use: safetensors and JSON readers never unpickle.
+    torch.save({"model": _Planted(str(marker))}, checkpoint.parent / "tensors-000000001-00000000.safetensors")
+    (checkpoint.parent / "state.json").write_text(
+        json.dumps({"format": 4, "tensors": "tensors-000000001-00000000.safetensors", "state": {}})
+    )
+    with pytest.raises(bertsent.BertsentError, match="checkpoint .* is damaged or not bertsent's"):
         fit(train, val, TrainConfig(model=str(tiny_model_dir)), tmp_path / "x", resume=True, progress=False)
     assert not marker.exists()
 

@@ -17,6 +17,7 @@ from .prediction import SentimentModel
 from .progress import progress_bar
 from .runtime import Runtime
 from .training import METRICS_LOG, TrainConfig, TrainResult, fit
+from .training.fit import resume_config
 
 DEFAULT_DATA = "rotten-tomatoes"
 RUNS_DIR = "runs"
@@ -33,6 +34,9 @@ def train(
     drop_invalid: bool = False,
     overwrite: bool = False,
     resume: bool = False,
+    resume_with_checkpoint_settings: bool = False,
+    allow_pickle: bool = False,
+    trust_remote_code: bool = False,
     progress: bool = True,
     log=print,
     report: bool = True,
@@ -43,8 +47,18 @@ def train(
 
     Writes report.html, metrics.json, errors.csv and charts into the model folder unless `report=False`;
     `tensorboard=True` (or a folder) also logs the training scalars for TensorBoard. Under torchrun or
-    accelerate launch, every process calls this and they train together; only the main one writes."""
+    accelerate launch, every process calls this and they train together; only the main one writes.
+    `resume`: continue the interrupted run in `out`; settings given here must equal its checkpoint's (those left
+    out are the checkpoint's), or `resume_with_checkpoint_settings` (which implies resume) continues with the
+    checkpoint's. `allow_pickle`: load pytorch_model.bin weights (a crafted file can run code);
+    `trust_remote_code`: run Python code shipped with the model. Both off by default."""
     config = train_config(settings)
+    given = {name for name, value in settings.items() if value is not None}
+    resume = resume or resume_with_checkpoint_settings
+    if resume:  # the checkpoint's settings, before the data is split with them (seed, validation fraction)
+        if out is None:
+            raise BertsentError("--resume: give --out, the folder of the interrupted run to continue.")
+        config = resume_config(out, config, given, resume_with_checkpoint_settings, overwrite=overwrite)
     if out is not None:  # before the model and the data: a folder that cannot be written fails now
         problem = check_writable(out)
         if problem:
@@ -53,7 +67,8 @@ def train(
     log = runtime.main_only(log)
     read = dict(text_column=text_column, label_column=label_column, encoding=encoding, drop_invalid=drop_invalid)
     with runtime.main_process_first():  # downloads and unpacks once, into the cache the others then read
-        models.resolve_model(config.model)  # a bad --model fails now, not after reading (or downloading) the data
+        # a bad --model (or one with pickle weights only) fails now, not after reading (or downloading) the data
+        models.check_safe_weights(models.resolve_model(config.model), allow_pickle)
         train_set, validation = training_data(data, eval_data, read, config, log)
     link = out is None
     if out is None:  # the main process's clock names the folder for all
@@ -65,6 +80,10 @@ def train(
         out,
         overwrite=overwrite,
         resume=resume,
+        given=given,
+        resume_with_checkpoint_settings=resume_with_checkpoint_settings,
+        allow_pickle=allow_pickle,
+        trust_remote_code=trust_remote_code,
         progress=progress,
         log=log,
         report=report,
@@ -140,11 +159,14 @@ def evaluate(
     stride: int | None = None,
     threads: int | None = None,
     progress: bool = False,
+    allow_pickle: bool = False,
+    trust_remote_code: bool = False,
 ) -> dict:
     """Metrics of a trained model on labeled data; written as JSON to `out` when given, and as a full
     report (metrics.json, report.html, errors.csv, charts) into the folder `report` when given.
 
-    backend, long, max_length, stride and threads say how the model runs, as in `bertsent.load`;
+    backend, long, max_length, stride, threads, allow_pickle and trust_remote_code say how the model is loaded
+    and run, as in `bertsent.load`;
     `progress` shows a progress bar on stderr."""
     check_neutral_band(neutral_band)
     for flag, target in (("--out", out), ("--report", Path(report) / "metrics.json" if report else None)):
@@ -162,6 +184,8 @@ def evaluate(
             max_length=max_length,
             stride=stride,
             threads=threads,
+            allow_pickle=allow_pickle,
+            trust_remote_code=trust_remote_code,
         )
     model.neutral_band = neutral_band
     dataset = (

@@ -71,6 +71,8 @@ def train_seeds(
     log=print,
     report: bool = True,
     tensorboard: str | os.PathLike | bool | None = None,
+    allow_pickle: bool = False,
+    trust_remote_code: bool = False,
     **settings,
 ) -> dict:
     """Train with seeds seed, seed+1, ... into OUT/seed-N on one validation split (drawn with the first
@@ -96,6 +98,8 @@ def train_seeds(
             log=log,
             report=report,
             tensorboard=board,
+            allow_pickle=allow_pickle,
+            trust_remote_code=trust_remote_code,
             **{**settings, "seed": seed},
         )
         runs.append(
@@ -149,10 +153,13 @@ def compare(
     progress: bool = True,
     log=print,
     batch_size_predict: int = 64,
+    allow_pickle: bool = False,
+    trust_remote_code: bool = False,
     **settings,
 ) -> dict:
     """Fine-tune each model on the same split; one table of validation accuracy, macro F1, ECE, train
-    time, predictions per second, parameters and size on disk, written as OUT/compare.csv and .json."""
+    time, predictions per second, parameters and size on disk, written as OUT/compare.csv and .json.
+    `allow_pickle`, `trust_remote_code`: as `train` takes them, for every model."""
     names = [m.strip() for m in model_names if m and m.strip()]
     if not names:
         raise BertsentError("--models: give one or more models separated by commas, e.g. --models minilm,mpnet.")
@@ -169,9 +176,11 @@ def compare(
             overwrite=overwrite,
             progress=progress,
             log=log,
+            allow_pickle=allow_pickle,
+            trust_remote_code=trust_remote_code,
             **{**settings, "model": name},
         )
-        rows.append(_compare_row(name, result, validation, batch_size_predict))
+        rows.append(_compare_row(name, result, validation, batch_size_predict, trust_remote_code))
     table = {
         "validation": validation.name,
         "n": len(validation),
@@ -202,8 +211,8 @@ def _folder_names(names: list[str]) -> list[str]:
     return folders
 
 
-def _compare_row(name: str, result, validation: TextDataset, batch_size: int) -> dict:
-    model = SentimentModel.load(result.model_dir, batch_size=batch_size)
+def _compare_row(name: str, result, validation: TextDataset, batch_size: int, trust_remote_code=False) -> dict:
+    model = SentimentModel.load(result.model_dir, batch_size=batch_size, trust_remote_code=trust_remote_code)
     model.predict_proba(validation.texts[:8])  # warm-up: first-call costs are not throughput
     clock = time.perf_counter()
     model.predict_proba(validation.texts)

@@ -66,6 +66,8 @@ def export_onnx(
     label_column: str | None = None,
     encoding: str = "utf-8",
     log=print,
+    allow_pickle: bool = False,
+    trust_remote_code: bool = False,
 ) -> dict:
     """Export the classifier in `folder` to folder/onnx/model.onnx (and model_int8.onnx with `int8`).
 
@@ -86,7 +88,8 @@ def export_onnx(
     _check_packages()
     folder = Path(folder).expanduser()
     models.check_model_folder(folder, need_classifier=True)
-    job = _Job(folder, log)
+    models.check_safe_weights(folder, allow_pickle)  # loading options: as `bertsent.load` takes them
+    job = _Job(folder, log, allow_pickle=allow_pickle, trust_remote_code=trust_remote_code)
     dataset = _read_labeled(data, job.classes, text_column, label_column, encoding) if data is not None else None
     parity_texts = SAMPLE_TEXTS + (dataset.texts[:PARITY_DATA_ROWS] if dataset is not None else [])
     job.parity_ids = models.encode(job.tokenizer, parity_texts, job.max_length, job.truncation)
@@ -174,11 +177,11 @@ class _Logits(torch.nn.Module):
 class _Job:
     """One export: the PyTorch model and tokenizer, the ids the exports are checked on, the log."""
 
-    def __init__(self, folder: Path, log):
+    def __init__(self, folder: Path, log, allow_pickle: bool = False, trust_remote_code: bool = False):
         self.folder = folder
         self.log = log
-        self.tokenizer = models.load_tokenizer(folder)
-        self.model = models.load_classifier(folder)
+        self.tokenizer = models.load_tokenizer(folder, trust_remote_code=trust_remote_code)
+        self.model = models.load_classifier(folder, allow_pickle=allow_pickle, trust_remote_code=trust_remote_code)
         models.set_padding_token(self.model, self.tokenizer)
         if getattr(self.model.config, "use_cache", False):
             self.model.config.use_cache = False  # GPT-2 style: no key/value cache in a classifier's graph

@@ -29,6 +29,13 @@ WEIGHT_FILES = (
     "pytorch_model.bin",
     "pytorch_model.bin.index.json",
 )
+SAFE_WEIGHT_FILES = WEIGHT_FILES[:2]
+PICKLE_WEIGHT_FILES = WEIGHT_FILES[2:]  # torch.load unpickles them: a crafted file can run code
+ALLOW_PICKLE_HELP = (
+    "load weights from pytorch_model.bin (a pickle) when a folder has no model.safetensors: a crafted file "
+    "can run code on this machine; only for files you trust"
+)
+TRUST_REMOTE_CODE_HELP = "runs Python code shipped with the model; only for models you trust"
 TOKENIZER_FILES = (
     "tokenizer.json",
     "vocab.txt",
@@ -285,15 +292,41 @@ def _hub_error(spec: str, exc: Exception) -> ModelError:
     )
 
 
-def load_tokenizer(spec: str | os.PathLike | None):
+def check_safe_weights(source: str | os.PathLike, allow_pickle: bool = False) -> None:
+    """A local folder whose weights are only in pickle files is refused, with how to convert it, unless allowed."""
+    path = Path(source)
+    if allow_pickle or not path.is_dir() or any((path / name).exists() for name in SAFE_WEIGHT_FILES):
+        return
+    if any((path / name).exists() for name in PICKLE_WEIGHT_FILES):
+        bin_file = path / "pytorch_model.bin"
+        raise ModelError(
+            f"{path}: its weights are only in pytorch_model.bin, a pickle, which can run code when loaded; bertsent "
+            f"loads safetensors only. Convert it once (torch's weights-only loader): python -c \"import torch, "
+            f"safetensors.torch as s; d = torch.load('{bin_file}', weights_only=True); s.save_file({{k: "
+            f"v.contiguous().clone() for k, v in d.items()}}, '{path / 'model.safetensors'}', {{'format': 'pt'}})\" "
+            f"-- or, for a file you trust, pass --allow-pickle."
+        )
+
+
+def _code_error(spec: str, exc: Exception) -> ModelError | None:
+    """transformers' refusal to run a model's own code, as one line naming the flag; None for other errors."""
+    if "trust_remote_code" not in str(exc):
+        return None
+    return ModelError(
+        f"model '{spec}' ships its own Python code (auto_map), which bertsent does not run by default. For a "
+        f"model you trust, pass --trust-remote-code (trust_remote_code=True in Python)."
+    )
+
+
+def load_tokenizer(spec: str | os.PathLike | None, *, trust_remote_code: bool = False):
     from transformers import AutoTokenizer
 
     _quiet_transformers()
     source = resolve_model(spec)
     try:
-        tokenizer = AutoTokenizer.from_pretrained(source)
+        tokenizer = AutoTokenizer.from_pretrained(source, trust_remote_code=trust_remote_code)
     except Exception as exc:  # noqa: BLE001 - the Hub client raises many kinds; all mean "cannot get it"
-        raise _hub_error(str(spec), exc) from None
+        raise _code_error(str(spec), exc) or _hub_error(str(spec), exc) from None
     if tokenizer.pad_token is None:
         # GPT-style decoders have no padding token: reuse end-of-text, as their model cards suggest.
         tokenizer.pad_token = tokenizer.eos_token or tokenizer.unk_token
@@ -304,18 +337,27 @@ ATTENTION_DROPOUT_FIELDS = ("attention_probs_dropout_prob", "attention_dropout",
 
 
 def load_classifier(
-    spec: str | os.PathLike, labels: list[str] | None = None, attention_dropout: float | None = None, **kwargs
+    spec: str | os.PathLike,
+    labels: list[str] | None = None,
+    attention_dropout: float | None = None,
+    *,
+    allow_pickle: bool = False,
+    trust_remote_code: bool = False,
+    **kwargs,
 ):
     """A sequence classifier: a new head for `labels`, or the trained one when labels is None.
 
     `attention_dropout` replaces the model's dropout on attention probabilities (BERT, RoBERTa,
-    DistilBERT, MPNet, GPT-2 name it differently)."""
+    DistilBERT, MPNet, GPT-2 name it differently). Weights load from safetensors only, unless
+    `allow_pickle` (pytorch_model.bin); a model's own Python code runs only with `trust_remote_code`."""
     from transformers import AutoConfig, AutoModelForSequenceClassification
 
     _quiet_transformers()
     source = resolve_model(spec)
+    check_safe_weights(source, allow_pickle)
+    kwargs.update(trust_remote_code=trust_remote_code, use_safetensors=None if allow_pickle else True)
     try:
-        config = AutoConfig.from_pretrained(source)
+        config = AutoConfig.from_pretrained(source, trust_remote_code=trust_remote_code)
         if labels is not None:
             config.num_labels = len(labels)
             config.id2label = {i: name for i, name in enumerate(labels)}
@@ -335,14 +377,26 @@ def load_classifier(
         model = AutoModelForSequenceClassification.from_pretrained(source, config=config, **kwargs)
     except ModelError:
         raise
-    except ValueError as exc:
-        raise ModelError(
+    except Exception as exc:  # noqa: BLE001 - sorted below: the model's own code, a missing head, the rest
+        raise _load_error(str(spec), exc) from None
+    return model
+
+
+def _load_error(spec: str, exc: Exception) -> ModelError:
+    found = _code_error(spec, exc)
+    if found is not None:
+        return found
+    if isinstance(exc, OSError) and "safetensors" in str(exc) and not Path(spec).expanduser().is_dir():
+        return ModelError(
+            f"model '{spec}': no safetensors weights, and bertsent does not load pickle weights by default. Pass "
+            f"--allow-pickle for a model you trust (a crafted pytorch_model.bin can run code), or use another model."
+        )
+    if isinstance(exc, ValueError):
+        return ModelError(
             f"model '{spec}': {str(exc).splitlines()[0]} Pick a model with a sequence "
             f"classification head (BERT, RoBERTa, DistilBERT, MPNet, XLNet, GPT-2, ...)."
-        ) from None
-    except Exception as exc:  # noqa: BLE001 - the Hub client and loaders raise many kinds: one message
-        raise _hub_error(str(spec), exc) from None
-    return model
+        )
+    return _hub_error(spec, exc)  # the Hub client and loaders raise many kinds: one message
 
 
 def set_padding_token(model, tokenizer) -> None:
@@ -350,12 +404,15 @@ def set_padding_token(model, tokenizer) -> None:
         model.config.pad_token_id = tokenizer.pad_token_id
 
 
-def load_config(folder: str | os.PathLike):
+def load_config(folder: str | os.PathLike, *, trust_remote_code: bool = False):
     """A model folder's config.json: labels and sizes without loading the weights."""
     from transformers import AutoConfig
 
     _quiet_transformers()
-    return AutoConfig.from_pretrained(str(folder))
+    try:
+        return AutoConfig.from_pretrained(str(folder), trust_remote_code=trust_remote_code)
+    except ValueError as exc:
+        raise _code_error(str(folder), exc) or exc from None
 
 
 def model_max_length(tokenizer, config=None) -> int:

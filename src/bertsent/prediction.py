@@ -51,15 +51,19 @@ class SentimentModel:
         backend: str = "auto",
         threads: int | None = None,
         folder: str | os.PathLike | None = None,
+        allow_pickle: bool = False,
+        trust_remote_code: bool = False,
     ):
         check_neutral_band(neutral_band)
+        self.loading = dict(allow_pickle=allow_pickle, trust_remote_code=trust_remote_code)  # for the lazy model
+        self.loading_config = dict(trust_remote_code=trust_remote_code)
         self.metadata = metadata or {}
         self.folder = Path(folder) if folder is not None else None
         self.device = pick_device(device)
         self.tokenizer = tokenizer
         self.batch_size = _whole("batch_size", batch_size, 1)
         self._model = model
-        config = model.config if model is not None else models.load_config(self.folder)
+        config = model.config if model is not None else models.load_config(self.folder, **self.loading_config)
         self.classes_ = [config.id2label[i] for i in range(config.num_labels)]
         limit = models.model_max_length(tokenizer, config)
         self.max_length = _max_length(max_length, self.metadata.get("max_length"), limit)
@@ -88,21 +92,31 @@ class SentimentModel:
     def model(self):
         """The PyTorch model; with an ONNX backend, loaded only when asked for (e.g. by `save`)."""
         if self._model is None:
-            self._model = models.load_classifier(self.folder)
+            self._model = models.load_classifier(self.folder, **self.loading)
             models.set_padding_token(self._model, self.tokenizer)
         return self._model
 
     @classmethod
-    def load(cls, folder: str | os.PathLike, backend: str = "auto", device: str | None = None, **kwargs):
+    def load(
+        cls,
+        folder: str | os.PathLike,
+        backend: str = "auto",
+        device: str | None = None,
+        *,
+        allow_pickle: bool = False,
+        trust_remote_code: bool = False,
+        **kwargs,
+    ):
         folder = Path(folder).expanduser()
-        models.check_model_folder(folder, need_classifier=True)
+        check_weights(folder, backend, device, allow_pickle)  # before the tokenizer: refused at once
         metadata = models.read_metadata(folder)
-        tokenizer = models.load_tokenizer(folder)
+        loading = dict(allow_pickle=allow_pickle, trust_remote_code=trust_remote_code)
+        tokenizer = models.load_tokenizer(folder, trust_remote_code=trust_remote_code)
         model = None
         if backends.resolve_backend(backend, folder, pick_device(device).type) == "torch":
-            model = models.load_classifier(folder)
+            model = models.load_classifier(folder, **loading)
             models.set_padding_token(model, tokenizer)
-        return cls(model, tokenizer, metadata, device=device, backend=backend, folder=folder, **kwargs)
+        return cls(model, tokenizer, metadata, device=device, backend=backend, folder=folder, **loading, **kwargs)
 
     def _texts(self, texts) -> list[str]:
         if isinstance(texts, str):
@@ -212,9 +226,19 @@ def _whole(name: str, value, least: int) -> int:
     return int(value)
 
 
+def check_weights(folder: Path, backend: str = "auto", device: str | None = None, allow_pickle: bool = False):
+    """A complete classifier folder, whose weights the chosen backend can load without pickle (unless
+    `allow_pickle`): refused before anything is loaded, or a server started."""
+    models.check_model_folder(folder, need_classifier=True)
+    if backends.resolve_backend(backend, folder, pick_device(device).type) == "torch":
+        models.check_safe_weights(folder, allow_pickle)
+
+
 def load(folder: str | os.PathLike, **kwargs) -> SentimentModel:
     """Load a model folder written by `bertsent train` (or any HF sequence-classification folder).
 
     Keywords: backend (auto|torch|onnx|onnx-int8), device, batch_size, max_length, long
-    (head|tail|head+tail|windows), stride, neutral_band, threads."""
+    (head|tail|head+tail|windows), stride, neutral_band, threads; allow_pickle (load pytorch_model.bin
+    when the folder has no safetensors weights: a crafted file can run code), trust_remote_code (run
+    Python code shipped with the model)."""
     return SentimentModel.load(folder, **kwargs)

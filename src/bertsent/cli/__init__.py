@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shlex
 import sys
 import warnings
 
@@ -44,8 +45,10 @@ def main(argv: list[str] | None = None) -> int:
         if rank == 0:  # every process meets the same input; one line is enough
             print(f"bertsent {args.command}: error: {exc}", file=sys.stderr)
         return EXIT_USER_ERROR
-    except KeyboardInterrupt:
-        print(f"bertsent {args.command}: interrupted", file=sys.stderr)
+    except KeyboardInterrupt as exc:
+        if rank == 0:
+            said = interrupted(exc, sys.argv[1:] if argv is None else argv)
+            print(f"bertsent {args.command}: {said}", file=sys.stderr)
         return 130
     except BrokenPipeError:
         return 0
@@ -59,6 +62,44 @@ def main(argv: list[str] | None = None) -> int:
             file=sys.stderr,
         )
         return EXIT_INTERNAL_ERROR
+
+
+def interrupted(exc: KeyboardInterrupt, argv: list[str]) -> str:
+    """What an interruption leaves: for training, the command that continues it (this one with --resume and
+    the folder it wrote into), or that no checkpoint can."""
+    from ..training.run_folder import TrainingInterrupted
+
+    if not isinstance(exc, TrainingInterrupted):
+        return "interrupted"
+    where = f"interrupted at step {exc.step}" if exc.step is not None else "interrupted"
+    if exc.checkpoint_step is None:
+        return (
+            f"{where}; no checkpoint was saved, so it cannot be continued. Train again (with --overwrite if "
+            f"needed), adding --checkpoint-every N to be able to continue an interrupted run."
+        )
+    if any(arg == "--seeds" or arg.startswith("--seeds=") for arg in argv):  # see experiments.train_seeds
+        return (
+            f"{where} of {exc.out}; --seeds runs cannot be continued (each seed's data split is the first seed's). "
+            f"Run the command again with --overwrite."
+        )
+    args = _without_option(argv, "--out") + ["--out", str(exc.out)]
+    if "--resume" not in args and "--resume-with-checkpoint-settings" not in args:
+        args.append("--resume")
+    since = f" (the last checkpoint is step {exc.checkpoint_step})" if exc.checkpoint_step != exc.step else ""
+    return f"{where}{since}; continue with: {shlex.join(['bertsent', *args])}"
+
+
+def _without_option(argv: list[str], flag: str) -> list[str]:
+    """`argv` without `flag VALUE` and `flag=VALUE`."""
+    kept, skip = [], False
+    for arg in argv:
+        if skip:
+            skip = False
+        elif arg == flag:
+            skip = True
+        elif not arg.startswith(flag + "="):
+            kept.append(arg)
+    return kept
 
 
 def quiet_library_warnings() -> None:

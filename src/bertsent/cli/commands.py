@@ -34,6 +34,11 @@ def _columns(args) -> dict:
     return dict(text_column=args.text_column, label_column=args.label_column, encoding=args.encoding)
 
 
+def _loading(args) -> dict:
+    """What loading a model may do beyond safetensors and JSON (add_loading_flags): off unless asked."""
+    return dict(allow_pickle=args.allow_pickle, trust_remote_code=args.trust_remote_code)
+
+
 def _data_options(args) -> dict:
     return dict(
         **_columns(args),
@@ -49,9 +54,11 @@ def cmd_train(args) -> int:
 
     settings = training_settings(args)  # --model included: it is a TrainConfig setting too
     options = _data_options(args) | dict(out=args.out, report=not args.no_report, tensorboard=args.tensorboard)
+    options |= _loading(args)
     if args.seeds is not None:
         return _train_seeds(args, options, settings)
-    result = api.train(args.data, args.eval_data, resume=args.resume, **options, **settings)
+    resume = dict(resume=args.resume, resume_with_checkpoint_settings=args.resume_with_checkpoint_settings)
+    result = api.train(args.data, args.eval_data, **resume, **options, **settings)
     if result.metrics:
         print(
             f"\nValidation metrics (best epoch {result.best_epoch}, calibrated, temperature "
@@ -68,7 +75,8 @@ def cmd_train(args) -> int:
 def _train_seeds(args, options: dict, settings: dict) -> int:
     from ..experiments import train_seeds
 
-    summary = train_seeds(args.data, args.eval_data, seeds=args.seeds, resume=args.resume, **options, **settings)
+    resume = args.resume or args.resume_with_checkpoint_settings
+    summary = train_seeds(args.data, args.eval_data, seeds=args.seeds, resume=resume, **options, **settings)
     print(
         f"\nValidation metrics over {len(summary['seeds'])} seeds ({summary['validation']}, "
         f"{summary['n']} examples; std: sample standard deviation):"
@@ -87,6 +95,7 @@ def cmd_compare(args) -> int:
         args.eval_data,
         out=args.out,
         **_data_options(args),
+        **_loading(args),
         **training_settings(args),
     )
     print(f"\nValidation on {table['validation']} ({table['n']} examples):")
@@ -257,6 +266,7 @@ def cmd_export(args) -> int:
         data=args.data,
         max_drop=args.max_drop,
         **_columns(args),
+        **_loading(args),
         log=say,
     )
     print(format_export(result))
@@ -275,9 +285,11 @@ def cmd_serve(args) -> int:
     import os
 
     from ..metrics import check_neutral_band
+    from ..prediction import check_weights
     from ..serve import API_KEY_ENV, is_local, serve
 
     check_neutral_band(args.neutral_band)
+    check_weights(Path(args.model_dir).expanduser(), args.backend, allow_pickle=args.allow_pickle)  # before serving
     key = args.api_key or os.environ.get(API_KEY_ENV) or None
     if not is_local(args.host) and key is None:
         say(
@@ -320,7 +332,7 @@ def cmd_explain(args) -> int:
         texts = [line.rstrip("\n") for line in sys.stdin if line.strip()]
     if not texts:
         raise BertsentError("no texts to explain. Give them as arguments, or on standard input (one a line).")
-    model = load(args.model_dir, backend="torch", max_length=args.max_length)
+    model = load(args.model_dir, backend="torch", max_length=args.max_length, **_loading(args))
     found = model.explain(texts, target=args.target, n_steps=args.steps)
     if args.format == "jsonl":
         sys.stdout.write(format_explanations_jsonl(found))

@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 from dataclasses import fields
 
+from ..model import ALLOW_PICKLE_HELP, TRUST_REMOTE_CODE_HELP
 from ..prediction import BACKENDS, LONG_TEXTS
 from ..runtime import package_version
 from ..training import RECIPES, TrainConfig
@@ -29,7 +30,17 @@ def build_parser() -> argparse.ArgumentParser:
     add_data_flags(train, training=True)
     train.add_argument("--out", metavar="DIR", help="model folder to write (default runs/<model>-<data>-<time>)")
     train.add_argument("--overwrite", action="store_true", help="replace --out once the new model is complete")
-    train.add_argument("--resume", action="store_true", help="continue an interrupted run from its last checkpoint")
+    train.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue an interrupted run in --out from its last checkpoint; settings left out are the checkpoint's, "
+        "and any given must equal them",
+    )
+    train.add_argument(
+        "--resume-with-checkpoint-settings",
+        action="store_true",
+        help="--resume, continuing with the checkpoint's settings where the flags given differ",
+    )
     add_training_flags(train)
     train.add_argument(
         "--seeds",
@@ -157,6 +168,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--max-drop", type=float, default=0.5, metavar="X", help="int8 kept if at most X accuracy points lower"
     )
     add_data_flags(export)
+    add_loading_flags(export)
 
     models = commands.add_parser("models", help="models usable offline on this machine")
     models.add_argument("--json", action="store_true", help="print JSON")
@@ -196,8 +208,15 @@ def add_tune_command(commands) -> None:
     tune.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
+def add_loading_flags(parser: argparse.ArgumentParser) -> None:
+    """What loading a model may do beyond reading safetensors and JSON: both off unless asked for."""
+    parser.add_argument("--allow-pickle", action="store_true", help=ALLOW_PICKLE_HELP)
+    parser.add_argument("--trust-remote-code", action="store_true", help=TRUST_REMOTE_CODE_HELP)
+
+
 def add_prediction_flags(parser: argparse.ArgumentParser) -> None:
     """How a trained model is run: `predict` and `evaluate` alike."""
+    add_loading_flags(parser)
     parser.add_argument("--batch-size", type=int, default=64, metavar="N")
     parser.add_argument(
         "--backend",
@@ -222,7 +241,8 @@ def add_prediction_flags(parser: argparse.ArgumentParser) -> None:
 
 def prediction_settings(args) -> dict:
     """`add_prediction_flags`' values, as `bertsent.load` takes them (batch size apart)."""
-    return {name: getattr(args, name) for name in ("backend", "long", "max_length", "stride", "threads")}
+    names = ("backend", "long", "max_length", "stride", "threads", "allow_pickle", "trust_remote_code")
+    return {name: getattr(args, name) for name in names}
 
 
 def add_data_flags(parser: argparse.ArgumentParser, training: bool = False) -> None:
@@ -250,6 +270,7 @@ def add_data_flags(parser: argparse.ArgumentParser, training: bool = False) -> N
 def add_training_flags(parser: argparse.ArgumentParser) -> None:
     """The TrainConfig settings a user sets by flag (--model is the command's own). No defaults here:
     TrainConfig's own apply, and TrainConfig checks the values."""
+    add_loading_flags(parser)
     flags = parser.add_argument_group("training settings (default: the recipe's)")
     add = flags.add_argument
     add(

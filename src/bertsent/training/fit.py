@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import time
+from dataclasses import fields, replace
 
 import numpy as np
 import torch
@@ -22,7 +23,7 @@ from ..packing import PackedClassifier, PackedCollator, supports_packing, varlen
 from ..runtime import Runtime, set_seed
 from .config import RECIPES, TrainConfig
 from .finish import TrainResult, finish
-from .loop import Run, count_steps, restore_checkpoint, train_loop
+from .loop import Run, count_steps, interruptible, restore_checkpoint, train_loop
 from .microbatch import MicroBatches
 from .records import METRICS_LOG, StepLog, tensorboard_writer_class
 from .run_folder import RunFolder
@@ -43,6 +44,10 @@ def fit(
     tensorboard: str | os.PathLike | bool | None = None,
     on_evaluation=None,
     tokenize=None,
+    given=None,
+    resume_with_checkpoint_settings: bool = False,
+    allow_pickle: bool = False,
+    trust_remote_code: bool = False,
 ) -> TrainResult:
     """Fine-tune `config.model` on `train`, keep the best evaluation on `validation`, write the model to `out`.
 
@@ -50,11 +55,16 @@ def fit(
     `tensorboard`: True (into OUT/tensorboard) or a folder: log the metrics.jsonl scalars there too.
     `on_evaluation(step, epoch, metrics)`: called after each evaluation; an exception it raises ends the run.
     `tokenize`: in place of `model.tokenize` (same arguments and result), e.g. a cache shared by runs on one data.
+    `resume`: continue from the checkpoint; settings in `given` (by default: those that differ from TrainConfig's
+    defaults) must equal the checkpoint's, or `resume_with_checkpoint_settings` continues with the checkpoint's.
+    `allow_pickle`, `trust_remote_code`: see `model.load_classifier`.
     """
     started = time.time()
     folder = RunFolder(out, overwrite=overwrite, resume=resume)
     checkpoint = folder.load_checkpoint() if resume else None
-    request = TrainConfig(**checkpoint["config"]) if checkpoint is not None else config
+    request = config
+    if checkpoint is not None:
+        request = settle_resume(config, checkpoint["config"], given, resume_with_checkpoint_settings)
     runtime = Runtime(request.device, request.precision)
     log = runtime.main_only(log)
     writer_class = tensorboard_writer_class() if tensorboard else None  # fail before training, not after it
@@ -65,7 +75,7 @@ def fit(
     if checkpoint is not None:
         check_resumable(checkpoint, train, runtime)
     set_seed(request.seed)
-    model, tokenizer = load_model(request, classes, runtime)
+    model, tokenizer = load_model(request, classes, runtime, allow_pickle, trust_remote_code)
     tokenize = tokenize or models.tokenize
     tokens = tokenize(tokenizer, train.texts)  # once: max_length "auto" is read from these lengths
     lengths = [len(ids) for ids, _ in tokens]
@@ -105,11 +115,12 @@ def fit(
         writer_class=writer_class,
         tensorboard_dir=_tensorboard_dir(tensorboard, folder, log),
     )
-    try:
-        train_loop(run)
-    finally:  # also when on_evaluation ends the run: the log file and the progress bar are closed
-        run.records.close()
-    return finish(run, tokenizer, train, validation, started=started, report=report)
+    with interruptible(run):  # Ctrl-C, SIGTERM: TrainingInterrupted says which checkpoint continues the run
+        try:
+            train_loop(run)
+        finally:  # also when on_evaluation ends the run: the log file and the progress bar are closed
+            run.records.close()
+        return finish(run, tokenizer, train, validation, started=started, report=report)
 
 
 def training_examples(train: TextDataset, validation: TextDataset | None, config: TrainConfig):
@@ -129,6 +140,54 @@ def training_examples(train: TextDataset, validation: TextDataset | None, config
     return train, classes
 
 
+# Settings a resumed run may change: how often it saves changes nothing in what it learns.
+FREE_ON_RESUME = ("checkpoint_every",)
+
+
+def resume_config(out, config: TrainConfig, given=None, use_checkpoint_settings: bool = False, **folder):
+    """The config that continues the checkpointed run in `out` (see `settle_resume`), read from its
+    state.json alone: before the data is read and split, which depends on the settings (seed, fraction)."""
+    return settle_resume(
+        config, RunFolder(out, resume=True, **folder).checkpoint_settings(), given, use_checkpoint_settings
+    )
+
+
+def settle_resume(config: TrainConfig, saved: dict, given=None, use_checkpoint_settings: bool = False) -> TrainConfig:
+    """The checkpoint's config (`saved`), when the settings the user gave agree with it: each one named in
+    `given` (None: each that differs from TrainConfig's default) must equal the checkpoint's, else a one-line
+    refusal lists them; with `use_checkpoint_settings` the checkpoint's win. FREE_ON_RESUME take the given value."""
+    try:
+        checkpoint = TrainConfig(**saved)
+    except (TypeError, BertsentError):  # fields of another version
+        raise BertsentError(
+            "--resume: the checkpoint's settings are not this version's. Train again without --resume (with "
+            "--overwrite)."
+        ) from None
+    if given is None:
+        defaults = TrainConfig()
+        given = [f.name for f in fields(TrainConfig) if getattr(config, f.name) != getattr(defaults, f.name)]
+    differ = [
+        f.name
+        for f in fields(TrainConfig)  # in the order of the settings, whatever the order given
+        if f.name in given and f.name not in FREE_ON_RESUME and getattr(config, f.name) != getattr(checkpoint, f.name)
+    ]
+    if differ and not use_checkpoint_settings:
+        listed = "; ".join(
+            f"{'--' + n.replace('_', '-')}: given {_shown(getattr(config, n))}, checkpoint "
+            f"{_shown(getattr(checkpoint, n))}"
+            for n in differ
+        )
+        raise BertsentError(
+            f"--resume: settings differ from the checkpoint's ({listed}). Leave them out (or give the checkpoint's), "
+            f"or pass --resume-with-checkpoint-settings to continue with the checkpoint's."
+        )
+    return replace(checkpoint, **{n: getattr(config, n) for n in FREE_ON_RESUME if n in given})
+
+
+def _shown(value) -> str:
+    return "(not set)" if value is None else str(value)
+
+
 def check_resumable(checkpoint: dict, train: TextDataset, runtime: Runtime) -> None:
     if checkpoint["fingerprint"] != train.fingerprint():
         raise BertsentError("--resume: the training data differs from the checkpoint's. Pass the same --data.")
@@ -140,10 +199,18 @@ def check_resumable(checkpoint: dict, train: TextDataset, runtime: Runtime) -> N
         )
 
 
-def load_model(config: TrainConfig, classes: list[str], runtime: Runtime):
+def load_model(
+    config: TrainConfig, classes: list[str], runtime: Runtime, allow_pickle: bool = False, trust_remote_code=False
+):
     """The tokenizer, and the classifier with a new head for `classes`, on this process's device."""
-    tokenizer = models.load_tokenizer(config.model)
-    model = models.load_classifier(config.model, classes, attention_dropout=config.attention_dropout)
+    tokenizer = models.load_tokenizer(config.model, trust_remote_code=trust_remote_code)
+    model = models.load_classifier(
+        config.model,
+        classes,
+        attention_dropout=config.attention_dropout,
+        allow_pickle=allow_pickle,
+        trust_remote_code=trust_remote_code,
+    )
     models.set_padding_token(model, tokenizer)
     model.to(runtime.device)
     runtime.broadcast_parameters(model)  # every process starts from the same weights

@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
+import contextlib
+import signal
+import threading
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 
 import torch
 
 from ..batching import LengthBucketBatchSampler
+from ..errors import BertsentError
 from ..runtime import Runtime, rng_state, set_rng_state
 from .config import TrainConfig
 from .microbatch import MicroBatches
 from .records import StepLog
-from .run_folder import RunFolder
+from .run_folder import RunFolder, TrainingInterrupted
 from .selection import ModelSelection, ValidationSet
 
 
@@ -90,6 +94,25 @@ def train_loop(run: Run) -> None:
                 return
 
 
+@contextlib.contextmanager
+def interruptible(run: Run):
+    """Ctrl-C, and SIGTERM turned into it (as schedulers and `kill` stop a job), end the run as
+    TrainingInterrupted: where it was and which checkpoint, if any, continues it."""
+    main = threading.current_thread() is threading.main_thread()  # handlers are the main thread's only
+    previous = signal.signal(signal.SIGTERM, _interrupt) if main else None
+    try:
+        yield
+    except KeyboardInterrupt:
+        raise TrainingInterrupted(run.folder.out, run.position.step, run.folder.checkpoint_step()) from None
+    finally:
+        if main:  # None: a handler not set from Python, taken as the default
+            signal.signal(signal.SIGTERM, previous if previous is not None else signal.SIG_DFL)
+
+
+def _interrupt(signum, frame) -> None:
+    raise KeyboardInterrupt
+
+
 def optimizer_steps(sampler: LengthBucketBatchSampler, epoch: int, grad_accum: int) -> list[list[list[int]]]:
     """An epoch's global batches, `grad_accum` to an optimizer step."""
     sampler.set_epoch(epoch)
@@ -143,6 +166,16 @@ def save_checkpoint(run: Run) -> None:
 
 
 def restore_checkpoint(run: Run, state: dict) -> None:
+    try:
+        _restore(run, state)
+    except (KeyError, TypeError, ValueError, RuntimeError) as exc:  # shapes or keys of another model or run
+        raise BertsentError(
+            f"--resume: the checkpoint in {run.folder.checkpoint_dir} does not fit this model and run "
+            f"({type(exc).__name__}). Train again without --resume (with --overwrite)."
+        ) from None
+
+
+def _restore(run: Run, state: dict) -> None:
     run.model.load_state_dict(state["model"])
     run.optimizer.load_state_dict(state["optimizer"])
     run.scheduler.load_state_dict(state["scheduler"])

@@ -1,0 +1,138 @@
+"""Model folders load from safetensors only: pickle weights (pytorch_model.bin) are refused with one line that says
+how to convert them, unless --allow-pickle; a model's own Python code never runs unless --trust-remote-code."""
+
+from __future__ import annotations
+
+import json
+import shlex
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+import bertsent
+from bertsent.cli import main
+
+from conftest import make_reviews
+
+
+def _pickled(folder: Path, to: Path) -> Path:
+    """A copy of a model folder whose weights are only in pytorch_model.bin, as older tools wrote them."""
+    from safetensors.torch import load_file
+
+    shutil.copytree(folder, to)
+    torch.save(load_file(to / "model.safetensors"), to / "pytorch_model.bin")
+    (to / "model.safetensors").unlink()
+    return to
+
+
+@pytest.fixture
+def pickled_classifier(trained, tmp_path) -> Path:
+    return _pickled(trained, tmp_path / "pickled")
+
+
+def _one_error_line(capsys) -> str:
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1, err
+    return err[0]
+
+
+def test_a_trained_folder_with_only_pickle_weights_is_refused(pickled_classifier, trained, capsys):
+    texts = ["a wonderful and superb film", "dull, awful and boring"]
+    assert main(["predict", str(pickled_classifier), *texts]) == 2
+    line = _one_error_line(capsys)
+    assert "pytorch_model.bin, a pickle" in line and "--allow-pickle" in line and "save_file" in line
+
+    assert main(["predict", str(pickled_classifier), *texts, "--allow-pickle", "--format", "jsonl"]) == 0
+    allowed = capsys.readouterr().out
+    assert main(["predict", str(trained), *texts, "--format", "jsonl"]) == 0
+    assert allowed == capsys.readouterr().out  # the same weights, the same answers
+
+    with pytest.raises(bertsent.ModelError, match="--allow-pickle"):
+        bertsent.load(pickled_classifier)
+    assert bertsent.load(pickled_classifier, allow_pickle=True).predict(texts) == bertsent.load(trained).predict(texts)
+
+
+@pytest.mark.slow  # a fresh Python that imports torch: several seconds
+def test_the_conversion_the_message_gives_works(pickled_classifier, trained, capsys):
+    assert main(["predict", str(pickled_classifier), "fine"]) == 2
+    line = _one_error_line(capsys)
+    command = shlex.split(line.split("Convert it once (torch's weights-only loader): ")[1].split(" -- or")[0])
+    assert command[:2] == ["python", "-c"]
+    subprocess.run([sys.executable, *command[1:]], check=True, timeout=120)
+    texts = ["a wonderful and superb film", "dull, awful and boring"]
+    assert bertsent.load(pickled_classifier).predict(texts) == bertsent.load(trained).predict(texts)
+
+
+@pytest.mark.parametrize("command", ["evaluate", "export", "serve"])
+def test_other_commands_refuse_pickle_weights_too(command, pickled_classifier, write_csv, capsys):
+    texts, labels = make_reviews(8)
+    data = str(write_csv(list(zip(texts, labels))))
+    args = {"evaluate": ["--data", data], "export": [], "serve": ["--port", "0"]}[command]
+    assert main([command, str(pickled_classifier), *args]) == 2
+    assert "--allow-pickle" in _one_error_line(capsys)
+
+
+def test_training_from_a_pickle_only_model_needs_allow_pickle(tiny_model_dir, tmp_path, write_csv, capsys):
+    base = _pickled(tiny_model_dir, tmp_path / "base")
+    texts, labels = make_reviews(40)
+    data = str(write_csv(list(zip(texts, labels))))
+    args = ["train", "--data", data, "--model", str(base), "--out", "m", "--epochs", "1", "--no-report", "--quiet"]
+    assert main(args) == 2
+    assert "--allow-pickle" in _one_error_line(capsys) and not Path("m").exists()
+    assert main([*args, "--allow-pickle"]) == 0
+    assert (Path("m") / "model.safetensors").exists()  # what bertsent writes is safetensors
+
+
+def test_a_models_own_code_does_not_run_by_default(trained, tmp_path, capsys):
+    """A folder whose config points at Python code shipped with it (auto_map): refused in one line, and the
+    code never runs (it would write a marker file)."""
+    folder = tmp_path / "custom"
+    shutil.copytree(trained, folder)
+    marker = tmp_path / "code-ran"
+    (folder / "custom_bert.py").write_text(f"open({str(marker)!r}, 'w').close()\n")
+    config = json.loads((folder / "config.json").read_text())
+    config["model_type"] = "custom-bert"
+    config["auto_map"] = {
+        "AutoConfig": "custom_bert.CustomConfig",
+        "AutoModelForSequenceClassification": "custom_bert.CustomModel",
+    }
+    (folder / "config.json").write_text(json.dumps(config))
+    assert main(["predict", str(folder), "fine"]) == 2
+    line = _one_error_line(capsys)
+    assert "ships its own Python code" in line and "--trust-remote-code" in line
+    assert not marker.exists()
+    with pytest.raises(bertsent.ModelError, match="--trust-remote-code"):
+        bertsent.load(folder)
+    assert not marker.exists()
+
+
+@pytest.fixture
+def loader_calls(monkeypatch):
+    """The keywords each transformers loader is called with."""
+    from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
+
+    calls = []
+    for cls in (AutoConfig, AutoTokenizer, AutoModelForSequenceClassification):
+        original = cls.from_pretrained
+
+        def record(*args, _original=original, _name=cls.__name__, **kwargs):
+            calls.append((_name, kwargs))
+            return _original(*args, **kwargs)
+
+        monkeypatch.setattr(cls, "from_pretrained", record)
+    return calls
+
+
+def test_trust_remote_code_is_off_unless_the_flag_is_given(trained, loader_calls, capsys):
+    assert main(["predict", str(trained), "fine"]) == 0
+    assert {name for name, _ in loader_calls} == {"AutoConfig", "AutoTokenizer", "AutoModelForSequenceClassification"}
+    assert all(kwargs["trust_remote_code"] is False for _, kwargs in loader_calls)
+    weights = [kw["use_safetensors"] for name, kw in loader_calls if name == "AutoModelForSequenceClassification"]
+    assert weights == [True]
+    loader_calls.clear()
+    assert main(["predict", str(trained), "fine", "--trust-remote-code"]) == 0
+    assert loader_calls and all(kwargs["trust_remote_code"] is True for _, kwargs in loader_calls)
