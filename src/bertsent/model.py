@@ -202,11 +202,31 @@ def _cached_snapshot(repo_id: str) -> Path | None:
     return Path(found).parent if isinstance(found, str) else None
 
 
+_ANNOUNCED: set[str] = set()
+
+
+def _announce_hub(spec: str, snapshot: Path | None) -> None:
+    """One line on stderr before the Hub is contacted for a model: the only network use a local run never makes."""
+    if spec in _ANNOUNCED:
+        return
+    _ANNOUNCED.add(spec)
+    from huggingface_hub import constants
+
+    endpoint = os.environ.get("HF_ENDPOINT") or constants.ENDPOINT
+    if snapshot is not None:
+        what = f"cached in {snapshot}; asking {endpoint} for a newer version (HF_HUB_OFFLINE=1 uses the cached copy)"
+    else:
+        what = f"not cached in {constants.HF_HUB_CACHE}; downloading it from {endpoint}"
+    print(f"model '{spec}': a Hugging Face Hub id, not a local folder; {what}", file=sys.stderr)
+
+
 def _hub_source(spec: str) -> str:
     """A Hub id to load: as is when the Hub answers; else the cached copy, or a one-line error at once."""
-    if not _hub_offline() and hub_reachable():
-        return spec
     snapshot = _cached_snapshot(spec)
+    if not _hub_offline():
+        _announce_hub(spec, snapshot)
+        if hub_reachable():
+            return spec
     if snapshot is not None:
         return str(snapshot)
     why = "HF_HUB_OFFLINE is set" if _hub_offline() else "the Hugging Face Hub cannot be reached (offline?)"

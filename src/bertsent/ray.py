@@ -27,6 +27,9 @@ from .prediction import SentimentModel, load
 
 __all__ = ["SentimentPredictor"]
 
+# Ray Data starts a local Ray on first use, which would report usage statistics; off unless the user set it.
+os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+
 
 class SentimentPredictor:
     """Adds `label` and `prob_<class>` columns to a batch (a pandas DataFrame, or a dict of numpy arrays as

@@ -21,6 +21,18 @@ EXIT_USER_ERROR = 2
 EXIT_INTERNAL_ERROR = 1
 
 
+def disable_telemetry() -> None:
+    """No usage reports from the libraries the command runs (unless the user turned them on by name)."""
+    os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    hub = sys.modules.get("huggingface_hub.constants")  # read its settings on import: if already in, set them
+    if hub is not None and os.environ["HF_HUB_DISABLE_TELEMETRY"] == "1":
+        hub.HF_HUB_DISABLE_TELEMETRY = True
+
+
+disable_telemetry()
+
+
 def main(argv: list[str] | None = None) -> int:
     quiet_library_warnings()
     parser = build_parser()
