@@ -16,6 +16,7 @@ LAYERS = {
     "files": 0,
     "progress": 0,
     "data": 1,
+    "labels": 1,
     "model": 1,
     "batching": 1,
     "runtime": 1,
@@ -44,6 +45,7 @@ LAYERS = {
 SAME_LAYER = {
     ("packing", "batching"),
     ("streaming", "data"),
+    ("labels", "data"),
     ("backends", "inference"),
     ("backends", "metrics"),
     ("explain", "inference"),

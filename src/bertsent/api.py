@@ -9,14 +9,16 @@ from datetime import datetime
 from pathlib import Path
 
 from . import model as models
-from .data import TextDataset, check_trainable, read_data, split_validation
+from .data import TextDataset, check_trainable, ordered_label_names, read_data, split_validation
 from .errors import BertsentError, DataError
 from .files import check_writable, write_json_atomic
+from .labels import describe_map, parse_label_map, relabel
 from .metrics import check_neutral_band, score_logits
 from .prediction import SentimentModel
 from .progress import progress_bar
 from .runtime import Runtime
 from .training import METRICS_LOG, TrainConfig, TrainResult, fit
+from .training.config import check_class_weights
 from .training.fit import resume_config
 
 DEFAULT_DATA = "rotten-tomatoes"
@@ -30,6 +32,7 @@ def train(
     out: str | os.PathLike | None = None,
     text_column: str | None = None,
     label_column: str | None = None,
+    label_map: str | dict | None = None,
     encoding: str = "utf-8",
     drop_invalid: bool = False,
     overwrite: bool = False,
@@ -48,11 +51,13 @@ def train(
     Writes report.html, metrics.json, errors.csv and charts into the model folder unless `report=False`;
     `tensorboard=True` (or a folder) also logs the training scalars for TensorBoard. Under torchrun or
     accelerate launch, every process calls this and they train together; only the main one writes.
+    `label_map` ("1,2=negative;3=neutral;4,5=positive", or a dict) turns the data's labels into classes.
     `resume`: continue the interrupted run in `out`; settings given here must equal its checkpoint's (those left
     out are the checkpoint's), or `resume_with_checkpoint_settings` (which implies resume) continues with the
     checkpoint's. `allow_pickle`: load pytorch_model.bin weights (a crafted file can run code);
     `trust_remote_code`: run Python code shipped with the model. Both off by default."""
     config = train_config(settings)
+    label_map = parse_label_map(label_map)  # a malformed map fails before the model and the data
     given = {name for name, value in settings.items() if value is not None}
     resume = resume or resume_with_checkpoint_settings
     if resume:  # the checkpoint's settings, before the data is split with them (seed, validation fraction)
@@ -66,6 +71,7 @@ def train(
     runtime = Runtime(config.device, config.precision)
     log = runtime.main_only(log)
     read = dict(text_column=text_column, label_column=label_column, encoding=encoding, drop_invalid=drop_invalid)
+    read["label_map"] = label_map
     with runtime.main_process_first():  # downloads and unpacks once, into the cache the others then read
         # a bad --model (or one with pickle weights only) fails now, not after reading (or downloading) the data
         models.check_safe_weights(models.resolve_model(config.model), allow_pickle)
@@ -104,17 +110,25 @@ def train_config(settings: dict) -> TrainConfig:
 
 
 def training_data(data, eval_data, read: dict, config: TrainConfig, log):
-    """The training data and its validation data: --eval-data, or a seeded split of --data, or none."""
+    """The training data and its validation data: --eval-data, or a seeded split of --data, or none.
+    `read` holds read_data's options and `label_map`, applied to both."""
+    read = dict(read)
+    label_map = parse_label_map(read.pop("label_map", None))
     train_set = data if isinstance(data, TextDataset) else read_data(data, default_split="train", **read)
+    train_set = relabel(train_set, label_map)
     check_trainable(train_set)  # before the validation split, so the message names the file itself
+    check_class_weights(config.class_weights, ordered_label_names(train_set.labels))  # before any model is trained
     validation = None
     if eval_data is not None:
         validation = (
             eval_data if isinstance(eval_data, TextDataset) else read_data(eval_data, default_split="test", **read)
         )
+        validation = relabel(validation, label_map)
     for dataset in (train_set, validation):  # before the split: its parts no longer count what was dropped
         if dataset is not None and dataset.dropped:
             log(f"{dataset.name}: skipped {dataset.dropped} row(s) with an empty text or label (--drop-invalid)")
+        if dataset is not None and describe_map(dataset):
+            log(describe_map(dataset))
     if eval_data is None and config.validation_fraction > 0:
         train_set, validation = split_validation(train_set, config.validation_fraction, config.seed)
     return train_set, validation
@@ -148,6 +162,7 @@ def evaluate(
     out: str | os.PathLike | None = None,
     text_column: str | None = None,
     label_column: str | None = None,
+    label_map: str | dict | None = None,
     encoding: str = "utf-8",
     drop_invalid: bool = False,
     batch_size: int = 64,
@@ -167,8 +182,9 @@ def evaluate(
 
     backend, long, max_length, stride, threads, allow_pickle and trust_remote_code say how the model is loaded
     and run, as in `bertsent.load`;
-    `progress` shows a progress bar on stderr."""
+    `progress` shows a progress bar on stderr; `label_map` as in `train`."""
     check_neutral_band(neutral_band)
+    label_map = parse_label_map(label_map)
     for flag, target in (("--out", out), ("--report", Path(report) / "metrics.json" if report else None)):
         problem = check_writable(target) if target is not None else None
         if problem:
@@ -200,6 +216,7 @@ def evaluate(
             default_split="test",
         )
     )
+    dataset = relabel(dataset, label_map)
     unknown = sorted(set(dataset.labels) - set(model.classes_))
     if unknown:
         raise DataError(
@@ -231,6 +248,8 @@ def evaluate(
         "dropped": dataset.dropped,
         "fingerprint": dataset.fingerprint(),
     }
+    if "label_map" in dataset.meta:
+        metrics["data"]["label_map"] = dataset.meta["label_map"]
     if report is not None:
         from .report import write_report
 

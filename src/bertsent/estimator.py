@@ -63,6 +63,7 @@ class SentimentClassifier(ClassifierMixin, BaseEstimator):
         packing: bool | None = None,
         attention_dropout: float | None = None,
         calibrate: bool = True,
+        class_weights: str | tuple[float, ...] | None = None,
         out: str | os.PathLike | None = None,
         report: bool = False,
     ):
@@ -98,6 +99,7 @@ class SentimentClassifier(ClassifierMixin, BaseEstimator):
         self.packing = packing
         self.attention_dropout = attention_dropout
         self.calibrate = calibrate
+        self.class_weights = class_weights
         self.out = out
         self.report = report
 

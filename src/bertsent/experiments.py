@@ -64,6 +64,7 @@ def train_seeds(
     out: str | os.PathLike | None = None,
     text_column: str | None = None,
     label_column: str | None = None,
+    label_map: str | dict | None = None,
     encoding: str = "utf-8",
     drop_invalid: bool = False,
     overwrite: bool = False,
@@ -82,6 +83,7 @@ def train_seeds(
     if settings.pop("resume", False):
         raise BertsentError("--resume does not combine with --seeds: resume one run at a time with --out OUT/seed-N.")
     read = dict(text_column=text_column, label_column=label_column, encoding=encoding, drop_invalid=drop_invalid)
+    read["label_map"] = label_map  # applied to the training and validation data (labels.py)
     config, train_set, validation, out = _prepare_runs(data, eval_data, out, overwrite, read, settings, "--seeds", log)
     link = out is None
     out = out or default_out_dir(config.model, str(data if isinstance(data, str) else "data"))
@@ -147,6 +149,7 @@ def compare(
     out: str | os.PathLike | None = None,
     text_column: str | None = None,
     label_column: str | None = None,
+    label_map: str | dict | None = None,
     encoding: str = "utf-8",
     drop_invalid: bool = False,
     overwrite: bool = False,
@@ -164,6 +167,7 @@ def compare(
     if not names:
         raise BertsentError("--models: give one or more models separated by commas, e.g. --models minilm,mpnet.")
     read = dict(text_column=text_column, label_column=label_column, encoding=encoding, drop_invalid=drop_invalid)
+    read["label_map"] = label_map  # applied to the training and validation data (labels.py)
     _, train_set, validation, out = _prepare_runs(data, eval_data, out, overwrite, read, settings, "compare", log)
     out = out or Path(RUNS_DIR) / f"compare-{datetime.now().strftime('%Y%m%d-%H%M%S')}"
     rows = []

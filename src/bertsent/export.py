@@ -30,6 +30,7 @@ from .data import TextDataset, read_data
 from .errors import BertsentError, DataError, ModelError
 from .files import partial_folder, publish_folder, write_json_atomic
 from .inference import predict_logits
+from .labels import relabel
 from .metrics import fit_temperature, softmax
 
 FP32 = backends.ONNX_FILES["onnx"]
@@ -66,6 +67,7 @@ def export_onnx(
     label_column: str | None = None,
     encoding: str = "utf-8",
     log=print,
+    label_map: str | dict | None = None,
     allow_pickle: bool = False,
     trust_remote_code: bool = False,
 ) -> dict:
@@ -90,7 +92,8 @@ def export_onnx(
     models.check_model_folder(folder, need_classifier=True)
     models.check_safe_weights(folder, allow_pickle)  # loading options: as `bertsent.load` takes them
     job = _Job(folder, log, allow_pickle=allow_pickle, trust_remote_code=trust_remote_code)
-    dataset = _read_labeled(data, job.classes, text_column, label_column, encoding) if data is not None else None
+    read = (text_column, label_column, encoding, label_map)
+    dataset = _read_labeled(data, job.classes, *read) if data is not None else None
     parity_texts = SAMPLE_TEXTS + (dataset.texts[:PARITY_DATA_ROWS] if dataset is not None else [])
     job.parity_ids = models.encode(job.tokenizer, parity_texts, job.max_length, job.truncation)
     log(
@@ -144,7 +147,7 @@ def _check_packages() -> None:
         raise ModelError("The onnx package is not installed: pip install 'bertsent[onnx]'") from None
 
 
-def _read_labeled(data, classes: list[str], text_column, label_column, encoding) -> TextDataset:
+def _read_labeled(data, classes: list[str], text_column, label_column, encoding, label_map=None) -> TextDataset:
     dataset = (
         data
         if isinstance(data, TextDataset)
@@ -152,6 +155,7 @@ def _read_labeled(data, classes: list[str], text_column, label_column, encoding)
             data, text_column=text_column, label_column=label_column, encoding=encoding, default_split="test"
         )
     )
+    dataset = relabel(dataset, label_map)
     if not dataset.labels:
         raise DataError(f"{dataset.name or data}: no labels; export --data needs labeled data to measure accuracy.")
     unknown = sorted(set(dataset.labels) - set(classes))

@@ -453,6 +453,7 @@ def render_html(
         "<th>precision</th><th>recall</th><th>F1</th><th>support</th></tr>"
         + rows
         + "</table>"
+        + _imbalance_html(per_class, info)
         + (
             f"<p class='note'>Predicted as neutral (neutral band): "
             f"{sum(1 for r in errors if r['predicted'] == 'neutral')} examples, counted as errors.</p>"
@@ -521,6 +522,23 @@ def render_html(
         parts.append(_mistakes_html(explained, errors))
     parts.append("</main></body></html>")
     return "".join(parts)
+
+
+def _imbalance_html(per_class: dict, info: dict) -> str:
+    """With imbalanced classes, accuracy hides a neglected minority: point at per-class recall and macro F1."""
+    support = [s["support"] for s in per_class.values() if s["support"]]
+    if len(support) < 2 or min(support) >= 0.5 * max(support):
+        return ""
+    weighted = info.get("class weights")
+    advice = (
+        f"trained with class weights ({html.escape(str(weighted))})"
+        if weighted
+        else "training with --class-weights auto (and --metric f1_macro) usually raises the minority's recall"
+    )
+    return (
+        "<p class='note'>The classes are imbalanced (the smallest has under half the examples of the largest): "
+        f"per-class recall and macro F1 say more than accuracy; {advice}.</p>"
+    )
 
 
 def _mistakes_html(explained: list | str, errors: list[dict]) -> str:

@@ -31,7 +31,9 @@ def say(message: str) -> None:
 
 def _columns(args) -> dict:
     """How a labeled source is read: add_data_flags' values."""
-    return dict(text_column=args.text_column, label_column=args.label_column, encoding=args.encoding)
+    return dict(
+        text_column=args.text_column, label_column=args.label_column, encoding=args.encoding, label_map=args.label_map
+    )
 
 
 def _loading(args) -> dict:
@@ -244,15 +246,17 @@ def cmd_merge(args) -> int:
 
 def cmd_data(args) -> int:
     from ..data import describe, read_data
+    from ..labels import parse_label_map, relabel
     from ..model import load_tokenizer
 
-    dataset = read_data(
-        args.source,
-        **_columns(args),
-        drop_invalid=args.drop_invalid,
-        require_labels=False,
-    )
+    columns = _columns(args)
+    label_map = parse_label_map(columns.pop("label_map"))  # a malformed map fails before the data is read
+    dataset = read_data(args.source, **columns, drop_invalid=args.drop_invalid, require_labels=False)
+    dataset = relabel(dataset, label_map)
     info = describe(dataset, load_tokenizer(args.model))
+    if "label_map" in dataset.meta:  # the counts before the map; info["labels"] has them after
+        info["label_map"] = dataset.meta["label_map"]
+
     print(json.dumps(info, indent=2) if args.json else format_data_info(info, args.model))
     return 0
 

@@ -261,6 +261,12 @@ def add_data_flags(parser: argparse.ArgumentParser, training: bool = False) -> N
         )
     parser.add_argument("--text-column", metavar="C", help="column holding the text (detected when unambiguous)")
     parser.add_argument("--label-column", metavar="C", help="column holding the label (detected when unambiguous)")
+    parser.add_argument(
+        "--label-map",
+        metavar="MAP",
+        help='turn the data\'s labels into classes, e.g. "1,2=negative;3=neutral;4,5=positive" (=drop leaves '
+        "rows out; every label must be covered)",
+    )
     parser.add_argument("--encoding", default="utf-8", help="text encoding of the data files (default utf-8)")
     parser.add_argument(
         "--drop-invalid", action="store_true", help="skip rows with an empty text or label instead of stopping"
@@ -303,6 +309,12 @@ def add_training_flags(parser: argparse.ArgumentParser) -> None:
         help="share held out for validation when --eval-data is not given (default 0.1; 0: none)",
     )
     add("--metric", metavar="accuracy|f1_macro|loss", help="validation metric that picks the best epoch")
+    add(
+        "--class-weights",
+        metavar="auto|none|W1,W2,..",
+        help="weigh each class in the loss: auto (balanced: n / (classes x count)), or one weight per class in the "
+        "order the run lists them (default none)",
+    )
     add("--early-stopping", metavar="N", help="stop after N evaluations without gain")
     add("--eval-every", metavar="N", help="also evaluate every N steps")
     add("--checkpoint-every", metavar="N", help="save a checkpoint every N steps (for --resume)")

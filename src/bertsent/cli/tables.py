@@ -130,9 +130,12 @@ def format_data_info(info: dict, model: str) -> str:
     ]
     if info.get("splits"):
         lines.append("splits    " + ", ".join(f"{k} {v}" for k, v in info["splits"].items()))
+    mapped = info.get("label_map")
+    if mapped:  # --label-map: the counts as read, then what the map made of them
+        lines.append(f"label map {mapped['map']}  ({mapped['dropped_rows']} rows dropped)")
+        lines.append("before    " + _counts(mapped["before"]))
     if info["labels"]:
-        total = sum(info["labels"].values())
-        lines.append("labels    " + ", ".join(f"{k} {v} ({v / total:.1%})" for k, v in info["labels"].items()))
+        lines.append(("after     " if mapped else "labels    ") + _counts(info["labels"]))
     else:
         lines.append("labels    none (no label column)")
     for key, unit in (("characters", "chars"), ("tokens", f"tokens ({model})")):
@@ -144,6 +147,15 @@ def format_data_info(info: dict, model: str) -> str:
     over = info["tokens"]["over_max_length"]
     lines.append(f"longer than {over['max_length']} tokens: {over['share']:.1%}")
     return "\n".join(lines)
+
+
+def _counts(labels: dict) -> str:
+    total = sum(labels.values())
+    return ", ".join(f"{k} {v} ({v / total:.1%})" for k, v in labels.items())
+
+
+def _mean(value) -> str:
+    return value if isinstance(value, str) else f"{value:.0f}"  # "> N" where a text was counted only up to a cap
 
 
 def format_export(result: dict) -> str:

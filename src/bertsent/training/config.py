@@ -17,6 +17,7 @@ from ..errors import BertsentError
 from ..model import DEFAULT_MODEL, TRUNCATIONS
 
 SMALL_MODEL_PARAMETERS = 40_000_000
+IMBALANCED = 0.5  # smallest class / largest below this: the run suggests f1_macro and class weights
 
 RECIPES = {
     # Our tuned default: little padding, long reviews cut head+tail, lr by model size.
@@ -84,6 +85,7 @@ class TrainConfig:
     packing: bool | None = None  # unpadded batches (BERT-architecture models); see packing.py
     attention_dropout: float | None = None  # None: the model's own (0.1 for BERT-family models)
     calibrate: bool = True
+    class_weights: str | tuple[float, ...] | None = None  # "auto" (balanced), None/"none", or one weight per class
 
     def __post_init__(self):
         if not isinstance(self.model, str):
@@ -105,6 +107,7 @@ class TrainConfig:
         for name in FLAGS:
             if getattr(self, name) is not None and not isinstance(getattr(self, name), bool):
                 raise BertsentError(f"{name}={getattr(self, name)!r}: give True or False.")
+        object.__setattr__(self, "class_weights", _class_weights(self.class_weights))
         _check_device(self.device)
         self._check_combinations()
 
@@ -201,6 +204,73 @@ def _number(name: str, value, ok, rule: str):
     if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value) or not ok(value):
         raise BertsentError(f"{_flag(name)} {value}: {rule}.")
     return value
+
+
+def _class_weights(value) -> str | tuple[float, ...] | None:
+    """--class-weights as given: None, "auto", or a tuple of positive finite weights ("1,4" from the command line)."""
+    if value is None or (isinstance(value, str) and value.strip().lower() in ("none", "")):
+        return None
+    if isinstance(value, str) and value.strip().lower() in ("auto", "balanced"):
+        return "auto"
+    usage = "Give auto, none, or one positive weight per class in the classes' order, e.g. 1,4."
+    parts = value.split(",") if isinstance(value, str) else value
+    shown = ",".join(map(str, parts)) if isinstance(parts, (list, tuple)) else value
+    if not isinstance(parts, (list, tuple)) or not parts:
+        raise BertsentError(f"--class-weights {shown}: not a weight list. {usage}")
+    weights = []
+    for part in parts:
+        try:
+            weight = float(part.strip() if isinstance(part, str) else part)
+        except (TypeError, ValueError):
+            raise BertsentError(f"--class-weights {shown}: {part!r} is not a number. {usage}") from None
+        if isinstance(part, bool) or not math.isfinite(weight) or weight <= 0:
+            raise BertsentError(f"--class-weights {shown}: {part!r} is not a positive number. {usage}")
+        weights.append(weight)
+    return tuple(weights)
+
+
+def class_weights_for(setting, classes: list[str], labels: list[int]) -> tuple[float, ...] | None:
+    """The weight of each class in `classes` order: scikit-learn's "balanced" ones (n / (classes x count)) for
+    "auto", computed from `labels` (the training examples' class indices); an explicit list is checked."""
+    if setting is None:
+        return None
+    if setting != "auto":
+        check_class_weights(setting, classes)
+        return tuple(float(w) for w in setting)
+    from sklearn.utils.class_weight import compute_class_weight
+
+    present = np.unique(labels)  # a class with no training example (a --max-train-samples draw) keeps weight 1
+    balanced = compute_class_weight("balanced", classes=present, y=np.asarray(labels))
+    weights = np.ones(len(classes))
+    weights[present] = balanced
+    return tuple(round(float(w), 6) for w in weights)
+
+
+def check_class_weights(setting, classes: list[str]) -> None:
+    """An explicit weight list must have one weight per class, in the order the run names the classes."""
+    if isinstance(setting, tuple) and len(setting) != len(classes):
+        raise BertsentError(
+            f"--class-weights {','.join(f'{w:g}' for w in setting)}: {len(setting)} weight(s) for {len(classes)} "
+            f"classes ({', '.join(classes)}). Give one weight per class in that order, or auto."
+        )
+
+
+def imbalance_note(counts: dict[str, int], config: TrainConfig) -> str | None:
+    """A suggestion for the run's output when the smallest class has under half the examples of the largest."""
+    if len(counts) < 2 or min(counts.values()) >= IMBALANCED * max(counts.values()):
+        return None
+    tips = []
+    if config.metric == "accuracy":
+        tips.append("--metric f1_macro (accuracy rewards predicting the majority class)")
+    if config.class_weights is None:
+        tips.append("--class-weights auto (the loss weighs each class equally)")
+    if not tips:
+        return None
+    smallest, largest = min(counts, key=counts.get), max(counts, key=counts.get)
+    return (
+        f"Note: the classes are imbalanced ({smallest} {counts[smallest]}, {largest} {counts[largest]}); "
+        f"consider {' and '.join(tips)}."
+    )
 
 
 def _check_device(device: str) -> None:

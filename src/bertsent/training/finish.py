@@ -110,6 +110,11 @@ def _data_summary(dataset: TextDataset) -> dict:
     }
 
 
+def _class_weights_text(metadata: dict) -> str | None:
+    weights = metadata["settings"].get("class_weights")
+    return ", ".join(f"{name} {w:.3g}" for name, w in zip(metadata["labels"], weights)) if weights else None
+
+
 def _write_report(work: Path, validation: TextDataset | None, scores, metadata: dict, log, explain=None) -> None:
     """The report of a trained model on its validation data; a failure here costs the report, not the model."""
     started = time.time()
@@ -121,6 +126,7 @@ def _write_report(work: Path, validation: TextDataset | None, scores, metadata: 
             "validation": validation.name if validation is not None else None,
             "temperature": float(metadata["temperature"]),
             "best epoch": metadata["metrics"]["best_epoch"],
+            "class weights": _class_weights_text(metadata),
         }
         if scores is None:
             write_report(work, training_log=work / METRICS_LOG, title="Training report", info=info)

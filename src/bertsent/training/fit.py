@@ -21,7 +21,7 @@ from ..data import TextDataset, check_trainable, ordered_label_names
 from ..errors import BertsentError, DataError
 from ..packing import PackedClassifier, PackedCollator, supports_packing, varlen_kernel
 from ..runtime import Runtime, set_seed
-from .config import RECIPES, TrainConfig
+from .config import RECIPES, TrainConfig, check_class_weights, class_weights_for, imbalance_note
 from .finish import TrainResult, finish
 from .loop import Run, count_steps, interruptible, restore_checkpoint, train_loop
 from .microbatch import MicroBatches
@@ -91,6 +91,7 @@ def fit(
 
     label_index = {name: i for i, name in enumerate(classes)}
     train_labels = [label_index[y] for y in train.labels]
+    config = weigh_classes(config, classes, train_labels, train, log)
     run = build_run(
         config, runtime, model, tokenizer, train_ids, train_labels, validation, classes, folder, log, tokenize
     )
@@ -130,6 +131,7 @@ def training_examples(train: TextDataset, validation: TextDataset | None, config
         rng = np.random.RandomState(config.seed)
         train = train.subset(sorted(rng.choice(len(train), config.max_train_samples, replace=False)), train.name)
     classes = ordered_label_names(train.labels)
+    check_class_weights(config.class_weights, classes)  # a wrong count fails before the model loads
     if validation is not None:
         unseen = sorted(set(validation.labels or []) - set(classes))
         if unseen:
@@ -186,6 +188,23 @@ def settle_resume(config: TrainConfig, saved: dict, given=None, use_checkpoint_s
 
 def _shown(value) -> str:
     return "(not set)" if value is None else str(value)
+
+
+def weigh_classes(config: TrainConfig, classes: list[str], labels: list[int], train: TextDataset, log) -> TrainConfig:
+    """The config with its class weights concrete (one per class; "auto" from the training examples' labels),
+    said in the run's output, and a note when the classes are imbalanced and nothing accounts for it."""
+    note = imbalance_note(train.label_counts(), config)
+    if note:
+        log(note)
+    weights = class_weights_for(config.class_weights, classes, labels)
+    if weights is not None:
+        shown = ", ".join(f"{name} {w:.3g}" for name, w in zip(classes, weights))
+        log(f"Class weights ({'auto: balanced' if config.class_weights == 'auto' else 'given'}): {shown}")
+    return replace(config, class_weights=weights)
+
+
+# Settings a resumed run may change: how often it saves changes nothing in what it learns.
+FREE_ON_RESUME = ("checkpoint_every",)
 
 
 def check_resumable(checkpoint: dict, train: TextDataset, runtime: Runtime) -> None:
@@ -263,6 +282,7 @@ def build_run(
         runtime,
         micro_size,
         log,
+        class_weights=config.class_weights,
     )
     validation_set = None
     if validation is not None:

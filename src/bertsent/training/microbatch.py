@@ -4,6 +4,9 @@ A step is a few global batches (gradient accumulation); each process runs its sh
 micro-batch's mean loss is weighted by its share of all the step's sequences, and the gradients are
 summed over the processes, so the gradient is the mean over the step's sequences whatever the
 micro-batch size and the number of processes (`x * 1.0 == x`: one process, one micro-batch is exact).
+With class weights, a micro-batch adds its sum of weighted losses divided by the step's total weight
+(every process knows the global batches' labels): the step's loss is torch's CrossEntropyLoss(weight=w)
+over all its sequences, again whatever the split.
 
 On out-of-memory, on any process, every process drops the step's gradients, halves the micro-batch and
 runs the step again: the processes agree first, so none waits forever in a collective for another.
@@ -20,7 +23,7 @@ from ..runtime import Runtime, free_memory, is_out_of_memory, rng_state, set_rng
 class MicroBatches:
     """Runs optimizer steps' batches forward and backward, `size` sequences at a time."""
 
-    def __init__(self, network, examples, collate, sampler, runtime: Runtime, size: int, log):
+    def __init__(self, network, examples, collate, sampler, runtime: Runtime, size: int, log, class_weights=None):
         self.network = network  # what training runs: the model, maybe packed or compiled
         self.parameters = [p for p in network.parameters() if p.requires_grad]
         self.examples = examples
@@ -29,11 +32,15 @@ class MicroBatches:
         self.runtime = runtime
         self.size = size
         self.log = log
+        self.weights = None if class_weights is None else [float(w) for w in class_weights]
+        self._weights_on_device = None if class_weights is None else torch.tensor(self.weights, device=runtime.device)
 
     def step(self, batches: list[list[int]]) -> torch.Tensor:
         """Gradients of the mean loss over `batches` (global batches of example indices) in `.grad`, the same
         on every process; returns that loss as a tensor (reading it would wait for the GPU)."""
         total = sum(len(batch) for batch in batches)
+        if self.weights is not None:  # the weighted mean's denominator: the step's labels' weights
+            total = sum(self.weights[self.examples[i][1]] for batch in batches for i in batch)
         shares = [self.sampler.shard(batch) for batch in batches]
         if not any(shares):  # fewer sequences than processes: run one with weight 0, to join the all-reduce
             shares = [[batches[0][0]]]
@@ -81,10 +88,20 @@ class MicroBatches:
                     for k, v in batch.items()
                 }
                 with self.runtime.autocast():
-                    loss = self.network(**batch).loss * (len(chunk) / total if total else 0.0)
+                    loss = self._loss(batch, len(chunk), total)
                 self.runtime.accelerator.backward(loss)
                 loss_sum = loss.detach() if loss_sum is None else loss_sum + loss.detach()
         return loss_sum
+
+    def _loss(self, batch: dict, size: int, total: float) -> torch.Tensor:
+        """This micro-batch's part of the step's mean loss (weighted by class when there are weights)."""
+        output = self.network(**batch)
+        if self.weights is None:
+            return output.loss * (size / total if total else 0.0)
+        losses = torch.nn.functional.cross_entropy(
+            output.logits.float(), batch["labels"], weight=self._weights_on_device, reduction="sum"
+        )
+        return losses * (1.0 / total if total else 0.0)
 
     def _halve(self, why: str) -> None:
         self._drop_gradients()

@@ -1,0 +1,152 @@
+"""Label maps: turn the labels a data source has into the classes wanted, e.g. 1-5 stars into sentiment.
+
+A map is written `"1,2=negative;3=neutral;4,5=positive"`: entries separated by `;`, each the values it
+covers (comma-separated) `=` the class they become, or `drop` to leave those rows out. A bare entry
+(`"neutral=drop;negative,positive"`) keeps its values as they are. From Python, a dict works too:
+`{1: "negative", "3": "drop", ("4", "5"): "positive"}` (None also drops).
+
+Every label in the data must be covered: a value the map does not mention is an error, not a silent
+drop, so a typo cannot quietly lose a class. Numbers match by value (`4`, `4.0` and `"4"` alike), as
+the readers already turn 4.0 read from a table into "4".
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from dataclasses import dataclass
+
+from .data import TextDataset, ordered_label_names
+from .errors import DataError
+
+DROP = "drop"
+SHOWN = 5  # unknown values named in the error
+
+
+@dataclass(frozen=True)
+class LabelMap:
+    """Source value -> class (None: drop the row); `text` is the map as the user gave it, for messages."""
+
+    targets: dict[str, str | None]
+    text: str
+
+    def apply(self, dataset: TextDataset) -> TextDataset:
+        """`dataset` with its labels mapped and the dropped rows left out; meta["label_map"] records the
+        counts before, the rows dropped and the map."""
+        if dataset.labels is None:
+            return dataset
+        mapped = [self.targets.get(label_key(label), _UNKNOWN) for label in dataset.labels]
+        unknown = Counter(label for label, target in zip(dataset.labels, mapped) if target is _UNKNOWN)
+        if unknown:
+            names = ordered_label_names(unknown)
+            shown = ", ".join(repr(n) for n in names[:SHOWN])
+            shown += f" and {len(names) - SHOWN} more" if len(names) > SHOWN else ""
+            raise DataError(
+                f"{dataset.name}: --label-map does not cover the label(s) {shown} "
+                f"({sum(unknown.values())} row(s)). Add them to the map, or '=drop' them "
+                f'(e.g. "{names[0]}={DROP}").'
+            )
+        keep = [i for i, target in enumerate(mapped) if target is not None]
+        if not keep:
+            raise DataError(f"{dataset.name}: --label-map {self.text!r} drops every row. Map some labels to classes.")
+        result = dataset.subset(keep, dataset.name)
+        result.labels = [mapped[i] for i in keep]
+        result.dropped = dataset.dropped  # rows the reader skipped; the map's drops are counted apart
+        result.meta["label_map"] = {
+            "map": self.text,
+            "before": dataset.label_counts(),
+            "dropped_rows": len(dataset) - len(keep),
+        }
+        return result
+
+
+_UNKNOWN = object()
+
+
+def label_key(value) -> str:
+    """The form a label is matched by: numbers by value ("4.0", 4.0 and 4 are "4"), text as it is, trimmed."""
+    if isinstance(value, bool):
+        return str(int(value))
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        number = float(value)
+    else:
+        value = str(value).strip()
+        try:
+            number = float(value)
+        except ValueError:
+            return value
+    if not math.isfinite(number):
+        return str(value).strip()
+    return str(int(number)) if number.is_integer() else repr(number)
+
+
+def parse_label_map(spec) -> LabelMap | None:
+    """A LabelMap from the command line's text or a dict (None: no map). Malformed maps are DataErrors."""
+    if spec is None or isinstance(spec, LabelMap):
+        return spec
+    if isinstance(spec, dict):
+        pairs = [(source, target) for key, target in spec.items() for source in _sources(key)]
+        text = "; ".join(f"{key}={target}" for key, target in spec.items())
+    elif isinstance(spec, str):
+        pairs = [pair for part in spec.split(";") if part.strip() for pair in _entry(part, spec)]
+        text = spec
+    else:
+        raise DataError(f'--label-map {spec!r}: give text like "1,2=negative;3=neutral;4,5=positive" or a dict.')
+    if not pairs:
+        raise DataError('--label-map is empty: give entries like "1,2=negative;3=neutral;4,5=positive".')
+    targets: dict[str, str | None] = {}
+    for source, target in pairs:
+        key, target = label_key(source), _target(target, text)
+        if not key:
+            raise DataError(f"--label-map {text!r}: an empty value before '='. Write values like 1,2=negative.")
+        if key in targets and targets[key] != target:
+            raise DataError(
+                f"--label-map {text!r}: {source!r} is mapped twice ({targets[key] or DROP} and {target or DROP}). "
+                f"Map each value once."
+            )
+        targets[key] = target
+    return LabelMap(targets, text)
+
+
+def _entry(part: str, spec: str) -> list[tuple[str, str]]:
+    """One `a,b=class` entry as (value, class) pairs; a bare `a,b` keeps its values as they are."""
+    if part.count("=") > 1:
+        raise DataError(f"--label-map {spec!r}: {part.strip()!r} has more than one '='. Separate entries with ';'.")
+    sources, equals, target = part.partition("=")
+    values = [v.strip() for v in sources.split(",")]
+    if any(not v for v in values):
+        raise DataError(f"--label-map {spec!r}: an empty value in {part.strip()!r}. Write values like 1,2=negative.")
+    if equals and not target.strip():
+        raise DataError(f"--label-map {spec!r}: {part.strip()!r} names no class after '='. Write e.g. 1,2=negative.")
+    return [(v, target.strip() if equals else label_key(v)) for v in values]
+
+
+def _sources(key) -> list:
+    return list(key) if isinstance(key, (tuple, list, set, frozenset)) else [key]
+
+
+def _target(target, text: str) -> str | None:
+    if target is None or (isinstance(target, str) and target.strip().lower() == DROP):
+        return None
+    if not isinstance(target, (str, int)) or isinstance(target, bool) or not str(target).strip():
+        raise DataError(f"--label-map {text!r}: {target!r} is not a class name. Give text, or '{DROP}'.")
+    return label_key(target) if isinstance(target, int) else str(target).strip()
+
+
+def relabel(dataset: TextDataset | None, spec) -> TextDataset | None:
+    """`dataset` with the label map `spec` (text, dict or LabelMap) applied; unchanged when spec is None."""
+    label_map = parse_label_map(spec)
+    if dataset is None or label_map is None:
+        return dataset
+    return label_map.apply(dataset)
+
+
+def describe_map(dataset: TextDataset) -> str | None:
+    """One line on what a map did to `dataset`, for the run's output; None when no map was applied."""
+    info = dataset.meta.get("label_map")
+    if not info:
+        return None
+    before = ", ".join(f"{k} {v}" for k, v in info["before"].items())
+    after = ", ".join(f"{k} {v}" for k, v in dataset.label_counts().items())
+    dropped = f"; {info['dropped_rows']} row(s) dropped" if info["dropped_rows"] else ""
+    return f"{dataset.name}: label map {info['map']!r}: {before} -> {after}{dropped}"
