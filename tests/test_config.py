@@ -47,7 +47,7 @@ BAD_VALUES = [
     (dict(checkpoint_every=0), "--checkpoint-every 0: must be at least 1."),
     (dict(eval_batch_size=0), "--eval-batch-size 0: must be at least 1."),
     (dict(recipe="slow"), "--recipe slow: unknown recipe. Use one of fast, tutorial."),
-    (dict(truncation="middle"), "--truncation middle: unknown value. Use one of head, tail, head+tail."),
+    (dict(truncation="middle"), "--truncation middle: unknown value. Use one of head, tail, head+tail, windows."),
     (dict(optimizer="sgd"), "--optimizer sgd: unknown value. Use one of adamw, adam."),
     (dict(schedule="cosine"), "--schedule cosine: unknown value. Use one of linear, constant."),
     (dict(metric="auc"), "--metric auc: unknown value. Use one of accuracy, f1_macro, loss."),
@@ -151,5 +151,7 @@ def test_resolve_fills_in_the_recipe_model_and_data():
             "checkpoint_every",
             "attention_dropout",
             "class_weights",  # None: no weights; "auto" becomes numbers once the classes are known (fit)
+            "stride",  # stride and max_windows: with --truncation windows only
+            "max_windows",
         )
     )

@@ -39,6 +39,8 @@ class SentimentClassifier(ClassifierMixin, BaseEstimator):
         lr: float | None = None,
         max_length: int | str | None = None,
         truncation: str | None = None,
+        stride: int | None = None,
+        max_windows: int | None = None,
         pad_to_max_length: bool | None = None,
         length_bucketing: bool | None = None,
         max_tokens: int | None = None,
@@ -75,6 +77,8 @@ class SentimentClassifier(ClassifierMixin, BaseEstimator):
         self.lr = lr
         self.max_length = max_length
         self.truncation = truncation
+        self.stride = stride
+        self.max_windows = max_windows
         self.pad_to_max_length = pad_to_max_length
         self.length_bucketing = length_bucketing
         self.max_tokens = max_tokens

@@ -196,6 +196,8 @@ class _Job:
         self.limit = models.model_max_length(self.tokenizer, self.model.config)
         self.max_length = min(metadata.get("max_length") or self.limit, self.limit)
         self.truncation = metadata.get("truncation") or "head"
+        if self.truncation not in models.TRUNCATIONS:  # windows: parity and accuracy on each text's first window
+            self.truncation = "head"
         self.collator = Collator(self.tokenizer.pad_token_id, self.tokenizer.padding_side)
         self.parity_ids: list[list[int]] = []
         self._torch_parity = None

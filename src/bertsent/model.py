@@ -16,6 +16,7 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from .errors import ModelError
@@ -514,6 +515,14 @@ def windows(
         out += [prefix + body[s : s + room] + suffix for s in starts]
         owner += [index] * len(starts)
     return out, owner
+
+
+def mean_by_owner(logits: np.ndarray, owner: list[int], n: int) -> np.ndarray:
+    """Each of `n` texts' logits: the mean of its windows' rows (`windows`' owner list says whose each is)."""
+    sums = np.zeros((n, logits.shape[1]), dtype=np.float64)
+    np.add.at(sums, owner, logits)
+    counts = np.bincount(owner, minlength=n)[:, None]
+    return (sums / counts).astype(np.float32)
 
 
 def _body_span(special: list[int]) -> tuple[int, int]:

@@ -71,7 +71,7 @@ class SentimentModel:
         if self.long not in LONG_TEXTS:
             raise BertsentError(f"--long {self.long}: use one of {', '.join(LONG_TEXTS)}.")
         room = max(1, self.max_length - tokenizer.num_special_tokens_to_add())
-        self.stride = _whole("stride", stride, 1) if stride is not None else room
+        self.stride = _whole("stride", stride, 1) if stride is not None else self._trained_stride() or room
         if self.stride > self.max_length:
             raise BertsentError(f"--stride {self.stride}: must not exceed the window, {self.max_length} tokens.")
         self.neutral_band = neutral_band
@@ -80,6 +80,16 @@ class SentimentModel:
         self.backend = self._open_backend(threads)
         exported = backends.onnx_temperature(self.folder, self.backend_name) if self.folder else None
         self.temperature = float(exported or self.metadata.get("temperature", 1.0))
+
+    def _trained_stride(self) -> int | None:
+        """A model trained on windows (`--truncation windows`) is scored in the windows it learned from: its
+        stride, at its training length; None otherwise."""
+        meta = self.metadata
+        stride = meta.get("stride")
+        if meta.get("truncation") != "windows" or meta.get("max_length") != self.max_length:
+            return None
+        usable = isinstance(stride, int) and not isinstance(stride, bool) and 1 <= stride <= self.max_length
+        return stride if usable else None
 
     def _open_backend(self, threads: int | None):
         if self.backend_name == "torch":
@@ -144,7 +154,7 @@ class SentimentModel:
             report = lambda n: progress(n * share)  # noqa: E731  (windows done, in texts)
         logits = self.backend.logits(ids, progress=report)
         if owner is not None and len(ids) > len(texts):
-            logits = _mean_by_owner(logits, owner, len(texts))
+            logits = models.mean_by_owner(logits, owner, len(texts))
         return (logits, lengths) if return_lengths else logits
 
     def predict_proba(self, texts, progress=None) -> np.ndarray:
@@ -199,14 +209,6 @@ class SentimentModel:
         (work / models.METADATA_FILE).write_text(json.dumps(self.metadata, indent=2))
         publish_folder(work, out)
         return out
-
-
-def _mean_by_owner(logits: np.ndarray, owner: list[int], n: int) -> np.ndarray:
-    """Each text's windows' logits averaged: the text's logits."""
-    sums = np.zeros((n, logits.shape[1]), dtype=np.float64)
-    np.add.at(sums, owner, logits)
-    counts = np.bincount(owner, minlength=n)[:, None]
-    return (sums / counts).astype(np.float32)
 
 
 def _max_length(asked: int | None, trained: int | None, limit: int) -> int:

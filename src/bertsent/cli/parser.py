@@ -295,7 +295,13 @@ def add_training_flags(parser: argparse.ArgumentParser) -> None:
     add("--grad-accum", metavar="N", help="batches per optimizer step")
     add("--lr", metavar="X", help="peak learning rate (default: by model size)")
     add("--max-length", metavar="N|auto", help="tokens per text (auto: 99th percentile of the data)")
-    add("--truncation", metavar="head|tail|head+tail", help="which part of a long text to keep (default head+tail)")
+    add(
+        "--truncation",
+        metavar="head|tail|head+tail|windows",
+        help="which part of a long text to keep (default head+tail), or windows: train on each window of it",
+    )
+    add("--stride", metavar="N", help="windows: tokens between window starts (default: a whole window)")
+    add("--max-windows", metavar="N", help="windows: training windows per text, at most (default 8)")
     add("--optimizer", metavar="adamw|adam")
     add("--weight-decay", metavar="X")
     add("--warmup-ratio", metavar="X", help="share of the steps with a rising learning rate")

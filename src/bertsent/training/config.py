@@ -17,6 +17,9 @@ from ..errors import BertsentError
 from ..model import DEFAULT_MODEL, TRUNCATIONS
 
 SMALL_MODEL_PARAMETERS = 40_000_000
+# --truncation windows: a long text gives at most this many training windows (spread over it), so a few very
+# long texts do not outweigh the rest; validation and prediction still score every window.
+DEFAULT_MAX_WINDOWS = 8
 IMBALANCED = 0.5  # smallest class / largest below this: the run suggests f1_macro and class weights
 
 RECIPES = {
@@ -32,7 +35,7 @@ RECIPES = {
 
 CHOICES = {
     "recipe": tuple(RECIPES),
-    "truncation": TRUNCATIONS,
+    "truncation": (*TRUNCATIONS, "windows"),
     "optimizer": ("adamw", "adam"),
     "schedule": ("linear", "constant"),
     "metric": ("accuracy", "f1_macro", "loss"),
@@ -41,7 +44,7 @@ CHOICES = {
 # Whole numbers and their least value; "auto" is also accepted where named.
 WHOLE = {"epochs": 1, "batch_size": 1, "micro_batch_size": 1, "max_length": 8, "max_tokens": 8, "grad_accum": 1,
          "seed": 0, "max_train_samples": 1, "early_stopping": 1, "eval_every": 1, "checkpoint_every": 1,
-         "eval_batch_size": 1}  # fmt: skip
+         "eval_batch_size": 1, "stride": 1, "max_windows": 1}  # fmt: skip
 AUTO = ("batch_size", "micro_batch_size", "max_length")
 FRACTIONS = ("validation_fraction", "warmup_ratio", "attention_dropout")  # in [0, 1)
 POSITIVE = ("lr", "adam_eps")
@@ -60,7 +63,9 @@ class TrainConfig:
     micro_batch_size: int | str | None = None  # sequences per forward+backward (None: the batch; "auto": what fits)
     lr: float | None = None
     max_length: int | str | None = None  # an int or "auto": from the training data's token lengths
-    truncation: str | None = None  # head, tail or head+tail
+    truncation: str | None = None  # head, tail, head+tail, or windows: every window of a long text is an example
+    stride: int | None = None  # windows: tokens between window starts (None: a whole window, side by side)
+    max_windows: int | None = None  # windows: training windows per text, at most (None: DEFAULT_MAX_WINDOWS)
     pad_to_max_length: bool | None = None
     length_bucketing: bool | None = None
     max_tokens: int | None = None  # padded tokens per batch and process, at most
@@ -120,15 +125,28 @@ class TrainConfig:
                 "--packing leaves out all padding, so it cannot also pad to the max length (the "
                 "tutorial recipe pads). Drop --packing, or use --recipe fast."
             )
+        for name in ("stride", "max_windows"):
+            if getattr(self, name) is not None and self.truncation != "windows":
+                raise BertsentError(
+                    f"{_flag(name)} {getattr(self, name)}: only with --truncation windows. Add it, or drop "
+                    f"{_flag(name)}."
+                )
         batch, micro = self.batch_size, self.micro_batch_size
         if isinstance(batch, int) and isinstance(micro, int) and micro > batch:
             raise BertsentError(f"--micro-batch-size {micro}: must not exceed --batch-size {batch}.")
 
     def resolve(
-        self, *, parameters: int, max_positions: int, token_lengths: list[int], packing_supported: bool
+        self,
+        *,
+        parameters: int,
+        max_positions: int,
+        token_lengths: list[int],
+        packing_supported: bool,
+        special_tokens: int = 2,
     ) -> TrainConfig:
         """This config with every value concrete: the recipe's defaults, lr from the model's size, the
-        max length from the training data's token lengths (`token_lengths`, before truncation)."""
+        max length from the training data's token lengths (`token_lengths`, before truncation); with windows,
+        the stride (a window's `max_length - special_tokens` text tokens by default) and the cap per text."""
         values = {k: v for k, v in RECIPES[self.recipe].items() if getattr(self, k) is None}
         batch_size = values.get("batch_size", self.batch_size)
         micro = self.micro_batch_size
@@ -150,7 +168,25 @@ class TrainConfig:
             max_length=max_length,
             packing=bool(values.get("packing", self.packing)) and packing_supported,
         )
+        if self.truncation == "windows":
+            values.update(
+                stride=self._window_stride(max_length - special_tokens),
+                max_windows=self.max_windows or DEFAULT_MAX_WINDOWS,
+            )
         return replace(self, **values)
+
+    def _window_stride(self, room: int) -> int:
+        """The stride, within a window's `room` text tokens: a longer one would skip some of the text."""
+        if room < 1:
+            raise BertsentError("--truncation windows: --max-length leaves no room for text. Give a larger one.")
+        if self.stride is None:
+            return room
+        if self.stride > room:
+            raise BertsentError(
+                f"--stride {self.stride}: must not exceed a window's {room} text tokens (--max-length less the "
+                f"special tokens), or text between windows is skipped. Give a smaller --stride."
+            )
+        return self.stride
 
     def as_dict(self) -> dict:
         return asdict(self)

@@ -85,6 +85,7 @@ def _metadata(
         "labels": [run.model.config.id2label[i] for i in range(run.model.config.num_labels)],
         "max_length": config.max_length,
         "truncation": config.truncation,
+        "stride": config.stride,  # windows: prediction scores in the same windows by default
         "temperature": temperature if temperature is not None else 1.0,
         "settings": config.as_dict() | {"micro_batch_size": run.micro.size},
         "processes": {

@@ -84,13 +84,17 @@ def fit(
         max_positions=models.model_max_length(tokenizer, model.config),
         token_lengths=lengths,
         packing_supported=supports_packing(model),
+        special_tokens=tokenizer.num_special_tokens_to_add(),
     )
     announce(request, config, model, train, validation, classes, lengths, runtime, log)
-    train_ids = models.truncate(tokens, config.max_length, config.truncation)
-    del tokens
-
     label_index = {name: i for i, name in enumerate(classes)}
-    train_labels = [label_index[y] for y in train.labels]
+    train_ids, train_labels, owner = encode_examples(tokens, [label_index[y] for y in train.labels], config)
+    del tokens
+    if owner is not None:
+        log(
+            f"Windows: {len(train_ids)} training examples from {len(train)} texts (stride {config.stride}, at most "
+            f"{config.max_windows} per text), each with its text's label"
+        )
     config = weigh_classes(config, classes, train_labels, train, log)
     run = build_run(
         config, runtime, model, tokenizer, train_ids, train_labels, validation, classes, folder, log, tokenize
@@ -207,6 +211,25 @@ def weigh_classes(config: TrainConfig, classes: list[str], labels: list[int], tr
 FREE_ON_RESUME = ("checkpoint_every",)
 
 
+def encode_examples(tokens, labels: list[int], config: TrainConfig):
+    """`tokenize`'s output and the texts' labels as training examples (ids, labels, and with windows the text
+    each came from, else None): each text cut to max_length, or each text's windows as prediction cuts them
+    (`models.windows`), at most `max_windows` spread evenly over the text, each with the text's label."""
+    if config.truncation != "windows":
+        return models.truncate(tokens, config.max_length, config.truncation), labels, None
+    ids, owner = models.windows(tokens, config.max_length, config.stride)
+    keep, first = [], 0
+    counts = np.bincount(owner, minlength=len(tokens))
+    for count in counts:  # a text's windows are consecutive in `windows`' output
+        picked = np.arange(count)
+        if count > config.max_windows:
+            picked = np.unique(np.linspace(0, count - 1, config.max_windows).round().astype(int))
+        keep += (first + picked).tolist()
+        first += count
+    owner = [owner[i] for i in keep]
+    return [ids[i] for i in keep], [labels[text] for text in owner], owner
+
+
 def check_resumable(checkpoint: dict, train: TextDataset, runtime: Runtime) -> None:
     if checkpoint["fingerprint"] != train.fingerprint():
         raise BertsentError("--resume: the training data differs from the checkpoint's. Pass the same --data.")
@@ -287,9 +310,14 @@ def build_run(
     validation_set = None
     if validation is not None:
         tokens = tokenize(tokenizer, validation.texts)
-        ids, lengths = models.truncate(tokens, config.max_length, config.truncation), [len(t) for t, _ in tokens]
+        lengths = [len(ids) for ids, _ in tokens]
+        owner = None
+        if config.truncation == "windows":  # every window, averaged: as prediction scores a text
+            ids, owner = models.windows(tokens, config.max_length, config.stride)
+        else:
+            ids = models.truncate(tokens, config.max_length, config.truncation)
         validation_set = ValidationSet(
-            ids, validation.labels, lengths, classes, collator, config.eval_batch_size, runtime
+            ids, validation.labels, lengths, classes, collator, config.eval_batch_size, runtime, owner=owner
         )
     selection = ModelSelection(config.metric, config.early_stopping, keep_weights=runtime.is_main)
     return Run(
@@ -366,8 +394,8 @@ def announce(
         f"{f' x {config.grad_accum} accumulated' if config.grad_accum > 1 else ''}"
         f"{f' x {processes} processes = {config.batch_size * config.grad_accum * processes}' if processes > 1 else ''}"
         f", lr {config.lr:g} ({config.optimizer}, {config.schedule}, warmup {config.warmup_ratio:g}), max length "
-        f"{config.max_length} ({'auto: 99th percentile, ' if auto else ''}{cut:.1%} of texts cut, "
-        f"{config.truncation}), "
+        f"{config.max_length} ({'auto: 99th percentile, ' if auto else ''}{cut:.1%} of texts "
+        f"{'in windows' if config.truncation == 'windows' else 'cut, ' + config.truncation}), "
         f"{'length-bucketed' if config.length_bucketing else 'random'} batches"
         f"{', padded to max length' if config.pad_to_max_length else ''}"
         f"{', packed (no padding)' if config.packing else ''}, device {runtime.device.type}, precision "

@@ -7,6 +7,7 @@ import math
 import numpy as np
 import torch
 
+from .. import model as models
 from ..batching import Collator
 from ..inference import predict_logits
 from ..metrics import Scores, headline, score_logits
@@ -25,8 +26,10 @@ class ValidationSet:
         collator: Collator,
         batch_size: int,
         runtime: Runtime,
+        owner: list[int] | None = None,
     ):
-        self.ids = ids
+        self.ids = ids  # one per text, or with `owner` the texts' windows
+        self.owner = owner  # each window's text: a text's logits are its windows' mean
         self.labels = labels
         self.lengths = lengths  # in tokens, before truncation: for accuracy by length
         self.classes = classes
@@ -36,7 +39,7 @@ class ValidationSet:
         self.runtime = runtime
 
     def logits(self, model) -> np.ndarray:
-        """The model's logits for every validation text, the same array on every process."""
+        """The model's logits for every validation text (windows averaged), the same array on every process."""
         runtime = self.runtime
         # Every N-th text by length, so each process gets about the same work.
         order = sorted(range(len(self.ids)), key=lambda i: len(self.ids[i]))
@@ -52,7 +55,7 @@ class ValidationSet:
         logits = np.zeros((len(self.ids), model.config.num_labels), dtype=np.float32)
         for indices, values in runtime.gather((mine, part)):
             logits[indices] = values
-        return logits
+        return logits if self.owner is None else models.mean_by_owner(logits, self.owner, len(self.labels))
 
     def score(self, logits: np.ndarray, temperature: float = 1.0) -> Scores:
         return score_logits(logits, self.labels, self.classes, temperature=temperature, lengths=self.lengths)
