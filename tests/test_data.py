@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import bz2
+import codecs
 import gzip
 import hashlib
+import io
 import json
 import lzma
+import os
 import tarfile
 import zipfile
 from collections import Counter
@@ -547,3 +550,205 @@ def test_validation_split_too_small():
 def test_one_class_is_not_trainable():
     with pytest.raises(DataError, match="tiny.csv: every row has the label 'a'; training needs at least two"):
         check_trainable(TextDataset(["x", "y"], ["a", "a"], name="tiny.csv"))
+
+
+# ----------------------------------------------------------------------------- paths that are not readable files
+# Issue 11: an unreadable file said "cannot decompress it ... not None-compressed", a FIFO was called empty.
+
+
+def _deny(monkeypatch, path):
+    """Opening `path` fails for lack of permission: chmod 000 means nothing to root, which the tests may run as."""
+    import builtins
+
+    real_open = builtins.open
+
+    def fake_open(file, *args, **kwargs):
+        if os.fspath(file) == os.fspath(path):
+            raise PermissionError(13, "Permission denied", os.fspath(file))
+        return real_open(file, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "open", fake_open)
+
+
+def _cli_error(argv, capsys) -> str:
+    from bertsent.cli import main
+
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and err.startswith(f"bertsent {argv[0]}: error: "), err
+    return err
+
+
+@pytest.mark.parametrize("name", ["d.csv", "d.csv.gz", "d.jsonl.bz2", "aclImdb.tar.gz"])
+def test_an_unreadable_file_says_permission_denied(tmp_path, monkeypatch, capsys, name):
+    path = tmp_path / name
+    path.write_bytes(gzip.compress(b"text,label\na,x\nb,y\n"))
+    _deny(monkeypatch, path)
+    with pytest.raises(DataError, match=r"cannot be read \(permission denied\)") as info:
+        read_data(path)
+    assert "compress" not in str(info.value) and "None" not in str(info.value)
+    assert "permission denied" in _cli_error(["data", str(path)], capsys)
+
+
+@pytest.mark.skipif(os.name != "posix" or os.geteuid() == 0, reason="root reads a chmod 000 file anyway")
+def test_a_chmod_000_file_says_permission_denied(write_csv):
+    path = write_csv([("a", "x"), ("b", "y")])
+    path.chmod(0)
+    try:
+        with pytest.raises(DataError, match="permission denied"):
+            read_data(path)
+    finally:
+        path.chmod(0o644)
+
+
+@pytest.mark.parametrize("name", ["pipe.csv", "pipe.jsonl.gz", "pipe.tar.gz"])
+def test_a_fifo_is_not_a_regular_file_and_is_never_opened(tmp_path, capsys, name):
+    path = tmp_path / name
+    os.mkfifo(path)  # opening it to read would block until a writer came: the test would hang
+    with pytest.raises(DataError, match="not a regular file") as info:
+        read_data(path)
+    assert "empty" not in str(info.value)
+    assert "not a regular file" in _cli_error(["data", str(path)], capsys)
+
+
+def test_a_folder_given_as_a_file(tmp_path, capsys):
+    (tmp_path / "data.csv").mkdir()
+    with pytest.raises(DataError, match="data.csv: is a folder, not a data file"):
+        read_data(tmp_path / "data.csv")
+    assert "is a folder" in _cli_error(["data", str(tmp_path / "data.csv")], capsys)
+    (tmp_path / "plain").mkdir()  # a folder without a table's name: read as aclImdb, which it is not
+    assert "found no reviews" in _cli_error(["data", str(tmp_path / "plain")], capsys)
+
+
+def test_a_missing_file_through_the_cli(tmp_path, capsys):
+    assert "no such file or folder" in _cli_error(["data", str(tmp_path / "nope.csv")], capsys)
+
+
+def test_a_folder_that_cannot_be_looked_into(tmp_path, monkeypatch):
+    """stat failing with EACCES (a parent folder without permission) is not "no such file", nor an internal error."""
+    path = tmp_path / "locked" / "d.csv"
+    real_stat = Path.stat
+
+    def stat(self, *args, **kwargs):
+        if self == path:
+            raise PermissionError(13, "Permission denied", str(self))
+        return real_stat(self, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "stat", stat)
+    with pytest.raises(DataError, match="permission denied"):
+        read_data(path)
+
+
+# ----------------------------------------------------------------------------- encodings, odd values
+
+
+@pytest.mark.parametrize("encoding", ["utf-16", "utf-16-le", "utf-16-be", "utf-32", "utf-8-sig"])
+def test_a_byte_order_mark_names_the_encoding(tmp_path, encoding):
+    bom = {"utf-16-le": codecs.BOM_UTF16_LE, "utf-16-be": codecs.BOM_UTF16_BE}.get(encoding, b"")
+    raw = "text\tlabel\ncafé crème\tpositive\n日本\tnegative\n"
+    (tmp_path / "d.tsv").write_bytes(bom + raw.encode(encoding))  # Excel's "Unicode text" is UTF-16 with a BOM
+    dataset = read_data(tmp_path / "d.tsv")
+    assert dataset.texts == ["café crème", "日本"] and dataset.labels == ["positive", "negative"]
+
+
+def test_lone_surrogates_in_json_become_replacement_characters(tmp_path):
+    record = '{"text": "\\ud83d\\ude00 ok \\ud800", "label": "\\udc00x"}'  # a pair, then lone ones
+    (tmp_path / "d.jsonl").write_text(record + '\n{"text": "b", "label": 0}\n')
+    (tmp_path / "d.json").write_text('[{"text": "\\ud800", "label": 1}, {"text": "b", "label": 0}]')
+    first = read_data(tmp_path / "d.jsonl")
+    assert first.texts == ["\U0001f600 ok \ufffd", "b"] and first.labels == ["\ufffdx", "0"]
+    assert read_data(tmp_path / "d.json").texts == ["\ufffd", "b"]
+
+
+def test_json_nested_too_deep_or_with_huge_integers(tmp_path):
+    (tmp_path / "deep.json").write_text("[" * 100_000 + "]" * 100_000)
+    (tmp_path / "deep.jsonl").write_text('{"text": ' + "[" * 100_000 + "]" * 100_000 + "}\n")
+    (tmp_path / "big.jsonl").write_text('{"text": "a", "label": ' + "9" * 5000 + "}\n")
+    for name in ("deep.json", "deep.jsonl", "big.jsonl"):
+        with pytest.raises(DataError, match="cannot be read as JSON|cannot read it as JSON"):
+            read_data(tmp_path / name)
+
+
+def test_integer_labels_of_any_length_sort(write_csv):
+    assert ordered_label_names(["9" * 5000, "2", "-1"]) == ["-1", "2", "9" * 5000]
+
+
+# ----------------------------------------------------------------------------- archives: nothing outside, no links
+
+
+def _tar(path, members):
+    with tarfile.open(path, "w:gz") as archive:
+        for name, kind in members:
+            info = tarfile.TarInfo(name)
+            if kind == "file":
+                info.size = 4
+                archive.addfile(info, io.BytesIO(b"good"))
+            else:
+                info.type = tarfile.SYMTYPE if kind == "symlink" else tarfile.LNKTYPE
+                info.linkname = "/etc/passwd"
+                archive.addfile(info)
+
+
+@pytest.mark.parametrize(
+    "member,kind,match",
+    [
+        ("/abs/aclImdb/train/pos/1_9.txt", "file", "absolute path or '..'"),
+        ("aclImdb/../../train/pos/1_9.txt", "file", "absolute path or '..'"),
+        ("aclImdb/train/pos/1_9.txt", "symlink", "is a link"),
+        ("aclImdb/train/neg/2_1.txt", "hardlink", "is a link"),
+    ],
+)
+def test_archives_with_escaping_members_or_links_are_refused(tmp_path, capsys, member, kind, match):
+    path = tmp_path / "aclImdb.tar.gz"
+    _tar(path, [("aclImdb/train/pos/0_9.txt", "file"), ("aclImdb/train/neg/0_1.txt", "file"), (member, kind)])
+    with pytest.raises(DataError, match=match):
+        read_data(path)
+    assert "refused" in _cli_error(["data", str(path)], capsys)
+
+
+@pytest.mark.parametrize("member,link", [("../d.csv", False), ("/d.csv", False), ("d.csv", True)])
+def test_zips_with_escaping_members_or_links_are_refused(tmp_path, member, link):
+    import stat
+
+    info = zipfile.ZipInfo(member)
+    if link:
+        info.external_attr = (stat.S_IFLNK | 0o777) << 16
+    with zipfile.ZipFile(tmp_path / "d.csv.zip", "w") as archive:
+        archive.writestr(info, "text,label\na,x\nb,y\n")
+    with pytest.raises(DataError, match="is a link|absolute path or '..'"):
+        read_data(tmp_path / "d.csv.zip")
+
+
+# ----------------------------------------------------------------------------- a huge field: counted, not all tokenized
+
+
+def test_statistics_of_a_huge_field_tokenize_only_what_the_cap_needs(tmp_path, tiny_model_dir, capsys):
+    from bertsent.cli import main
+    from bertsent.data import COUNT_PIECE_CHARS, TOKEN_COUNT_CAP, describe
+    from bertsent.model import load_tokenizer
+
+    tokenizer = load_tokenizer(str(tiny_model_dir))  # model_max_length 128: counted up to 512 tokens
+    cap = TOKEN_COUNT_CAP * 128
+    seen = []
+
+    def recording(texts, **kwargs):
+        seen.extend([texts] if isinstance(texts, str) else texts)
+        return tokenizer(texts, **kwargs)
+
+    recording.model_max_length = 128
+    huge = "great film " * 300_000  # 3.3 MB: 600,000 tokens
+    spaced = " " * 40_000 + "word " * 100  # its first piece is all spaces: counted on, exactly
+    dataset = TextDataset(["a short one", huge, spaced], ["positive", "negative", "positive"], name="d")
+    info = describe(dataset, recording)
+    assert max(len(t) for t in seen) <= (cap + 1) * COUNT_PIECE_CHARS < len(huge) / 100
+    assert info["tokens"]["max"] == f"> {cap}" and info["tokens"]["longer"] == 1
+    assert info["tokens"]["min"] == 5 and info["tokens"]["counted_up_to"] == cap
+    assert info["tokens"]["p50"] == 102  # the spaced text's 100 words and [CLS] [SEP]: counted past its first piece
+    assert info["tokens"]["mean"].startswith("> ")
+    assert info["tokens"]["over_max_length"]["share"] == pytest.approx(1 / 3)
+    assert info["characters"]["max"] == len(huge)
+
+    (tmp_path / "huge.csv").write_text(f"text,label\n{huge},negative\nshort,positive\n")
+    assert main(["data", str(tmp_path / "huge.csv"), "--model", str(tiny_model_dir)]) == 0
+    out = capsys.readouterr().out
+    assert f"max > {cap}" in out and f"(1 counted only up to {cap} tokens)" in out

@@ -4,9 +4,11 @@ refusals, shards joined by `bertsent merge`, and two processes under torchrun.""
 from __future__ import annotations
 
 import csv
+import gzip
 import io
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -318,3 +320,75 @@ def test_two_processes_under_torchrun_write_what_one_process_writes(trained, tmp
     assert not list(tmp_path.glob("two.jsonl.part-*")) and _hidden(tmp_path) == []
     again = run(*torchrun, *args, "two.jsonl")
     assert again.returncode != 0 and "two.jsonl: already exists. Pass --overwrite" in again.stderr
+
+
+# ----------------------------------------------------------------------------- inputs that are not readable files
+
+
+def test_unreadable_inputs_are_refused_before_any_work(trained, tmp_path, monkeypatch, capsys):
+    """Issue 11: `predict --file` on a pipe, a folder, a missing or unreadable file: one line, exit 2, no output."""
+    import builtins
+
+    from bertsent.streaming import open_table
+
+    os.mkfifo("pipe.csv")  # never opened: reading it would wait for a writer forever
+    Path("folder.csv").mkdir()
+    _frame(5).to_csv("locked.csv.gz", index=False)
+    real_open = builtins.open
+
+    def deny(file, *args, **kwargs):  # root reads a chmod 000 file anyway: the lack of permission is simulated
+        if os.fspath(file) == "locked.csv.gz":
+            raise PermissionError(13, "Permission denied", os.fspath(file))
+        return real_open(file, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "open", deny)
+    cases = {
+        "pipe.csv": "pipe.csv: not a regular file",
+        "folder.csv": "folder.csv: is a folder, not a data file",
+        "missing.csv": "missing.csv: no such file or folder",
+        "locked.csv.gz": "locked.csv.gz: cannot be read (permission denied)",
+    }
+    for name, message in cases.items():
+        with pytest.raises(DataError, match=re.escape(message)):
+            open_table(name)
+        assert main(["predict", str(trained), "--file", name, "--out", "out.csv", "--quiet"]) == 2
+        assert message in _one_line_error(capsys)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["folder.csv", "locked.csv.gz", "pipe.csv"]
+
+
+@pytest.mark.parametrize("encoding", ["utf-16", "utf-32", "utf-8-sig"])
+def test_a_byte_order_mark_names_the_encoding_when_streaming(model, encoding):
+    from bertsent.streaming import open_table
+
+    texts = ["café crème", "日本の映画", "plain"]
+    Path("in.csv").write_bytes(("review,gold\n" + "".join(f"{t},x\n" for t in texts)).encode(encoding))
+    Path("in.jsonl.gz").write_bytes(
+        gzip.compress("".join(json.dumps({"text": t}) + "\n" for t in texts).encode(encoding))
+    )
+    for name in ("in.csv", "in.jsonl.gz"):
+        chunks = list(open_table(name, chunk_rows=2).chunks(chunk_rows=2))
+        assert [t for c in chunks for t in c.texts] == texts
+
+
+def test_truncated_and_encrypted_inputs_are_one_line_errors(tmp_path):
+    from bertsent.streaming import open_table
+
+    payload = gzip.compress(("text\n" + "a fine film\n" * 20_000).encode())
+    Path("cut.csv.gz").write_bytes(payload[: len(payload) // 2])
+    with pytest.raises(DataError, match="cut.csv.gz: cannot decompress it"):
+        for _ in open_table("cut.csv.gz", chunk_rows=100).chunks(chunk_rows=100):
+            pass
+    Path("deep.jsonl").write_text('{"text": ' + "[" * 100_000 + "]" * 100_000 + "}\n")
+    with pytest.raises(DataError, match="line 1 cannot be read as JSON"):
+        open_table("deep.jsonl")
+    import zipfile
+
+    with zipfile.ZipFile("locked.csv.zip", "w") as archive:
+        archive.writestr("in.csv", "text\na\n")
+    data = bytearray(Path("locked.csv.zip").read_bytes())
+    for header, at in ((b"PK\x03\x04", 6), (b"PK\x01\x02", 8)):  # the 'encrypted' flag: zipfile wants a password
+        data[data.index(header) + at] |= 1
+    Path("locked.csv.zip").write_bytes(bytes(data))
+    for read in (lambda: open_table("locked.csv.zip"), lambda: bertsent.data.read_data("locked.csv.zip")):
+        with pytest.raises(DataError, match="locked.csv.zip: cannot decompress it .*encrypted"):
+            read()

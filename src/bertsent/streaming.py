@@ -30,7 +30,6 @@ import re
 import sys
 import time
 import zipfile
-import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,15 +38,19 @@ import numpy as np
 import pandas as pd
 
 from .data import (
+    DECOMPRESS_ERRORS,
     _as_text,
     _dataset_from_frame,
     _first_line,
     _is_archive,
     _read_table,
     _table_format,
+    bom_encoding,
+    check_readable_file,
     other_separators,
     parse_json_line,
     read_data,
+    zip_member,
 )
 from .errors import DataError
 from .files import partial_folder, remove_temporaries, write_json_atomic
@@ -126,6 +129,7 @@ class Table:
 
     def __init__(self, path: Path, fmt: str, compression: str | None, encoding: str, frame=None, name=None):
         self.path, self.fmt, self.compression, self.encoding = path, fmt, compression, encoding
+        self.read_as = encoding  # what the text is decoded as: a byte-order mark can name another (`find_encoding`)
         self.frame = frame
         self.name = name or str(path)
         self.size = path.stat().st_size if frame is None else 0
@@ -244,7 +248,13 @@ class Table:
     # -- opening, probing, errors ---------------------------------------------------------------------------
 
     def _decoding(self) -> str:
-        return "utf-8-sig" if codecs.lookup(self.encoding).name == "utf-8" else self.encoding  # drops a BOM
+        return "utf-8-sig" if codecs.lookup(self.read_as).name == "utf-8" else self.read_as  # drops a BOM
+
+    def find_encoding(self) -> None:
+        """Read the file as its byte-order mark says (UTF-16, UTF-32) when --encoding was left at UTF-8."""
+        if self.frame is None and self.fmt != "parquet":
+            with self._reading(), self._open() as (stream, _):
+                self.read_as = bom_encoding(stream.read(4), self.encoding)
 
     @contextlib.contextmanager
     def _open(self):
@@ -254,10 +264,7 @@ class Table:
             stream = raw
             if self.compression == "zip":
                 archive = stack.enter_context(zipfile.ZipFile(raw))
-                members = [n for n in archive.namelist() if not n.endswith("/")]
-                if len(members) != 1:
-                    raise DataError(f"{self.path}: a zip must hold exactly one table file, it holds {len(members)}.")
-                stream = stack.enter_context(archive.open(members[0]))
+                stream = stack.enter_context(archive.open(zip_member(archive, self.path)))
             elif self.compression:
                 opener = {"gzip": gzip.GzipFile, "bz2": bz2.BZ2File, "xz": lzma.LZMAFile}.get(self.compression)
                 if opener is None:
@@ -320,8 +327,8 @@ class Table:
             ) from None
         except pd.errors.EmptyDataError:
             raise DataError(f"{self.path}: the file is empty. Give a file with a header and rows.") from None
-        except (EOFError, zlib.error, lzma.LZMAError, zipfile.BadZipFile, OSError) as exc:
-            if not self.compression:
+        except DECOMPRESS_ERRORS as exc:
+            if not self.compression or isinstance(exc, PermissionError):
                 raise DataError(f"{self.path}: cannot read it ({_first_line(exc)}).") from None
             raise DataError(
                 f"{self.path}: cannot decompress it ({_first_line(exc)}). The file is damaged or not "
@@ -351,6 +358,7 @@ def open_table(
         raise DataError(f"--chunk-rows {chunk_rows}: must be a whole number of at least 1.")
     path = Path(str(source)).expanduser()
     if path.is_file() and not _is_archive(path):
+        check_readable_file(path)
         fmt, compression = _table_format(path)
         if path.stat().st_size == 0:
             raise DataError(f"{path}: the file is empty. Give a file with a header and rows.")
@@ -358,6 +366,7 @@ def open_table(
             raise DataError(f"{path}: a compressed Parquet file; decompress it first (Parquet compresses itself).")
         frame = _read_table(path, encoding) if fmt == "json" else None  # a JSON document is parsed whole
         table = Table(path, fmt, compression, encoding, frame)
+        table.find_encoding()
     else:  # aclImdb folders and archives, built-in data sets: read whole
         dataset = read_data(source, text_column=text_column, encoding=encoding, texts_only=True)
         table = Table(path, "texts", None, encoding, pd.DataFrame({"text": dataset.texts}), dataset.name)

@@ -141,17 +141,23 @@ def format_data_info(info: dict, model: str) -> str:
     for key, unit in (("characters", "chars"), ("tokens", f"tokens ({model})")):
         s = info[key]
         lines.append(
-            f"{unit:<9} mean {s['mean']:.0f}, min {s['min']}, median {s['p50']}, p90 {s['p90']}, "
+            f"{unit:<9} mean {_mean(s['mean'])}, min {s['min']}, median {s['p50']}, p90 {s['p90']}, "
             f"p95 {s['p95']}, p99 {s['p99']}, max {s['max']}"
         )
     over = info["tokens"]["over_max_length"]
     lines.append(f"longer than {over['max_length']} tokens: {over['share']:.1%}")
+    if info["tokens"].get("longer"):
+        lines[-1] += f" ({info['tokens']['longer']} counted only up to {info['tokens']['counted_up_to']} tokens)"
     return "\n".join(lines)
 
 
 def _counts(labels: dict) -> str:
     total = sum(labels.values())
     return ", ".join(f"{k} {v} ({v / total:.1%})" for k, v in labels.items())
+
+
+def _mean(value) -> str:
+    return value if isinstance(value, str) else f"{value:.0f}"  # "> N" where a text was counted only up to a cap
 
 
 def _mean(value) -> str:
