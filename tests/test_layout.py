@@ -36,6 +36,7 @@ LAYERS = {
     "bulk": 4,
     "ray": 4,
     "serve": 4,
+    "audit": 4,
     "tune": 4,
     "cli": 5,
     "__main__": 6,
@@ -52,6 +53,7 @@ SAME_LAYER = {
     ("training", "report"),
     ("experiments", "api"),
     ("estimator", "api"),
+    ("audit", "api"),
     ("tune", "api"),
 }
 

@@ -1,6 +1,7 @@
 """bertsent: fine-tune, evaluate and serve BERT-family sentiment models, offline by default."""
 
 from .api import evaluate, train
+from .audit import audit
 from .bulk import merge_parts, predict_file
 from .data import TextDataset, read_data
 from .errors import BertsentError, DataError, ModelError
@@ -20,6 +21,7 @@ __all__ = [
     "TextDataset",
     "TrainConfig",
     "__version__",
+    "audit",
     "evaluate",
     "load",
     "merge_parts",

@@ -9,6 +9,7 @@ from pathlib import Path
 from ..errors import BertsentError
 from .parser import prediction_settings, training_settings
 from .tables import (
+    format_audit,
     format_compare,
     format_data_info,
     format_explanations,
@@ -125,6 +126,22 @@ def cmd_tune(args) -> int:
         **settings,
     )
     print(format_tune(summary))
+    return 0
+
+
+def cmd_audit(args) -> int:
+    from ..audit import audit
+
+    options = _data_options(args) | _loading(args) | dict(out=args.out, drop=args.drop)
+    result = audit(args.data, folds=args.folds, **options, **training_settings(args))
+    print(
+        f"\n{result.source}: {len(result.labels)} rows, {len(result)} flagged as likely mislabeled "
+        f"({args.folds} folds, {result.seconds / 60:.1f} min)"
+    )
+    print(format_audit(result.issues, args.top))
+    print(f"\nAll issues: {result.csv_path}\nPage: {result.html_path}")
+    if result.cleaned_path:
+        print(f"Data without the flagged rows: {result.cleaned_path}")
     return 0
 
 
@@ -370,6 +387,7 @@ COMMANDS = {
     "models": cmd_models,
     "export": cmd_export,
     "compare": cmd_compare,
+    "audit": cmd_audit,
     "tune": cmd_tune,
     "serve": cmd_serve,
     "explain": cmd_explain,

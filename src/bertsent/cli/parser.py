@@ -146,6 +146,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_training_flags(compare)
     compare.add_argument("--quiet", action="store_true", help="no progress bar")
     add_tune_command(commands)
+    add_audit_command(commands)
 
     data = commands.add_parser("data", help="size, labels and token lengths of a data source")
     data.add_argument("source", metavar="SRC")
@@ -347,6 +348,30 @@ def training_settings(args: argparse.Namespace) -> dict:
     """The TrainConfig settings given on the command line, as given."""
     names = [f.name for f in fields(TrainConfig)]
     return {name: getattr(args, name) for name in names if getattr(args, name, None) is not None}
+
+
+def add_audit_command(commands) -> None:
+    """`audit`: rows most likely mislabeled, from out-of-fold predictions (cleanlab)."""
+    audit = commands.add_parser(
+        "audit",
+        help="find rows that are probably mislabeled (cleanlab, k-fold out-of-fold predictions)",
+        description="Split the data into --folds stratified folds, train a model on the other folds for each and "
+        "score the held-out rows; cleanlab ranks the rows whose label disagrees most. Writes OUT/label_issues.csv "
+        "and label_issues.html (and with --drop a copy of the data without the flagged rows). Needs "
+        "bertsent[audit].",
+    )
+    audit.add_argument("--model", metavar="M", help="alias (minilm, mpnet), local folder or Hub id (default minilm)")
+    audit.add_argument("--data", default="rotten-tomatoes", metavar="SRC", help="labeled data to audit")
+    add_data_flags(audit)
+    audit.add_argument("--folds", type=int, default=5, metavar="K", help="folds, models trained (default 5)")
+    audit.add_argument("--out", metavar="DIR", help="folder for the results (default runs/audit-<data>-<time>)")
+    audit.add_argument(
+        "--drop", action="store_true", help="also write OUT/<data>.cleaned.<ext> without the flagged rows"
+    )
+    audit.add_argument("--top", type=int, default=10, metavar="N", help="issues printed (default 10)")
+    audit.add_argument("--overwrite", action="store_true", help="replace an earlier audit in --out")
+    add_training_flags(audit)
+    audit.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
 def add_serving_commands(commands) -> None:

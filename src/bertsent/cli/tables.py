@@ -102,6 +102,20 @@ def format_tune(summary: dict) -> str:
     return "\n".join(lines)
 
 
+def format_audit(issues, top: int = 10) -> str:
+    """The first `top` rows of an audit's issues (a DataFrame: row, text, given_label, suggested_label, score)."""
+    if issues.empty:
+        return "No row was flagged."
+    lines = [f"{'row':>7}  {'score':>6}  {'given':<10} {'suggested':<10} text"]
+    for r in issues.head(top).itertuples(index=False):
+        text = " ".join(str(r.text).split())
+        text = text if len(text) <= 70 else text[:67] + "..."
+        lines.append(f"{r.row:>7}  {r.score:6.3f}  {r.given_label!s:<10} {r.suggested_label!s:<10} {text}")
+    if len(issues) > top:
+        lines.append(f"... and {len(issues) - top} more")
+    return "\n".join(lines)
+
+
 def format_predictions(records: list[dict], classes: list[str], fmt: str) -> str:
     """`predict`'s output: a table to read, JSON Lines or CSV."""
     if fmt == "jsonl":
