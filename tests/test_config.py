@@ -150,8 +150,8 @@ def test_resolve_fills_in_the_recipe_model_and_data():
             "eval_every",
             "checkpoint_every",
             "attention_dropout",
-            "class_weights",  # None: no weights; "auto" becomes numbers once the classes are known (fit)
             "stride",  # stride and max_windows: with --truncation windows only
             "max_windows",
+            "class_weights",  # None: no weights; "auto" becomes numbers once the classes are known (fit)
         )
     )

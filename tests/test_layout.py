@@ -36,8 +36,8 @@ LAYERS = {
     "bulk": 4,
     "ray": 4,
     "serve": 4,
-    "audit": 4,
     "tune": 4,
+    "audit": 4,
     "cli": 5,
     "__main__": 6,
     "__init__": 6,
@@ -50,11 +50,12 @@ SAME_LAYER = {
     ("backends", "inference"),
     ("backends", "metrics"),
     ("explain", "inference"),
+    ("files", "errors"),
     ("training", "report"),
     ("experiments", "api"),
     ("estimator", "api"),
-    ("audit", "api"),
     ("tune", "api"),
+    ("audit", "api"),
 }
 
 

@@ -39,6 +39,7 @@ def test_without_ray_one_line_says_how_to_get_it(trained, monkeypatch):
         SentimentPredictor(trained)
 
 
+@pytest.mark.slow  # starts a local Ray: half a minute
 def test_a_ray_dataset_is_scored_like_predict(trained, tmp_path):
     ray = pytest.importorskip("ray")
     (tmp_path / "in").mkdir()

@@ -118,6 +118,7 @@ def test_every_format_streams_to_the_predictions_of_predict(model, name):
     assert _hidden() == []
 
 
+@pytest.mark.slow  # 20,000 rows through the real reader and writer
 def test_twenty_thousand_rows_in_small_chunks_never_all_at_once(model, monkeypatch):
     frame = _frame(20_000, seed=1)
     frame.to_csv("big.csv", index=False)
@@ -186,6 +187,7 @@ def test_an_interrupted_run_resumes_to_the_output_of_an_uninterrupted_one(model,
     assert _hidden() == []
 
 
+@pytest.mark.slow  # a CLI run in a subprocess, killed and rerun
 def test_a_killed_cli_run_resumes(trained, tmp_path):
     _frame(6000, seed=3).to_csv("in.csv", index=False)
     args = ["predict", str(trained), "--file", "in.csv", "--chunk-rows", "100", "--quiet", "--out"]

@@ -57,17 +57,14 @@ def train(
     checkpoint's. `allow_pickle`: load pytorch_model.bin weights (a crafted file can run code);
     `trust_remote_code`: run Python code shipped with the model. Both off by default."""
     config = train_config(settings)
-    label_map = parse_label_map(label_map)  # a malformed map fails before the model and the data
     given = {name for name, value in settings.items() if value is not None}
     resume = resume or resume_with_checkpoint_settings
     if resume:  # the checkpoint's settings, before the data is split with them (seed, validation fraction)
         if out is None:
             raise BertsentError("--resume: give --out, the folder of the interrupted run to continue.")
         config = resume_config(out, config, given, resume_with_checkpoint_settings, overwrite=overwrite)
-    if out is not None:  # before the model and the data: a folder that cannot be written fails now
-        problem = check_writable(out)
-        if problem:
-            raise BertsentError(f"--out {out}: cannot write there ({problem}). Choose a folder you can write to.")
+    label_map = parse_label_map(label_map)  # a malformed map fails before the model and the data
+    check_output_folders(out, tensorboard)
     runtime = Runtime(config.device, config.precision)
     log = runtime.main_only(log)
     read = dict(text_column=text_column, label_column=label_column, encoding=encoding, drop_invalid=drop_invalid)
@@ -98,6 +95,20 @@ def train(
     if link and runtime.is_main:
         link_latest(Path(out))
     return result
+
+
+def check_output_folders(out, tensorboard) -> None:
+    """--out and --tensorboard, checked before the model and the data: a folder that cannot be written fails now."""
+    if out is not None and not str(out).strip():
+        raise BertsentError("--out: give a folder name, or leave --out out for runs/<model>-<data>-<time>.")
+    for flag, folder in (("--out", out), ("--tensorboard", tensorboard)):
+        if folder in (None, True, False):
+            continue
+        if Path(folder).expanduser().is_file():  # --overwrite replaces model folders, never a user's file
+            raise BertsentError(f"{flag} {folder}: is a file, not a folder. Pass another {flag}.")
+        problem = check_writable(Path(folder).expanduser() / "probe")  # a file inside: the folder must take files
+        if problem:
+            raise BertsentError(f"{flag} {folder}: cannot write there ({problem}). Choose a folder you can write to.")
 
 
 def train_config(settings: dict) -> TrainConfig:

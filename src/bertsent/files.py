@@ -18,6 +18,23 @@ def cache_dir() -> Path:
     return Path(root)
 
 
+def cache_folder(name: str) -> Path:
+    """A folder in the cache, made if need be; one clear line when the cache cannot be written."""
+    from .errors import BertsentError
+
+    folder = cache_dir() / name
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        problem = check_writable(folder / "probe")
+    except OSError as exc:
+        problem = exc.strerror or type(exc).__name__
+    if problem:
+        raise BertsentError(
+            f"cache {folder}: cannot write there ({problem}). Set BERTSENT_CACHE to a folder you can write to."
+        )
+    return folder
+
+
 def write_atomic(path: str | os.PathLike, data: bytes | str) -> None:
     """Write to a temporary file in the same folder, then rename: readers never see half a file."""
     path = Path(path)
@@ -35,11 +52,15 @@ def write_atomic(path: str | os.PathLike, data: bytes | str) -> None:
 
 def check_writable(path: str | os.PathLike) -> str | None:
     """Why a file cannot be written at `path` (None when it can), found by creating and removing a temporary
-    file beside it now: before the work, not after it."""
-    path = Path(path).expanduser()
+    file in its nearest existing folder now: before the work, not after it. Creates no folders."""
+    path = Path(path).expanduser().absolute()
+    folder = path.parent
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    if not folder.is_dir():
+        return "Not a directory"
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        probe = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
+        probe = folder / f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp"
         with open(probe, "xb"):
             pass
         probe.unlink()
@@ -66,11 +87,19 @@ def partial_folder(out: Path) -> Path:
 
 def publish_folder(work: Path, out: Path) -> None:
     """Move a finished folder into place; an older folder at `out` goes only once the new one is whole."""
-    if out.exists():
+    if out.exists() or out.is_symlink():
         old = out.parent / f".{out.name}.old"
-        shutil.rmtree(old, ignore_errors=True)
+        remove_path(old)
         os.replace(out, old)
         os.replace(work, out)
-        shutil.rmtree(old, ignore_errors=True)
+        remove_path(old)
     else:
         os.replace(work, out)
+
+
+def remove_path(path: Path) -> None:
+    """Delete a folder, a file or a link at `path`, if there is one."""
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        path.unlink(missing_ok=True)

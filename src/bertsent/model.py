@@ -19,8 +19,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .errors import ModelError
-from .files import cache_dir
+from .errors import DataError, ModelError
+from .files import cache_dir, cache_folder
 
 DEFAULT_MODEL = "minilm"
 METADATA_FILE = "bertsent.json"
@@ -89,7 +89,7 @@ def _packaged_mpnet() -> Path | None:
     parts = _mpnet_parts()
     if not parts:
         return None
-    target.parent.mkdir(parents=True, exist_ok=True)
+    cache_folder(target.parent.name)
     with tempfile.TemporaryDirectory(dir=target.parent) as tmp:
         joined = Path(tmp) / "all-mpnet-base-v2.zip"
         with open(joined, "wb") as out:
@@ -457,17 +457,48 @@ def encode(tokenizer, texts: list[str], max_length: int, truncation: str = "head
     return (out, [len(ids) for ids, _ in tokens]) if return_lengths else out
 
 
+# Characters of one text that are tokenized, at most: about 250,000 tokens, far beyond any window budget. A
+# longer text (a 50 MB field) keeps its head and tail halves, so tokenizing it costs seconds and megabytes,
+# not minutes and gigabytes; truncation and `windows` never reach its middle anyway in practice.
+MAX_TEXT_CHARS = 1 << 20
+
+
+def clip_text(text: str, limit: int = MAX_TEXT_CHARS) -> str:
+    if len(text) <= limit:
+        return text
+    half = limit // 2
+    return f"{text[:half]} {text[-half:]}"
+
+
 def tokenize(tokenizer, texts: list[str]) -> list[tuple[list[int], list[int]]]:
-    """Each text's full token ids with special tokens, and which of them are special: `truncate`'s input."""
-    batch = tokenizer(
-        list(texts),
-        add_special_tokens=True,
-        truncation=False,
-        return_special_tokens_mask=True,
-        return_attention_mask=False,
-        return_token_type_ids=False,
-    )
+    """Each text's full token ids with special tokens, and which of them are special: `truncate`'s input
+    (texts over MAX_TEXT_CHARS characters: their head and tail)."""
+    try:
+        batch = tokenizer(
+            [clip_text(t) if isinstance(t, str) else t for t in texts],
+            add_special_tokens=True,
+            truncation=False,
+            return_special_tokens_mask=True,
+            return_attention_mask=False,
+            return_token_type_ids=False,
+        )
+    except TypeError:  # the Rust tokenizer's answer to a string with lone surrogates (undecodable bytes)
+        bad = next((i for i, t in enumerate(texts) if not _encodable(t)), None)
+        if bad is None:
+            raise
+        raise DataError(
+            f"text {bad + 1} is not valid Unicode (it holds undecodable bytes). Read the data with the right "
+            f"--encoding, or clean that text."
+        ) from None
     return list(zip(batch["input_ids"], batch["special_tokens_mask"]))
+
+
+def _encodable(text) -> bool:
+    try:
+        text.encode("utf-8")
+    except (UnicodeEncodeError, AttributeError):
+        return False
+    return True
 
 
 def truncate(tokens: list[tuple[list[int], list[int]]], max_length: int, truncation: str = "head") -> list[list[int]]:

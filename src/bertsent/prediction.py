@@ -77,7 +77,7 @@ class SentimentModel:
         self.neutral_band = neutral_band
         self.collator = Collator(tokenizer.pad_token_id, tokenizer.padding_side)
         self.backend_name = backends.resolve_backend(backend, self.folder, self.device.type)
-        self.backend = self._open_backend(threads)
+        self.backend = self._open_backend(_whole("threads", threads, 1) if threads is not None else None)
         exported = backends.onnx_temperature(self.folder, self.backend_name) if self.folder else None
         self.temperature = float(exported or self.metadata.get("temperature", 1.0))
 
@@ -131,6 +131,8 @@ class SentimentModel:
     def _texts(self, texts) -> list[str]:
         if isinstance(texts, str):
             raise BertsentError("predict takes a list of texts, not one string: predict([text]).")
+        if isinstance(texts, (bytes, dict)) or not hasattr(texts, "__iter__"):
+            raise BertsentError(f"predict takes a list of texts, not a {type(texts).__name__}: predict([text]).")
         texts = ["" if t is None else str(t) for t in texts]
         return texts
 

@@ -51,14 +51,36 @@ def library_versions() -> dict:
 
 
 def pick_device(device: str | None = None) -> torch.device:
-    """CUDA, then Apple MPS, then CPU; or what the user asked for."""
+    """CUDA, then Apple MPS, then CPU; or what the user asked for, if this machine has it."""
     if device and device != "auto":
-        return torch.device(device)
+        return check_device(device)
     if torch.cuda.is_available():
         return torch.device("cuda")
     if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
         return torch.device("mps")
     return torch.device("cpu")
+
+
+def check_device(device: str) -> torch.device:
+    """The device named, or a user error when it is not a device or not on this machine (a run asked for
+    CUDA must not quietly train on the CPU)."""
+    try:
+        wanted = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise BertsentError(f"--device {device}: not a device. Use auto, cpu, cuda, cuda:N or mps.") from None
+    if wanted.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count == 0:
+            raise BertsentError(f"--device {device}: this machine has no CUDA GPU PyTorch can use. Use --device cpu.")
+        if wanted.index is not None and wanted.index >= count:
+            raise BertsentError(f"--device {device}: this machine has {count} CUDA GPU(s), cuda:0 to cuda:{count - 1}.")
+    elif wanted.type == "mps":
+        mps = getattr(torch.backends, "mps", None)
+        if mps is None or not mps.is_available():
+            raise BertsentError(f"--device {device}: Apple's MPS is not available here. Use --device cpu.")
+    elif wanted.type != "cpu":
+        raise BertsentError(f"--device {device}: bertsent runs on cpu, cuda or mps.")
+    return wanted
 
 
 def mixed_precision(precision: str, device: torch.device) -> str:

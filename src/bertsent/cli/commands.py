@@ -182,9 +182,7 @@ def cmd_predict(args) -> int:
         return _predict_file(args, options)
     if args.keep_columns or args.resume or args.shard or args.format == "tsv":
         raise BertsentError("--keep-columns, --resume, --shard and --format tsv are for --file F.")
-    texts = list(args.texts)
-    if not texts and not sys.stdin.isatty():
-        texts = [line.rstrip("\n") for line in sys.stdin if line.strip()]
+    texts = list(args.texts) or _stdin_texts()
     if not texts:
         raise BertsentError("no texts to label. Give them as arguments, with --file F, or on standard input.")
     suffix = Path(args.out).suffix.lower() if args.out else ""
@@ -273,7 +271,6 @@ def cmd_data(args) -> int:
     info = describe(dataset, load_tokenizer(args.model))
     if "label_map" in dataset.meta:  # the counts before the map; info["labels"] has them after
         info["label_map"] = dataset.meta["label_map"]
-
     print(json.dumps(info, indent=2) if args.json else format_data_info(info, args.model))
     return 0
 
@@ -311,6 +308,8 @@ def cmd_serve(args) -> int:
 
     check_neutral_band(args.neutral_band)
     check_weights(Path(args.model_dir).expanduser(), args.backend, allow_pickle=args.allow_pickle)  # before serving
+    if args.api_key is not None and not args.api_key.strip():
+        raise BertsentError(f"--api-key: give a key (an empty one would let anyone in), or set {API_KEY_ENV}.")
     key = args.api_key or os.environ.get(API_KEY_ENV) or None
     if not is_local(args.host) and key is None:
         say(
@@ -347,10 +346,8 @@ def cmd_explain(args) -> int:
 
     import_captum()  # before loading anything: a missing package is said at once
     if args.html:
-        _check_out_file(args.html, "explanations.html")
-    texts = list(args.texts)
-    if not texts and not sys.stdin.isatty():
-        texts = [line.rstrip("\n") for line in sys.stdin if line.strip()]
+        _check_out_file(args.html, "explanations.html", "--html")
+    texts = list(args.texts) or _stdin_texts()
     if not texts:
         raise BertsentError("no texts to explain. Give them as arguments, or on standard input (one a line).")
     model = load(args.model_dir, backend="torch", max_length=args.max_length, **_loading(args))
@@ -365,17 +362,29 @@ def cmd_explain(args) -> int:
     return 0
 
 
-def _check_out_file(out: str | None, example: str) -> None:
-    """Refuse an --out that is a folder or cannot be written before any work, not after it."""
+def _stdin_texts() -> list[str]:
+    """Standard input's non-blank lines (none from a terminal); bytes that are not UTF-8 become U+FFFD
+    instead of strings the tokenizer refuses."""
+    if sys.stdin is None or sys.stdin.isatty():
+        return []
+    data = sys.stdin.buffer.read() if hasattr(sys.stdin, "buffer") else sys.stdin.read()
+    text = data.decode("utf-8", "replace") if isinstance(data, bytes) else data
+    return [line.rstrip("\r") for line in text.split("\n") if line.strip()]
+
+
+def _check_out_file(out: str | None, example: str, flag: str = "--out") -> None:
+    """Refuse an output file that is a folder or cannot be written before any work, not after it."""
     from ..files import check_writable
 
-    if not out:
+    if out is None:
         return
+    if not out.strip():
+        raise BertsentError(f"{flag}: give a file name, e.g. {flag} {example}.")
     if Path(out).is_dir():
-        raise BertsentError(f"--out {out}: is a folder; give a file name, e.g. --out {Path(out) / example}.")
+        raise BertsentError(f"{flag} {out}: is a folder; give a file name, e.g. {flag} {Path(out) / example}.")
     problem = check_writable(out)
     if problem:
-        raise BertsentError(f"--out {out}: cannot write there ({problem}). Choose a folder you can write to.")
+        raise BertsentError(f"{flag} {out}: cannot write there ({problem}). Choose a folder you can write to.")
 
 
 COMMANDS = {

@@ -443,3 +443,4 @@ def add_serving_commands(commands) -> None:
     explain.add_argument("--format", choices=["text", "jsonl"], default="text", help="default: text")
     explain.add_argument("--top", type=int, default=5, metavar="N", help="text: the N strongest words (default 5)")
     explain.add_argument("--html", metavar="FILE", help="also write a page with the words shaded")
+    add_loading_flags(explain)

@@ -174,10 +174,6 @@ def _mean(value) -> str:
     return value if isinstance(value, str) else f"{value:.0f}"  # "> N" where a text was counted only up to a cap
 
 
-def _mean(value) -> str:
-    return value if isinstance(value, str) else f"{value:.0f}"  # "> N" where a text was counted only up to a cap
-
-
 def format_export(result: dict) -> str:
     """What `bertsent export` wrote, each file's agreement with PyTorch and, with --data, its accuracy."""
     evaluation = result.get("evaluation") or {}

@@ -17,10 +17,10 @@ from ..errors import BertsentError
 from ..model import DEFAULT_MODEL, TRUNCATIONS
 
 SMALL_MODEL_PARAMETERS = 40_000_000
+IMBALANCED = 0.5  # smallest class / largest below this: the run suggests f1_macro and class weights
 # --truncation windows: a long text gives at most this many training windows (spread over it), so a few very
 # long texts do not outweigh the rest; validation and prediction still score every window.
 DEFAULT_MAX_WINDOWS = 8
-IMBALANCED = 0.5  # smallest class / largest below this: the run suggests f1_macro and class weights
 
 RECIPES = {
     # Our tuned default: little padding, long reviews cut head+tail, lr by model size.
@@ -310,11 +310,7 @@ def imbalance_note(counts: dict[str, int], config: TrainConfig) -> str | None:
 
 
 def _check_device(device: str) -> None:
-    import torch
+    from ..runtime import check_device
 
-    if device == "auto":
-        return
-    try:
-        torch.device(device)
-    except (RuntimeError, TypeError):
-        raise BertsentError(f"--device {device}: not a device. Use auto, cpu, cuda, cuda:N or mps.") from None
+    if device != "auto":
+        check_device(device)

@@ -146,6 +146,38 @@ def training_examples(train: TextDataset, validation: TextDataset | None, config
     return train, classes
 
 
+def encode_examples(tokens, labels: list[int], config: TrainConfig):
+    """`tokenize`'s output and the texts' labels as training examples (ids, labels, and with windows the text
+    each came from, else None): each text cut to max_length, or each text's windows as prediction cuts them
+    (`models.windows`), at most `max_windows` spread evenly over the text, each with the text's label."""
+    if config.truncation != "windows":
+        return models.truncate(tokens, config.max_length, config.truncation), labels, None
+    ids, owner = models.windows(tokens, config.max_length, config.stride)
+    keep, first = [], 0
+    counts = np.bincount(owner, minlength=len(tokens))
+    for count in counts:  # a text's windows are consecutive in `windows`' output
+        picked = np.arange(count)
+        if count > config.max_windows:
+            picked = np.unique(np.linspace(0, count - 1, config.max_windows).round().astype(int))
+        keep += (first + picked).tolist()
+        first += count
+    owner = [owner[i] for i in keep]
+    return [ids[i] for i in keep], [labels[text] for text in owner], owner
+
+
+def weigh_classes(config: TrainConfig, classes: list[str], labels: list[int], train: TextDataset, log) -> TrainConfig:
+    """The config with its class weights concrete (one per class; "auto" from the training examples' labels),
+    said in the run's output, and a note when the classes are imbalanced and nothing accounts for it."""
+    note = imbalance_note(train.label_counts(), config)
+    if note:
+        log(note)
+    weights = class_weights_for(config.class_weights, classes, labels)
+    if weights is not None:
+        shown = ", ".join(f"{name} {w:.3g}" for name, w in zip(classes, weights))
+        log(f"Class weights ({'auto: balanced' if config.class_weights == 'auto' else 'given'}): {shown}")
+    return replace(config, class_weights=weights)
+
+
 # Settings a resumed run may change: how often it saves changes nothing in what it learns.
 FREE_ON_RESUME = ("checkpoint_every",)
 
@@ -192,42 +224,6 @@ def settle_resume(config: TrainConfig, saved: dict, given=None, use_checkpoint_s
 
 def _shown(value) -> str:
     return "(not set)" if value is None else str(value)
-
-
-def weigh_classes(config: TrainConfig, classes: list[str], labels: list[int], train: TextDataset, log) -> TrainConfig:
-    """The config with its class weights concrete (one per class; "auto" from the training examples' labels),
-    said in the run's output, and a note when the classes are imbalanced and nothing accounts for it."""
-    note = imbalance_note(train.label_counts(), config)
-    if note:
-        log(note)
-    weights = class_weights_for(config.class_weights, classes, labels)
-    if weights is not None:
-        shown = ", ".join(f"{name} {w:.3g}" for name, w in zip(classes, weights))
-        log(f"Class weights ({'auto: balanced' if config.class_weights == 'auto' else 'given'}): {shown}")
-    return replace(config, class_weights=weights)
-
-
-# Settings a resumed run may change: how often it saves changes nothing in what it learns.
-FREE_ON_RESUME = ("checkpoint_every",)
-
-
-def encode_examples(tokens, labels: list[int], config: TrainConfig):
-    """`tokenize`'s output and the texts' labels as training examples (ids, labels, and with windows the text
-    each came from, else None): each text cut to max_length, or each text's windows as prediction cuts them
-    (`models.windows`), at most `max_windows` spread evenly over the text, each with the text's label."""
-    if config.truncation != "windows":
-        return models.truncate(tokens, config.max_length, config.truncation), labels, None
-    ids, owner = models.windows(tokens, config.max_length, config.stride)
-    keep, first = [], 0
-    counts = np.bincount(owner, minlength=len(tokens))
-    for count in counts:  # a text's windows are consecutive in `windows`' output
-        picked = np.arange(count)
-        if count > config.max_windows:
-            picked = np.unique(np.linspace(0, count - 1, config.max_windows).round().astype(int))
-        keep += (first + picked).tolist()
-        first += count
-    owner = [owner[i] for i in keep]
-    return [ids[i] for i in keep], [labels[text] for text in owner], owner
 
 
 def check_resumable(checkpoint: dict, train: TextDataset, runtime: Runtime) -> None:
