@@ -25,7 +25,7 @@ import numpy as np
 import pandas as pd
 
 from .api import DEFAULT_DATA, RUNS_DIR, train, train_config, training_data
-from .data import TextDataset, _read_table, _table_format, ordered_label_names
+from .data import TextDataset, ordered_label_names, read_table, table_format
 from .errors import BertsentError
 from .files import check_writable, write_atomic
 from .prediction import SentimentModel
@@ -242,12 +242,12 @@ def _source_table(dataset: TextDataset, source, encoding: str) -> tuple[pd.DataF
     if path is None or not path.is_file() or dataset.dropped:
         return None, None, stem
     try:
-        fmt, _ = _table_format(path)
+        fmt, _ = table_format(path)
     except BertsentError:
         return None, None, stem
     if fmt not in SAME_FORMAT:
         return None, None, stem
-    frame = _read_table(path, encoding)
+    frame = read_table(path, encoding)
     return (frame, fmt, stem) if len(frame) == len(dataset) else (None, None, stem)
 
 

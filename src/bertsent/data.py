@@ -200,7 +200,7 @@ def read_data(
             f"{source}: ':{explicit}' selects a split of an aclImdb folder or archive or a "
             f"built-in data set, not of a {path.suffix or 'plain'} file. Drop ':{explicit}'."
         )
-    frame = _read_table(path, encoding)
+    frame = read_table(path, encoding)
     return _dataset_from_frame(
         frame,
         path,
@@ -278,7 +278,7 @@ def _unreadable(path: Path, exc: BaseException) -> str:
     return f"{path}: cannot read it ({getattr(exc, 'strerror', None) or _first_line(exc)})."
 
 
-def _table_format(path: Path) -> tuple[str, str | None]:
+def table_format(path: Path) -> tuple[str, str | None]:
     suffixes = [s.lower() for s in path.suffixes]
     compression = None
     if suffixes and suffixes[-1] in COMPRESSION_SUFFIXES:
@@ -293,8 +293,8 @@ def _table_format(path: Path) -> tuple[str, str | None]:
     return fmt, compression
 
 
-def _read_table(path: Path, encoding: str) -> pd.DataFrame:
-    fmt, compression = _table_format(path)
+def read_table(path: Path, encoding: str) -> pd.DataFrame:
+    fmt, compression = table_format(path)
     if path.stat().st_size == 0:
         raise DataError(f"{path}: the file is empty. Give a file with a header and labeled rows.")
     try:

@@ -43,13 +43,13 @@ from .data import (
     _dataset_from_frame,
     _first_line,
     _is_archive,
-    _read_table,
-    _table_format,
     bom_encoding,
     check_readable_file,
     other_separators,
     parse_json_line,
     read_data,
+    read_table,
+    table_format,
     zip_member,
 )
 from .errors import DataError
@@ -359,12 +359,12 @@ def open_table(
     path = Path(str(source)).expanduser()
     if path.is_file() and not _is_archive(path):
         check_readable_file(path)
-        fmt, compression = _table_format(path)
+        fmt, compression = table_format(path)
         if path.stat().st_size == 0:
             raise DataError(f"{path}: the file is empty. Give a file with a header and rows.")
         if fmt == "parquet" and compression:
             raise DataError(f"{path}: a compressed Parquet file; decompress it first (Parquet compresses itself).")
-        frame = _read_table(path, encoding) if fmt == "json" else None  # a JSON document is parsed whole
+        frame = read_table(path, encoding) if fmt == "json" else None  # a JSON document is parsed whole
         table = Table(path, fmt, compression, encoding, frame)
         table.find_encoding()
     else:  # aclImdb folders and archives, built-in data sets: read whole
