@@ -9,7 +9,6 @@ from .estimator import SentimentClassifier
 from .prediction import SentimentModel, load
 from .runtime import package_version
 from .training import TrainConfig
-from .tune import tune
 
 __version__ = package_version()
 
@@ -29,5 +28,4 @@ __all__ = [
     "predict_file",
     "read_data",
     "train",
-    "tune",
 ]

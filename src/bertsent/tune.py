@@ -258,23 +258,32 @@ def _optuna_quiet(optuna):
         optuna.logging.set_verbosity(before)
 
 
+STORAGE_ATTEMPTS = 5
+
+
 def _storage(optuna, storage: str | None):
     """Optuna's database storage with heartbeats (a killed process's trial is failed), or None: in memory."""
     if storage is None:
         return None
-    try:
-        with _optuna_quiet(optuna):
-            return optuna.storages.RDBStorage(
-                storage,
-                engine_kwargs={"connect_args": {"timeout": 60}} if storage.startswith("sqlite") else None,
-                heartbeat_interval=HEARTBEAT_SECONDS,
-                grace_period=GRACE_SECONDS,
-            )
-    except Exception as exc:  # noqa: BLE001 - SQLAlchemy's and Optuna's errors for a bad URL are many kinds
-        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise BertsentError(
-            f"--storage {storage}: cannot open it ({reason}). Give a database URL such as sqlite:///study.db."
-        ) from None
+    for attempt in range(STORAGE_ATTEMPTS):
+        try:
+            with _optuna_quiet(optuna):
+                return optuna.storages.RDBStorage(
+                    storage,
+                    engine_kwargs={"connect_args": {"timeout": 60}} if storage.startswith("sqlite") else None,
+                    heartbeat_interval=HEARTBEAT_SECONDS,
+                    grace_period=GRACE_SECONDS,
+                )
+        except Exception as exc:  # noqa: BLE001 - SQLAlchemy's and Optuna's errors for a bad URL are many kinds
+            reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            # Processes that open a new database at the same moment race to create its tables ("table
+            # studies already exists"): the loser tries again and finds them made.
+            if attempt + 1 < STORAGE_ATTEMPTS and ("already exists" in reason or "locked" in reason):
+                time.sleep(0.2 * (attempt + 1))
+                continue
+            raise BertsentError(
+                f"--storage {storage}: cannot open it ({reason}). Give a database URL such as sqlite:///study.db."
+            ) from None
 
 
 def _open_study(optuna, backend, name: str, config: TrainConfig, identity: dict):
