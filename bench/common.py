@@ -1,4 +1,4 @@
-"""Helpers shared by the benchmarks: model specs, data sampling, machine description, FLOP counts."""
+"""Helpers shared by the benchmarks: model specs, data sampling, machine description, FLOP counts, servers."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import platform
 import shutil
 import subprocess
 import tempfile
+import time
 from pathlib import Path
 
 import numpy as np
@@ -84,3 +85,20 @@ def run_in_scratch(main, args) -> int:
         return main(args, work)
     finally:
         shutil.rmtree(work, ignore_errors=True)
+
+
+def wait_healthy(url: str, process: subprocess.Popen, timeout: float = 300) -> None:
+    import httpx
+
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if process.poll() is not None:
+            process.log.seek(0)
+            raise SystemExit(f"the server stopped: {process.log.read()[-2000:]}")
+        try:
+            if httpx.get(f"{url}/health", timeout=2).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.2)
+    raise SystemExit(f"{url} did not become healthy in {timeout} s")

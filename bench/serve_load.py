@@ -37,6 +37,8 @@ from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
 
+from common import wait_healthy
+
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -428,23 +430,6 @@ def start_server(model_dir: str, port: int, args) -> subprocess.Popen:
     process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=log, text=True)
     process.log = log
     return process
-
-
-def wait_healthy(url: str, process: subprocess.Popen, timeout: float = 300) -> None:
-    import httpx
-
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        if process.poll() is not None:
-            process.log.seek(0)
-            raise SystemExit(f"the server stopped: {process.log.read()[-2000:]}")
-        try:
-            if httpx.get(f"{url}/health", timeout=2).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.2)
-    raise SystemExit(f"{url} did not become healthy in {timeout} s")
 
 
 def stop_server(process: subprocess.Popen) -> str:

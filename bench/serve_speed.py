@@ -30,7 +30,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import DEFAULT_IMDB, machine
+from common import DEFAULT_IMDB, machine, wait_healthy
 
 CONCURRENCY = (1, 16, 64)
 BUILT_IN = [
@@ -121,23 +121,6 @@ def start(kind: str, args, port: int) -> subprocess.Popen:
     process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=log, text=True)
     process.log = log
     return process
-
-
-def wait_healthy(url: str, process: subprocess.Popen, timeout: float = 300) -> None:
-    import httpx
-
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        if process.poll() is not None:
-            process.log.seek(0)
-            raise SystemExit(f"the server stopped: {process.log.read()[-2000:]}")
-        try:
-            if httpx.get(f"{url}/health", timeout=2).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.2)
-    raise SystemExit(f"{url} did not become healthy in {timeout} s")
 
 
 # -- the client ----------------------------------------------------------------------------------
