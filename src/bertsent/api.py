@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 from dataclasses import fields
@@ -9,6 +10,7 @@ from datetime import datetime
 from pathlib import Path
 
 from . import model as models
+from .baselines import add_baselines, check_baseline, tfidf_baseline
 from .data import TextDataset, check_trainable, ordered_label_names, read_data, split_validation
 from .errors import BertsentError, DataError
 from .files import check_writable, write_json_atomic
@@ -44,6 +46,7 @@ def train(
     log=print,
     report: bool = True,
     tensorboard: str | os.PathLike | bool | None = None,
+    baseline: str | None = None,
     **settings,
 ) -> TrainResult:
     """Fine-tune a model on a data source; `settings` are TrainConfig fields (model, epochs, lr, ...).
@@ -55,7 +58,10 @@ def train(
     `resume`: continue the interrupted run in `out`; settings given here must equal its checkpoint's (those left
     out are the checkpoint's), or `resume_with_checkpoint_settings` (which implies resume) continues with the
     checkpoint's. `allow_pickle`: load pytorch_model.bin weights (a crafted file can run code);
-    `trust_remote_code`: run Python code shipped with the model. Both off by default."""
+    `trust_remote_code`: run Python code shipped with the model. Both off by default.
+    The validation metrics hold the majority-class and uniform-guess baselines and warnings for a model that does
+    not beat them; `baseline="tfidf"` adds TF-IDF + logistic regression fitted on the training split."""
+    check_baseline(baseline)
     config = train_config(settings)
     given = {name for name, value in settings.items() if value is not None}
     resume = resume or resume_with_checkpoint_settings
@@ -91,6 +97,7 @@ def train(
         log=log,
         report=report,
         tensorboard=tensorboard,
+        baseline=baseline,
     )
     if link and runtime.is_main:
         link_latest(Path(out))
@@ -187,14 +194,22 @@ def evaluate(
     progress: bool = False,
     allow_pickle: bool = False,
     trust_remote_code: bool = False,
+    baseline: str | None = None,
+    train_data: str | TextDataset | None = None,
 ) -> dict:
     """Metrics of a trained model on labeled data; written as JSON to `out` when given, and as a full
     report (metrics.json, report.html, errors.csv, charts) into the folder `report` when given.
+    They hold the majority-class and uniform-guess baselines and warnings for a model that does not beat them;
+    `baseline="tfidf"` adds TF-IDF + logistic regression fitted on the model's training split, rebuilt from
+    `train_data` or the training source the model folder records (read with the same columns and label map).
 
     backend, long, max_length, stride, threads, allow_pickle and trust_remote_code say how the model is loaded
     and run, as in `bertsent.load`;
     `progress` shows a progress bar on stderr; `label_map` as in `train`."""
     check_neutral_band(neutral_band)
+    check_baseline(baseline)
+    if train_data is not None and baseline != "tfidf":
+        raise BertsentError("--train-data is the TF-IDF baseline's training data: give it with --baseline tfidf.")
     label_map = parse_label_map(label_map)
     for flag, target in (("--out", out), ("--report", Path(report) / "metrics.json" if report else None)):
         problem = check_writable(target) if target is not None else None
@@ -234,6 +249,10 @@ def evaluate(
             f"{dataset.name}: labels {', '.join(map(repr, unknown))} are not among the model's "
             f"classes ({', '.join(model.classes_)}). Use data with the model's labels."
         )
+    reading = dict(text_column=text_column, label_column=label_column, encoding=encoding, drop_invalid=drop_invalid)
+    tfidf_train = None
+    if baseline == "tfidf":  # read (and checked) before the scoring, which may take long
+        tfidf_train = baseline_training_data(model, train_data, reading, label_map)
     # Encode once: the ids for the model, the untruncated lengths for accuracy by length.
     with progress_bar(len(dataset), "Scoring", enabled=progress) as bar:
         logits, lengths = model.decision_function(dataset.texts, return_lengths=True, progress=bar)
@@ -245,7 +264,13 @@ def evaluate(
         neutral_band=neutral_band,
         lengths=lengths,
     )
-    metrics = scores.metrics
+    tfidf = None
+    if tfidf_train is not None:
+        train_set, same = tfidf_train
+        tfidf = tfidf_baseline(train_set.texts, train_set.labels, dataset.texts, dataset.labels, model.classes_)
+        tfidf |= {"train_source": train_set.name, "same_as_model": same}
+    counts = model.metadata.get("data", {}).get("train", {}).get("label_counts")
+    metrics = add_baselines(scores.metrics, dataset.labels, model.classes_, train_counts=counts, tfidf=tfidf)
     metrics["model"] = {
         "backend": model.backend_name,
         "long": model.long,
@@ -284,3 +309,49 @@ def evaluate(
     if out is not None:
         write_json_atomic(Path(out), metrics)
     return metrics
+
+
+TRAIN_PART = " (train part)"  # how split_validation names the training part
+
+
+def baseline_training_data(
+    model: SentimentModel, train_data: str | TextDataset | None, reading: dict, label_map
+) -> tuple[TextDataset, bool]:
+    """The TF-IDF baseline's training data for `evaluate`: `train_data`, else the training source the model
+    folder records, made into the model's training split as training made it (seeded validation split, then
+    --max-train-samples); and whether it is that split (its fingerprint equals the recorded one)."""
+    from .training.fit import sample_rows
+
+    recorded = model.metadata.get("data", {}).get("train", {})
+    settings = model.metadata.get("settings", {})
+    source = train_data
+    if source is None:
+        if not recorded.get("source"):
+            raise BertsentError("--baseline tfidf: the model folder records no training data; pass --train-data SRC.")
+        source = recorded["source"].removesuffix(TRAIN_PART)
+    try:
+        dataset = source if isinstance(source, TextDataset) else read_data(source, default_split="train", **reading)
+    except DataError as exc:
+        if train_data is not None:
+            raise
+        raise DataError(
+            f"--baseline tfidf: the model's training data cannot be read here ({exc}). Pass --train-data SRC."
+        ) from None
+    dataset = relabel(dataset, label_map)
+    unknown = sorted(set(dataset.labels) - set(model.classes_))
+    if unknown:
+        raise DataError(
+            f"--baseline tfidf: {dataset.name}: labels {', '.join(map(repr, unknown))} are not among the model's "
+            f"classes ({', '.join(model.classes_)}). Give the model's training data, with its --label-map."
+        )
+    candidates = [dataset]
+    seed = settings.get("seed", 42)
+    if recorded.get("source", "").endswith(TRAIN_PART) and settings.get("validation_fraction"):
+        with contextlib.suppress(DataError):  # too small to split: not the data the model was trained on
+            candidates.append(split_validation(dataset, settings["validation_fraction"], seed)[0])
+    candidates += [sample_rows(c, settings.get("max_train_samples"), seed) for c in candidates]
+    for candidate in candidates:
+        if candidate.fingerprint() == recorded.get("fingerprint"):
+            return candidate, True
+    # Not the model's training split (other data, or the file changed): the data as given, or as training cut it.
+    return (dataset if train_data is not None else candidates[-1]), False

@@ -14,6 +14,7 @@ import numpy as np
 
 from . import model as models
 from .api import DEFAULT_DATA, RUNS_DIR, default_out_dir, link_latest, train, train_config, training_data
+from .baselines import check_baseline
 from .data import TextDataset
 from .errors import BertsentError
 from .files import partial_folder, publish_folder, remove_path, write_atomic, write_json_atomic
@@ -41,6 +42,7 @@ COMPARE_COLUMNS = (
     "parameters",
     "size_mb",
     "model_dir",
+    "warnings",
 )
 _NOT_MODEL_FILES = set(REPORT_FILES) | {METRICS_LOG}
 
@@ -76,6 +78,7 @@ def train_seeds(
     tensorboard: str | os.PathLike | bool | None = None,
     allow_pickle: bool = False,
     trust_remote_code: bool = False,
+    baseline: str | None = None,
     **settings,
 ) -> dict:
     """Train with seeds seed, seed+1, ... into OUT/seed-N on one validation split (drawn with the first
@@ -104,6 +107,7 @@ def train_seeds(
             tensorboard=board,
             allow_pickle=allow_pickle,
             trust_remote_code=trust_remote_code,
+            baseline=baseline,
             **{**settings, "seed": seed},
         )
         runs.append(
@@ -113,6 +117,7 @@ def train_seeds(
                 "best_epoch": result.best_epoch,
                 "train_seconds": round(result.train_seconds, 2),
                 "metrics": {k: result.metrics[k] for k in SUMMARY_METRICS if k in result.metrics},
+                "warnings": result.metrics.get("warnings", []),
             }
         )
     summary = {
@@ -161,11 +166,14 @@ def compare(
     batch_size_predict: int = 64,
     allow_pickle: bool = False,
     trust_remote_code: bool = False,
+    baseline: str | None = None,
     **settings,
 ) -> dict:
     """Fine-tune each model on the same split; one table of validation accuracy, macro F1, ECE, train
-    time, predictions per second, parameters and size on disk, written as OUT/compare.csv and .json.
-    `allow_pickle`, `trust_remote_code`: as `train` takes them, for every model."""
+    time, predictions per second, parameters and size on disk, written as OUT/compare.csv and .json, with the
+    baselines (majority class, uniform guess; `baseline="tfidf"`: TF-IDF + logistic regression) on the same split
+    and each model's weak-model warnings. `allow_pickle`, `trust_remote_code`: as `train` takes them."""
+    check_baseline(baseline)
     names = [m.strip() for m in model_names if m and m.strip()]
     if not names:
         raise BertsentError("--models: give one or more models separated by commas, e.g. --models minilm,mpnet.")
@@ -186,23 +194,27 @@ def compare(
             out=work / folder,
             progress=progress,
             log=log,
+            baseline=baseline,
             **loading,
             **{**settings, "model": name},
         )
         row = _compare_row(name, result, validation, batch_size_predict, trust_remote_code)
-        rows.append(row | {"model_dir": str(out / folder)})
+        rows.append(row | {"model_dir": str(out / folder), "warnings": result.metrics.get("warnings", [])})
+        baselines = result.metrics.get("baselines", {})  # the same split for every model: the same baselines
     table = {
         "validation": validation.name,
         "n": len(validation),
         "train": train_set.name,
         "settings": {k: v for k, v in settings.items() if v is not None},
         "models": rows,
+        "baselines": baselines,
     }
     write_json_atomic(work / "compare.json", table)
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=COMPARE_COLUMNS)
     writer.writeheader()
-    writer.writerows(rows)
+    # A row per model; the baselines, the same for all, are in compare.json and the printed table.
+    writer.writerows(r | {"warnings": " | ".join(r["warnings"])} for r in rows)
     write_atomic(work / "compare.csv", buffer.getvalue())
     publish_folder(work, out)
     table["out"] = str(out)

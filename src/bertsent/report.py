@@ -360,6 +360,7 @@ td.text{text-align:left;max-width:520px;word-wrap:break-word}
 article{border-left:3px solid #dde1e7;padding:2px 12px;margin:4px 0 14px}article .head{font-weight:600}
 article .text{line-height:1.9}.w{border-radius:3px;padding:1px 2px}
 .legend span{padding:1px 6px;border-radius:3px;margin-right:8px}
+.warn{background:#fdecea;border:1px solid #d1495b;border-radius:8px;padding:8px 14px;margin:14px 0 0;color:#7a1c27}
 """
 
 
@@ -423,6 +424,7 @@ def render_html(
             )
             + "</div>"
         )
+        parts.append(_baselines_html(metrics))
     else:
         parts.append("<p class='note'>No labeled validation data: only the training curves are shown.</p>")
 
@@ -522,6 +524,31 @@ def render_html(
         parts.append(_mistakes_html(explained, errors))
     parts.append("</main></body></html>")
     return "".join(parts)
+
+
+def _baselines_html(metrics: dict) -> str:
+    """Weak-model warnings, then the model's accuracy and macro F1 beside the baselines' (see baselines.py)."""
+    from .baselines import baseline_rows
+
+    if not metrics.get("baselines"):
+        return ""
+    e = html.escape
+    warnings = "".join(f"<p class='warn'><b>Warning:</b> {e(w)}</p>" for w in metrics.get("warnings", []))
+    rows = [("this model", metrics)] + baseline_rows(metrics["baselines"])
+    cells = "".join(
+        f"<tr><td class='t'>{e(name)}</td><td>{_fmt(r['accuracy'])}</td><td>{_fmt(r['f1_macro'])}</td></tr>"
+        for name, r in rows
+    )
+    majority = metrics["baselines"]["majority"]
+    return (
+        warnings
+        + "<section><h2>Baselines</h2><table><tr><th class='t'></th><th>accuracy</th><th>macro F1</th></tr>"
+        + cells
+        + "</table><p class='note'>On the same data: always answering the majority class (from "
+        + e(majority["from"])
+        + "), and guessing each class with equal chance (expected macro F1: the mean over classes of "
+        "2p(1/k)/(p+1/k), p a class's share). A model should beat both.</p></section>"
+    )
 
 
 def _imbalance_html(per_class: dict, info: dict) -> str:

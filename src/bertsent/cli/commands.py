@@ -57,7 +57,7 @@ def cmd_train(args) -> int:
 
     settings = training_settings(args)  # --model included: it is a TrainConfig setting too
     options = _data_options(args) | dict(out=args.out, report=not args.no_report, tensorboard=args.tensorboard)
-    options |= _loading(args)
+    options |= _loading(args) | dict(baseline=args.baseline)
     if args.seeds is not None:
         return _train_seeds(args, options, settings)
     resume = dict(resume=args.resume, resume_with_checkpoint_settings=args.resume_with_checkpoint_settings)
@@ -97,6 +97,7 @@ def cmd_compare(args) -> int:
         args.data,
         args.eval_data,
         out=args.out,
+        baseline=args.baseline,
         **_data_options(args),
         **_loading(args),
         **training_settings(args),
@@ -160,6 +161,8 @@ def cmd_evaluate(args) -> int:
         report=args.report,
         **prediction_settings(args),
         progress=True,
+        baseline=args.baseline,
+        train_data=args.train_data,
     )
     print(f"{metrics['data']['source']}: {metrics['data']['rows']} examples")
     print(format_metrics(metrics))

@@ -56,6 +56,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="also log to TensorBoard (default MODEL_DIR/tensorboard; needs bertsent[tensorboard])",
     )
     train.add_argument("--no-report", action="store_true", help="skip report.html, metrics.json and the charts")
+    add_baseline_flag(train)
     train.add_argument("--quiet", action="store_true", help="no progress bar")
 
     evaluate = commands.add_parser("evaluate", help="score a trained model on labeled data")
@@ -73,6 +74,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add_prediction_flags(evaluate)
     evaluate.add_argument("--neutral-band", type=float, metavar="X", help="binary models: report unsure as neutral")
+    add_baseline_flag(evaluate)
+    evaluate.add_argument(
+        "--train-data",
+        metavar="SRC",
+        help="--baseline tfidf: the model's training data (default: the source its folder records), read with the "
+        "same columns and label map, split as training split it",
+    )
 
     predict = commands.add_parser("predict", help="label new texts")
     predict.add_argument("model_dir", metavar="MODEL_DIR")
@@ -144,6 +152,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     compare.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
     add_training_flags(compare)
+    add_baseline_flag(compare)
     compare.add_argument("--quiet", action="store_true", help="no progress bar")
     add_tune_command(commands)
     add_audit_command(commands)
@@ -207,6 +216,18 @@ def add_tune_command(commands) -> None:
     for flag in ("--recipe", "--truncation", "--eval-batch-size", "--precision", "--device"):
         fixed.add_argument(flag, metavar="X")
     tune.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def add_baseline_flag(parser: argparse.ArgumentParser) -> None:
+    """`--baseline tfidf`: a baseline beyond the majority class and the uniform guess (always shown)."""
+    from ..baselines import BASELINES
+
+    parser.add_argument(
+        "--baseline",
+        choices=BASELINES,
+        help="also fit TF-IDF + logistic regression on the training split and show its accuracy and macro F1 "
+        "beside the model's (the majority-class and uniform-guess baselines are always shown)",
+    )
 
 
 def add_loading_flags(parser: argparse.ArgumentParser) -> None:

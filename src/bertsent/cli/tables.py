@@ -30,7 +30,27 @@ def format_metrics(metrics: dict) -> str:
     ]
     for name, row in zip(metrics["labels"], metrics["confusion_matrix"]):
         lines.append(f"{name:<{width}}  " + "  ".join(f"{v:>{width}d}" for v in row))
+    if metrics.get("baselines"):
+        lines += ["", format_baselines(metrics)]
     return "\n".join(lines)
+
+
+def format_baselines(metrics: dict) -> str:
+    """The model's accuracy and macro F1 beside the baselines', then a line for each weak-model warning."""
+    from ..baselines import baseline_rows
+
+    rows = [("this model", metrics)] + baseline_rows(metrics["baselines"])
+    width = max(len(name) for name, _ in rows)
+    lines = [f"{'baselines':<{width}}  accuracy  macro F1"]
+    lines += [f"{name:<{width}}  {r['accuracy']:8.4f}  {r['f1_macro']:8.4f}" for name, r in rows]
+    majority = metrics["baselines"]["majority"]
+    lines.append(f"(majority class: from {majority['from']})")
+    lines += format_warnings(metrics.get("warnings", []))
+    return "\n".join(lines)
+
+
+def format_warnings(warnings: list[str], prefix: str = "Warning") -> list[str]:
+    return [f"{prefix}: {w}" for w in warnings]
 
 
 def format_seed_summary(summary: dict) -> str:
@@ -42,22 +62,32 @@ def format_seed_summary(summary: dict) -> str:
             f"{key:<18} {stats['mean']:>8.{digits}f} {stats['std']:>8.{digits}f}  "
             + "  ".join(f"{v:>9.{digits}f}" for v in stats["values"])
         )
+    for run in summary.get("runs", []):
+        lines += format_warnings(run.get("warnings", []), f"Warning (seed {run['seed']})")
     return "\n".join(lines)
 
 
 def format_compare(table: dict) -> str:
+    """A row per model, then the baselines' accuracy and macro F1 on the same split, then any warnings."""
+    from ..baselines import baseline_rows
+
+    baselines = [("baseline: " + name, r) for name, r in baseline_rows(table.get("baselines") or {})]
+    width = max([24] + [len(name) for name, _ in baselines])
     header = (
-        f"{'model':<24} {'accuracy':>8} {'macro F1':>8} {'ECE':>6} {'train s':>8} {'pred/s':>8} "
+        f"{'model':<{width}} {'accuracy':>8} {'macro F1':>8} {'ECE':>6} {'train s':>8} {'pred/s':>8} "
         f"{'params':>8} {'size MB':>8}"
     )
     lines = [header]
     for r in table["models"]:
-        name = r["model"] if len(r["model"]) <= 24 else "..." + r["model"][-21:]
+        name = r["model"] if len(r["model"]) <= width else "..." + r["model"][3 - width :]
         lines.append(
-            f"{name:<24} {r['accuracy'] or 0:>8.4f} {r['f1_macro'] or 0:>8.4f} {r['ece'] or 0:>6.3f} "
+            f"{name:<{width}} {r['accuracy'] or 0:>8.4f} {r['f1_macro'] or 0:>8.4f} {r['ece'] or 0:>6.3f} "
             f"{r['train_seconds']:>8.1f} {r['predictions_per_s'] or 0:>8.1f} "
             f"{r['parameters'] / 1e6:>7.1f}M {r['size_mb']:>8.1f}"
         )
+    lines += [f"{name:<{width}} {r['accuracy']:>8.4f} {r['f1_macro']:>8.4f}" for name, r in baselines]
+    for r in table["models"]:
+        lines += format_warnings(r.get("warnings", []), f"Warning ({r['model']})")
     return "\n".join(lines)
 
 

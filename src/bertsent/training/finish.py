@@ -10,6 +10,7 @@ from functools import partial
 from pathlib import Path
 
 from .. import model as models
+from ..baselines import add_baselines, tfidf_baseline
 from ..data import TextDataset
 from ..explain import explain as explain_words
 from ..metrics import fit_temperature
@@ -30,9 +31,17 @@ class TrainResult:
 
 
 def finish(
-    run: Run, tokenizer, train: TextDataset, validation: TextDataset | None, *, started: float, report: bool
+    run: Run,
+    tokenizer,
+    train: TextDataset,
+    validation: TextDataset | None,
+    *,
+    started: float,
+    report: bool,
+    baseline: str | None = None,
 ) -> TrainResult:
-    """Keep the best evaluation's weights, calibrate on the validation data, write and publish the folder."""
+    """Keep the best evaluation's weights, calibrate on the validation data, write and publish the folder.
+    The validation metrics get the baselines (`baseline="tfidf"`: that one too) and weak-model warnings."""
     config, selection = run.config, run.selection
     if config.packing:
         restore_attention(run.model)  # saved and loaded with plain SDPA attention
@@ -44,6 +53,7 @@ def finish(
         logits = selection.logits if selection.logits is not None else run.validation_set.logits(run.model)
         temperature = fit_temperature(logits, run.validation_set.y_index) if config.calibrate else 1.0
         scores = run.validation_set.score(logits, temperature)
+        _add_baselines(scores.metrics, train, validation, run.validation_set.classes, baseline)
     train_seconds = time.time() - started
     metadata = _metadata(run, train, validation, scores.metrics if scores else None, temperature, train_seconds)
     if run.runtime.is_main:
@@ -99,6 +109,15 @@ def _metadata(
         "device": run.runtime.device.type,
         "versions": library_versions(),
     }
+
+
+def _add_baselines(metrics: dict, train: TextDataset, validation: TextDataset, classes, baseline) -> None:
+    """The majority class from the training labels; TF-IDF (when asked) fitted on the same training split."""
+    tfidf = None
+    if baseline == "tfidf":
+        tfidf = tfidf_baseline(train.texts, train.labels, validation.texts, validation.labels, classes)
+        tfidf["train_source"] = train.name
+    add_baselines(metrics, validation.labels, classes, train_counts=train.label_counts(), tfidf=tfidf)
 
 
 def _data_summary(dataset: TextDataset) -> dict:

@@ -16,6 +16,7 @@ import numpy as np
 import torch
 
 from .. import model as models
+from ..baselines import check_baseline
 from ..batching import Collator, EncodedDataset, LengthBucketBatchSampler
 from ..data import TextDataset, check_trainable, ordered_label_names
 from ..errors import BertsentError, DataError
@@ -48,6 +49,7 @@ def fit(
     resume_with_checkpoint_settings: bool = False,
     allow_pickle: bool = False,
     trust_remote_code: bool = False,
+    baseline: str | None = None,
 ) -> TrainResult:
     """Fine-tune `config.model` on `train`, keep the best evaluation on `validation`, write the model to `out`.
 
@@ -58,8 +60,10 @@ def fit(
     `resume`: continue from the checkpoint; settings in `given` (by default: those that differ from TrainConfig's
     defaults) must equal the checkpoint's, or `resume_with_checkpoint_settings` continues with the checkpoint's.
     `allow_pickle`, `trust_remote_code`: see `model.load_classifier`.
+    `baseline`: "tfidf" also scores TF-IDF + logistic regression beside the model (see `bertsent.baselines`).
     """
     started = time.time()
+    check_baseline(baseline)
     folder = RunFolder(out, overwrite=overwrite, resume=resume)
     checkpoint = folder.load_checkpoint() if resume else None
     request = config
@@ -125,15 +129,13 @@ def fit(
             train_loop(run)
         finally:  # also when on_evaluation ends the run: the log file and the progress bar are closed
             run.records.close()
-        return finish(run, tokenizer, train, validation, started=started, report=report)
+        return finish(run, tokenizer, train, validation, started=started, report=report, baseline=baseline)
 
 
 def training_examples(train: TextDataset, validation: TextDataset | None, config: TrainConfig):
     """The examples to train on (a sample with `max_train_samples`) and the class names, in order."""
     check_trainable(train)
-    if config.max_train_samples and len(train) > config.max_train_samples:
-        rng = np.random.RandomState(config.seed)
-        train = train.subset(sorted(rng.choice(len(train), config.max_train_samples, replace=False)), train.name)
+    train = sample_rows(train, config.max_train_samples, config.seed)
     classes = ordered_label_names(train.labels)
     check_class_weights(config.class_weights, classes)  # a wrong count fails before the model loads
     if validation is not None:
@@ -144,6 +146,14 @@ def training_examples(train: TextDataset, validation: TextDataset | None, config
                 f"data ({', '.join(classes)}). Fix the labels or add such examples to training."
             )
     return train, classes
+
+
+def sample_rows(train: TextDataset, max_rows: int | None, seed: int) -> TextDataset:
+    """--max-train-samples: a seeded random sample of the rows (in their order), or all of them."""
+    if not max_rows or len(train) <= max_rows:
+        return train
+    rng = np.random.RandomState(seed)
+    return train.subset(sorted(rng.choice(len(train), max_rows, replace=False)), train.name)
 
 
 def encode_examples(tokens, labels: list[int], config: TrainConfig):
