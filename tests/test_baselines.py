@@ -163,6 +163,17 @@ def test_a_folder_without_training_counts_falls_back_to_the_evaluated_data(train
     assert (majority["class"], majority["accuracy"], majority["from"]) == ("negative", 0.75, baselines.FROM_EVALUATED)
 
 
+def test_a_report_of_predictions_made_elsewhere_has_the_baselines_too(tmp_path):
+    from bertsent.report import write_report
+
+    y_true = ["positive"] * 8 + ["negative"] * 2
+    probs = np.tile([0.9, 0.1], (10, 1))  # always "negative", the minority
+    metrics = write_report(tmp_path, texts=["x"] * 10, y_true=y_true, probs=probs, classes=["negative", "positive"])
+    assert metrics["baselines"]["majority"]["from"] == baselines.FROM_EVALUATED
+    assert json.loads((tmp_path / "metrics.json").read_text())["warnings"] == metrics["warnings"]
+    assert len(metrics["warnings"]) == 2 and "Baselines" in (tmp_path / "report.html").read_text()
+
+
 # -- a good model, and the TF-IDF baseline through the commands ------------------------------------------
 
 

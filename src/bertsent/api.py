@@ -10,7 +10,7 @@ from datetime import datetime
 from pathlib import Path
 
 from . import model as models
-from .baselines import add_baselines, check_baseline, tfidf_baseline
+from .baselines import TFIDF_STEPS, add_baselines, check_baseline, tfidf_baseline
 from .data import TextDataset, check_trainable, ordered_label_names, read_data, split_validation
 from .errors import BertsentError, DataError
 from .files import check_writable, write_json_atomic
@@ -267,7 +267,10 @@ def evaluate(
     tfidf = None
     if tfidf_train is not None:
         train_set, same = tfidf_train
-        tfidf = tfidf_baseline(train_set.texts, train_set.labels, dataset.texts, dataset.labels, model.classes_)
+        with progress_bar(TFIDF_STEPS, "TF-IDF baseline", enabled=progress, unit="steps") as bar:
+            tfidf = tfidf_baseline(
+                train_set.texts, train_set.labels, dataset.texts, dataset.labels, model.classes_, progress=bar
+            )
         tfidf |= {"train_source": train_set.name, "same_as_model": same}
     counts = model.metadata.get("data", {}).get("train", {}).get("label_counts")
     metrics = add_baselines(scores.metrics, dataset.labels, model.classes_, train_counts=counts, tfidf=tfidf)

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .baselines import add_baselines, baseline_rows
 from .errors import BertsentError
 from .files import write_atomic
 from .metrics import Scores, score_probs
@@ -293,6 +294,8 @@ def write_report(
     has_data = scores is not None and y_true is not None and len(y_true) > 0
     metrics = dict(scores.metrics) if scores is not None else {}
     classes = scores.classes if has_data else []
+    if has_data and "baselines" not in metrics:  # predictions made elsewhere: no training labels to count
+        add_baselines(metrics, y_true, classes)
     images: dict[str, bytes] = {}
     errors: list[dict] = []
     if has_data:
@@ -528,8 +531,6 @@ def render_html(
 
 def _baselines_html(metrics: dict) -> str:
     """Weak-model warnings, then the model's accuracy and macro F1 beside the baselines' (see baselines.py)."""
-    from .baselines import baseline_rows
-
     if not metrics.get("baselines"):
         return ""
     e = html.escape

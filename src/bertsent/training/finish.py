@@ -53,7 +53,7 @@ def finish(
         logits = selection.logits if selection.logits is not None else run.validation_set.logits(run.model)
         temperature = fit_temperature(logits, run.validation_set.y_index) if config.calibrate else 1.0
         scores = run.validation_set.score(logits, temperature)
-        _add_baselines(scores.metrics, train, validation, run.validation_set.classes, baseline)
+        _add_baselines(scores.metrics, train, validation, run.validation_set.classes, baseline, run.log)
     train_seconds = time.time() - started
     metadata = _metadata(run, train, validation, scores.metrics if scores else None, temperature, train_seconds)
     if run.runtime.is_main:
@@ -111,10 +111,11 @@ def _metadata(
     }
 
 
-def _add_baselines(metrics: dict, train: TextDataset, validation: TextDataset, classes, baseline) -> None:
+def _add_baselines(metrics: dict, train: TextDataset, validation: TextDataset, classes, baseline, log) -> None:
     """The majority class from the training labels; TF-IDF (when asked) fitted on the same training split."""
     tfidf = None
     if baseline == "tfidf":
+        log(f"TF-IDF baseline: fitting on the {len(train)} training texts")
         tfidf = tfidf_baseline(train.texts, train.labels, validation.texts, validation.labels, classes)
         tfidf["train_source"] = train.name
     add_baselines(metrics, validation.labels, classes, train_counts=train.label_counts(), tfidf=tfidf)
