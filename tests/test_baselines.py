@@ -200,6 +200,25 @@ def test_a_good_model_gets_no_warning_and_tfidf_beside_it(trained, write_csv, ca
     assert "--baseline tfidf" in capsys.readouterr().err
 
 
+def test_other_training_data_is_used_as_given_and_said_to_differ(trained):
+    import bertsent
+
+    texts, labels = make_reviews(30, seed=9)  # not the 120 rows the model was trained on
+    val_texts, val_labels = make_reviews(20, seed=3)
+    metrics = bertsent.evaluate(
+        trained,
+        TextDataset(val_texts, val_labels),
+        baseline="tfidf",
+        train_data=TextDataset(texts, labels, name="other"),
+    )
+    tfidf = metrics["baselines"]["tfidf"]
+    assert (tfidf["same_as_model"], tfidf["train_rows"], tfidf["train_source"]) == (False, 30, "other")
+    assert tfidf["accuracy"] == pytest.approx(_sklearn_tfidf(texts, labels, val_texts, val_labels)[0])
+    from bertsent.cli.tables import format_metrics
+
+    assert "TF-IDF + logistic regression (other training data)" in format_metrics(metrics)
+
+
 def test_compare_and_training_fit_tfidf_on_the_training_split(tiny_model_dir, write_csv, tmp_path, capsys):
     from bertsent import experiments
 
