@@ -334,7 +334,7 @@ def baseline_training_data(
         source = recorded["source"].removesuffix(TRAIN_PART)
     try:
         dataset = source if isinstance(source, TextDataset) else read_data(source, default_split="train", **reading)
-    except DataError as exc:
+    except BertsentError as exc:  # e.g. a relative path from another folder, a file since moved
         if train_data is not None:
             raise
         raise DataError(
