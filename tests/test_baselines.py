@@ -24,7 +24,7 @@ CLASSES = ["negative", "neutral", "positive"]
 
 def _sklearn_tfidf(train_texts, train_labels, texts, y_true):
     """TF-IDF + logistic regression computed here, directly with scikit-learn."""
-    vectorizer = TfidfVectorizer(ngram_range=(1, 2), sublinear_tf=True)
+    vectorizer = TfidfVectorizer(ngram_range=(1, 2), sublinear_tf=True, min_df=2)
     classifier = LogisticRegression(max_iter=1000).fit(vectorizer.fit_transform(train_texts), train_labels)
     predicted = classifier.predict(vectorizer.transform(texts))
     return accuracy_score(y_true, predicted), f1_score(y_true, predicted, average="macro", labels=sorted(set(y_true)))
@@ -85,6 +85,28 @@ def test_the_tfidf_baseline_is_sklearns():
     )
     with pytest.raises(BertsentError, match="one class"):
         baselines.tfidf_baseline(texts[:3], ["a"] * 3, test_texts, test_labels, CLASSES)
+    with pytest.raises(BertsentError, match="no word occurs in two of the 2 training texts"):
+        baselines.tfidf_baseline(["good", "bad"], ["positive", "negative"], test_texts, test_labels, CLASSES)
+
+
+def test_a_failing_tfidf_baseline_costs_training_nothing(tiny_model_dir, capsys):
+    import bertsent
+
+    texts, labels = ["great", "awful", "fine", "dull"], ["positive", "negative", "positive", "negative"]
+    said = []
+    result = bertsent.train(
+        TextDataset(texts, labels, name="four words"),
+        TextDataset(texts, labels, name="val"),
+        out="model",
+        model=str(tiny_model_dir),
+        epochs=1,
+        baseline="tfidf",
+        progress=False,
+        report=False,
+        log=said.append,
+    )
+    assert (result.model_dir / "model.safetensors").is_file() and "tfidf" not in result.metrics["baselines"]
+    assert any(line.startswith("Warning: no TF-IDF baseline (--baseline tfidf: no word occurs") for line in said)
 
 
 # -- a model that answers one minority class for everything ----------------------------------------------

@@ -116,8 +116,11 @@ def _add_baselines(metrics: dict, train: TextDataset, validation: TextDataset, c
     tfidf = None
     if baseline == "tfidf":
         log(f"TF-IDF baseline: fitting on the {len(train)} training texts")
-        tfidf = tfidf_baseline(train.texts, train.labels, validation.texts, validation.labels, classes)
-        tfidf["train_source"] = train.name
+        try:
+            tfidf = tfidf_baseline(train.texts, train.labels, validation.texts, validation.labels, classes)
+            tfidf["train_source"] = train.name
+        except Exception as exc:  # noqa: BLE001 - the trained model matters more than its baseline
+            log(f"Warning: no TF-IDF baseline ({exc}); the model is saved.")
     add_baselines(metrics, validation.labels, classes, train_counts=train.label_counts(), tfidf=tfidf)
 
 
