@@ -256,3 +256,29 @@ def test_a_huge_text_is_tokenized_by_its_head_and_tail_only(tiny_model_dir):
     assert len(ids) < models.MAX_TEXT_CHARS // 4  # bounded by the clip, not by the text
     words = tokenizer.convert_ids_to_tokens(ids)
     assert words[1] == "wonderful" and words[-2] == "awful"  # head and tail kept
+
+
+# -- model folders: one permission mode for all their files -------------------------------------------------
+
+
+def _modes(folder: Path) -> dict[str, int]:
+    return {p.name: p.stat().st_mode & 0o777 for p in folder.iterdir() if p.is_file()}
+
+
+def test_a_trained_model_folders_files_share_one_mode(trained):
+    """safetensors writes 0600 where the other files get 0644 (from the umask): the weights once stayed 0600."""
+    modes = _modes(trained)
+    assert "model.safetensors" in modes and len(set(modes.values())) == 1, modes
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o077])
+def test_a_saved_model_takes_the_umask_for_every_file(trained, tmp_path, umask):
+    import os
+
+    model = load(trained, backend="torch")
+    previous = os.umask(umask)
+    try:
+        model.save(tmp_path / "copy")
+    finally:
+        os.umask(previous)
+    assert set(_modes(tmp_path / "copy").values()) == {0o666 & ~umask}
