@@ -4,6 +4,7 @@ exit code 2 on the command line and BertsentError in Python (the hardening issue
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -84,6 +85,25 @@ def test_predict_wants_a_list_of_texts(trained, texts):
     model = load(trained, backend="torch")
     with pytest.raises(BertsentError, match="list of texts"):
         model.predict(texts)
+
+
+@pytest.mark.parametrize(
+    ("texts", "said"),
+    [
+        ([None, 3], "text 1 is None, not a string"),
+        (["fine", 3], "text 2 is an int ('3'), not a string"),
+        (["fine", float("nan")], "text 2 is a float ('nan'), not a string"),
+        (["fine", b"bytes"], "text 2 is a bytes"),
+        (iter(["fine", "good", None]), "text 3 is None"),
+    ],
+)
+def test_items_that_are_not_text_are_refused_not_scored(trained, texts, said):
+    """Once scored as the texts '', '3' and 'nan'."""
+    model = load(trained, backend="torch")
+    items = list(texts)
+    for method in (model.predict, model.predict_proba, model.predict_records, model.decision_function):
+        with pytest.raises(BertsentError, match=re.escape(said)):
+            method(iter(items) if not isinstance(texts, list) else items)
 
 
 # -- output locations ----------------------------------------------------------------------------------------
