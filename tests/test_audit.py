@@ -289,3 +289,29 @@ def test_the_folds_of_another_audit_are_refused_or_overwritten(write_csv, tiny_m
     (Path("out") / "audit_folds.json").write_text(json.dumps(same))
     record = audit_module.FoldRecord(Path("out"), same["key"], overwrite=True)  # the same audit: continued
     assert record.get(1, np.array([0])).tolist() == [[0.5, 0.5]] and record.get(1, np.array([1])) is None
+
+
+def test_the_folds_bar_counts_kept_folds_and_no_line_breaks_it(monkeypatch):
+    bars, lines = [], []
+
+    @contextlib.contextmanager
+    def progress_bar(total, desc, enabled=True, unit="rows"):
+        bars.append({"total": total, "desc": desc, "steps": []})
+        yield bars[-1]["steps"].append
+
+    def fold_probs(dataset, classes, k, folds, train_idx, held_idx, work, settings, progress, log):
+        if k == 2 and len(bars) == 1:
+            raise KeyboardInterrupt
+        return np.full((len(held_idx), 2), 0.5)
+
+    monkeypatch.setattr(audit_module, "progress_bar", progress_bar)
+    monkeypatch.setattr(audit_module, "_fold_probs", fold_probs)
+    dataset = TextDataset([f"text {i}" for i in range(24)], ["a", "b"] * 12, name="toy")
+    record = audit_module.FoldRecord(None, {"classes": ["a", "b"]})
+    with pytest.raises(audit_module.AuditInterrupted) as caught:
+        audit_module.out_of_fold_probs(dataset, ["a", "b"], 3, 0, {}, True, lines.append, record)
+    assert caught.value.fold == 2 and caught.value.done == [1]
+    probs = audit_module.out_of_fold_probs(dataset, ["a", "b"], 3, 0, {}, True, lines.append, record)
+    assert probs.shape == (24, 2)
+    assert bars == [{"total": 3, "desc": "Folds", "steps": [1]}, {"total": 3, "desc": "Folds", "steps": [1, 1, 1]}]
+    assert not [line for line in lines if line.startswith("-- fold")]  # the bar says it

@@ -271,13 +271,16 @@ def out_of_fold_probs(
             pred_probs[held_idx] = kept
             done.append(k)
     if done:
-        log(f"Continuing the audit in {record.path.parent}: fold(s) {', '.join(map(str, done))} of {folds} done")
+        where = f" in {record.path.parent}" if record.path is not None else ""
+        log(f"Continuing the audit{where}: fold(s) {', '.join(map(str, done))} of {folds} done")
     with (
         tempfile.TemporaryDirectory(prefix="bertsent-audit-") as work,
         progress_bar(folds, "Folds", enabled=progress, unit="folds") as advance,
     ):
         if advance and done:
             advance(len(done))
+        if advance:  # the bar says which fold is under way; a line printed into it would break it
+            log = lambda *_: None  # noqa: E731
         for k, (train_idx, held_idx) in enumerate(splits, start=1):
             if k in done:
                 continue
