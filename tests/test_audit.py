@@ -4,19 +4,25 @@ and bad --folds refused in one line."""
 from __future__ import annotations
 
 import contextlib
+import importlib
 import io
 import json
+import shlex
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 
 import bertsent
-from bertsent.audit import ISSUE_COLUMNS, AuditResult, render_html, write_cleaned
+from bertsent.audit import ISSUE_COLUMNS, AuditResult, check_folds, rank_issues, render_html, write_cleaned
 from bertsent.cli import main
 from bertsent.data import TextDataset
+from bertsent.errors import BertsentError
 
 from conftest import make_reviews, read_csv_rows
+
+audit_module = importlib.import_module("bertsent.audit")  # the module: bertsent.audit is also the function
 
 FLIPPED = [3, 10, 17, 26, 41, 58, 77, 95]  # rows (from 0) whose label is turned around
 
@@ -192,3 +198,120 @@ def test_python_api_returns_ranked_issues_and_drops_them(tiny_model_dir, tmp_pat
         "toy.cleaned.jsonl",
     ]  # nothing else: the fold models were temporary
     json.dumps(result.issues.to_dict("records"))  # plain values, ready for JSON
+
+
+# -- too little data, weak fold models, interruptions ------------------------------------------------------
+
+
+@pytest.mark.parametrize("folds", ["5", "2"])
+def test_ten_clean_rows_are_refused_before_any_training(write_csv, tiny_model_dir, capsys, monkeypatch, folds):
+    """Once: 6 of 10 clean rows flagged with scores of 0.500, and no warning."""
+    monkeypatch.setattr(audit_module, "train", lambda *a, **k: pytest.fail("trained a fold"))
+    texts, labels = make_reviews(10)
+    data = write_csv(list(zip(texts, labels)))
+    assert main(["audit", "--data", str(data), "--folds", folds, "--out", "out", *_tiny(tiny_model_dir)]) == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
+    assert "class 'negative' has only 5 row(s)" in err and "too few" in err and "Add rows of 'negative'" in err
+    assert not (Path("out") / "label_issues.csv").exists()
+
+
+def test_the_rows_a_fold_needs_are_named():
+    check_folds(3, ["a"] * 12 + ["b"] * 12)  # 8 of each to learn from: enough
+    with pytest.raises(BertsentError, match=r"only 11 row\(s\).*learns it from 7.*at least 12 with --folds 3"):
+        check_folds(3, ["a"] * 11 + ["b"] * 30)
+
+
+def test_fold_models_no_better_than_the_majority_are_a_warning_on_the_page():
+    dataset = TextDataset([f"text {i}" for i in range(12)], ["a"] * 9 + ["b"] * 3, name="toy")
+    result = rank_issues(dataset, ["a", "b"], np.full((12, 2), 0.5), folds=3)
+    assert result.warnings and "no better than always answering 'a' (0.750)" in result.warnings[0]
+    assert "Warning: the fold models" in render_html(result)
+    learned = np.array([[0.9, 0.1]] * 9 + [[0.1, 0.9]] * 3)
+    assert rank_issues(dataset, ["a", "b"], learned, folds=3).warnings == []
+
+
+def test_cleanlabs_own_warnings_name_the_class():
+    dataset = TextDataset([f"text {i}" for i in range(10)], ["a"] * 9 + ["b"], name="toy")
+    probs = np.array([[0.9, 0.1]] * 9 + [[0.2, 0.8]])
+    assert rank_issues(dataset, ["a", "b"], probs, folds=2).warnings == [
+        "cleanlab: class 'b' has too few rows to flag all its label issues"
+    ]
+
+
+def test_an_interrupted_audit_keeps_its_folds_and_the_same_command_continues(
+    write_csv, tiny_model_dir, capsys, monkeypatch
+):
+    texts, labels = _noisy_reviews(48)
+    data = write_csv(list(zip(texts, labels)))
+    args = ["audit", "--data", str(data), "--folds", "3", "--quiet", *_tiny(tiny_model_dir), "--epochs", "3"]
+    assert main([*args, "--out", "straight"]) == 0
+    capsys.readouterr()
+    real_train, calls = audit_module.train, []
+
+    def interrupted_in_fold_2(*a, **k):
+        calls.append(Path(k["out"]).name)
+        if calls == ["fold-1", "fold-2"]:
+            raise KeyboardInterrupt
+        return real_train(*a, **k)
+
+    monkeypatch.setattr(audit_module, "train", interrupted_in_fold_2)
+    assert main([*args, "--out", "cut"]) == 130
+    line = capsys.readouterr().err.strip().splitlines()[-1]
+    assert line.startswith("bertsent audit: interrupted in fold 2 of 3; fold 1 is kept in cut. Continue with: ")
+    assert "train" not in line and "--resume" not in line  # not the training command's message
+    command = shlex.split(line.split("Continue with: ")[1])
+    kept = json.loads((Path("cut") / "audit_folds.json").read_text())
+    assert sorted(kept["folds"]) == ["1"]
+
+    calls.clear()
+    assert main(command[1:]) == 0  # the printed command: folds 2 and 3 only
+    assert calls == ["fold-2", "fold-3"]
+    assert "fold(s) 1 of 3 done" in capsys.readouterr().err
+    assert sorted(p.name for p in Path("cut").iterdir()) == ["label_issues.csv", "label_issues.html"]
+    straight, resumed = read_csv_rows("straight/label_issues.csv"), read_csv_rows("cut/label_issues.csv")
+    assert [r["row"] for r in resumed] == [r["row"] for r in straight]
+    assert [float(r["score"]) for r in resumed] == pytest.approx([float(r["score"]) for r in straight], abs=1e-5)
+
+
+def test_the_folds_of_another_audit_are_refused_or_overwritten(write_csv, tiny_model_dir, capsys, monkeypatch):
+    texts, labels = _noisy_reviews(48)
+    data = write_csv(list(zip(texts, labels)))
+    Path("out").mkdir()
+    (Path("out") / "audit_folds.json").write_text(json.dumps({"key": {"folds": 9}, "folds": {}}))
+    args = ["audit", "--data", str(data), "--folds", "3", "--out", "out", "--quiet", *_tiny(tiny_model_dir)]
+    monkeypatch.setattr(audit_module, "train", lambda *a, **k: pytest.fail("trained a fold"))
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and "interrupted audit of other data or settings" in err
+    assert audit_module.FoldRecord(Path("out"), {"folds": 3}, overwrite=True).folds == {}  # started afresh
+    same = {"key": {"folds": 9, "classes": ["a", "b"]}, "folds": {"1": {"rows": [0], "probs": [[0.5, 0.5]]}}}
+    (Path("out") / "audit_folds.json").write_text(json.dumps(same))
+    record = audit_module.FoldRecord(Path("out"), same["key"], overwrite=True)  # the same audit: continued
+    assert record.get(1, np.array([0])).tolist() == [[0.5, 0.5]] and record.get(1, np.array([1])) is None
+
+
+def test_the_folds_bar_counts_kept_folds_and_no_line_breaks_it(monkeypatch):
+    bars, lines = [], []
+
+    @contextlib.contextmanager
+    def progress_bar(total, desc, enabled=True, unit="rows"):
+        bars.append({"total": total, "desc": desc, "steps": []})
+        yield bars[-1]["steps"].append
+
+    def fold_probs(dataset, classes, k, folds, train_idx, held_idx, work, settings, progress, log):
+        if k == 2 and len(bars) == 1:
+            raise KeyboardInterrupt
+        return np.full((len(held_idx), 2), 0.5)
+
+    monkeypatch.setattr(audit_module, "progress_bar", progress_bar)
+    monkeypatch.setattr(audit_module, "_fold_probs", fold_probs)
+    dataset = TextDataset([f"text {i}" for i in range(24)], ["a", "b"] * 12, name="toy")
+    record = audit_module.FoldRecord(None, {"classes": ["a", "b"]})
+    with pytest.raises(audit_module.AuditInterrupted) as caught:
+        audit_module.out_of_fold_probs(dataset, ["a", "b"], 3, 0, {}, True, lines.append, record)
+    assert caught.value.fold == 2 and caught.value.done == [1]
+    probs = audit_module.out_of_fold_probs(dataset, ["a", "b"], 3, 0, {}, True, lines.append, record)
+    assert probs.shape == (24, 2)
+    assert bars == [{"total": 3, "desc": "Folds", "steps": [1]}, {"total": 3, "desc": "Folds", "steps": [1, 1, 1]}]
+    assert not [line for line in lines if line.startswith("-- fold")]  # the bar says it

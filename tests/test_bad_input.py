@@ -4,6 +4,7 @@ exit code 2 on the command line and BertsentError in Python (the hardening issue
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -84,6 +85,25 @@ def test_predict_wants_a_list_of_texts(trained, texts):
     model = load(trained, backend="torch")
     with pytest.raises(BertsentError, match="list of texts"):
         model.predict(texts)
+
+
+@pytest.mark.parametrize(
+    ("texts", "said"),
+    [
+        ([None, 3], "text 1 is None, not a string"),
+        (["fine", 3], "text 2 is an int ('3'), not a string"),
+        (["fine", float("nan")], "text 2 is a float ('nan'), not a string"),
+        (["fine", b"bytes"], "text 2 is a bytes"),
+        (iter(["fine", "good", None]), "text 3 is None"),
+    ],
+)
+def test_items_that_are_not_text_are_refused_not_scored(trained, texts, said):
+    """Once scored as the texts '', '3' and 'nan'."""
+    model = load(trained, backend="torch")
+    items = list(texts)
+    for method in (model.predict, model.predict_proba, model.predict_records, model.decision_function):
+        with pytest.raises(BertsentError, match=re.escape(said)):
+            method(iter(items) if not isinstance(texts, list) else items)
 
 
 # -- output locations ----------------------------------------------------------------------------------------
@@ -256,3 +276,29 @@ def test_a_huge_text_is_tokenized_by_its_head_and_tail_only(tiny_model_dir):
     assert len(ids) < models.MAX_TEXT_CHARS // 4  # bounded by the clip, not by the text
     words = tokenizer.convert_ids_to_tokens(ids)
     assert words[1] == "wonderful" and words[-2] == "awful"  # head and tail kept
+
+
+# -- model folders: one permission mode for all their files -------------------------------------------------
+
+
+def _modes(folder: Path) -> dict[str, int]:
+    return {p.name: p.stat().st_mode & 0o777 for p in folder.iterdir() if p.is_file()}
+
+
+def test_a_trained_model_folders_files_share_one_mode(trained):
+    """safetensors writes 0600 where the other files get 0644 (from the umask): the weights once stayed 0600."""
+    modes = _modes(trained)
+    assert "model.safetensors" in modes and len(set(modes.values())) == 1, modes
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o077])
+def test_a_saved_model_takes_the_umask_for_every_file(trained, tmp_path, umask):
+    import os
+
+    model = load(trained, backend="torch")
+    previous = os.umask(umask)
+    try:
+        model.save(tmp_path / "copy")
+    finally:
+        os.umask(previous)
+    assert set(_modes(tmp_path / "copy").values()) == {0o666 & ~umask}

@@ -102,6 +102,40 @@ def test_malformed_maps_are_one_line_errors(spec, words):
     assert "\n" not in str(caught.value)
 
 
+def test_a_colon_works_as_an_equals_sign():
+    """Once a puzzling error: '1,2:negative' was read as the bare values '1' and '2:negative'."""
+    colon = relabel(_stars(), "1,2:negative; 3:drop; 4,5:positive")
+    assert colon.labels == relabel(_stars(), "1,2=negative;3=drop;4,5=positive").labels
+    assert relabel(_stars(), "1,2:negative;3=neutral;4,5:positive").label_counts()["neutral"] == 2
+
+
+def test_entries_joined_by_commas_with_colons_name_the_colon():
+    with pytest.raises(DataError, match="more than one ':'. Write entries like 1,2=negative"):
+        parse_label_map("1:negative,2:negative")
+
+
+@pytest.mark.parametrize(
+    ("spec", "pair"),
+    [
+        ("1,2=negative;3=neutral;4=positive;5=postive", "'positive' and 'postive'"),
+        ("1=negative;2=Negative", "'Negative' and 'negative'"),
+        ("1=negatvie;2=negative", "'negative' and 'negatvie'"),
+        ("1=neutral;2=neutrals", "'neutral' and 'neutrals'"),
+        ({1: "positive", 2: "positiv"}, "'positiv' and 'positive'"),
+    ],
+)
+def test_a_class_one_slip_from_another_names_both(spec, pair):
+    """Once silent: 'postive' became a class of its own."""
+    with pytest.raises(DataError, match="differ by one letter or in case only") as caught:
+        parse_label_map(spec)
+    assert pair in str(caught.value)
+
+
+@pytest.mark.parametrize("spec", ["1=label_0;2=label_1", "1=4star;2=5star", "1=pos;2=pas", "1,2=0;3=1", STARS])
+def test_numbered_short_and_distinct_classes_are_fine(spec):
+    assert parse_label_map(spec) is not None
+
+
 def test_a_map_that_drops_everything_is_refused():
     with pytest.raises(DataError, match="drops every row"):
         relabel(_stars(), "1,2,3,4,5=drop")

@@ -78,6 +78,13 @@ def test_ctrl_c_without_a_checkpoint_says_so_and_names_the_flag(tiny_model_dir, 
     del args[args.index("--checkpoint-every") : args.index("--checkpoint-every") + 2]
     line = _interrupted_run(monkeypatch, capsys, args, at=3)
     assert line.startswith("bertsent train: interrupted at step 2; no checkpoint was saved")
+    assert not list(Path(".").glob(".*partial*"))  # nothing a later run could continue: nothing left behind
+
+
+def test_ctrl_c_before_the_first_checkpoint_leaves_no_hidden_folder(tiny_model_dir, write_csv, monkeypatch, capsys):
+    line = _interrupted_run(monkeypatch, capsys, _train_args(_data(write_csv), tiny_model_dir), at=1)
+    assert "no checkpoint was saved" in line
+    assert not Path("m").exists() and not Path(".m.partial").exists()
     assert "--checkpoint-every N" in line
 
 
@@ -144,7 +151,7 @@ def test_resume_needs_an_out_folder(tiny_model_dir, write_csv, capsys):
     assert "--resume: give --out" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("damage", ["state.json", "tensors", "tensors-missing", "format"])
+@pytest.mark.parametrize("damage", ["state.json", "tensors", "tensors-missing", "format", "step", "processes"])
 def test_a_damaged_checkpoint_is_one_line(damage, tiny_model_dir, write_csv, monkeypatch, capsys):
     data = _data(write_csv)
     _interrupted_run(monkeypatch, capsys, _train_args(data, tiny_model_dir))
@@ -157,11 +164,19 @@ def test_a_damaged_checkpoint_is_one_line(damage, tiny_model_dir, write_csv, mon
         tensors.write_bytes(tensors.read_bytes()[: tensors.stat().st_size // 2])
     elif damage == "tensors-missing":
         tensors.unlink()
+    elif damage == "step":  # once printed "Resuming from step abc", then an internal TypeError
+        state["state"]["position"]["step"] = "abc"
+        (folder / "state.json").write_text(json.dumps(state))
+    elif damage == "processes":
+        state["state"]["processes"] = None
+        (folder / "state.json").write_text(json.dumps(state))
     else:
         (folder / "state.json").write_text(json.dumps(state | {"format": 3}))
     assert main(_train_args(data, tiny_model_dir, "m", "--resume")) == 2
-    err = capsys.readouterr().err.strip().splitlines()
+    captured = capsys.readouterr()
+    err = captured.err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("bertsent train: error: --resume: the checkpoint in")
+    assert "Resuming" not in captured.out + captured.err
     expected = "another version" if damage == "format" else "damaged or not bertsent's"
     assert expected in err[0]
 

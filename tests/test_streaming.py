@@ -259,6 +259,30 @@ def test_refusals_are_one_line_and_touch_nothing(trained, tmp_path, monkeypatch,
     assert "complete already" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--shard", "0/2"], "--shard, --resume and --overwrite are for a file of predictions: give --out F."),
+        (["--resume"], "--shard, --resume and --overwrite are for a file of predictions: give --out F."),
+        (["--shard", "0/2", "--format", "jsonl"], "give --out F"),
+        (["--chunk-rows", "0"], "--chunk-rows 0: must be a whole number of at least 1."),
+        (["--chunk-rows", "-5", "--out", "p.csv"], "--chunk-rows -5: must be a whole number of at least 1."),
+    ],
+)
+def test_flags_that_would_be_ignored_are_refused_before_any_work(trained, capsys, monkeypatch, extra, message):
+    """Once exit 0: --shard and --resume without --out scored every row onto stdout, --chunk-rows 0 was taken."""
+    _frame(10).to_csv("in.csv", index=False)
+    monkeypatch.setattr("bertsent.bulk.load", lambda *a, **k: pytest.fail("loaded the model"))
+    assert main(["predict", str(trained), "--file", "in.csv", "--quiet", *extra]) == 2
+    assert message in _one_line_error(capsys)
+    assert sorted(p.name for p in Path(".").iterdir()) == ["in.csv"]
+
+
+def test_chunk_rows_without_a_file_is_refused(trained, capsys):
+    assert main(["predict", str(trained), "--chunk-rows", "5", "good film"]) == 2
+    assert "--chunk-rows" in _one_line_error(capsys)
+
+
 # ----------------------------------------------------------------------------- shards and merge
 
 

@@ -5,19 +5,27 @@ on the other folds and scores the held-out one, so every row gets probabilities 
 saw it. cleanlab's `find_label_issues` flags the rows whose given label disagrees with those
 out-of-fold probabilities, ranked by self-confidence (the probability of the given label, lowest first).
 Writes label_issues.csv, label_issues.html and, with `drop`, a copy of the data without the flagged rows.
+
+Each finished fold's probabilities are recorded in OUT/audit_folds.json: the same audit run again after an
+interruption continues from there, and the file goes once the audit is written. Too few rows of a class for
+its folds are refused before any training; fold models no better than always answering the majority class,
+and cleanlab's own warnings, are said in the output and on the page.
 """
 
 from __future__ import annotations
 
 import html
 import io
+import json
+import math
 import os
 import re
 import shutil
 import tempfile
 import time
+import warnings
 from collections import Counter
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -27,12 +35,16 @@ import pandas as pd
 from .api import DEFAULT_DATA, RUNS_DIR, train, train_config, training_data
 from .data import TextDataset, ordered_label_names, read_table, table_format
 from .errors import BertsentError
-from .files import check_writable, write_atomic
+from .files import check_writable, write_atomic, write_json_atomic
 from .prediction import SentimentModel
 from .progress import progress_bar
 
 ISSUES_CSV = "label_issues.csv"
 ISSUES_HTML = "label_issues.html"
+FOLDS_FILE = "audit_folds.json"  # the finished folds of an audit under way
+# Rows of each class a fold's model must learn from: below this its out-of-fold scores are near 0.5 for every
+# row and cleanlab flags clean rows (10 clean rows, 5 folds: 6 flagged).
+MIN_CLASS_TRAIN_ROWS = 8
 ISSUE_COLUMNS = ("row", "text", "given_label", "suggested_label", "score")
 LOADING_OPTIONS = ("allow_pickle", "trust_remote_code")
 HTML_SHOWN = 200  # rows of label_issues.csv shown on the page
@@ -57,6 +69,7 @@ class AuditResult:
     html_path: Path | None = None
     cleaned_path: Path | None = None
     source: str = ""
+    warnings: list[str] = field(default_factory=list)  # why the flags may mean little, one line each
 
     def __len__(self) -> int:
         return len(self.issues)
@@ -68,6 +81,20 @@ class AuditResult:
         rest = np.setdiff1d(np.argsort(self.scores, kind="stable"), flagged, assume_unique=True)
         rest = rest[np.argsort(self.scores[rest], kind="stable")]
         return np.concatenate([flagged, rest]).astype(int)
+
+
+class AuditInterrupted(KeyboardInterrupt):
+    """Ctrl-C (or SIGTERM during a fold's training) in `audit`: which folds are kept in `out` for the same
+    audit to continue from."""
+
+    def __init__(self, out: Path, fold: int, folds: int, done: list[int]):
+        self.out, self.fold, self.folds, self.done = out, fold, folds, done
+        kept = f"{self.kept()} in {out}" if done else "no fold was finished"
+        super().__init__(f"interrupted in fold {fold} of {folds}; {kept}: run the same audit (out={str(out)!r}) again")
+
+    def kept(self) -> str:
+        listed = ", ".join(map(str, self.done))
+        return f"folds {listed} are kept" if len(self.done) > 1 else f"fold {listed} is kept"
 
 
 def audit(
@@ -102,12 +129,17 @@ def audit(
     check_folds(folds, dataset.labels)
     out = _prepare_out(out, dataset, overwrite)
     classes = ordered_label_names(dataset.labels)
+    settings |= loading
+    record = FoldRecord(out, _fold_key(dataset, classes, folds, config.seed, settings), overwrite)
     clock = time.perf_counter()
-    pred_probs = out_of_fold_probs(dataset, classes, folds, config.seed, settings | loading, progress, log)
+    pred_probs = out_of_fold_probs(dataset, classes, folds, config.seed, settings, progress, log, record)
     result = rank_issues(dataset, classes, pred_probs, folds)
     result.seconds = time.perf_counter() - clock
+    for line in result.warnings:
+        log(f"Warning: {line}")
     source = data if isinstance(data, (str, os.PathLike)) else None
     write_outputs(result, dataset, out, drop, source, encoding)
+    record.remove()
     return result
 
 
@@ -128,6 +160,18 @@ def check_folds(folds, labels: list[str]) -> None:
             f"--folds {folds}: class '{name}' has only {smallest} row(s), and every fold needs one of each class. "
             f"Use --folds {smallest} or fewer, or add rows of '{name}'."
         )
+    learned = smallest - math.ceil(smallest / folds)  # the fewest rows of it a fold's model trains on
+    if learned < MIN_CLASS_TRAIN_ROWS:
+        needed = next(
+            n
+            for n in range(smallest, 10 * MIN_CLASS_TRAIN_ROWS * folds)
+            if n - math.ceil(n / folds) >= MIN_CLASS_TRAIN_ROWS
+        )
+        raise BertsentError(
+            f"class '{name}' has only {smallest} row(s): with --folds {folds} a fold's model learns it from "
+            f"{learned}, too few for its scores to tell a wrong label from a right one (at least "
+            f"{MIN_CLASS_TRAIN_ROWS}). Add rows of '{name}' (at least {needed} with --folds {folds})."
+        )
 
 
 def _prepare_out(out, dataset: TextDataset, overwrite: bool) -> Path:
@@ -136,7 +180,7 @@ def _prepare_out(out, dataset: TextDataset, overwrite: bool) -> Path:
         short = re.sub(r"[^A-Za-z0-9_.-]+", "-", Path(dataset.name.split(":")[0]).name.split(".")[0]).strip("-")
         out = Path(RUNS_DIR) / f"audit-{short or 'data'}-{datetime.now().strftime('%Y%m%d-%H%M%S')}"
     out = Path(out).expanduser()
-    if (out / ISSUES_CSV).exists() and not overwrite:
+    if (out / ISSUES_CSV).exists() and not overwrite and not (out / FOLDS_FILE).exists():
         raise BertsentError(f"{out}: already holds an audit. Pass --overwrite to replace it, or another --out.")
     problem = check_writable(out / ISSUES_CSV)
     if problem:
@@ -144,45 +188,140 @@ def _prepare_out(out, dataset: TextDataset, overwrite: bool) -> Path:
     return out
 
 
+class FoldRecord:
+    """OUT/audit_folds.json: each finished fold's held-out rows and probabilities, under a key of what they
+    depend on (data, classes, folds, seed, settings). A record of this same audit is continued (with
+    `overwrite` too: the same command goes on); another audit's, or a damaged one, is refused, or with
+    `overwrite` replaced."""
+
+    def __init__(self, out: Path | None, key: dict, overwrite: bool = False):
+        self.path = out / FOLDS_FILE if out is not None else None
+        self.key = key
+        self.folds: dict[int, dict] = {}
+        if self.path is None or not self.path.exists():
+            return
+        try:
+            saved = json.loads(self.path.read_text(encoding="utf-8"))
+            same = saved["key"] == key
+            folds = {int(k): v for k, v in saved["folds"].items()} if same else {}
+        except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError, AttributeError):
+            if overwrite:
+                return
+            raise BertsentError(
+                f"{self.path}: damaged, not an audit's record of finished folds. Pass --overwrite to start again."
+            ) from None
+        if not same and overwrite:
+            return
+        if not same:
+            raise BertsentError(
+                f"{out}: holds the finished folds of an interrupted audit of other data or settings. Run that "
+                f"audit again to continue it, pass --overwrite to start this one, or give another --out."
+            )
+        self.folds = folds
+
+    def get(self, k: int, held: np.ndarray) -> np.ndarray | None:
+        """Fold k's probabilities when it was finished on these same rows, else None."""
+        fold = self.folds.get(k)
+        if fold is None or fold.get("rows") != held.tolist():
+            return None
+        probs = np.array(fold.get("probs"), dtype=np.float64)
+        return probs if probs.shape == (len(held), len(self.key["classes"])) else None
+
+    def add(self, k: int, held: np.ndarray, probs: np.ndarray) -> None:
+        self.folds[k] = {"rows": held.tolist(), "probs": probs.tolist()}
+        if self.path is not None:
+            folds = {str(i): fold for i, fold in sorted(self.folds.items())}
+            write_json_atomic(self.path, {"key": self.key, "folds": folds})
+
+    def remove(self) -> None:
+        if self.path is not None:
+            self.path.unlink(missing_ok=True)
+
+
+def _fold_key(dataset: TextDataset, classes: list[str], folds: int, seed: int, settings: dict) -> dict:
+    """What out-of-fold probabilities depend on, in JSON's types (as the record reads back)."""
+    given = json.loads(json.dumps(settings, default=str, sort_keys=True))
+    return {"data": dataset.fingerprint(), "rows": len(dataset), "classes": classes, "folds": folds, "seed": seed,
+            "settings": given}  # fmt: skip
+
+
 def out_of_fold_probs(
-    dataset: TextDataset, classes: list[str], folds: int, seed: int, settings: dict, progress: bool, log
+    dataset: TextDataset,
+    classes: list[str],
+    folds: int,
+    seed: int,
+    settings: dict,
+    progress: bool,
+    log,
+    record: FoldRecord | None = None,
 ) -> np.ndarray:
-    """Probabilities for every row from a model trained on the folds that do not hold it (columns: classes)."""
+    """Probabilities for every row from a model trained on the folds that do not hold it (columns: classes).
+    Folds in `record` are taken from it; each fold finished here is added to it."""
     from sklearn.model_selection import StratifiedKFold
 
     labels = np.array(dataset.labels)
     splitter = StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed)
+    splits = list(splitter.split(np.zeros(len(labels)), labels))
+    record = record or FoldRecord(None, {"classes": classes})
     pred_probs = np.zeros((len(dataset), len(classes)), dtype=np.float64)
-    quiet = lambda *_: None  # noqa: E731 - each fold's own training chatter would bury the audit's
+    done = []
+    for k, (_, held_idx) in enumerate(splits, start=1):
+        kept = record.get(k, held_idx)
+        if kept is not None:
+            pred_probs[held_idx] = kept
+            done.append(k)
+    if done:
+        where = f" in {record.path.parent}" if record.path is not None else ""
+        log(f"Continuing the audit{where}: fold(s) {', '.join(map(str, done))} of {folds} done")
     with (
         tempfile.TemporaryDirectory(prefix="bertsent-audit-") as work,
         progress_bar(folds, "Folds", enabled=progress, unit="folds") as advance,
     ):
-        for k, (train_idx, held_idx) in enumerate(splitter.split(np.zeros(len(labels)), labels), start=1):
-            log(f"-- fold {k} of {folds}: training on {len(train_idx)} rows, scoring {len(held_idx)}")
-            folder = Path(work) / f"fold-{k}"
-            train(
-                dataset.subset(train_idx, f"{dataset.name} (fold {k} training part)"),
-                out=folder,
-                progress=progress,
-                log=quiet,
-                report=False,
-                **settings,
-            )
-            model = SentimentModel.load(folder, backend="torch")
-            missing = [c for c in classes if c not in model.classes_]
-            if missing:
-                raise BertsentError(
-                    f"fold {k}: no '{missing[0]}' row was left to train on (--max-train-samples too small?). "
-                    "Raise --max-train-samples or drop it."
+        if advance and done:
+            advance(len(done))
+        if advance:  # the bar says which fold is under way; a line printed into it would break it
+            log = lambda *_: None  # noqa: E731
+        for k, (train_idx, held_idx) in enumerate(splits, start=1):
+            if k in done:
+                continue
+            try:
+                probs = _fold_probs(
+                    dataset, classes, k, folds, train_idx, held_idx, Path(work), settings, progress, log
                 )
-            probs = model.predict_proba([dataset.texts[i] for i in held_idx])
-            pred_probs[held_idx] = probs[:, [model.classes_.index(c) for c in classes]]
-            del model
-            shutil.rmtree(folder, ignore_errors=True)  # a model per fold adds up: keep one on disk at a time
+            except KeyboardInterrupt:
+                raise AuditInterrupted(record.path.parent if record.path else None, k, folds, done) from None
+            pred_probs[held_idx] = probs
+            record.add(k, held_idx, probs)
+            done.append(k)
             if advance:
                 advance(1)
     return pred_probs
+
+
+def _fold_probs(dataset, classes, k, folds, train_idx, held_idx, work: Path, settings, progress, log) -> np.ndarray:
+    """Fold k: a model trained on the other folds scores the held-out rows (columns: classes)."""
+    log(f"-- fold {k} of {folds}: training on {len(train_idx)} rows, scoring {len(held_idx)}")
+    folder = work / f"fold-{k}"
+    quiet = lambda *_: None  # noqa: E731 - each fold's own training chatter would bury the audit's
+    train(
+        dataset.subset(train_idx, f"{dataset.name} (fold {k} training part)"),
+        out=folder,
+        progress=progress,
+        log=quiet,
+        report=False,
+        **settings,
+    )
+    model = SentimentModel.load(folder, backend="torch")
+    missing = [c for c in classes if c not in model.classes_]
+    if missing:
+        raise BertsentError(
+            f"fold {k}: no '{missing[0]}' row was left to train on (--max-train-samples too small?). "
+            "Raise --max-train-samples or drop it."
+        )
+    probs = model.predict_proba([dataset.texts[i] for i in held_idx])[:, [model.classes_.index(c) for c in classes]]
+    del model
+    shutil.rmtree(folder, ignore_errors=True)  # a model per fold adds up: keep one on disk at a time
+    return probs
 
 
 def rank_issues(dataset: TextDataset, classes: list[str], pred_probs: np.ndarray, folds: int) -> AuditResult:
@@ -194,8 +333,11 @@ def rank_issues(dataset: TextDataset, classes: list[str], pred_probs: np.ndarray
     given = np.array([index[label] for label in dataset.labels])
     # Rows sum to 1 up to float error; cleanlab checks the sums strictly.
     pred_probs = pred_probs / pred_probs.sum(axis=1, keepdims=True)
-    ranked = find_label_issues(given, pred_probs, return_indices_ranked_by="self_confidence")
-    scores = get_label_quality_scores(given, pred_probs)
+    with warnings.catch_warnings(record=True) as said:  # cleanlab's own, e.g. too few rows of a class
+        warnings.simplefilter("always")
+        # one process: its warnings are caught here (worker processes would print them), and it is fast anyway
+        ranked = find_label_issues(given, pred_probs, return_indices_ranked_by="self_confidence", n_jobs=1)
+        scores = get_label_quality_scores(given, pred_probs)
     issues = pd.DataFrame(
         {
             "row": ranked + 1,
@@ -206,7 +348,37 @@ def rank_issues(dataset: TextDataset, classes: list[str], pred_probs: np.ndarray
         },
         columns=list(ISSUE_COLUMNS),
     )
-    return AuditResult(issues, scores, pred_probs, classes, list(dataset.labels), folds, 0.0, source=dataset.name)
+    result = AuditResult(issues, scores, pred_probs, classes, list(dataset.labels), folds, 0.0, source=dataset.name)
+    result.warnings = weak_fold_models(given, pred_probs, classes) + _cleanlab_warnings(said, classes)
+    return result
+
+
+def weak_fold_models(given: np.ndarray, pred_probs: np.ndarray, classes: list[str]) -> list[str]:
+    """A line when the fold models, out of fold, did no better than always answering the majority class:
+    then their disagreement with a label says little about the label."""
+    accuracy = float(np.mean(pred_probs.argmax(axis=1) == given))
+    counts = np.bincount(given, minlength=len(classes))
+    majority = float(counts.max() / counts.sum())
+    if accuracy > majority:
+        return []
+    return [
+        f"the fold models' out-of-fold accuracy, {accuracy:.3f}, is no better than always answering "
+        f"'{classes[int(counts.argmax())]}' ({majority:.3f}): the flagged rows mean little. Audit more rows, "
+        f"or train the folds longer (--epochs) or with another --model."
+    ]
+
+
+def _cleanlab_warnings(caught, classes: list[str]) -> list[str]:
+    lines = []
+    for warning in caught:
+        text = str(warning.message)
+        number = re.search(r"label issues in class: (\d+), it has too few examples", text)
+        if number and int(number.group(1)) < len(classes):
+            text = f"class '{classes[int(number.group(1))]}' has too few rows to flag all its label issues"
+        line = f"cleanlab: {text}"
+        if line not in lines:
+            lines.append(line)
+    return lines
 
 
 def write_outputs(
@@ -284,6 +456,7 @@ def render_html(result: AuditResult, shown: int = HTML_SHOWN) -> str:
         if len(result.issues) > shown
         else ""
     )
+    cautions = "".join(f"<p class='warn'>Warning: {e(line)}</p>" for line in result.warnings)
     table = (
         "<table><thead><tr><th>#</th><th>row</th><th>text</th><th>given</th><th>suggested</th><th>score</th>"
         f"</tr></thead><tbody>{rows}</tbody></table>{more}"
@@ -293,7 +466,7 @@ def render_html(result: AuditResult, shown: int = HTML_SHOWN) -> str:
     return (
         "<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>Label audit</title>"
         f"<meta name='viewport' content='width=device-width, initial-scale=1'><style>{_CSS}</style></head>"
-        f"<body><main><h1>Label audit</h1><p class='sub'>{summary}</p>"
+        f"<body><main><h1>Label audit</h1><p class='sub'>{summary}</p>{cautions}"
         "<p class='note'>Rows most likely mislabeled first. Each row was scored by a model trained on the other "
         "folds; score is the label quality (the out-of-fold probability of the given label): near 0, the "
         "label is probably wrong. Row numbers count data rows from 1.</p>"
@@ -304,6 +477,7 @@ def render_html(result: AuditResult, shown: int = HTML_SHOWN) -> str:
 _CSS = (
     "body{font-family:system-ui,sans-serif;margin:0;background:#f6f7f9;color:#222}"
     "main{max-width:1100px;margin:auto;padding:1.5em}h1{margin-bottom:.2em}.sub,.note{color:#555}"
+    ".warn{background:#fff4e0;border-left:4px solid #e08a00;padding:.5em .8em}"
     "table{border-collapse:collapse;width:100%;background:#fff}th,td{border-bottom:1px solid #ddd;"
     "padding:.35em .5em;text-align:left;vertical-align:top}th{background:#eef1f5}td.t{max-width:40em}"
 )

@@ -199,11 +199,16 @@ def _completed(part: Path, meta: dict, shard) -> dict:
     return {"rows": header["end"]["rows"], "next_row": header["end"]["input_rows"], "resumed": True}
 
 
+def check_output_flags(out, shard, resume: bool, overwrite: bool) -> None:
+    """--shard, --resume and --overwrite act on an output file: without one they would be ignored."""
+    if out is None and (shard or resume or overwrite):
+        raise BertsentError("--shard, --resume and --overwrite are for a file of predictions: give --out F.")
+
+
 def _pick_shard(shard, out: Path | None, resume: bool, overwrite: bool) -> tuple[tuple[int, int] | None, bool]:
     """(the shard this process scores, whether the parts are merged at the end): under a launcher, its rank."""
     shard = parse_shard(shard)
-    if out is None and (shard or resume or overwrite):
-        raise BertsentError("--shard, --resume and --overwrite are for a file of predictions: give --out F.")
+    check_output_flags(out, shard, resume, overwrite)
     processes = launched_processes()
     if processes == 1:
         return shard, False

@@ -6,6 +6,7 @@ import glob
 import json
 import os
 import shutil
+import stat
 import uuid
 from pathlib import Path
 
@@ -86,7 +87,9 @@ def partial_folder(out: Path) -> Path:
 
 
 def publish_folder(work: Path, out: Path) -> None:
-    """Move a finished folder into place; an older folder at `out` goes only once the new one is whole."""
+    """Move a finished folder into place; an older folder at `out` goes only once the new one is whole. Its
+    files first take the mode the umask gives new files: safetensors writes its files 0600, the rest are 0644."""
+    share_file_mode(work)
     if out.exists() or out.is_symlink():
         old = out.parent / f".{out.name}.old"
         remove_path(old)
@@ -103,3 +106,20 @@ def remove_path(path: Path) -> None:
         shutil.rmtree(path, ignore_errors=True)
     else:
         path.unlink(missing_ok=True)
+
+
+def share_file_mode(folder: Path) -> None:
+    """Give every file under `folder` the permissions a file created there now gets (0666 less the umask),
+    found by creating one: reading the umask would mean setting it, which races with other threads."""
+    probe = folder / f".mode.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp"
+    with open(probe, "xb"):
+        pass
+    try:
+        mode = stat.S_IMODE(probe.stat().st_mode)
+    finally:
+        probe.unlink()
+    for root, _folders, names in os.walk(folder):
+        for name in names:
+            path = Path(root) / name
+            if not path.is_symlink() and stat.S_IMODE(path.stat().st_mode) != mode:
+                os.chmod(path, mode)

@@ -1,12 +1,13 @@
 """Label maps: turn the labels a data source has into the classes wanted, e.g. 1-5 stars into sentiment.
 
 A map is written `"1,2=negative;3=neutral;4,5=positive"`: entries separated by `;`, each the values it
-covers (comma-separated) `=` the class they become, or `drop` to leave those rows out. A bare entry
+covers (comma-separated) `=` (or `:`) the class they become, or `drop` to leave those rows out. A bare entry
 (`"neutral=drop;negative,positive"`) keeps its values as they are. From Python, a dict works too:
 `{1: "negative", "3": "drop", ("4", "5"): "positive"}` (None also drops).
 
 Every label in the data must be covered: a value the map does not mention is an error, not a silent
-drop, so a typo cannot quietly lose a class. Numbers match by value (`4`, `4.0` and `"4"` alike), as
+drop, so a typo cannot quietly lose a class; nor can a misspelt class (`postive` beside `positive`) quietly
+become a class of its own. Numbers match by value (`4`, `4.0` and `"4"` alike), as
 the readers already turn 4.0 read from a table into "4".
 """
 
@@ -105,11 +106,50 @@ def parse_label_map(spec) -> LabelMap | None:
                 f"Map each value once."
             )
         targets[key] = target
+    check_distinct_classes(targets.values(), text)
     return LabelMap(targets, text)
+
+
+def check_distinct_classes(names, text: str) -> None:
+    """Refuse two classes of a map one typing slip apart (`postive` beside `positive`, `Positive` beside
+    `positive`): silently they would become two classes."""
+    classes = sorted({n for n in names if n is not None})
+    for i, a in enumerate(classes):
+        for b in classes[i + 1 :]:
+            if _one_slip_apart(a, b):
+                raise DataError(
+                    f"--label-map {text!r}: classes {a!r} and {b!r} differ by one letter or in case only: a typo "
+                    f"would make them two classes. Write one name for both, or names that differ more."
+                )
+
+
+def _one_slip_apart(a: str, b: str) -> bool:
+    """One letter left out, added, replaced or two swapped, or case alone. Digits are not slips (label_0 and
+    label_1, 4star and 5star are different classes), nor are names under 4 characters (pos, neg)."""
+    a, b = sorted((a.casefold(), b.casefold()), key=len)
+    if a == b:
+        return True
+    if len(a) < 4 or len(b) - len(a) > 1:
+        return False
+    i = next((k for k, (x, y) in enumerate(zip(a, b)) if x != y), len(a))  # the first difference
+    if len(a) < len(b):  # one character added
+        return a[i:] == b[i + 1 :] and not b[i].isdigit()
+    if a[i].isdigit() or b[i].isdigit():
+        return False
+    replaced = a[i + 1 :] == b[i + 1 :]
+    swapped = i + 1 < len(a) and a[i] == b[i + 1] and a[i + 1] == b[i] and a[i + 2 :] == b[i + 2 :]
+    return replaced or swapped
 
 
 def _entry(part: str, spec: str) -> list[tuple[str, str]]:
     """One `a,b=class` entry as (value, class) pairs; a bare `a,b` keeps its values as they are."""
+    if "=" not in part and ":" in part:  # "1,2:negative", as dicts and YAML write it
+        if part.count(":") > 1:
+            raise DataError(
+                f"--label-map {spec!r}: {part.strip()!r} has more than one ':'. Write entries like 1,2=negative "
+                f"(or 1,2:negative), separated by ';'."
+            )
+        part = part.replace(":", "=")
     if part.count("=") > 1:
         raise DataError(f"--label-map {spec!r}: {part.strip()!r} has more than one '='. Separate entries with ';'.")
     sources, equals, target = part.partition("=")

@@ -133,7 +133,16 @@ class SentimentModel:
             raise BertsentError("predict takes a list of texts, not one string: predict([text]).")
         if isinstance(texts, (bytes, dict)) or not hasattr(texts, "__iter__"):
             raise BertsentError(f"predict takes a list of texts, not a {type(texts).__name__}: predict([text]).")
-        texts = ["" if t is None else str(t) for t in texts]
+        texts = list(texts)
+        bad = next((i for i, t in enumerate(texts) if not isinstance(t, str)), None)
+        if bad is not None:  # None, numbers, NaN were once scored as the texts "", "3", "nan"
+            item = texts[bad]
+            kind = type(item).__name__
+            shown = "None" if item is None else f"{'an' if kind[0] in 'aeiou' else 'a'} {kind} ({str(item)[:40]!r})"
+            raise BertsentError(
+                f"text {bad + 1} is {shown}, not a string. Give strings only (drop missing texts; str(x) scores "
+                f"a value as text)."
+            )
         return texts
 
     def decision_function(self, texts, return_lengths: bool = False, progress=None):

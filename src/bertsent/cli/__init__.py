@@ -81,6 +81,9 @@ def interrupted(exc: KeyboardInterrupt, argv: list[str]) -> str:
     the folder it wrote into), or that no checkpoint can."""
     from ..training.run_folder import TrainingInterrupted
 
+    audit = sys.modules.get("bertsent.audit")  # loaded when an audit was what ran
+    if audit is not None and isinstance(exc, audit.AuditInterrupted):
+        return audit_interrupted(exc, argv)
     if not isinstance(exc, TrainingInterrupted):
         return "interrupted"
     where = f"interrupted at step {exc.step}" if exc.step is not None else "interrupted"
@@ -99,6 +102,16 @@ def interrupted(exc: KeyboardInterrupt, argv: list[str]) -> str:
         args.append("--resume")
     since = f" (the last checkpoint is step {exc.checkpoint_step})" if exc.checkpoint_step != exc.step else ""
     return f"{where}{since}; continue with: {shlex.join(['bertsent', *args])}"
+
+
+def audit_interrupted(exc, argv: list[str]) -> str:
+    """An audit's interruption: the folds it keeps, and the command (this one, with its --out) that goes on."""
+    where = f"interrupted in fold {exc.fold} of {exc.folds}"
+    if exc.out is None:
+        return where
+    kept = f"{exc.kept()} in {exc.out}" if exc.done else "no fold was finished"
+    args = _without_option(argv, "--out") + ["--out", str(exc.out)]
+    return f"{where}; {kept}. Continue with: {shlex.join(['bertsent', *args])}"
 
 
 def _without_option(argv: list[str], flag: str) -> list[str]:

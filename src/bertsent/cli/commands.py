@@ -183,8 +183,8 @@ def cmd_predict(args) -> int:
     options = dict(batch_size=args.batch_size, neutral_band=args.neutral_band, **prediction_settings(args))
     if args.file:
         return _predict_file(args, options)
-    if args.keep_columns or args.resume or args.shard or args.format == "tsv":
-        raise BertsentError("--keep-columns, --resume, --shard and --format tsv are for --file F.")
+    if args.keep_columns or args.resume or args.shard or args.chunk_rows is not None or args.format == "tsv":
+        raise BertsentError("--keep-columns, --resume, --shard, --chunk-rows and --format tsv are for --file F.")
     texts = list(args.texts) or _stdin_texts()
     if not texts:
         raise BertsentError("no texts to label. Give them as arguments, with --file F, or on standard input.")
@@ -208,8 +208,9 @@ def _predict_file(args, options: dict) -> int:
 
     if args.texts:
         raise BertsentError("give texts as arguments or --file F, not both.")
+    bulk.check_output_flags(args.out, args.shard, args.resume, args.overwrite)  # else ignored, all rows scored
     reading = dict(text_column=args.text_column, keep_columns=args.keep_columns, encoding=args.encoding)
-    reading.update(progress=not args.quiet, **({"chunk_rows": args.chunk_rows} if args.chunk_rows else {}))
+    reading.update(progress=not args.quiet, **({} if args.chunk_rows is None else {"chunk_rows": args.chunk_rows}))
     if args.out is None and args.format in (None, "table"):
         if args.keep_columns:
             raise BertsentError("--keep-columns: the table shows no other columns; pass --format jsonl|csv|tsv.")

@@ -113,18 +113,18 @@ def fit(
             f"Batch size auto: {config.batch_size}, in micro-batches of {run.micro.size} (the longest "
             f"{run.micro.size} sequences fit in one forward+backward)"
         )
-    if runtime.is_main:
-        folder.prepare(fresh=checkpoint is None)
-    run.records = StepLog(
-        folder.work / METRICS_LOG,
-        enabled=runtime.is_main,
-        progress=progress,
-        total_steps=count_steps(run.sampler, config.epochs, config.grad_accum),
-        first_step=run.position.step,
-        writer_class=writer_class,
-        tensorboard_dir=_tensorboard_dir(tensorboard, folder, log),
-    )
     with interruptible(run):  # Ctrl-C, SIGTERM: TrainingInterrupted says which checkpoint continues the run
+        if runtime.is_main:
+            folder.prepare(fresh=checkpoint is None)
+        run.records = StepLog(
+            folder.work / METRICS_LOG,
+            enabled=runtime.is_main,
+            progress=progress,
+            total_steps=count_steps(run.sampler, config.epochs, config.grad_accum),
+            first_step=run.position.step,
+            writer_class=writer_class,
+            tensorboard_dir=_tensorboard_dir(tensorboard, folder, log),
+        )
         try:
             train_loop(run)
         finally:  # also when on_evaluation ends the run: the log file and the progress bar are closed

@@ -97,12 +97,15 @@ def train_loop(run: Run) -> None:
 @contextlib.contextmanager
 def interruptible(run: Run):
     """Ctrl-C, and SIGTERM turned into it (as schedulers and `kill` stop a job), end the run as
-    TrainingInterrupted: where it was and which checkpoint, if any, continues it."""
+    TrainingInterrupted: where it was and which checkpoint, if any, continues it. Without a checkpoint the
+    partial folder goes: it holds nothing a later run could use."""
     main = threading.current_thread() is threading.main_thread()  # handlers are the main thread's only
     previous = signal.signal(signal.SIGTERM, _interrupt) if main else None
     try:
         yield
     except KeyboardInterrupt:
+        if run.runtime.is_main and not run.folder.has_checkpoint():  # nothing there could continue the run
+            run.folder.discard()
         raise TrainingInterrupted(run.folder.out, run.position.step, run.folder.checkpoint_step()) from None
     finally:
         if main:  # None: a handler not set from Python, taken as the default

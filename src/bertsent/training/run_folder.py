@@ -25,7 +25,7 @@ import numpy as np
 import torch
 
 from ..errors import BertsentError
-from ..files import partial_folder, publish_folder
+from ..files import partial_folder, publish_folder, remove_path
 
 CHECKPOINT_DIR = "checkpoint"
 CHECKPOINT_FORMAT = 4  # 4: safetensors + JSON; 1-3 were pickles (state.pt) and are refused with a message
@@ -88,6 +88,9 @@ class RunFolder:
         name = state.get("tensors")
         if not isinstance(name, str) or not TENSORS_NAME.fullmatch(name) or not isinstance(state.get("state"), dict):
             raise self._damaged(f"{STATE_FILE} names no tensors file")
+        wrong = _wrong_field(state["state"])
+        if wrong:
+            raise self._damaged(f"{STATE_FILE}: {wrong}")
         return state
 
     def checkpoint_settings(self) -> dict:
@@ -131,6 +134,10 @@ class RunFolder:
             shutil.rmtree(self.work)
         self.work.mkdir(parents=True, exist_ok=True)
 
+    def discard(self) -> None:
+        """Remove the partial folder (a run that ended with nothing to continue from)."""
+        remove_path(self.work)
+
     def save_checkpoint(self, state: dict) -> None:
         """Tensors into a new safetensors file, then state.json replaced in one rename: the commit."""
         from safetensors.torch import save_file
@@ -170,6 +177,23 @@ class RunFolder:
             f"--resume: the checkpoint in {self.checkpoint_dir} is damaged or not bertsent's ({detail}). "
             f"Train again without --resume (with --overwrite)."
         )
+
+
+def _wrong_field(state: dict) -> str | None:
+    """The first field of a checkpoint's state that is missing or of the wrong kind (None when all are right):
+    read before anything is done with them, so a damaged field is a damaged checkpoint, not a crash later."""
+    position = state.get("position")
+    if not isinstance(position, dict):
+        return "no position"
+    counts = {f"position.{k}": position.get(k) for k in ("step", "epoch", "step_in_epoch")}
+    counts |= {k: state.get(k) for k in ("processes", "micro_batch_size")}
+    for name, value in counts.items():
+        least = 1 if name in ("processes", "micro_batch_size") else 0
+        if isinstance(value, bool) or not isinstance(value, int) or value < least:
+            return f"{name} is {value!r}, not a whole number of at least {least}"
+    if not isinstance(state.get("fingerprint"), str) or not isinstance(state.get("config"), dict):
+        return "no data fingerprint or settings"
+    return None
 
 
 def _fsync(path: Path) -> None:
