@@ -33,6 +33,7 @@ import numpy as np
 import pandas as pd
 
 from .api import DEFAULT_DATA, RUNS_DIR, train, train_config, training_data
+from .baselines import majority_baseline
 from .data import TextDataset, ordered_label_names, read_table, table_format
 from .errors import BertsentError
 from .files import check_writable, write_atomic, write_json_atomic
@@ -357,13 +358,12 @@ def weak_fold_models(given: np.ndarray, pred_probs: np.ndarray, classes: list[st
     """A line when the fold models, out of fold, did no better than always answering the majority class:
     then their disagreement with a label says little about the label."""
     accuracy = float(np.mean(pred_probs.argmax(axis=1) == given))
-    counts = np.bincount(given, minlength=len(classes))
-    majority = float(counts.max() / counts.sum())
-    if accuracy > majority:
+    majority = majority_baseline([classes[i] for i in given], classes, None)
+    if accuracy > majority["accuracy"]:
         return []
     return [
         f"the fold models' out-of-fold accuracy, {accuracy:.3f}, is no better than always answering "
-        f"'{classes[int(counts.argmax())]}' ({majority:.3f}): the flagged rows mean little. Audit more rows, "
+        f"'{majority['class']}' ({majority['accuracy']:.3f}): the flagged rows mean little. Audit more rows, "
         f"or train the folds longer (--epochs) or with another --model."
     ]
 
