@@ -18,7 +18,7 @@ import httpx
 import pytest
 
 import bertsent
-from bertsent.serve import create_app
+from bertsent.serve import create_app, uvicorn_config
 
 BENCH = Path(__file__).resolve().parents[1] / "bench"
 sys.path.insert(0, str(BENCH))
@@ -32,7 +32,7 @@ def serve_in_thread(app):
 
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.bind(("127.0.0.1", 0))
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on"))
+    server = uvicorn.Server(uvicorn_config(app, log_level="warning", lifespan="on"))
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
     return server, thread, sock, f"http://127.0.0.1:{sock.getsockname()[1]}"
@@ -100,9 +100,9 @@ def test_kept_alive_connections_outlast_the_clients_own(trained, monkeypatch):
     from bertsent.serve import serve
 
     given = {}
-    monkeypatch.setattr(uvicorn, "run", lambda app, **kwargs: given.update(kwargs))
+    monkeypatch.setattr(uvicorn.Server, "run", lambda server, sockets=None: given.update(config=server.config))
     serve(trained, port=0)
-    assert given["timeout_keep_alive"] >= 60 > httpx.Limits().keepalive_expiry
+    assert given["config"].timeout_keep_alive >= 60 > httpx.Limits().keepalive_expiry
 
 
 def test_a_crossed_answer_is_caught():

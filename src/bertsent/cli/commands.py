@@ -335,6 +335,10 @@ def cmd_serve(args) -> int:
         max_inflight=args.max_inflight,
         max_batch_tokens=args.max_batch_tokens,
         max_wait_ms=args.max_wait_ms,
+        header_timeout_s=args.header_timeout,
+        body_timeout_s=args.body_timeout,
+        max_client_connections=args.max_client_connections,
+        cors_origins=args.cors_origin or (),
     )
     return 0
 
