@@ -666,7 +666,8 @@ class _Gate:
             nonlocal status
             if message["type"] == "http.response.start":
                 status = message["status"]
-                if not body.done:  # answered before its body arrived (401, 413, 408...): do not wait for the rest
+                if status == 408:  # the body is late: do not wait for the rest (an early 413 or 401 lets the client
+                    # finish sending, read and dropped, so that it reads the answer; the header timeout bounds that)
                     message = {**message, "headers": [*message.get("headers", []), (b"connection", b"close")]}
             await send(message)
 
