@@ -445,12 +445,19 @@ def test_cli_serve_passes_its_settings_and_warns_on_an_open_host(trained, monkey
     seen = {}
     capture_server_run(monkeypatch, seen)
     monkeypatch.delenv("BERTSENT_API_KEY", raising=False)
-    assert main(["serve", str(trained), "--host", "0.0.0.0", "--port", "9123", "--max-texts", "3"]) == 0
+    argv = ["serve", str(trained), "--host", "0.0.0.0", "--port", "9123", "--max-texts", "3", "--body-timeout", "4"]
+    assert main([*argv, "--header-timeout", "2", "--max-client-connections", "0", "--cors-origin", "https://a.b"]) == 0
     err = capsys.readouterr().err
     assert "Warning: serving on 0.0.0.0 without an API key" in err
     assert seen["host"] == "0.0.0.0" and seen["port"] == 9123 and seen["config"].timeout_graceful_shutdown
     service = seen["app"].state.service
     assert service.limits.max_texts == 3 and service.api_key is None
+    assert (service.limits.header_timeout_s, service.limits.body_timeout_s, service.limits.max_client_connections) == (
+        2,
+        4,
+        0,
+    )
+    assert any("CORS" in str(m.cls) for m in seen["app"].user_middleware)
 
     monkeypatch.setenv("BERTSENT_API_KEY", "from-env")
     assert main(["serve", str(trained), "--host", "0.0.0.0"]) == 0

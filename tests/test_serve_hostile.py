@@ -114,9 +114,11 @@ def test_health_says_when_predictions_are_not_answered(trained):
             time.sleep(0.5)
             stuck = httpx.get(f"{url}/health")
             assert stuck.status_code == 503 and "model call has run for" in stuck.json()["error"], stuck.text
+            assert httpx.get(f"{url}/live").status_code == 503  # a liveness probe restarts it
             assert slow.result().status_code == 200
         batcher.stall_s = 120
         assert httpx.get(f"{url}/health").status_code == 200
+        assert httpx.get(f"{url}/live").json() == {"status": "ready"}
         batcher.stop()  # the worker is gone
         health = httpx.get(f"{url}/health")
         assert health.status_code == 503 and "batching worker stopped" in health.json()["error"]
@@ -325,11 +327,12 @@ def test_sigterm_while_the_model_loads_exits_0(trained, monkeypatch):
 
     def then(url):
         seen["health"] = _wait_listening(url)
+        seen["live"] = httpx.get(f"{url}/live").status_code  # alive while loading: no restart
         os.kill(os.getpid(), signal.SIGTERM)
 
     code, seconds = _serve_in_main_thread(["serve", str(trained)], then)
     never.set()
-    assert seen["health"] == 503 and code == 0 and seconds < 30
+    assert seen["health"] == 503 and seen["live"] == 200 and code == 0 and seconds < 30
 
 
 def test_sigterm_drains_the_requests_in_flight_and_exits_0(trained, monkeypatch):

@@ -44,9 +44,9 @@ API_KEY_ENV = "BERTSENT_API_KEY"
 INSTALL = "pip install 'bertsent[serve]'"
 LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1")
 PAGE_FILE = Path(__file__).resolve().parent / "web" / "index.html"
-OPEN_PATHS = ("/health", "/docs", "/docs/oauth2-redirect", "/redoc", "/openapi.json")  # and GET /
+OPEN_PATHS = ("/health", "/live", "/docs", "/docs/oauth2-redirect", "/redoc", "/openapi.json")  # and GET /
 PREDICT_PATHS = ("/predict", "/")
-ROUTES = ("/", "/predict", "/explain", "/health", "/info", "/metrics", "/docs", "/openapi.json")
+ROUTES = ("/", "/predict", "/explain", "/health", "/live", "/info", "/metrics", "/docs", "/openapi.json")
 PREDICT_KEYS = ("top_k", "neutral_band", "function_to_apply")
 MAX_DEPTH = 8  # JSON nesting a request may have (it needs 3): deeper is refused
 TOO_DEEP = f"JSON nested more than {MAX_DEPTH} levels deep; a request needs 3"
@@ -942,6 +942,14 @@ def _routes(app, service: Service, html_response) -> None:
     async def health():
         service.ready()
         return _json({"status": "ok", "backend": service.model.backend_name})
+
+    @app.get(
+        "/live", summary="Liveness: 200 while loading or answering, 503 once the model failed or predictions stall"
+    )
+    async def live():
+        if service.state == "failed" or (service.batcher is not None and service.batcher.health() is not None):
+            service.ready()  # its 503, with the reason
+        return _json({"status": service.state})
 
     @app.get("/info", summary="The model, its labels, limits and versions")
     async def info():
