@@ -300,6 +300,14 @@ def cmd_models(args) -> int:
 
 
 def cmd_serve(args) -> int:
+    from ..serve import stop_on_sigterm
+
+    with stop_on_sigterm():  # SIGTERM from here on (while the libraries load, too) exits 0
+        return _serve(args)
+    return 0  # stopped by SIGTERM
+
+
+def _serve(args) -> int:
     import os
 
     from ..metrics import check_neutral_band
