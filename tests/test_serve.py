@@ -476,6 +476,8 @@ def test_cli_serve_refuses_a_missing_folder_and_bad_limits(trained, tmp_path, ca
     assert capsys.readouterr().err.count("\n") == 1
     assert main(["serve", str(trained), "--max-texts", "0"]) == 2
     assert "--max-texts 0: must be a number of at least 1" in capsys.readouterr().err
+    assert main(["serve", str(trained), "--body-timeout", "0"]) == 2
+    assert "--body-timeout 0.0: must be a number of at least 0.01" in capsys.readouterr().err
 
 
 def test_cli_serve_refuses_a_backend_the_folder_lacks(trained, capsys):

@@ -14,8 +14,11 @@ Endpoints (FastAPI, run by uvicorn):
 Concurrent requests are scored together: one worker thread takes every request waiting, waits a few
 milliseconds more only while others are on their way, up to a token budget, runs the model once and hands
 each request its own rows. Bad input never gets a 500: 413 (too many texts, too long a text), 422 (malformed
-JSON, wrong types, an empty list, an unknown key), 429 (too many requests in flight), 401 (wrong API key),
-each as `{"error": ..., "error_type": ...}`.
+JSON, nested too deep, wrong types, an empty list, an unknown key, text that is not valid Unicode), 415 (a body
+that is not application/json), 429 (too many requests in flight, or connections from one address), 408 (headers
+or body too slow), 401 (wrong API key), each as `{"error": ..., "error_type": ...}`. A client that hangs up is
+counted as 499. Everything is checked before the batcher sees it, and what still fails there fails its request
+alone; `/health` (readiness) and `/live` (liveness) turn 503 when predictions are not being answered.
 """
 
 import asyncio
@@ -79,7 +82,7 @@ class Limits:
         for name, value in asdict(self).items():
             least = {"max_wait_ms": 0, "max_client_connections": 0}.get(name, 0.01 if name.endswith("_s") else 1)
             if isinstance(value, bool) or not isinstance(value, (int, float)) or value < least:
-                flag = "--" + name.replace("_", "-")
+                flag = "--" + name.removesuffix("_s").replace("_", "-")
                 raise BertsentError(f"{flag} {value}: must be a number of at least {least}.")
 
 
