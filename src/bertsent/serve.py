@@ -114,7 +114,7 @@ class Batcher:
     def __init__(self, model, limits: Limits, pending, observe=None, stall_s: float = 120.0):
         self.model = model
         self.stall_s = stall_s  # a model call running longer: /health says predictions are stuck
-        self.busy_since: float | None = None  # when the model call now running started
+        self.busy_since: float | None = None  # when the batch now being collected and scored was taken
         self.stopped = False
         self.limits = limits
         self.pending = pending
@@ -151,9 +151,9 @@ class Batcher:
                 first = held if held is not None else self.queue.get()
                 if first is None:
                     return
+                self.busy_since = time.monotonic()  # counting its tokens (the tokenizer) as well as the model
                 try:
                     batch, held, stop = self._collect(first)
-                    self.busy_since = time.monotonic()
                     self._score(batch)
                 except Exception as exc:  # noqa: BLE001 - a bug of ours: fail what it held, keep serving
                     _fail([first], exc)
