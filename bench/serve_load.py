@@ -10,11 +10,19 @@ Checks, each a line of the summary (exit 1 when one fails):
   load has run a tenth of its time (warmed: every batch shape seen) and at the end; the end over the start
   at most --max-growth. Also shown: the memory once the model was loaded, before any request.
 
+Then the same load again beside --attackers hostile connections (default 300; 0: no second run): slow ones
+that send nothing, half their headers, 17 bytes of a 1,000-byte body, or a byte every 2 s (each must be cut off
+with a 408 by the server's header and body timeouts, then reconnects), and a stream of malformed requests (a lone
+surrogate: 422, 100,000 nested brackets: 422, text/plain: 415, clients hanging up mid-body). Also checked: no 5xx
+in the server's own /metrics, and the normal clients' p50/p99 against the run without attackers (target: p99
+within 2x). The attackers connect from 127.0.0.2-5, so that the server's per-address connection cap applies to
+them and not to the normal clients.
+
 The good requests draw 1-4 texts from a pool of --texts unique synthetic reviews of 4-300 words, as one
 string or a list, to /predict or / (the Inference API's shape). The oversized bodies come with their
 Content-Length, or without (chunked, in 64 KB pieces).
 
-    python bench/serve_load.py --model tiny --clients 16 --seconds 5     # a tiny model trained on the spot
+    python bench/serve_load.py --model tiny --clients 16 --seconds 5 --attackers 40  # a tiny model, trained here
     python bench/serve_load.py --model runs/latest --json bench/results/cpu-serve-load.json
 """
 
@@ -163,6 +171,9 @@ class Tally:
     good_latency: list = field(default_factory=list)
     good_texts: int = 0
     deviation: float = 0.0  # largest |score - expected| among the good answers
+    attacks: Counter = field(default_factory=Counter)  # hostile clients: (kind, status or outcome)
+    attack_wrong: list = field(default_factory=list)  # (kind, status, body): an answer other than expected
+    attack_held_s: float = 0.0  # the longest a slow connection was held open by the server
 
     def summary(self) -> dict:
         return {
@@ -174,10 +185,14 @@ class Tally:
             "server_errors": sum(n for (_, s), n in self.statuses.items() if s >= 500),
             "good_texts": self.good_texts,
             "max_score_deviation": self.deviation,
+            "attacks": {f"{k} {s}": n for (k, s), n in sorted(self.attacks.items(), key=str)},
+            "attack_wrong": len(self.attack_wrong),
+            "attack_held_s": round(self.attack_held_s, 1),
             "examples": {
                 "lost": self.lost[:5],
                 "wrong_status": self.wrong_status[:5],
                 "crossed": self.crossed[:3],
+                "attack_wrong": self.attack_wrong[:5],
             },
         }
 
@@ -280,24 +295,52 @@ async def expected_answers(url: str, pool: list[str]) -> dict:
     return out
 
 
+def schedule(count: int, seed: int) -> list[str]:
+    """`count` request kinds in a random order: each kind at least once, the rest drawn by their shares. A fixed
+    count, not a fixed time: a slow machine sends as many requests of each kind as a fast one."""
+    rng = random.Random(seed)
+    kinds, weights = list(KINDS), [share for share, _ in KINDS.values()]
+    out = kinds + rng.choices(kinds, weights, k=max(0, count - len(kinds)))
+    rng.shuffle(out)
+    return out
+
+
 async def load(
-    url: str, pool, expected, clients: int, seconds: float, limits: tuple[int, int], seed: int, tolerance: float
+    url: str,
+    pool,
+    expected,
+    clients: int,
+    seconds: float | None,
+    limits: tuple[int, int],
+    seed: int,
+    tolerance: float,
+    count: int | None = None,
+    attackers: int = 0,
 ) -> Tally:
-    """`clients` concurrent clients sending requests for `seconds` (then each finishes the one it sent)."""
+    """`clients` concurrent clients sending requests for `seconds` (then each finishes the one it sent), or
+    until `count` requests are sent; `attackers` hostile connections beside them meanwhile (see `attack`)."""
     import httpx
 
     tally = Tally()
     kinds, weights = list(KINDS), [share for share, _ in KINDS.values()]
+    todo = schedule(count, seed) if count is not None else None
     connections = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
-    deadline = time.monotonic() + seconds
+    deadline = time.monotonic() + (seconds if seconds is not None else 1e9)
+    done = asyncio.Event()
+    hostile = asyncio.gather(*attack(url, attackers, pool, limits, tally, done, seed)) if attackers else None
     async with httpx.AsyncClient(timeout=60, limits=connections) as client:
 
         async def one_client(rng: random.Random):
-            while time.monotonic() < deadline:
-                request = make_request(rng.choices(kinds, weights)[0], rng, pool, *limits)
-                await send(client, url, request, expected, tolerance, tally)
+            while time.monotonic() < deadline and (todo is None or todo):
+                kind = todo.pop() if todo is not None else rng.choices(kinds, weights)[0]
+                await send(client, url, make_request(kind, rng, pool, *limits), expected, tolerance, tally)
 
-        await asyncio.gather(*(one_client(random.Random(seed * 1000 + i)) for i in range(clients)))
+        try:
+            await asyncio.gather(*(one_client(random.Random(seed * 1000 + i)) for i in range(clients)))
+        finally:
+            done.set()
+            if hostile is not None:
+                await hostile
     return tally
 
 
@@ -325,6 +368,131 @@ async def send(client, url: str, request: Request, expected: dict, tolerance: fl
         tally.wrong_status.append((request.kind, status, response.text[:300]))
 
 
+# -- hostile clients ----------------------------------------------------------------------------
+
+SLOW = ("idle", "half_headers", "half_body", "drip")  # connections that hold the server: each must end in 408
+MALFORMED = {  # requests the batcher must never see: kind, the status it must get (None: no answer, it hangs up)
+    "surrogate": 422,  # valid JSON, a lone surrogate: the tokenizer's TypeError once killed the batcher
+    "nested": 422,  # 100,000 nested [: a RecursionError (500) once
+    "plain_text": 415,  # what a web page can make a browser post without a CORS preflight
+    "hangup": None,  # half a body, then the client closes: once a 500 in /metrics and a traceback
+}
+# Attackers connect from other loopback addresses (Linux routes all of 127/8 to lo): the server caps connections
+# per address, and the normal clients (127.0.0.1) must not share the attackers' cap.
+ATTACK_SOURCES = ("127.0.0.2", "127.0.0.3", "127.0.0.4")
+MALFORMED_SOURCE = "127.0.0.5"
+
+
+def _head(length: int, content_type: str = "application/json") -> bytes:
+    head = f"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: {content_type}\r\nContent-Length: {length}\r\n\r\n"
+    return head.encode()
+
+
+def attack(url: str, attackers: int, pool, limits, tally: Tally, done: asyncio.Event, seed: int) -> list:
+    """The hostile clients' coroutines: `attackers` slow connections (the kinds of SLOW in turn, each reconnecting
+    once the server cuts it off) and a stream of malformed requests (one client per 50 attackers, at least 2)."""
+    host, port = url.removeprefix("http://").split(":")
+    slow = [
+        slow_client(host, int(port), SLOW[i % len(SLOW)], ATTACK_SOURCES[i % len(ATTACK_SOURCES)], tally, done)
+        for i in range(attackers)
+    ]
+    streams = max(2, attackers // 50)
+    return slow + [malformed_client(url, tally, done, random.Random(seed + i)) for i in range(streams)]
+
+
+async def slow_client(host: str, port: int, kind: str, source: str, tally: Tally, done: asyncio.Event) -> None:
+    """One slow connection after another until `done`: each must be answered 408 (or closed) by the server."""
+    while not done.is_set():
+        started = time.monotonic()
+        try:
+            reader, writer = await asyncio.open_connection(host, port, local_addr=(source, 0))
+        except OSError as exc:
+            tally.attack_wrong.append((kind, "connect", str(exc)))
+            await asyncio.sleep(1)
+            continue
+        try:
+            if kind == "half_headers":
+                writer.write(b"POST /predict HTTP/1.1\r\nHost: x\r\n")
+            elif kind == "half_body":
+                writer.write(_head(1000) + b'{"inputs": "a fi')  # 17 of 1,000 bytes
+            elif kind == "drip":
+                writer.write(_head(100))
+            reply = await _held(reader, writer, drip=kind == "drip", done=done)
+        except OSError:
+            reply = b""
+        finally:
+            writer.close()
+        if reply is None:  # the load ended first
+            return
+        status = int(reply[9:12]) if reply.startswith(b"HTTP/1.1 ") else "closed"
+        tally.attacks[(kind, status)] += 1
+        tally.attack_held_s = max(tally.attack_held_s, time.monotonic() - started)
+        if status not in (408, "closed"):
+            tally.attack_wrong.append((kind, status, reply[:200].decode(errors="replace")))
+
+
+async def _held(reader, writer, drip: bool, done: asyncio.Event, pace: float = 2.0) -> bytes | None:
+    """What the server sends until it closes the connection (None if `done` came first); a drip writes a byte
+    of its body every `pace` seconds meanwhile."""
+    reply = b""
+    while True:
+        if done.is_set():
+            return None
+        try:
+            chunk = await asyncio.wait_for(reader.read(65536), pace if drip else 0.5)
+        except TimeoutError:
+            if drip:
+                writer.write(b" ")
+            continue
+        if not chunk:
+            return reply
+        reply += chunk
+
+
+async def malformed_client(url: str, tally: Tally, done: asyncio.Event, rng: random.Random) -> None:
+    """Malformed requests back to back until `done`, each checked for its status."""
+    import httpx
+
+    bodies = {
+        "surrogate": (b'{"inputs": ["bad \\ud800 film"]}', "application/json"),
+        "nested": (b"[" * 100_000, "application/json"),
+        "plain_text": (b'{"inputs": "a film"}', "text/plain"),
+    }
+    transport = httpx.AsyncHTTPTransport(local_address=MALFORMED_SOURCE)
+    async with httpx.AsyncClient(timeout=60, transport=transport) as client:
+        host, port = url.removeprefix("http://").split(":")
+        while not done.is_set():
+            kind = rng.choice(list(MALFORMED))
+            if kind == "hangup":
+                _, writer = await asyncio.open_connection(host, int(port), local_addr=(MALFORMED_SOURCE, 0))
+                writer.write(_head(100) + b'{"inputs": ')
+                await writer.drain()
+                writer.close()
+                tally.attacks[(kind, "hung up")] += 1
+                await asyncio.sleep(0.05)
+                continue
+            body, media = bodies[kind]
+            try:
+                response = await client.post(f"{url}/predict", content=body, headers={"content-type": media})
+            except httpx.HTTPError as exc:
+                tally.attack_wrong.append((kind, "lost", f"{type(exc).__name__}: {exc}"))
+                continue
+            tally.attacks[(kind, response.status_code)] += 1
+            if response.status_code != MALFORMED[kind]:
+                tally.attack_wrong.append((kind, response.status_code, response.text[:200]))
+
+
+def server_errors_counted(url: str) -> float:
+    """5xx answers the server itself counted (/metrics), hostile clients' included."""
+    import httpx
+
+    total = 0.0
+    for line in httpx.get(f"{url}/metrics", timeout=30).text.splitlines():
+        if line.startswith("bertsent_requests_total{") and 'status="5' in line:
+            total += float(line.split()[-1])
+    return total
+
+
 async def _pieces(body: bytes, size: int = 65_536):
     for start in range(0, len(body), size):
         yield body[start : start + size]
@@ -335,7 +503,9 @@ def run_load(
     pid: int,
     *,
     clients: int,
-    seconds: float,
+    seconds: float | None = None,
+    count: int | None = None,
+    attackers: int = 0,
     texts: int = 512,
     max_texts: int = 16,
     max_chars: int = 4000,
@@ -344,8 +514,9 @@ def run_load(
     max_growth: float = 1.10,
     log=None,
 ) -> dict:
-    """The load against a running server (process `pid`, serving at `url` with these limits): the result,
-    its checks and whether all passed."""
+    """The load against a running server (process `pid`, serving at `url` with these limits), for `seconds` or
+    `count` requests, with `attackers` hostile connections beside it: the result, its checks and whether all
+    passed."""
     import httpx
 
     log = log or (lambda message: print(message, file=sys.stderr, flush=True))
@@ -355,9 +526,14 @@ def run_load(
     started = time.perf_counter()
     expected = asyncio.run(expected_answers(url, pool))
     log(f"{len(pool)} texts asked alone, one at a time, in {time.perf_counter() - started:.1f} s; now the load")
+    counted_before = server_errors_counted(url)
     with MemorySampler(pid) as memory:
-        tally = asyncio.run(load(url, pool, expected, clients, seconds, (max_texts, max_chars), seed, tolerance))
-    start, end = memory.at(seconds / 10), memory.samples[-1][1]
+        began = time.perf_counter()
+        tally = asyncio.run(
+            load(url, pool, expected, clients, seconds, (max_texts, max_chars), seed, tolerance, count, attackers)
+        )
+        elapsed = time.perf_counter() - began
+    start, end = memory.at(elapsed / 10), memory.samples[-1][1]
     peak = max(sample["VmRSS"] for _, sample in memory.samples)
     counts = tally.summary()
     answered = sum(tally.statuses.values())
@@ -368,20 +544,26 @@ def run_load(
         "every status as expected": counts["wrong_status"] == 0,
         "no crossed answers": counts["crossed"] == 0 and tally.good_texts > 0,
         "memory flat": max(growth.values()) <= max_growth,
+        "no 5xx counted by the server": server_errors_counted(url) == counted_before,
     }
+    if attackers:
+        timeouts = info["limits"]["header_timeout_s"] + info["limits"]["body_timeout_s"]
+        checks["hostile clients answered as expected"] = counts["attack_wrong"] == 0 and bool(tally.attacks)
+        checks["slow connections cut off in time"] = tally.attack_held_s <= timeouts + 10
     latency = sorted(tally.good_latency)
     return {
         "backend": info["backend"],
         "batch_size": info["batch_size"],
         "clients": clients,
-        "seconds": seconds,
+        "attackers": attackers,
+        "seconds": round(elapsed, 1),
         "pool_texts": texts,
         "limits": {"max_texts": max_texts, "max_chars": max_chars, "body_bytes": body_limit(max_texts, max_chars)},
         "tolerance": tolerance,
         "distinguishable": round(distinguishable(expected, tolerance), 3),
         "requests": sum(tally.sent.values()),
-        "requests_per_s": round(sum(tally.sent.values()) / seconds, 1),
-        "good_texts_per_s": round(tally.good_texts / seconds, 1),
+        "requests_per_s": round(sum(tally.sent.values()) / elapsed, 1),
+        "good_texts_per_s": round(tally.good_texts / elapsed, 1),
         "good_p50_ms": round(1000 * statistics.median(latency), 1) if latency else None,
         "good_p99_ms": round(1000 * latency[min(len(latency) - 1, round(0.99 * (len(latency) - 1)))], 1)
         if latency
@@ -396,8 +578,9 @@ def run_load(
 
 def summary_line(result: dict) -> str:
     m = result["memory_mb"]
+    attackers = f" beside {result['attackers']} hostile connections" if result.get("attackers") else ""
     lines = [
-        f"{result['clients']} clients for {result['seconds']:.0f} s ({result.get('backend', '?')}): "
+        f"{result['clients']} clients{attackers} for {result['seconds']:.0f} s ({result.get('backend', '?')}): "
         f"{result['requests']} requests ({result['requests_per_s']}/s; {result['sent'].get('good', 0)} good, "
         f"{result['good_texts_per_s']} texts/s, p50 {result['good_p50_ms']} ms, p99 {result['good_p99_ms']} ms)",
         f"  5xx {result['server_errors']}, lost {result['lost']}, wrong status {result['wrong_status']}, "
@@ -407,10 +590,19 @@ def summary_line(result: dict) -> str:
         f"  memory: loaded {m['loaded']['VmRSS']} MB; RSS {m['start']['VmRSS']} -> {m['end']['VmRSS']} MB "
         f"({m['growth']['VmRSS']:.3f}x), peak (VmHWM) {m['start']['VmHWM']} -> {m['end']['VmHWM']} MB "
         f"({m['growth']['VmHWM']:.3f}x)",
+        *([_hostile_line(result)] if result.get("attackers") else []),
         "  " + ", ".join(f"{name}: {'ok' if ok else 'FAILED'}" for name, ok in result["checks"].items()),
         "PASS" if result["passed"] else "FAIL",
     ]
     return "\n".join(lines)
+
+
+def _hostile_line(result: dict) -> str:
+    kinds = ", ".join(f"{k}: {n}" for k, n in result["attacks"].items())
+    return (
+        f"  hostile: {sum(result['attacks'].values())} answered ({kinds}); unexpected {result['attack_wrong']}, "
+        f"longest held {result['attack_held_s']} s"
+    )
 
 
 # -- the server -----------------------------------------------------------------------------------
@@ -510,6 +702,12 @@ def parse_args(argv=None):
     p.add_argument("--model", default="tiny", help="a trained model folder, or 'tiny' (trained here, in moments)")
     p.add_argument("--clients", type=int, default=64)
     p.add_argument("--seconds", type=float, default=60)
+    p.add_argument(
+        "--attackers",
+        type=int,
+        default=300,
+        help="hostile connections beside the clients, in a second run compared with the first (0: one run, none)",
+    )
     p.add_argument("--texts", type=int, default=512, help="unique texts the good requests draw from")
     p.add_argument("--backend", default="auto", help="the server's (auto: ONNX int8 when exported)")
     p.add_argument("--threads", type=int, help="the server's CPU threads (default: all cores)")
@@ -534,20 +732,32 @@ def main(argv=None) -> int:
         server = start_server(model_dir, port, args)
         try:
             wait_healthy(url, server)
-            result = run_load(
-                url,
-                server.pid,
-                clients=args.clients,
-                seconds=args.seconds,
-                texts=args.texts,
-                max_texts=args.max_texts,
-                max_chars=args.max_chars,
-                seed=args.seed,
-                tolerance=args.tolerance,
-                max_growth=args.max_growth,
-            )
+            runs = [
+                run_load(
+                    url,
+                    server.pid,
+                    clients=args.clients,
+                    seconds=args.seconds,
+                    attackers=attackers,
+                    texts=args.texts,
+                    max_texts=args.max_texts,
+                    max_chars=args.max_chars,
+                    seed=args.seed,
+                    tolerance=args.tolerance,
+                    max_growth=args.max_growth,
+                )
+                for attackers in sorted({0, args.attackers})
+            ]
         finally:
             log = stop_server(server)
+    result = runs[-1]
+    if len(runs) == 2:  # the normal clients' latency beside the attackers, against the run without them
+        calm = runs[0]
+        print(summary_line(calm))
+        result["without_attackers"] = calm
+        result["p50_ratio"] = round(result["good_p50_ms"] / calm["good_p50_ms"], 2)
+        result["p99_ratio"] = round(result["good_p99_ms"] / calm["good_p99_ms"], 2)
+        result["passed"] = result["passed"] and calm["passed"]
     result = {
         "date": date.today().isoformat(),
         "machine": machine(),
@@ -558,6 +768,12 @@ def main(argv=None) -> int:
         "server_log_tail": log[-2000:],
     }
     print(summary_line(result))
+    if "p99_ratio" in result:
+        met = "met" if result["p99_ratio"] <= 2 else "NOT met"
+        print(
+            f"beside the attackers, the normal clients' p50 x{result['p50_ratio']}, p99 x{result['p99_ratio']} "
+            f"of the run without them (target: p99 within 2x, {met})"
+        )
     target = args.json
     if target is None:
         name = "tiny" if args.model == "tiny" else Path(args.model).name

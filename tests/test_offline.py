@@ -209,7 +209,7 @@ def test_serve_opens_no_connection(no_network, trained, monkeypatch):
 
     servers = []
 
-    class Recorded(uvicorn.Server):  # to stop it: uvicorn.run makes its server itself
+    class Recorded(uvicorn.Server):  # to stop it: `bertsent serve` makes its server itself
         def __init__(self, config):
             super().__init__(config)
             servers.append(self)
@@ -217,7 +217,7 @@ def test_serve_opens_no_connection(no_network, trained, monkeypatch):
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    monkeypatch.setattr(sys.modules["uvicorn.main"], "Server", Recorded)  # (uvicorn.main is also a function)
+    monkeypatch.setattr(uvicorn, "Server", Recorded)
     codes = []
     thread = threading.Thread(
         target=lambda: codes.append(main(["serve", str(trained), "--port", str(port), "--log-level", "warning"])),

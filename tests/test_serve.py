@@ -18,7 +18,7 @@ import pytest
 import bertsent
 from bertsent.cli import main
 from bertsent.errors import BertsentError
-from bertsent.serve import create_app
+from bertsent.serve import create_app, uvicorn_config
 
 from conftest import make_reviews
 
@@ -33,7 +33,7 @@ def running(app):
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind(("127.0.0.1", 0))
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on"))
+    server = uvicorn.Server(uvicorn_config(app, log_level="warning", lifespan="on"))
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
     deadline = time.time() + 30
@@ -425,18 +425,39 @@ def test_explain_endpoint_without_captum(server, monkeypatch):
 # -- the command line ----------------------------------------------------------------------------
 
 
-def test_cli_serve_passes_its_settings_and_warns_on_an_open_host(trained, monkeypatch, capsys):
+def capture_server_run(monkeypatch, seen: dict) -> None:
+    """uvicorn.Server.run replaced: what it would serve, and how, lands in `seen` (app, host, port, config). The
+    socket is bound to a free port (the one asked for may be taken on a shared machine)."""
     import uvicorn
 
+    from bertsent import serve
+
+    bind = serve.listening_socket
+    monkeypatch.setattr(
+        serve, "listening_socket", lambda host, port: seen.update(host=host, port=port) or bind(host, 0)
+    )
+    monkeypatch.setattr(
+        uvicorn.Server, "run", lambda server, sockets: seen.update(app=server.config.app, config=server.config)
+    )
+
+
+def test_cli_serve_passes_its_settings_and_warns_on_an_open_host(trained, monkeypatch, capsys):
     seen = {}
-    monkeypatch.setattr(uvicorn, "run", lambda app, **kwargs: seen.update(app=app, **kwargs))
+    capture_server_run(monkeypatch, seen)
     monkeypatch.delenv("BERTSENT_API_KEY", raising=False)
-    assert main(["serve", str(trained), "--host", "0.0.0.0", "--port", "9123", "--max-texts", "3"]) == 0
+    argv = ["serve", str(trained), "--host", "0.0.0.0", "--port", "9123", "--max-texts", "3", "--body-timeout", "4"]
+    assert main([*argv, "--header-timeout", "2", "--max-client-connections", "0", "--cors-origin", "https://a.b"]) == 0
     err = capsys.readouterr().err
     assert "Warning: serving on 0.0.0.0 without an API key" in err
-    assert seen["host"] == "0.0.0.0" and seen["port"] == 9123
+    assert seen["host"] == "0.0.0.0" and seen["port"] == 9123 and seen["config"].timeout_graceful_shutdown
     service = seen["app"].state.service
     assert service.limits.max_texts == 3 and service.api_key is None
+    assert (service.limits.header_timeout_s, service.limits.body_timeout_s, service.limits.max_client_connections) == (
+        2,
+        4,
+        0,
+    )
+    assert any("CORS" in str(m.cls) for m in seen["app"].user_middleware)
 
     monkeypatch.setenv("BERTSENT_API_KEY", "from-env")
     assert main(["serve", str(trained), "--host", "0.0.0.0"]) == 0
@@ -455,6 +476,8 @@ def test_cli_serve_refuses_a_missing_folder_and_bad_limits(trained, tmp_path, ca
     assert capsys.readouterr().err.count("\n") == 1
     assert main(["serve", str(trained), "--max-texts", "0"]) == 2
     assert "--max-texts 0: must be a number of at least 1" in capsys.readouterr().err
+    assert main(["serve", str(trained), "--body-timeout", "0"]) == 2
+    assert "--body-timeout 0.0: must be a number of at least 0.01" in capsys.readouterr().err
 
 
 def test_cli_serve_refuses_a_backend_the_folder_lacks(trained, capsys):

@@ -14,12 +14,16 @@ Endpoints (FastAPI, run by uvicorn):
 Concurrent requests are scored together: one worker thread takes every request waiting, waits a few
 milliseconds more only while others are on their way, up to a token budget, runs the model once and hands
 each request its own rows. Bad input never gets a 500: 413 (too many texts, too long a text), 422 (malformed
-JSON, wrong types, an empty list, an unknown key), 429 (too many requests in flight), 401 (wrong API key),
-each as `{"error": ..., "error_type": ...}`.
+JSON, nested too deep, wrong types, an empty list, an unknown key, text that is not valid Unicode), 415 (a body
+that is not application/json), 429 (too many requests in flight, or connections from one address), 408 (headers
+or body too slow), 401 (wrong API key), each as `{"error": ..., "error_type": ...}`. A client that hangs up is
+counted as 499. Everything is checked before the batcher sees it, and what still fails there fails its request
+alone; `/health` (readiness) and `/live` (liveness) turn 503 when predictions are not being answered.
 """
 
 import asyncio
 import copy
+import errno
 import json
 import math
 import os
@@ -28,7 +32,9 @@ import secrets
 import sys
 import threading
 import time
+from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -41,15 +47,18 @@ API_KEY_ENV = "BERTSENT_API_KEY"
 INSTALL = "pip install 'bertsent[serve]'"
 LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1")
 PAGE_FILE = Path(__file__).resolve().parent / "web" / "index.html"
-OPEN_PATHS = ("/health", "/docs", "/docs/oauth2-redirect", "/redoc", "/openapi.json")  # and GET /
+OPEN_PATHS = ("/health", "/live", "/docs", "/docs/oauth2-redirect", "/redoc", "/openapi.json")  # and GET /
 PREDICT_PATHS = ("/predict", "/")
-ROUTES = ("/", "/predict", "/explain", "/health", "/info", "/metrics", "/docs", "/openapi.json")
+ROUTES = ("/", "/predict", "/explain", "/health", "/live", "/info", "/metrics", "/docs", "/openapi.json")
 PREDICT_KEYS = ("top_k", "neutral_band", "function_to_apply")
+MAX_DEPTH = 8  # JSON nesting a request may have (it needs 3): deeper is refused
+TOO_DEEP = f"JSON nested more than {MAX_DEPTH} levels deep; a request needs 3"
 EXPLAIN_KEYS = ("target", "n_steps")
 # Seconds an idle kept-alive connection stays open. Longer than clients keep theirs (httpx: 5 s, load balancers
 # often 60 s): with uvicorn's 5 s, a client reusing a connection just as the server closes it loses its request
 # (bench/serve_load.py lost 1 of 537 under load; 4 of 764 requests sent after 4.95-5.05 s idle, none at 75 s).
 KEEP_ALIVE_S = 75
+DRAIN_S = 20  # on SIGTERM, the most seconds spent finishing the requests in flight before exiting
 
 
 @dataclass
@@ -63,12 +72,17 @@ class Limits:
     max_wait_ms: float = 5.0  # how long a batch waits for requests still on their way
     max_explain_texts: int = 4  # texts per /explain request
     max_explain_steps: int = 256  # n_steps of /explain, at most
+    # Slow or half-sent requests (slowloris): the headers must arrive within header_timeout_s of the connection
+    # (or of the previous answer), the whole body within body_timeout_s of the headers; else 408 and closed.
+    header_timeout_s: float = 10.0
+    body_timeout_s: float = 30.0
+    max_client_connections: int = 128  # open connections from one address (more: 429, closed); 0: no cap
 
     def check(self) -> None:
         for name, value in asdict(self).items():
-            least = 0 if name == "max_wait_ms" else 1
+            least = {"max_wait_ms": 0, "max_client_connections": 0}.get(name, 0.01 if name.endswith("_s") else 1)
             if isinstance(value, bool) or not isinstance(value, (int, float)) or value < least:
-                flag = "--" + name.replace("_", "-")
+                flag = "--" + name.removesuffix("_s").replace("_", "-")
                 raise BertsentError(f"{flag} {value}: must be a number of at least {least}.")
 
 
@@ -97,8 +111,11 @@ class Batcher:
     on their way (arrived, not yet queued) it waits for them, at most `max_wait_ms`. A batch holds at most
     `max_batch_tokens` tokens (a request that would pass it starts the next batch)."""
 
-    def __init__(self, model, limits: Limits, pending, observe=None):
+    def __init__(self, model, limits: Limits, pending, observe=None, stall_s: float = 120.0):
         self.model = model
+        self.stall_s = stall_s  # a model call running longer: /health says predictions are stuck
+        self.busy_since: float | None = None  # when the batch now being collected and scored was taken
+        self.stopped = False
         self.limits = limits
         self.pending = pending
         self.observe = observe or (lambda texts, requests: None)
@@ -107,6 +124,8 @@ class Batcher:
         self.thread.start()
 
     def submit(self, texts: list[str]) -> asyncio.Future:
+        if self.stopped:
+            raise RequestError(503, "unavailable", "the batching worker stopped; the server must be restarted")
         loop = asyncio.get_running_loop()
         future = loop.create_future()
         self.queue.put(_Job(texts, future, loop))
@@ -127,18 +146,38 @@ class Batcher:
 
     def _run(self) -> None:
         held = None
-        while True:
-            first = held if held is not None else self.queue.get()
-            if first is None:
-                return
-            batch, held, stop = self._collect(first)
-            self._score(batch)
-            if stop:
-                return
+        try:
+            while True:
+                first = held if held is not None else self.queue.get()
+                if first is None:
+                    return
+                self.busy_since = time.monotonic()  # counting its tokens (the tokenizer) as well as the model
+                try:
+                    batch, held, stop = self._collect(first)
+                    self._score(batch)
+                except Exception as exc:  # noqa: BLE001 - a bug of ours: fail what it held, keep serving
+                    _fail([first], exc)
+                    held, stop = None, False
+                finally:
+                    self.busy_since = None
+                if stop:
+                    return
+        finally:  # stopped, or killed by something no request caused: nobody waits forever
+            self.stopped = True
+            while True:
+                try:
+                    job = self.queue.get_nowait()
+                except queue.Empty:
+                    break
+                if job is not None:
+                    _fail([job], RequestError(503, "unavailable", "the batching worker stopped"))
 
     def _collect(self, first: _Job):
-        """The batch starting with `first`, the job that did not fit (or None), and whether to stop after."""
-        batch, tokens = [first], self.cost(first.texts)
+        """The batch starting with `first`, the job that did not fit (or None), and whether to stop after. A
+        request whose tokens cannot be counted is failed here, alone."""
+        batch, tokens = [first], self._cost_or_fail(first)
+        if tokens is None:
+            batch, tokens = [], 0
         deadline = time.monotonic() + self.limits.max_wait_ms / 1000
         while tokens < self.limits.max_batch_tokens:
             try:
@@ -153,20 +192,34 @@ class Batcher:
                     continue
             if job is None:  # stop, once this batch is answered
                 return batch, None, True
-            cost = self.cost(job.texts)
-            if tokens + cost > self.limits.max_batch_tokens:
+            cost = self._cost_or_fail(job)
+            if cost is None:
+                continue
+            if batch and tokens + cost > self.limits.max_batch_tokens:
                 return batch, job, False
             batch.append(job)
             tokens += cost
         return batch, None, False
 
+    def _cost_or_fail(self, job: _Job) -> int | None:
+        try:
+            return self.cost(job.texts)
+        except Exception as exc:  # noqa: BLE001 - this request's texts alone: it fails, the others go on
+            _fail([job], exc)
+            return None
+
     def _score(self, batch: list[_Job]) -> None:
+        if not batch:
+            return
         texts = [t for job in batch for t in job.texts]
         try:
             probs = self.model.predict_proba(texts)
-        except Exception as exc:  # noqa: BLE001 - every waiting request learns of it, the worker goes on
-            for job in batch:
-                job.loop.call_soon_threadsafe(_settle, job.future, None, exc)
+        except Exception as exc:  # noqa: BLE001 - find the request that caused it: each alone, once
+            if len(batch) == 1:
+                _fail(batch, exc)
+            else:
+                for job in batch:
+                    self._score([job])
             return
         self.observe(len(texts), len(batch))
         start = 0
@@ -174,6 +227,20 @@ class Batcher:
             rows = probs[start : start + len(job.texts)]
             start += len(job.texts)
             job.loop.call_soon_threadsafe(_settle, job.future, rows, None)
+
+    def health(self) -> str | None:
+        """The watchdog's view: None while predictions are being answered, else why not."""
+        if self.stopped or not self.thread.is_alive():
+            return "the batching worker stopped"
+        busy = self.busy_since
+        if busy is not None and time.monotonic() - busy > self.stall_s:
+            return f"one model call has run for {time.monotonic() - busy:.0f} s (more than {self.stall_s:g} s)"
+        return None
+
+
+def _fail(jobs: list[_Job], error: Exception) -> None:
+    for job in jobs:
+        job.loop.call_soon_threadsafe(_settle, job.future, None, error)
 
 
 def _settle(future: asyncio.Future, result, error) -> None:
@@ -188,8 +255,9 @@ def _settle(future: asyncio.Future, result, error) -> None:
 class Service:
     """What the app serves: the model (loaded in the background), its batcher, explainer, limits, metrics."""
 
-    def __init__(self, source, limits: Limits, api_key: str | None, load_options: dict | None = None):
+    def __init__(self, source, limits: Limits, api_key: str | None, load_options: dict | None = None, on_failure=None):
         self.source = source
+        self.on_failure = on_failure  # called (from the loading thread) when the model cannot be loaded
         self.limits = limits
         self.api_key = api_key or None
         self.load_options = load_options or {}
@@ -197,8 +265,8 @@ class Service:
         self.batcher: Batcher | None = None
         self.state = "loading"
         self.failure: str | None = None
-        self.inflight = 0
-        self.announced = 0  # predict requests arrived and not yet queued or refused
+        self.inflight = 0  # requests whose body has arrived, not yet answered
+        self.announced = 0  # predict requests whose body has arrived, not yet queued or refused
         self.metrics = _Metrics()
         self._explainer = None  # (torch model, tokenizer) of its own, made on the first /explain
         self._explain_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="bertsent-explain")
@@ -217,10 +285,13 @@ class Service:
             self.state = "ready"
             self.metrics.loaded.set(1)
             _log(f"model loaded in {time.perf_counter() - started:.1f} s ({model.backend_name}): ready")
-        except Exception as exc:  # noqa: BLE001 - the server stays up and says why in /health
+        except Exception as exc:  # noqa: BLE001 - /health says why; `bertsent serve` then exits (on_failure)
             self.failure = str(exc) if isinstance(exc, BertsentError) else f"{type(exc).__name__}: {exc}"
             self.state = "failed"
-            _log(f"error: the model could not be loaded: {self.failure}")
+            if self.on_failure is not None:
+                self.on_failure()
+            else:
+                _log(f"error: the model could not be loaded: {self.failure}")
 
     def _open(self):
         from .prediction import SentimentModel
@@ -237,19 +308,39 @@ class Service:
         return SentimentModel.load(self.source, **options)
 
     def stop(self) -> None:
-        if self._loader is not None:
-            self._loader.join(timeout=60)
+        """Stop the batcher once it has answered what it holds. A model still loading is not waited for: the
+        loading thread is a daemon and ends with the process (SIGTERM while loading exits at once)."""
         if self.batcher is not None:
             self.batcher.stop()
         self._explain_pool.shutdown(wait=False, cancel_futures=True)
 
     def ready(self):
-        """The model, or the 503 that says it is not there yet."""
+        """The model, or the 503 that says it is not there yet (or that predictions are not being answered)."""
         if self.state == "ready":
+            trouble = self.batcher.health()
+            if trouble is not None:
+                raise RequestError(503, "unavailable", f"predictions are not being answered: {trouble}")
             return self.model
         if self.state == "failed":
             raise RequestError(503, "not_ready", f"the model could not be loaded: {self.failure}")
         raise RequestError(503, "not_ready", "the model is loading; try again shortly (GET /health says when)")
+
+    @contextmanager
+    def in_flight(self):
+        """A request whose body has arrived, counted until it is answered; over `max_inflight`, 429. Requests
+        still sending their body are not counted: slow clients cannot fill the server (the body timeout ends
+        them)."""
+        if self.inflight >= self.limits.max_inflight:
+            raise RequestError(
+                429, "overloaded", f"{self.inflight} requests in flight, the most this server takes; retry shortly"
+            )
+        self.inflight += 1
+        self.metrics.inflight.inc()
+        try:
+            yield
+        finally:
+            self.inflight -= 1
+            self.metrics.inflight.dec()
 
     def explain(self, texts: list[str], target: str | None, n_steps: int | None) -> list:
         """Word attributions, on a PyTorch model and tokenizer of the explainer's own: Captum hooks the
@@ -380,6 +471,10 @@ def parse_body(body: bytes, keys: tuple[str, ...], max_texts: int, max_chars: in
         payload = json.loads(body)
     except (ValueError, UnicodeDecodeError) as exc:
         raise RequestError(422, "validation", f"malformed JSON: {exc}") from None
+    except RecursionError:  # nested deeper than Python parses
+        raise RequestError(422, "validation", TOO_DEEP) from None
+    if _depth(payload) > MAX_DEPTH:
+        raise RequestError(422, "validation", TOO_DEEP)
     if not isinstance(payload, dict):
         raise RequestError(422, "validation", 'the body must be a JSON object: {"inputs": "text" or ["text", ...]}')
     unknown = sorted(set(payload) - {"inputs", "parameters"})
@@ -398,6 +493,7 @@ def parse_body(body: bytes, keys: tuple[str, ...], max_texts: int, max_chars: in
         raise RequestError(
             413, "too_large", f"{len(texts)} texts in one request; this server takes at most {max_texts}"
         )
+    _check_encodable(texts)
     longest = max(range(len(texts)), key=lambda i: len(texts[i]))
     if len(texts[longest]) > max_chars:
         raise RequestError(
@@ -412,6 +508,36 @@ def parse_body(body: bytes, keys: tuple[str, ...], max_texts: int, max_chars: in
     if unknown:
         raise RequestError(422, "validation", f"unknown parameter {unknown[0]!r}; parameters are {', '.join(keys)}")
     return texts, single, {k: v for k, v in parameters.items() if v is not None}
+
+
+def _depth(value) -> int:
+    """How deeply lists and objects nest in a parsed JSON value (a string: 0), without recursion."""
+    deepest, stack = 0, [(value, 1)]
+    while stack:
+        item, level = stack.pop()
+        children = item.values() if isinstance(item, dict) else item if isinstance(item, list) else None
+        if children is None:
+            continue
+        deepest = max(deepest, level)
+        if deepest > MAX_DEPTH:
+            return deepest
+        stack.extend((child, level + 1) for child in children)
+    return deepest
+
+
+def _check_encodable(texts: list[str]) -> None:
+    """Every text as UTF-8, as the tokenizer needs it: JSON can carry a lone surrogate (\\ud800), which no
+    tokenizer accepts."""
+    for i, text in enumerate(texts):
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError as exc:
+            raise RequestError(
+                422,
+                "validation",
+                f"text {i} cannot be encoded as UTF-8: a lone surrogate {text[exc.start]!a} at character "
+                f"{exc.start}; send valid Unicode text",
+            ) from None
 
 
 def predict_parameters(parameters: dict, model) -> tuple[int | None, float | None]:
@@ -524,7 +650,7 @@ def _json(payload, status: int = 200):
 
 
 class _Gate:
-    """ASGI middleware before everything: the API key, the in-flight limit, and the request metrics."""
+    """ASGI middleware before everything: the API key, the body's deadline, and the request metrics."""
 
     def __init__(self, app, service: Service):
         self.app = app
@@ -536,71 +662,167 @@ class _Gate:
             return await self.app(scope, receive, send)
         service, path, method = self.service, scope["path"], scope["method"]
         started = time.perf_counter()
-        status = [500]
+        body = _BodyDeadline(receive, scope["headers"], service.limits.body_timeout_s)
+        status = 500  # what is counted if the app sends nothing
 
         async def sending(message):
+            nonlocal status
             if message["type"] == "http.response.start":
-                status[0] = message["status"]
+                status = message["status"]
+                if status == 408:  # the body is late: do not wait for the rest (an early 413 or 401 lets the client
+                    # finish sending, read and dropped, so that it reads the answer; the header timeout bounds that)
+                    message = {**message, "headers": [*message.get("headers", []), (b"connection", b"close")]}
             await send(message)
 
-        model_call = method == "POST" and path in (*PREDICT_PATHS, "/explain")
         try:
-            refusal = self._refusal(scope, path, method, model_call)
+            refusal = self._refusal(scope, path, method)
             if refusal is not None:
                 return await _error_response(service, refusal)(scope, receive, sending)
-            if not model_call:
-                return await self.app(scope, receive, sending)
-            service.inflight += 1
-            service.metrics.inflight.inc()
-            if path in PREDICT_PATHS:
-                service.announced += 1
-                scope["bertsent.announced"] = True
-            try:
-                await self.app(scope, receive, sending)
-            finally:
-                _arrived(service, scope)
-                service.inflight -= 1
-                service.metrics.inflight.dec()
+            await self.app(scope, body.receive, sending)
         finally:
             label = path if path in ROUTES else "other"
-            service.metrics.requests.labels(label, method, str(status[0])).inc()
+            service.metrics.requests.labels(label, method, str(status)).inc()
             service.metrics.latency.labels(label).observe(time.perf_counter() - started)
 
-    def _refusal(self, scope, path: str, method: str, model_call: bool) -> RequestError | None:
-        service = self.service
+    def _refusal(self, scope, path: str, method: str) -> RequestError | None:
         open_path = path in OPEN_PATHS or (path == "/" and method in ("GET", "HEAD"))
         if self.expected is not None and not open_path:
             given = dict(scope["headers"]).get(b"authorization", b"")
             if not secrets.compare_digest(given, self.expected):
                 what = "a wrong API key" if given else "no API key"
                 return RequestError(401, "unauthorized", f"{what}: send the header Authorization: Bearer KEY")
-        if model_call and service.inflight >= service.limits.max_inflight:
-            return RequestError(
-                429, "overloaded", f"{service.inflight} requests in flight, the most this server takes; retry shortly"
-            )
         return None
 
 
-def _arrived(service: Service, scope) -> None:
-    """A predict request is queued or refused: the batcher stops expecting it."""
-    if scope.pop("bertsent.announced", False):
-        service.announced -= 1
+class _BodyDeadline:
+    """The ASGI `receive` of one request, bounded: the whole body within `seconds` of the headers, else 408
+    (a client sending a byte every few seconds, or fewer bytes than its Content-Length, holds nothing for long)."""
+
+    def __init__(self, receive, headers, seconds: float):
+        self._receive = receive
+        self.seconds = seconds
+        self.deadline = time.monotonic() + seconds
+        found = dict(headers)
+        self.done = found.get(b"content-length", b"0") in (b"0", b"") and b"transfer-encoding" not in found
+
+    async def receive(self):
+        if self.done:  # the body is in: later calls only wait for a disconnect
+            return await self._receive()
+        try:
+            message = await asyncio.wait_for(self._receive(), max(0.0, self.deadline - time.monotonic()))
+        except TimeoutError:
+            raise RequestError(
+                408, "timeout", f"the request body did not arrive within {self.seconds:g} s; send it at once"
+            ) from None
+        if message["type"] != "http.request" or not message.get("more_body", False):
+            self.done = True
+        return message
+
+
+def guarded_protocol(service: Service):
+    """uvicorn's h11 protocol with the defences it lacks against slow clients: the request headers must arrive
+    within `header_timeout_s` of the connection (or of the previous answer on it), else 408 and the connection
+    is closed; one address holds at most `max_client_connections` open connections (more: 429, closed at
+    once). Behind a reverse proxy every client has the proxy's address: raise the cap, or 0 for none."""
+    from uvicorn.protocols.http.h11_impl import H11Protocol
+
+    limits = service.limits
+    open_by_address: Counter = Counter()
+
+    class GuardedProtocol(H11Protocol):
+        header_timer = None
+        address = None
+
+        def connection_made(self, transport):
+            super().connection_made(transport)
+            self.address = self.client[0] if self.client else None
+            open_by_address[self.address] += 1
+            most = limits.max_client_connections
+            if most and open_by_address[self.address] > most:
+                message = f"more than {most} open connections from {self.address}; close some and retry"
+                self._refuse(429, "overloaded", message)
+                return
+            self._arm()
+
+        def connection_lost(self, exc):
+            open_by_address[self.address] -= 1
+            if open_by_address[self.address] <= 0:
+                del open_by_address[self.address]
+            self._disarm()
+            super().connection_lost(exc)
+
+        def data_received(self, data: bytes) -> None:
+            super().data_received(data)
+            if self.cycle is None or self.cycle.response_complete:  # still waiting for a request's headers
+                if self.header_timer is None:
+                    self._arm()
+            else:
+                self._disarm()
+
+        def _arm(self):
+            self.header_timer = self.loop.call_later(limits.header_timeout_s, self._headers_late)
+
+        def _disarm(self):
+            if self.header_timer is not None:
+                self.header_timer.cancel()
+                self.header_timer = None
+
+        def _headers_late(self):
+            self.header_timer = None
+            if self.cycle is None or self.cycle.response_complete:
+                self._refuse(408, "timeout", f"no complete request headers within {limits.header_timeout_s:g} s")
+
+        def _refuse(self, status: int, kind: str, message: str):
+            if self.transport.is_closing():
+                return
+            service.metrics.errors.labels(kind).inc()
+            service.metrics.requests.labels("other", "", str(status)).inc()
+            self.transport.write(_raw_response(status, kind, message))
+            self.transport.close()
+
+    return GuardedProtocol
+
+
+def _raw_response(status: int, kind: str, message: str) -> bytes:
+    """A whole HTTP/1.1 error answer, for a connection refused before any request was read."""
+    from http import HTTPStatus
+
+    body = json.dumps({"error": message, "error_type": kind}).encode()
+    head = (
+        f"HTTP/1.1 {status} {HTTPStatus(status).phrase}\r\ncontent-type: application/json\r\n"
+        f"content-length: {len(body)}\r\nconnection: close\r\n\r\n"
+    )
+    return head.encode("ascii") + body
+
+
+def uvicorn_config(app, **settings):
+    """uvicorn's settings for the app from `create_app`: its guarded protocol, connections kept alive longer than
+    clients keep theirs, and a bounded drain on shutdown. `settings` are uvicorn.Config's (host, port, ...)."""
+    import uvicorn
+
+    settings = {
+        "http": guarded_protocol(app.state.service),
+        "timeout_keep_alive": KEEP_ALIVE_S,
+        "timeout_graceful_shutdown": DRAIN_S,
+        **settings,
+    }
+    return uvicorn.Config(app, **settings)
 
 
 def create_app(
     model,
     *,
-    max_texts: int = Limits.max_texts,
-    max_chars: int = Limits.max_chars,
-    max_inflight: int = Limits.max_inflight,
-    max_batch_tokens: int = Limits.max_batch_tokens,
-    max_wait_ms: float = Limits.max_wait_ms,
-    max_explain_texts: int = Limits.max_explain_texts,
     api_key: str | None = None,
     load_options: dict | None = None,
+    cors_origins: tuple[str, ...] | list[str] = (),
+    on_failure=None,
+    **limits,
 ):
     """The FastAPI app serving `model`: a model folder (loaded in the background once the app starts, with
-    `load_options` as `bertsent.load` takes them), a loaded SentimentModel, or a function that returns one."""
+    `load_options` as `bertsent.load` takes them), a loaded SentimentModel, or a function that returns one.
+    `limits` are `Limits`' fields; `cors_origins` the web pages (origins) allowed to call it from a browser
+    (none by default); `on_failure()` is called if the model cannot be loaded. Serve it with
+    `uvicorn.Server(uvicorn_config(app, ...))` for the defences against slow clients."""
     fastapi = require_server()
     from contextlib import asynccontextmanager
 
@@ -608,9 +830,9 @@ def create_app(
     from fastapi.responses import HTMLResponse
     from starlette.exceptions import HTTPException
 
-    limits = Limits(max_texts, max_chars, max_inflight, max_batch_tokens, max_wait_ms, max_explain_texts)
+    limits = Limits(**limits)
     limits.check()
-    service = Service(model, limits, api_key, load_options)
+    service = Service(model, limits, api_key, load_options, on_failure)
 
     @asynccontextmanager
     async def lifespan(app):
@@ -628,6 +850,15 @@ def create_app(
     )
     app.state.service = service
     app.add_middleware(_Gate, service=service)
+    if cors_origins:  # outside the gate: a browser's preflight carries no API key
+        from starlette.middleware.cors import CORSMiddleware
+
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=list(cors_origins),
+            allow_methods=["GET", "POST"],
+            allow_headers=["Authorization", "Content-Type"],
+        )
 
     @app.exception_handler(RequestError)
     async def refused(request, exc: RequestError):
@@ -660,20 +891,27 @@ def _routes(app, service: Service, html_response) -> None:
     from starlette.responses import Response
 
     async def scores(request: Request) -> tuple[list, bool]:
-        """The answers of a predict request, one list per text, and whether one text was given."""
-        try:
-            model = service.ready()
-            texts, single, parameters = parse_body(
-                await read_body(request, service.limits),
-                PREDICT_KEYS,
-                service.limits.max_texts,
-                service.limits.max_chars,
-            )
-            top_k, band = predict_parameters(parameters, model)
-            future = service.batcher.submit(texts)
-        finally:
-            _arrived(service, request.scope)
-        rows = await future
+        """The answers of a predict request, one list per text, and whether one text was given. Everything is
+        checked before the batcher sees it; what still fails there fails this request alone."""
+        model = service.ready()
+        body = await read_body(request, service.limits)
+        with service.in_flight():
+            service.announced += 1  # the batcher waits for it while it is being checked
+            try:
+                texts, single, parameters = parse_body(
+                    body, PREDICT_KEYS, service.limits.max_texts, service.limits.max_chars
+                )
+                top_k, band = predict_parameters(parameters, model)
+                future = service.batcher.submit(texts)
+            finally:
+                service.announced -= 1
+            try:
+                rows = await future
+            except RequestError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - the model failed on this request: a JSON 500, no traceback
+                _log(f"error: a request failed in the model: {type(exc).__name__}: {exc}")
+                raise RequestError(500, "internal", f"the model failed on this request: {type(exc).__name__}") from None
         return [answer(row, model.classes_, top_k, band) for row in rows], single
 
     @app.post("/predict", openapi_extra=PREDICT_SCHEMA, summary="Labels and calibrated scores of texts")
@@ -689,25 +927,32 @@ def _routes(app, service: Service, html_response) -> None:
     @app.post("/explain", openapi_extra=EXPLAIN_SCHEMA, summary="Word attributions (integrated gradients)")
     async def explain(request: Request):
         model = service.ready()
-        texts, single, parameters = parse_body(
-            await read_body(request, service.limits),
-            EXPLAIN_KEYS,
-            service.limits.max_explain_texts,
-            service.limits.max_chars,
-        )
-        target, steps = explain_parameters(parameters, model, service.limits)
-        loop = asyncio.get_running_loop()
-        try:
-            found = await loop.run_in_executor(service._explain_pool, service.explain, texts, target, steps)
-        except BertsentError as exc:  # Captum not installed
-            raise RequestError(501, "unavailable", str(exc)) from None
+        body = await read_body(request, service.limits)
+        with service.in_flight():
+            texts, single, parameters = parse_body(
+                body, EXPLAIN_KEYS, service.limits.max_explain_texts, service.limits.max_chars
+            )
+            target, steps = explain_parameters(parameters, model, service.limits)
+            loop = asyncio.get_running_loop()
+            try:
+                found = await loop.run_in_executor(service._explain_pool, service.explain, texts, target, steps)
+            except BertsentError as exc:  # Captum not installed
+                raise RequestError(501, "unavailable", str(exc)) from None
         records = [x.as_dict() for x in found]
         return _json(records[0] if single else records)
 
-    @app.get("/health", summary="200 once the model is loaded, 503 before")
+    @app.get("/health", summary="200 once the model is loaded and predictions are being answered, else 503")
     async def health():
         service.ready()
         return _json({"status": "ok", "backend": service.model.backend_name})
+
+    @app.get(
+        "/live", summary="Liveness: 200 while loading or answering, 503 once the model failed or predictions stall"
+    )
+    async def live():
+        if service.state == "failed" or (service.batcher is not None and service.batcher.health() is not None):
+            service.ready()  # its 503, with the reason
+        return _json({"status": service.state})
 
     @app.get("/info", summary="The model, its labels, limits and versions")
     async def info():
@@ -732,16 +977,27 @@ async def read_body(request, limits: Limits) -> bytes:
     """The body, refused (413) once it is larger than max_texts texts of max_chars could make it: by its
     Content-Length before reading it, and while reading when it has none (chunked), so that no request can make
     the server hold more than that."""
+    media = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if media != "application/json":  # also keeps browsers' preflight-free "simple requests" (text/plain) out
+        shown = f"Content-Type {media!r}" if media else "no Content-Type"
+        raise RequestError(415, "unsupported_media_type", f"{shown}: send the body as application/json")
     most = limits.max_texts * (limits.max_chars * 12 + 16) + 65_536  # a character: up to 12 bytes of JSON
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > most:
         raise RequestError(413, "too_large", f"a body of {declared} bytes; this server takes at most {most}")
+    from starlette.requests import ClientDisconnect
+
     chunks, size = [], 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > most:
-            raise RequestError(413, "too_large", f"a body of more than {most} bytes; this server takes at most {most}")
-        chunks.append(chunk)
+    try:
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > most:
+                raise RequestError(
+                    413, "too_large", f"a body of more than {most} bytes; this server takes at most {most}"
+                )
+            chunks.append(chunk)
+    except ClientDisconnect:
+        raise RequestError(499, "disconnected", "the client closed the connection before its body arrived") from None
     return b"".join(chunks)
 
 
@@ -767,11 +1023,13 @@ def serve(
     log_level: str = "info",
     access_log: bool = False,
     load_options: dict | None = None,
+    cors_origins: tuple[str, ...] | list[str] = (),
     announce=None,
     **limits,
 ) -> None:
-    """Run the server until interrupted. The folder and settings are checked first (then `announce()` is
-    called, if given); the model loads once the server listens."""
+    """Run the server until SIGTERM or Ctrl-C (it then finishes the requests in flight, at most DRAIN_S seconds,
+    and returns). The folder, settings and port are checked first (then `announce()` is called, if given); the
+    model loads once the server listens. A model that cannot be loaded stops the server: BertsentError."""
     require_server()
     import uvicorn
 
@@ -783,7 +1041,68 @@ def serve(
     serving_batch_size(folder, options.get("backend", "auto"), options.get("device"))  # a backend not exported
     if not 0 <= port < 65536:
         raise BertsentError(f"--port {port}: give a port from 0 to 65535.")
-    app = create_app(folder, api_key=api_key, load_options=load_options, **limits)
-    if announce is not None:
-        announce()
-    uvicorn.run(app, host=host, port=port, log_level=log_level, access_log=access_log, timeout_keep_alive=KEEP_ALIVE_S)
+    server = None
+
+    def failed():  # from the loading thread: uvicorn checks should_exit every 0.1 s
+        server.should_exit = True
+
+    app = create_app(
+        folder, api_key=api_key, load_options=load_options, cors_origins=cors_origins, on_failure=failed, **limits
+    )
+    sock = listening_socket(host, port)  # before the model loads: a port in use is said at once
+    with sock, stop_on_sigterm():
+        server = uvicorn.Server(uvicorn_config(app, log_level=log_level, access_log=access_log))
+        if announce is not None:
+            announce()
+        server.run(sockets=[sock])  # on SIGTERM it drains, then raises the signal again: Stopped, caught
+    service = app.state.service
+    if service.state == "failed":
+        raise BertsentError(f"the model could not be loaded: {service.failure}")
+
+
+class Stopped(Exception):
+    """SIGTERM: the server stops as on Ctrl-C, and the process exits 0."""
+
+
+@contextmanager
+def stop_on_sigterm():
+    """SIGTERM raises Stopped while this lasts (uvicorn installs its own handler while it runs, drains, then raises
+    the signal again: it lands here). Without it, SIGTERM before or after uvicorn's run kills the process."""
+    import signal
+
+    def stop(signum, frame):
+        raise Stopped
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    before = signal.signal(signal.SIGTERM, stop)
+    try:
+        yield
+    except Stopped:
+        pass
+    finally:
+        signal.signal(signal.SIGTERM, before)
+
+
+def listening_socket(host: str, port: int):
+    """A socket bound to host:port, or a BertsentError saying why not (a port in use, an unknown host)."""
+    import socket
+
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
+    except socket.gaierror as exc:
+        raise BertsentError(f"--host {host}: {exc.strerror}.") from None
+    sock = socket.socket(family, kind, proto)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn does: a restart reuses the port at once
+    try:
+        sock.bind(address)
+    except OSError as exc:
+        sock.close()
+        if exc.errno == errno.EADDRINUSE:
+            raise BertsentError(
+                f"--port {port}: {host}:{port} is already in use; stop what uses it or pick another port."
+            ) from None
+        raise BertsentError(f"--host {host} --port {port}: cannot listen there: {exc.strerror}.") from None
+    sock.set_inheritable(True)
+    return sock

@@ -304,6 +304,14 @@ def cmd_models(args) -> int:
 
 
 def cmd_serve(args) -> int:
+    from ..serve import stop_on_sigterm
+
+    with stop_on_sigterm():  # SIGTERM from here on (while the libraries load, too) exits 0
+        return _serve(args)
+    return 0  # stopped by SIGTERM
+
+
+def _serve(args) -> int:
     import os
 
     from ..metrics import check_neutral_band
@@ -339,6 +347,10 @@ def cmd_serve(args) -> int:
         max_inflight=args.max_inflight,
         max_batch_tokens=args.max_batch_tokens,
         max_wait_ms=args.max_wait_ms,
+        header_timeout_s=args.header_timeout,
+        body_timeout_s=args.body_timeout,
+        max_client_connections=args.max_client_connections,
+        cors_origins=args.cors_origin or (),
     )
     return 0
 

@@ -418,7 +418,7 @@ def add_serving_commands(commands) -> None:
     serve.add_argument(
         "--neutral-band", type=float, metavar="X", help="binary models: the band requests get unless they give one"
     )
-    limits = serve.add_argument_group("limits (over them: 413, or 429 for requests in flight)")
+    limits = serve.add_argument_group("limits (over them: 413, 429 for requests in flight, 408 for slow clients)")
     defaults = Limits()
     limits.add_argument("--max-texts", type=int, default=defaults.max_texts, metavar="N", help="texts per request")
     limits.add_argument("--max-chars", type=int, default=defaults.max_chars, metavar="N", help="characters per text")
@@ -438,6 +438,34 @@ def add_serving_commands(commands) -> None:
         default=defaults.max_wait_ms,
         metavar="MS",
         help="how long a batch waits for requests on their way",
+    )
+    limits.add_argument(
+        "--header-timeout",
+        type=float,
+        default=defaults.header_timeout_s,
+        metavar="S",
+        help="seconds a connection has to send a request's headers (then 408, closed)",
+    )
+    limits.add_argument(
+        "--body-timeout",
+        type=float,
+        default=defaults.body_timeout_s,
+        metavar="S",
+        help="seconds a request has to send its whole body (then 408, closed)",
+    )
+    limits.add_argument(
+        "--max-client-connections",
+        type=int,
+        default=defaults.max_client_connections,
+        metavar="N",
+        help="open connections from one address (more: 429); behind a reverse proxy raise it, or 0 for no cap",
+    )
+    serve.add_argument(
+        "--cors-origin",
+        action="append",
+        metavar="ORIGIN",
+        help="a web page origin (https://example.com) allowed to call the API from a browser; repeatable "
+        "(default: none, browsers refuse cross-origin calls)",
     )
     serve.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
     serve.add_argument("--access-log", action="store_true", help="log every request (uvicorn's access log)")
