@@ -8,6 +8,11 @@ from __future__ import annotations
 
 import argparse
 import html
+import sys
+from pathlib import Path
+
+# The reference describes this checkout's parser, whatever bertsent the environment has installed.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
 CLI_MARKER = "<!-- cli-reference -->"
 
@@ -28,11 +33,14 @@ def cli_reference(parser: argparse.ArgumentParser | None = None) -> str:
     summaries = {choice.dest: choice.help for choice in commands._choices_actions}
     parts = [f"Commands: {', '.join(f'[`{name}`](#bertsent-{name})' for name in commands.choices)}.", ""]
     for name, sub in commands.choices.items():
-        parts += [f"## `bertsent {name}` {{#bertsent-{name}}}", "", _text(summaries.get(name) or "") + ".", ""]
+        summary = _text(summaries.get(name) or "")
+        parts += [f"## `bertsent {name}` {{#bertsent-{name}}}", "", summary[:1].upper() + summary[1:] + ".", ""]
         if sub.description:
             parts += [_text(sub.description), ""]
-        usage = sub.format_usage().strip().removeprefix("usage: ")
-        parts += ["```text", usage, "```", ""]
+        # argparse indents continued usage lines under "usage: "; without that prefix, so is the indent
+        first, *rest = sub.format_usage().strip().splitlines()
+        usage = [first.removeprefix("usage: ")] + [line.removeprefix(" " * len("usage: ")) for line in rest]
+        parts += ["```text", *usage, "```", ""]
         formatter = sub._get_formatter()
         for action in sub._actions:
             if isinstance(action, argparse._HelpAction):
