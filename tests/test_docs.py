@@ -307,6 +307,22 @@ def test_page_runs_as_written(page, page_world):
                 exec(compile(block.code, block.where, "exec"), namespace)  # the page's own code
 
 
+@pytest.mark.slow
+def test_readme_runs_verbatim_in_fresh_processes(workdir_template, tmp_path):
+    """The README's blocks once more, each as its own `bash -e` or `python` process: the installed `bertsent`
+    script and the real packaged MiniLM, nothing standing in (runs/latest is still the small model)."""
+    work = tmp_path / "work"
+    shutil.copytree(workdir_template, work, symlinks=True)
+    env = {**os.environ, "BERTSENT_CACHE": str(work / "cache")}
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
+    for block in parse_blocks(ROOT / "README.md"):
+        if block.lang not in RUN or block.mark == "skip":
+            continue
+        command = ["bash", "-e", "-c", block.code] if block.lang == "bash" else [sys.executable, "-c", block.code]
+        done = subprocess.run(command, cwd=work, env=env, capture_output=True, text=True)
+        assert done.returncode == 0, f"{block.where}\n{done.stdout}\n{done.stderr}"
+
+
 @pytest.mark.parametrize("block", SKIPPED)
 def test_marked_block(block):
     assert block.reason, f"{block.where}: say why the block is skipped: <!-- skip: REASON -->"
