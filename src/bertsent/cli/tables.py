@@ -223,7 +223,9 @@ def format_export(result: dict) -> str:
         lines.append(result["int8_reason"])
     if evaluation:
         lines.append(f"Accuracy on {evaluation['data']} ({evaluation['n']} rows); temperatures refitted on it.")
-    lines.append(f"Written to {result['onnx_dir']} in {result['seconds']:.0f} s. Use: --backend onnx (auto picks it).")
+    # --backend auto runs int8 when it was kept, else fp32 (backends.resolve_backend)
+    picked = "onnx-int8" if "model_int8.onnx" in result["files"] else "onnx"
+    lines.append(f"Written to {result['onnx_dir']} in {result['seconds']:.0f} s. --backend auto picks {picked} on CPU.")
     return "\n".join(lines)
 
 
