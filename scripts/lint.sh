@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Set up, then lint: ruff's checks (complexity at most 15 per function, see pyproject.toml) and its format check.
 set -euo pipefail
-source "$(dirname "${BASH_SOURCE[0]}")/setup.sh"
+source "$(dirname "${BASH_SOURCE[0]}")/setup.sh" dev
 cd "$root"
 ruff check .
 ruff format --check .

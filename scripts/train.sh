@@ -2,6 +2,6 @@
 # Quick start: set up, then fine-tune the packaged MiniLM on Rotten Tomatoes (the built-in defaults).
 # Extra arguments go to `bertsent train`, e.g. scripts/train.sh --epochs 1
 set -euo pipefail
-source "$(dirname "${BASH_SOURCE[0]}")/setup.sh"
+source "$(dirname "${BASH_SOURCE[0]}")/setup.sh" core  # what training needs, no extra
 cd "$root"
 bertsent train "$@"
