@@ -19,7 +19,7 @@ else
   torch_index="${BERTSENT_TORCH_INDEX-https://download.pytorch.org/whl/cpu}"
 fi
 # One stamp per extras installed: what they were installed from. dev holds every extra, and any holds core.
-stamped="$(sha256sum < "$root/pyproject.toml" | cut -c1-16) $torch_spec ${torch_index:-pip's sources}"
+stamped="$(sha256sum < "$root/pyproject.toml" | cut -c1-16) $torch_spec ${torch_index:-pip-sources}"
 pip=("$venv/bin/python" -m pip install -q --disable-pip-version-check)
 
 installed() {
