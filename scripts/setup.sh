@@ -11,7 +11,7 @@ set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 venv="$root/.venv"
 python="${PYTHON:-python3}"
-extras="${1:?give the extras to install: core, dev, or some of pyproject.toml's, e.g. serve,onnx}"
+extras="${1:?give the extras to install: core, dev, or extras of pyproject.toml, e.g. serve,onnx}"
 torch_spec="${BERTSENT_TORCH:-torch==2.13.0}"
 if command -v nvidia-smi > /dev/null 2>&1; then
   torch_index="${BERTSENT_TORCH_INDEX-}"
