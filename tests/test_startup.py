@@ -70,6 +70,12 @@ def test_import_help_and_version_import_no_heavy_library():
     assert {step: modules for step, modules in found.items() if modules} == {}
 
 
+def test_version_is_read_when_asked_and_printed_on_stdout(capsys):
+    with pytest.raises(SystemExit) as done:
+        main(["--version"])
+    assert done.value.code == 0 and capsys.readouterr().out == f"bertsent {bertsent.__version__}\n"
+
+
 def test_public_names_load_on_first_use():
     found = _fresh(
         """

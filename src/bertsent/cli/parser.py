@@ -186,7 +186,8 @@ class VersionAction(argparse.Action):
         super().__init__(option_strings, dest, nargs=0, default=argparse.SUPPRESS, help="show the version and exit")
 
     def __call__(self, parser, namespace, values, option_string=None):
-        parser.exit(message=f"bertsent {package_version()}\n")
+        print(f"bertsent {package_version()}")  # on stdout, as argparse's own version action
+        parser.exit()
 
 
 def add_tune_command(commands) -> None:
