@@ -54,12 +54,13 @@ if ! installed; then
   echo "Installing bertsent ($extras) and its dependencies into $venv (first run: a few minutes) ..." >&2
   "${pip[@]}" --upgrade pip packaging
   install_torch  # first, so that the torch range in pyproject.toml is already met by the build chosen here
-  "$venv/bin/python" -c "import torch; print('PyTorch', torch.__version__, 'with CUDA', torch.version.cuda or 'no: CPU only')" >&2
   if [ "$extras" = core ]; then
     "${pip[@]}" -e "$root"
   else
     "${pip[@]}" -e "$root[$extras]"
   fi
+  # which build came: the CPU one, or CUDA's (several GB)
+  "$venv/bin/python" -c "import torch; print('PyTorch', torch.__version__, 'with CUDA', torch.version.cuda or 'no: CPU only')" >&2
   echo "$stamped" > "$venv/.bertsent-installed-$extras"
 fi
 export PATH="$venv/bin:$PATH"
