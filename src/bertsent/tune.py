@@ -167,10 +167,10 @@ def tune(
     `space`: {setting: "LO:HI" | "A,B,..." | "X"} for lr, epochs, batch_size, warmup_ratio, weight_decay,
     attention_dropout (default: SPACE). `settings`: the other TrainConfig settings, fixed for every trial
     (model, seed, metric, max_train_samples, ...). Returns the summary written to OUT/tune.json."""
-    optuna = _import_optuna()
-    plan = _plan(trials, timeout, space, settings)
     from .api import train_config, training_data
 
+    optuna = _import_optuna()
+    plan = _plan(trials, timeout, space, settings)
     config = train_config(settings)
     backend = _storage(optuna, storage)  # a bad URL fails now, before the data is read
     out = Path(out).expanduser() if out is not None else None
