@@ -103,8 +103,9 @@ def test_public_names_load_on_first_use():
     assert all(getattr(bertsent, name) is not None for name in bertsent.__all__)
     importlib.import_module("bertsent.audit")  # the submodules: the package's names stay the functions
     importlib.import_module("bertsent.training.fit")
-    assert bertsent.audit.__name__ == "audit" and callable(bertsent.audit)
-    assert bertsent.training.fit.__name__ == "fit" and callable(bertsent.training.fit)
+    for package, name in ((bertsent, "audit"), (bertsent.training, "fit")):
+        function = getattr(package, name)
+        assert callable(function) and function.__name__ == name
 
 
 def test_a_function_keeps_its_name_when_its_submodule_is_imported_first(tmp_path):
