@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
-# Creates .venv and installs bertsent into it with the extras given, once (again when pyproject.toml or the
-# torch settings change). Sourced with the extras, so that each script does its own set-up:
-#   source scripts/setup.sh core        # train, evaluate, predict: scripts/train.sh
-#   source scripts/setup.sh dev         # tests, linters, docs and every extra: scripts/test.sh, scripts/lint.sh
-#   source scripts/setup.sh serve,onnx  # any extras of pyproject.toml, comma-separated
+# Creates .venv and installs bertsent into it with the extras BERTSENT_EXTRAS names, once (again when
+# pyproject.toml or the torch settings change). Each script sources it, so each does its own set-up:
+#   BERTSENT_EXTRAS=core        train, evaluate, predict: scripts/train.sh (unless BERTSENT_EXTRAS is set)
+#   BERTSENT_EXTRAS=dev         tests, linters, docs and every extra: the default (scripts/test.sh, lint.sh, docs.sh)
+#   BERTSENT_EXTRAS=serve,onnx  any extras of pyproject.toml, comma-separated
+# (A variable, not an argument: a sourced script without arguments sees its caller's.)
 # PyTorch: BERTSENT_TORCH picks it (default torch==2.13.0). Without an NVIDIA GPU (no nvidia-smi) the CPU build
 # comes from PyTorch's own index, BERTSENT_TORCH_INDEX (https://download.pytorch.org/whl/cpu; set it empty for
 # pip's own sources, which on PyPI is the CUDA build). An unreachable index is skipped: pip's own sources then.
@@ -11,7 +12,7 @@ set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 venv="$root/.venv"
 python="${PYTHON:-python3}"
-extras="${1:?give the extras to install: core, dev, or extras of pyproject.toml, e.g. serve,onnx}"
+extras="${BERTSENT_EXTRAS:-dev}"
 torch_spec="${BERTSENT_TORCH:-torch==2.13.0}"
 if command -v nvidia-smi > /dev/null 2>&1; then
   torch_index="${BERTSENT_TORCH_INDEX-}"
