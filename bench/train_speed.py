@@ -41,8 +41,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bertsent import model as models
 from bertsent.batching import Collator
 from bertsent.data import ordered_label_names, read_data
+from bertsent.environment import launched_processes, process_rank
 from bertsent.inference import predict_logits
-from bertsent.runtime import launched_processes, process_rank, set_seed
+from bertsent.runtime import set_seed
 from bertsent.training import TrainConfig, auto_lr, fit
 
 from common import DEFAULT_IMDB, machine, model_spec, run_in_scratch, sample, sample_indices, training_flops

@@ -12,6 +12,7 @@ from pathlib import Path
 import optuna  # the dev extra installs it (bertsent[tune])
 import pytest
 
+from bertsent import training
 from bertsent import tune as tune_module
 from bertsent.cli import main
 from bertsent.cli.parser import build_parser, training_settings
@@ -112,7 +113,7 @@ def test_a_trial_below_the_median_is_pruned(tiny_model_dir, toy_data, monkeypatc
 
 
 def test_interrupted_study_resumes_from_sqlite_and_counts_trials_once(tiny_model_dir, toy_data, monkeypatch, capsys):
-    real_fit, started = tune_module.fit, []
+    real_fit, started = training.fit, []  # tune imports it from there when a trial starts
 
     def interrupted_third(*args, **kwargs):
         started.append(1)
@@ -120,11 +121,11 @@ def test_interrupted_study_resumes_from_sqlite_and_counts_trials_once(tiny_model
             raise KeyboardInterrupt  # Ctrl-C during the third trial
         return real_fit(*args, **kwargs)
 
-    monkeypatch.setattr(tune_module, "fit", interrupted_third)
+    monkeypatch.setattr(training, "fit", interrupted_third)
     args = tune_args(tiny_model_dir, toy_data, "--trials", "3", "--epochs", "1", "--storage", "sqlite:///study.db")
     assert main([*args, "--out", "study"]) == 130
     assert len(stored_trials(Path("study.db"))) == 2
-    monkeypatch.setattr(tune_module, "fit", real_fit)
+    monkeypatch.setattr(training, "fit", real_fit)
 
     assert main([*args, "--out", "study"]) == 0  # the same command again: only the missing trial runs
     summary = json.loads(Path("study/tune.json").read_text())

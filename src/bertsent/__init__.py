@@ -1,16 +1,11 @@
-"""bertsent: fine-tune, evaluate and serve BERT-family sentiment models, offline by default."""
+"""bertsent: fine-tune, evaluate and serve BERT-family sentiment models, offline by default.
 
-from .api import evaluate, train
-from .audit import audit
-from .bulk import merge_parts, predict_file
-from .data import TextDataset, read_data
+The public names below are imported when first used, so that `import bertsent` and `bertsent --help` do not
+import torch or transformers (bertsent.lazy)."""
+
+from .environment import package_version
 from .errors import BertsentError, DataError, ModelError
-from .estimator import SentimentClassifier
-from .prediction import SentimentModel, load
-from .runtime import package_version
-from .training import TrainConfig
-
-__version__ = package_version()
+from .lazy import make_lazy
 
 __all__ = [
     "BertsentError",
@@ -29,3 +24,21 @@ __all__ = [
     "read_data",
     "train",
 ]
+
+make_lazy(
+    __name__,
+    {
+        "evaluate": "bertsent.api",
+        "train": "bertsent.api",
+        "audit": "bertsent.audit",
+        "merge_parts": "bertsent.bulk",
+        "predict_file": "bertsent.bulk",
+        "TextDataset": "bertsent.data",
+        "read_data": "bertsent.data",
+        "SentimentClassifier": "bertsent.estimator",
+        "SentimentModel": "bertsent.prediction",
+        "load": "bertsent.prediction",
+        "TrainConfig": "bertsent.training",
+        "__version__": package_version,
+    },
+)

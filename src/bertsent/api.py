@@ -12,6 +12,7 @@ from pathlib import Path
 from . import model as models
 from .baselines import TFIDF_STEPS, add_baselines, check_baseline, tfidf_baseline
 from .data import TextDataset, check_trainable, ordered_label_names, read_data, split_validation
+from .defaults import DEFAULT_DATA, RUNS_DIR
 from .errors import BertsentError, DataError
 from .files import check_writable, write_json_atomic
 from .labels import describe_map, parse_label_map, relabel
@@ -22,9 +23,6 @@ from .runtime import Runtime
 from .training import METRICS_LOG, TrainConfig, TrainResult, fit
 from .training.config import check_class_weights
 from .training.fit import resume_config
-
-DEFAULT_DATA = "rotten-tomatoes"
-RUNS_DIR = "runs"
 
 
 def train(

@@ -11,10 +11,10 @@ from pathlib import Path
 import numpy as np
 
 from .batching import Collator, LengthBucketBatchSampler
+from .defaults import BACKENDS
 from .errors import ModelError
 from .inference import predict_logits
 
-BACKENDS = ("auto", "torch", "onnx", "onnx-int8")
 ONNX_DIR = "onnx"
 ONNX_FILES = {"onnx": "model.onnx", "onnx-int8": "model_int8.onnx"}
 ONNX_METADATA = "export.json"  # per exported file: parity, accuracy, refitted temperature

@@ -15,9 +15,9 @@ from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
 
+from .environment import launched_processes, process_rank
 from .errors import BertsentError
 from .prediction import SentimentModel, load
-from .runtime import launched_processes, process_rank
 from .streaming import (
     CHUNK_ROWS,
     Chunk,

@@ -17,11 +17,14 @@ from __future__ import annotations
 import html
 import math
 from dataclasses import asdict, dataclass
-
-import numpy as np
+from typing import TYPE_CHECKING
 
 from .errors import BertsentError
+from .extras import require_extra
 from .model import model_max_length
+
+if TYPE_CHECKING:  # imported where used: the command line reads the step defaults below without it
+    import numpy as np
 
 # Integration steps: 12 explain a 200-token review with a MiniLM-sized model in 1.3 s on one core of the 2-core
 # Xeon these were measured on (16 steps: 1.7 s, 20: 2.0 s), with a convergence delta of 0.05 log-odds beside word
@@ -30,7 +33,6 @@ from .model import model_max_length
 DEFAULT_STEPS = 12
 STEPS_TOKENS = 200  # the length DEFAULT_STEPS is for
 MAX_AUTO_STEPS = 48
-INSTALL = "pip install 'bertsent[explain]'"
 SUPPORT, OPPOSE = (22, 128, 61), (205, 44, 44)  # shades of words that pushed towards / away from the class
 
 
@@ -63,11 +65,7 @@ class Explanation:
 
 def import_captum():
     """Captum's LayerIntegratedGradients, or a BertsentError that says how to install it."""
-    try:
-        from captum.attr import LayerIntegratedGradients
-    except ImportError:
-        raise BertsentError(f"Captum is not installed, and explanations need it: {INSTALL}") from None
-    return LayerIntegratedGradients
+    return require_extra("explain", "explain", "captum.attr").LayerIntegratedGradients
 
 
 def explain(
@@ -85,6 +83,7 @@ def explain(
     one per text, None meaning the predicted one). `n_steps`: integration steps (default `auto_steps`: 12 for
     a text of 200 tokens or more, more for a shorter one, as long). `internal_batch_size` bounds the
     interpolated texts per forward pass (default: all the steps at once)."""
+    import numpy as np
     import torch
 
     if isinstance(texts, str):
@@ -255,6 +254,8 @@ def _join_touching(owner: list[int | None], spans: list[tuple[int, int]]):
 
 def _merge(text: str, words: _Words, token_scores: np.ndarray):
     """Token scores added up per word: the words, their spans and scores, in text order."""
+    import numpy as np
+
     scores = np.zeros(len(words.pieces), dtype=np.float64)
     for position, score in zip(words.owner, token_scores):
         if position is not None:

@@ -15,12 +15,13 @@ import tempfile
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
-
-import numpy as np
-import torch
+from typing import TYPE_CHECKING
 
 from .errors import DataError, ModelError
 from .files import cache_dir, cache_folder
+
+if TYPE_CHECKING:  # imported where used: the command line reads this module's names without them
+    import numpy as np
 
 DEFAULT_MODEL = "minilm"
 METADATA_FILE = "bertsent.json"
@@ -371,6 +372,7 @@ def load_classifier(
     `attention_dropout` replaces the model's dropout on attention probabilities (BERT, RoBERTa,
     DistilBERT, MPNet, GPT-2 name it differently). Weights load from safetensors only, unless
     `allow_pickle` (pytorch_model.bin); a model's own Python code runs only with `trust_remote_code`."""
+    import torch
     from transformers import AutoConfig, AutoModelForSequenceClassification
 
     _quiet_transformers()
@@ -550,6 +552,8 @@ def windows(
 
 def mean_by_owner(logits: np.ndarray, owner: list[int], n: int) -> np.ndarray:
     """Each of `n` texts' logits: the mean of its windows' rows (`windows`' owner list says whose each is)."""
+    import numpy as np
+
     sums = np.zeros((n, logits.shape[1]), dtype=np.float64)
     np.add.at(sums, owner, logits)
     counts = np.bincount(owner, minlength=n)[:, None]

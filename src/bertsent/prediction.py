@@ -10,14 +10,13 @@ import numpy as np
 
 from . import backends
 from . import model as models
-from .backends import BACKENDS
 from .batching import Collator
+from .defaults import BACKENDS, LONG_TEXTS
 from .errors import BertsentError
 from .files import partial_folder, publish_folder
 from .metrics import check_neutral_band, labels_from_proba, softmax
 from .runtime import pick_device
 
-LONG_TEXTS = ("head", "tail", "head+tail", "windows")
 # Texts longer than the model's length are scored in windows of the training length, side by side, whose logits
 # are averaged: on IMDB reviews this scored best for a model trained on short snippets (0.87 against 0.79 for
 # head+tail at 512 tokens), and overlapping windows were slower and no better (bench/RESULTS.md, "Long texts").

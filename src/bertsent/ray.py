@@ -23,6 +23,7 @@ import os
 import numpy as np
 
 from .errors import BertsentError
+from .extras import require_extra
 from .prediction import SentimentModel, load
 
 __all__ = ["SentimentPredictor"]
@@ -71,8 +72,4 @@ def _missing(value) -> bool:
 
 def require_ray():
     """The ray module, or one line saying how to get it."""
-    try:
-        import ray
-    except ImportError:
-        raise BertsentError("Ray is not installed: pip install 'bertsent[ray]'") from None
-    return ray
+    return require_extra("ray", "SentimentPredictor", "ray")

@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import contextlib
 import gc
-import os
 import platform
 import random
 
 import numpy as np
 import torch
 
+from .environment import launched_processes, package_version
 from .errors import BertsentError
 
 MIXED_PRECISION_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
@@ -23,15 +23,6 @@ BUCKET_ELEMENTS = 32 * 2**20  # numbers per gradient all-reduce: a few large mes
 
 
 # -- versions --------------------------------------------------------------------------------------------
-
-
-def package_version() -> str:
-    from importlib.metadata import PackageNotFoundError, version
-
-    try:
-        return version("bertsent")
-    except PackageNotFoundError:  # run from a source tree (PYTHONPATH=src) without installing
-        return "unknown"
 
 
 def library_versions() -> dict:
@@ -149,16 +140,6 @@ def free_memory(device: torch.device) -> None:
 
 
 # -- processes ---------------------------------------------------------------------------------------------
-
-
-def launched_processes() -> int:
-    """How many processes torchrun or accelerate launch started for this run (1 without a launcher)."""
-    return int(os.environ.get("WORLD_SIZE", "1"))
-
-
-def process_rank() -> int:
-    """This process's rank among them, from the launcher's environment (0 without a launcher)."""
-    return int(os.environ.get("RANK", "0"))
 
 
 class Runtime:

@@ -37,11 +37,12 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
-
-import numpy as np
+from typing import TYPE_CHECKING
 
 from .errors import BertsentError
-from .metrics import NEUTRAL
+
+if TYPE_CHECKING:  # imported where used: the command line reads Limits and API_KEY_ENV without them
+    import numpy as np
 
 API_KEY_ENV = "BERTSENT_API_KEY"
 INSTALL = "pip install 'bertsent[serve]'"
@@ -556,9 +557,13 @@ def predict_parameters(parameters: dict, model) -> tuple[int | None, float | Non
     return top_k, band
 
 
-def answer(row: np.ndarray, classes: list[str], top_k: int | None, neutral_band: float | None) -> list[dict]:
+def answer(row: "np.ndarray", classes: list[str], top_k: int | None, neutral_band: float | None) -> list[dict]:
     """One text's `[{"label", "score"}, ...]`, most probable first. With a neutral band a binary model's
     unsure text is answered "neutral" first, its score 1 minus the two classes' margin."""
+    import numpy as np
+
+    from .metrics import NEUTRAL
+
     order = np.argsort(-row, kind="stable")
     out = [{"label": classes[i], "score": float(row[i])} for i in order]
     if neutral_band and len(classes) == 2 and row.max() < 0.5 + neutral_band / 2:
@@ -1002,7 +1007,7 @@ async def read_body(request, limits: Limits) -> bytes:
 
 
 def _package_version() -> str:
-    from .runtime import package_version
+    from .environment import package_version
 
     return package_version()
 

@@ -33,13 +33,17 @@ import warnings
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from . import model as models
-from .api import DEFAULT_DATA, RUNS_DIR, train_config, training_data
-from .data import TextDataset
+from .defaults import DEFAULT_DATA, RUNS_DIR
 from .errors import BertsentError
+from .extras import require_extra
 from .files import check_writable, partial_folder, write_atomic, write_json_atomic
-from .training import TrainConfig, fit
+from .training import TrainConfig
+
+if TYPE_CHECKING:  # the command line reads SPACE: what trains is imported when a study runs
+    from .data import TextDataset
 
 DEFAULT_STUDY = "bertsent-tune"
 BEST_DIR = "best"
@@ -163,6 +167,8 @@ def tune(
     `space`: {setting: "LO:HI" | "A,B,..." | "X"} for lr, epochs, batch_size, warmup_ratio, weight_decay,
     attention_dropout (default: SPACE). `settings`: the other TrainConfig settings, fixed for every trial
     (model, seed, metric, max_train_samples, ...). Returns the summary written to OUT/tune.json."""
+    from .api import train_config, training_data
+
     optuna = _import_optuna()
     plan = _plan(trials, timeout, space, settings)
     config = train_config(settings)
@@ -238,11 +244,7 @@ def _check_out(out: Path) -> None:
 
 
 def _import_optuna():
-    try:
-        import optuna
-    except ImportError:
-        raise BertsentError("tune needs Optuna: pip install 'bertsent[tune]'") from None
-    return optuna
+    return require_extra("tune", "tune", "optuna")
 
 
 @contextlib.contextmanager
@@ -356,6 +358,8 @@ class Search:
 
     # -- one trial
     def _objective(self, trial) -> float:
+        from .training import fit
+
         TrialState = self.optuna.trial.TrialState
         ahead = [
             t

@@ -12,8 +12,8 @@ import shlex
 import sys
 import warnings
 
+from ..environment import process_rank
 from ..errors import BertsentError
-from ..runtime import process_rank
 from .commands import COMMANDS
 from .parser import build_parser
 

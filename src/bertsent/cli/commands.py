@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 from ..errors import BertsentError
+from ..extras import require_extra
 from .parser import prediction_settings, training_settings
 from .tables import (
     format_audit,
@@ -111,6 +112,7 @@ def cmd_compare(args) -> int:
 def cmd_tune(args) -> int:
     from ..tune import SEARCHED, tune
 
+    require_extra("tune", "tune")
     settings = training_settings(args)
     space = {name: settings.pop(name) for name in SEARCHED if name in settings}
     options = dict(**_columns(args), drop_invalid=args.drop_invalid, progress=not args.quiet, log=say)
@@ -131,6 +133,7 @@ def cmd_tune(args) -> int:
 
 
 def cmd_audit(args) -> int:
+    require_extra("audit", "audit")
     from ..audit import audit
 
     options = _data_options(args) | _loading(args) | dict(out=args.out, drop=args.drop)
@@ -149,6 +152,7 @@ def cmd_audit(args) -> int:
 def cmd_evaluate(args) -> int:
     from .. import api
 
+    _check_backend(args.backend)
     _check_out_file(args.out, "metrics.json")
     metrics = api.evaluate(
         args.model_dir,
@@ -178,6 +182,7 @@ def cmd_predict(args) -> int:
     from ..metrics import check_neutral_band
     from ..prediction import load
 
+    _check_backend(args.backend)
     _check_out_file(args.out, "predictions.jsonl")
     check_neutral_band(args.neutral_band)
     options = dict(batch_size=args.batch_size, neutral_band=args.neutral_band, **prediction_settings(args))
@@ -204,7 +209,7 @@ def cmd_predict(args) -> int:
 def _predict_file(args, options: dict) -> int:
     """--file: streamed in chunks into --out (resumable, sharded), or onto stdout."""
     from .. import bulk
-    from ..runtime import process_rank
+    from ..environment import process_rank
 
     if args.texts:
         raise BertsentError("give texts as arguments or --file F, not both.")
@@ -280,6 +285,7 @@ def cmd_data(args) -> int:
 
 
 def cmd_export(args) -> int:
+    require_extra("onnx", "export")
     from ..export import export_onnx
 
     result = export_onnx(
@@ -314,6 +320,7 @@ def cmd_serve(args) -> int:
 def _serve(args) -> int:
     import os
 
+    require_extra("serve", "serve")
     from ..metrics import check_neutral_band
     from ..prediction import check_weights
     from ..serve import API_KEY_ENV, is_local, serve
@@ -376,6 +383,12 @@ def cmd_explain(args) -> int:
         write_atomic(Path(args.html), explanations_page(found, f"Why {Path(args.model_dir).name} said so"))
         say(f"Shaded words written to {args.html}")
     return 0
+
+
+def _check_backend(backend: str) -> None:
+    """An ONNX backend asked for by name needs the onnx extra (auto falls back to torch without an export)."""
+    if backend in ("onnx", "onnx-int8"):
+        require_extra("onnx", f"--backend {backend}", "onnxruntime")
 
 
 def _stdin_texts() -> list[str]:

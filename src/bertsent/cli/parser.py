@@ -6,9 +6,11 @@ from __future__ import annotations
 import argparse
 from dataclasses import fields
 
+# Only light modules (names, defaults, help texts): building the parser imports no torch. bertsent --help
+# must start at once (tests/test_startup.py).
+from ..defaults import BACKENDS, LONG_TEXTS
+from ..environment import package_version
 from ..model import ALLOW_PICKLE_HELP, TRUST_REMOTE_CODE_HELP
-from ..prediction import BACKENDS, LONG_TEXTS
-from ..runtime import package_version
 from ..training import RECIPES, TrainConfig
 
 
@@ -16,7 +18,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="bertsent", description="Fine-tune, evaluate and use BERT-family sentiment models, offline by default."
     )
-    parser.add_argument("--version", action="version", version=f"bertsent {package_version()}")
+    parser.add_argument("--version", action=VersionAction)
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     train = commands.add_parser(
@@ -184,6 +186,17 @@ def build_parser() -> argparse.ArgumentParser:
     models.add_argument("--json", action="store_true", help="print JSON")
     add_serving_commands(commands)
     return parser
+
+
+class VersionAction(argparse.Action):
+    """--version: the installed version, read from the package's metadata only when asked."""
+
+    def __init__(self, option_strings, dest, **kwargs):
+        super().__init__(option_strings, dest, nargs=0, default=argparse.SUPPRESS, help="show the version and exit")
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        print(f"bertsent {package_version()}")  # on stdout, as argparse's own version action
+        parser.exit()
 
 
 def add_tune_command(commands) -> None:

@@ -10,9 +10,17 @@ run_folder  the partial folder, the checkpoint file, the atomic publish
 finish      temperature scaling, bertsent.json, the model files and the report
 """
 
+from ..lazy import make_lazy
 from .config import RECIPES, TrainConfig, auto_lr, auto_max_length
-from .finish import TrainResult
-from .fit import fit
-from .records import METRICS_LOG
+
+# config is light (the command line builds its flags from it); the rest imports torch, so when first used
+make_lazy(
+    __name__,
+    {
+        "TrainResult": "bertsent.training.finish",
+        "fit": "bertsent.training.fit",
+        "METRICS_LOG": "bertsent.training.records",
+    },
+)
 
 __all__ = ["METRICS_LOG", "RECIPES", "TrainConfig", "TrainResult", "auto_lr", "auto_max_length", "fit"]

@@ -11,8 +11,6 @@ import math
 import numbers
 from dataclasses import asdict, dataclass, replace
 
-import numpy as np
-
 from ..errors import BertsentError
 from ..model import DEFAULT_MODEL, TRUNCATIONS
 
@@ -199,6 +197,8 @@ def auto_lr(parameter_count: int) -> float:
 
 def auto_max_length(lengths: list[int], limit: int) -> int:
     """The 99th percentile of training token lengths, rounded up to a multiple of 32, within the model's limit."""
+    import numpy as np
+
     p99 = float(np.percentile(lengths, 99)) if len(lengths) else limit
     return int(min(limit, max(32, math.ceil(p99 / 32) * 32)))
 
@@ -273,6 +273,7 @@ def class_weights_for(setting, classes: list[str], labels: list[int]) -> tuple[f
     if setting != "auto":
         check_class_weights(setting, classes)
         return tuple(float(w) for w in setting)
+    import numpy as np
     from sklearn.utils.class_weight import compute_class_weight
 
     present = np.unique(labels)  # a class with no training example (a --max-train-samples draw) keeps weight 1

@@ -12,10 +12,11 @@ from pathlib import Path
 from .. import model as models
 from ..baselines import add_baselines, tfidf_baseline
 from ..data import TextDataset
+from ..environment import package_version
 from ..explain import explain as explain_words
 from ..metrics import fit_temperature
 from ..packing import restore_attention
-from ..runtime import library_versions, package_version
+from ..runtime import library_versions
 from .loop import Run
 from .records import METRICS_LOG
 

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import torch
 
-from ..errors import BertsentError
+from ..extras import require_extra
 from ..metrics import headline
 
 METRICS_LOG = "metrics.jsonl"
@@ -26,11 +26,7 @@ FLUSH_RECORDS = 200
 
 def tensorboard_writer_class():
     """TensorBoard's SummaryWriter, or a one-line error: asked before training, not after it."""
-    try:
-        from torch.utils.tensorboard import SummaryWriter
-    except ImportError:
-        raise BertsentError("--tensorboard needs TensorBoard: pip install 'bertsent[tensorboard]'") from None
-    return SummaryWriter
+    return require_extra("tensorboard", "--tensorboard", "torch.utils.tensorboard").SummaryWriter
 
 
 class StepLog:

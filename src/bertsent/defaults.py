@@ -1,0 +1,8 @@
+"""Names and defaults the command line shows before it does any work: the prediction settings' choices, the
+training data and the folder runs go to. Here, free of heavy imports, so that `bertsent --help` is built at
+once; the modules that use them import them from here."""
+
+DEFAULT_DATA = "rotten-tomatoes"
+RUNS_DIR = "runs"
+BACKENDS = ("auto", "torch", "onnx", "onnx-int8")
+LONG_TEXTS = ("head", "tail", "head+tail", "windows")
