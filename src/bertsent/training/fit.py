@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from .. import model as models
-from ..batching import Collator, EncodedDataset, LengthBucketBatchSampler
+from ..batching import Collator, EncodedDataset, LengthBucketBatchSampler, bucket_widths
 from ..data import TextDataset, check_trainable, ordered_label_names
 from ..errors import BertsentError, DataError
 from ..packing import PackedClassifier, PackedCollator, supports_packing, varlen_kernel
@@ -85,6 +85,7 @@ def fit(
         token_lengths=lengths,
         packing_supported=supports_packing(model),
         special_tokens=tokenizer.num_special_tokens_to_add(),
+        device_type=runtime.device.type,
     )
     announce(request, config, model, train, validation, classes, lengths, runtime, log)
     label_index = {name: i for i, name in enumerate(classes)}
@@ -276,6 +277,13 @@ def build_run(
         pad_to=pad_to,
         pad_to_multiple_of=8 if runtime.device.type == "cuda" and not pad_to else None,
     )
+    # Compiled, every new shape compiles again: lengths are padded to a few widths and batches to a few row
+    # counts (static shapes: each compiles to its own fixed-size kernels, and CUDA graphs need them).
+    train_collator = collator
+    if config.compile and not pad_to and not config.packing:
+        train_collator = Collator(
+            tokenizer.pad_token_id, tokenizer.padding_side, widths=bucket_widths(config.max_length)
+        )
     sampler = LengthBucketBatchSampler(
         [len(ids) for ids in train_ids],
         config.batch_size,
@@ -288,7 +296,9 @@ def build_run(
     )
     network = PackedClassifier(model) if config.packing else model
     if config.compile:
-        network = torch.compile(network)
+        # Static shapes (dynamic=False): the collator above bounds them; a recompile per new shape, up to a limit.
+        mode = {} if config.compile == "default" else {"mode": config.compile}
+        network = torch.compile(network, dynamic=False, **mode)
     optimizer = make_optimizer(model, config, runtime.device)
     scheduler = make_schedule(optimizer, config, count_steps(sampler, config.epochs, config.grad_accum))
     optimizer = runtime.accelerator.prepare(optimizer)  # fp16 loss scaling, when on
@@ -296,12 +306,13 @@ def build_run(
     micro = MicroBatches(
         network,
         EncodedDataset(train_ids, train_labels),
-        PackedCollator() if config.packing else collator,
+        PackedCollator() if config.packing else train_collator,
         sampler,
         runtime,
         micro_size,
         log,
         class_weights=config.class_weights,
+        static_shapes=train_collator.widths is not None,
     )
     validation_set = None
     if validation is not None:
