@@ -206,6 +206,7 @@ def score_variants(spec: str, model, ids, collator, device, truth, reference) ->
             {
                 "precision": precision,
                 "batch_size": int(batch),
+                "reviews": len(ids),
                 "seconds": seconds,
                 "accuracy": scores(logits, truth, logits.shape[1])[0],
                 "same_labels": float(np.mean(logits.argmax(1) == reference.argmax(1))),
