@@ -157,6 +157,32 @@ def bucket_rows(rows: int, most: int) -> int:
     return min(most, 1 << (rows - 1).bit_length())
 
 
+def takes_4d_padding_mask(model) -> bool:
+    """True for BERT classifiers on PyTorch's SDPA attention. Given the usual 2-D padding mask, transformers
+    first asks whether any position is masked (`mask.all()`): a read from the GPU, so the host waits for it to
+    catch up, once per forward. Given (batch, 1, 1, length) booleans (`as_4d_padding_mask`), it uses them as
+    they are, the same mask SDPA would get."""
+    from transformers import BertForSequenceClassification
+
+    config = getattr(model, "config", None)
+    return (
+        isinstance(model, BertForSequenceClassification)
+        and getattr(config, "_attn_implementation", None) == "sdpa"
+        and not config.is_decoder
+    )
+
+
+def as_4d_padding_mask(batch: dict) -> dict:
+    """The batch with its padding mask as SDPA takes it, or none when nothing is padded (known here, on the
+    host: then attention runs without a mask, as transformers would choose after its check)."""
+    mask = batch["attention_mask"]
+    if bool(mask.all()):  # a CPU tensor, before the copy to the device
+        del batch["attention_mask"]
+    else:
+        batch["attention_mask"] = mask[:, None, None, :].bool()
+    return batch
+
+
 def flat_token_ids(examples: list[tuple[list[int], int | None]]) -> tuple[np.ndarray, np.ndarray]:
     """Each example's length, and all token ids end to end, as int64 arrays."""
     lengths = np.fromiter((len(ids) for ids, _ in examples), dtype=np.int64, count=len(examples))

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from .. import model as models
-from ..batching import Collator, EncodedDataset, LengthBucketBatchSampler, bucket_widths
+from ..batching import Collator, EncodedDataset, LengthBucketBatchSampler, bucket_widths, takes_4d_padding_mask
 from ..data import TextDataset, check_trainable, ordered_label_names
 from ..errors import BertsentError, DataError
 from ..packing import PackedClassifier, PackedCollator, supports_packing, varlen_kernel
@@ -313,6 +313,7 @@ def build_run(
         log,
         class_weights=config.class_weights,
         static_shapes=train_collator.widths is not None,
+        mask_4d=not config.packing and takes_4d_padding_mask(model),
     )
     validation_set = None
     if validation is not None:

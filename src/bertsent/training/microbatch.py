@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import torch
 
-from ..batching import IGNORED_LABEL, bucket_rows
+from ..batching import IGNORED_LABEL, as_4d_padding_mask, bucket_rows
 from ..errors import BertsentError
 from ..runtime import Runtime, free_memory, is_out_of_memory, rng_state, set_rng_state
 
@@ -41,6 +41,7 @@ class MicroBatches:
         log,
         class_weights=None,
         static_shapes: bool = False,
+        mask_4d: bool = False,
     ):
         self.network = network  # what training runs: the model, maybe packed or compiled
         self.parameters = [p for p in network.parameters() if p.requires_grad]
@@ -58,6 +59,7 @@ class MicroBatches:
             pad_id = getattr(collate, "pad_token_id", 0)
             self.filler = ([pad_id if pad_id is not None else 0], IGNORED_LABEL)
         self.pin = runtime.device.type == "cuda"  # pinned host memory: the copy to the GPU does not block the host
+        self.mask_4d = mask_4d  # padding masks as SDPA takes them: transformers then reads nothing from the GPU
 
     def step(self, batches: list[list[int]]) -> torch.Tensor:
         """Gradients of the mean loss over `batches` (global batches of example indices) in `.grad`, the same
@@ -109,7 +111,10 @@ class MicroBatches:
                 examples = [self.examples[i] for i in chunk]
                 if self.static_shapes:
                     examples += [self.filler] * (bucket_rows(len(chunk), self.size) - len(chunk))
-                batch = {k: self._to_device(v) for k, v in self.collate(examples).items()}
+                batch = self.collate(examples)
+                if self.mask_4d:
+                    batch = as_4d_padding_mask(batch)
+                batch = {k: self._to_device(v) for k, v in batch.items()}
                 with self.runtime.autocast():
                     loss = self._loss(batch, len(chunk), total)
                 self.runtime.accelerator.backward(loss)
