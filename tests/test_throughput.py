@@ -80,7 +80,7 @@ def test_compiled_training_gives_the_eager_losses(no_dropout_dir, tmp_path, monk
 
 
 def test_compiled_training_sees_a_bounded_number_of_shapes(tiny_model_dir, tmp_path, monkeypatch):
-    shapes = set()
+    shapes, masks = set(), set()
 
     class Recorder(torch.nn.Module):  # in place of the compiled network: what it would be called with
         def __init__(self, network, **_):
@@ -89,6 +89,7 @@ def test_compiled_training_sees_a_bounded_number_of_shapes(tiny_model_dir, tmp_p
 
         def forward(self, **batch):
             shapes.add(tuple(batch["input_ids"].shape))
+            masks.add(tuple(batch["attention_mask"].shape[1:3]))  # always given (one graph per shape), in 4-D
             return self.network(**batch)
 
     monkeypatch.setattr(torch, "compile", Recorder)
@@ -97,6 +98,7 @@ def test_compiled_training_sees_a_bounded_number_of_shapes(tiny_model_dir, tmp_p
     widths = {w for _, w in shapes}
     assert widths <= set(bucket_widths(128)) and len(widths) == 2  # many lengths, two widths
     assert {rows for rows, _ in shapes} == {8, 2}  # full batches, and the epoch's last 2 sequences
+    assert masks == {(1, 1)}
 
 
 def test_compile_modes_are_checked():

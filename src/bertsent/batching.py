@@ -172,11 +172,12 @@ def takes_4d_padding_mask(model) -> bool:
     )
 
 
-def as_4d_padding_mask(batch: dict) -> dict:
+def as_4d_padding_mask(batch: dict, always: bool = False) -> dict:
     """The batch with its padding mask as SDPA takes it, or none when nothing is padded (known here, on the
-    host: then attention runs without a mask, as transformers would choose after its check)."""
+    host: then attention runs without a mask, as transformers would choose after its check). `always`: keep
+    the mask even then (a compiled model would otherwise compile a second graph without it)."""
     mask = batch["attention_mask"]
-    if bool(mask.all()):  # a CPU tensor, before the copy to the device
+    if not always and bool(mask.all()):  # a CPU tensor, before the copy to the device
         del batch["attention_mask"]
     else:
         batch["attention_mask"] = mask[:, None, None, :].bool()

@@ -113,7 +113,7 @@ class MicroBatches:
                     examples += [self.filler] * (bucket_rows(len(chunk), self.size) - len(chunk))
                 batch = self.collate(examples)
                 if self.mask_4d:
-                    batch = as_4d_padding_mask(batch)
+                    batch = as_4d_padding_mask(batch, always=self.static_shapes)
                 batch = {k: self._to_device(v) for k, v in batch.items()}
                 with self.runtime.autocast():
                     loss = self._loss(batch, len(chunk), total)
