@@ -7,28 +7,36 @@
 #            had 50.5 s at batch 128 with 6 s of xz decoding, now cached); the first also scores the 25,000
 #            test reviews in fp32/bf16 at several batch sizes (~15 s)
 #   trainer  HF Trainer at the same settings, seed 42, group_by_length, whole process (~90 s)
-#   sweep    the batch/lr/compile candidates for the fast recipe's CUDA defaults (DEVICE_DEFAULTS in
-#            src/bertsent/training/config.py), 3 seeds each (~6 x 40 s with the default SWEEP; trim SWEEP
+#   sweep    the batch/lr candidates for the fast recipe's CUDA defaults (DEVICE_DEFAULTS in
+#            src/bertsent/training/config.py), 3 seeds each (~3 x 40 s with the default SWEEP; trim SWEEP
 #            or SEEDS when the device time runs short)
+#   compile  the minilm run of seed 42 with --compile (COMPILE_MODE, default "default"; "reduce-overhead"
+#            adds CUDA graphs), once: a compile of ~20 s a shape, up to 8 shapes, inside the whole time
 #   mpnet    joins .gpu/mpnet.part* (scripts/gpu_carry_mpnet.sh assemble), MPNet-base fine-tuned on full
 #            IMDB, seed 42, whole process (~100 s); mpnet-trainer: Trainer at its settings (~150 s)
 #   speed, check, scaling: the throughput checks of the first GPU session (train_speed.py, packing_check.py)
-# Default: minilm trainer sweep mpnet.
+# Default: minilm trainer sweep compile mpnet.
 #
 # Device plan (15 min of device time, start-up included; at most 64 MiB carried a call; the ignored .gpu/
 # persists between calls while the machine stays warm). Here first: ../shared/gpu/make_carry.sh and
-# scripts/gpu_carry_mpnet.sh prepare. Then, one call each, back to back:
+# scripts/gpu_carry_mpnet.sh prepare. In a git worktree make_carry.sh stops at its .git/info/exclude line
+# (.git is a file there; .gitignore already has .gpu/), so run a copy without it:
+#   mkdir -p /tmp/mc/gpu && ln -sfn /work/shared/data /tmp/mc/data
+#   sed 's#"$root/.git/info/exclude"#/dev/null#g' /work/shared/gpu/make_carry.sh > /tmp/mc/gpu/make_carry.sh
+#   bash /tmp/mc/gpu/make_carry.sh
+# Call 1 carries 46.1 + 18.7 MB with the 1.3 MB tree: 63.0 MiB of 64, so keep the tree small.
+# Then, one call each, back to back:
 #   1. carry [.gpu/minilm16, .gpu/aclImdb_v1_labeled.tar.xz]        bash bench/gpu_check.sh minilm
 #   2. carry [.gpu/mpnet.sha256, .gpu/mpnet.part01]                  bash bench/gpu_check.sh trainer
 #   3. carry [.gpu/mpnet.part02]                                     bash bench/gpu_check.sh sweep
-#   4. carry [.gpu/mpnet.part03]                                     true (or a part that ran short)
+#   4. carry [.gpu/mpnet.part03]                                     bash bench/gpu_check.sh compile
 #   5. carry [.gpu/mpnet.part04]                                     bash bench/gpu_check.sh mpnet
 # Results land in $OUT (or bench/results/gpu-DATE): JSON, logs, *.wall (whole-process seconds) and
 # gpu-table.md (bench/gpu_table.py), to paste into bench/RESULTS.md.
 #
 # SMOKE=1: the same runs at toy sizes with tiny random models, to try the script on a CPU (seconds a run).
-# Settings: MINILM="--batch-size 128" (ours and Trainer's), SEEDS="42 43 44", SWEEP="256:2e-4 128:1e-4:default"
-# (BATCH:LR[:COMPILE_MODE]), MPNET="--epochs 2 --batch-size 64 --lr 5e-5".
+# Settings: MINILM="--batch-size 128" (ours and Trainer's), SEEDS="42 43 44", SWEEP="256:2e-4" (BATCH:LR[:MODE]
+# with MODE a --compile mode), COMPILE_MODE=default, MPNET="--epochs 2 --batch-size 64 --lr 5e-5".
 set -uo pipefail
 cd "$(dirname "$0")/.."
 export PYTHONPATH=src PYTHONUNBUFFERED=1 BERTSENT_VOCAB_MODEL=.gpu/minilm16 HF_HUB_OFFLINE=1
@@ -41,15 +49,15 @@ mpnet=.gpu/mpnet16
 seeds="${SEEDS:-42 43 44}"
 minilm_args=(${MINILM:---batch-size 128})
 mpnet_args=(${MPNET:---epochs 2 --batch-size 64 --lr 5e-5})
-sweep="${SWEEP:-256:2e-4 128:1e-4:default}"
+sweep="${SWEEP:-256:2e-4}"
 scoring="fp32:64,bf16:64,bf16:256,bf16:1024"
-parts="${*:-minilm trainer sweep mpnet}"
+parts="${*:-minilm trainer sweep compile mpnet}"
 limit=()
 epochs=3
 if [[ "${SMOKE:-}" == 1 ]]; then  # tiny random models, a few dozen reviews: checks the script, not the GPU
   minilm=tiny-bert mpnet=tiny-mpnet epochs=1 seeds="42 43"
   limit=(--max-train-samples 48 --max-test-samples 32)
-  minilm_args=(--batch-size 16) mpnet_args=(--batch-size 16) sweep="32:2e-4 16:1e-4:default" scoring="fp32:16,bf16:32"
+  minilm_args=(--batch-size 16) mpnet_args=(--batch-size 16) sweep="32:2e-4" scoring="fp32:16,bf16:32"
   [[ -f $imdb ]] || imdb=../shared/data/aclImdb_v1_labeled.tar.xz
   [[ -f $imdb ]] || imdb=/work/shared/data/aclImdb_v1_labeled.tar.xz
   export BERTSENT_VOCAB_MODEL=""
@@ -95,6 +103,9 @@ for part in $parts; do
             --batch-size "$batch" --lr "$lr" "${compile[@]}"
         done
       done ;;
+    compile)
+      timed "gpu-compile-${COMPILE_MODE:-default}-s42" --model "$minilm" --epochs $epochs --seed 42 \
+        "${minilm_args[@]}" --compile "${COMPILE_MODE:-default}" ;;
     mpnet|mpnet-trainer)
       if [[ ${SMOKE:-} != 1 && ! -f $mpnet/config.json ]]; then
         bash scripts/gpu_carry_mpnet.sh assemble || { echo "== mpnet: parts missing, skipped"; continue; }
@@ -115,7 +126,7 @@ for part in $parts; do
       else
         echo "== scaling: one GPU here, nothing to measure"
       fi ;;
-    *) echo "unknown part $part (minilm trainer sweep mpnet mpnet-trainer check speed scaling)"; exit 2 ;;
+    *) echo "unknown part $part (minilm trainer sweep compile mpnet mpnet-trainer check speed scaling)"; exit 2 ;;
   esac
 done
 python3 bench/gpu_table.py "$out"
