@@ -296,9 +296,10 @@ def build_run(
     )
     network = PackedClassifier(model) if config.packing else model
     if config.compile:
-        # Static shapes (dynamic=False): the collator above bounds them; a recompile per new shape, up to a limit.
+        # Padded batches: static shapes (dynamic=False), few of them (the collator above). Packed rows have a new
+        # length every batch: torch's default, a dynamic graph after the second shape.
         mode = {} if config.compile == "default" else {"mode": config.compile}
-        network = torch.compile(network, dynamic=False, **mode)
+        network = torch.compile(network, dynamic=None if config.packing else False, **mode)
     optimizer = make_optimizer(model, config, runtime.device)
     scheduler = make_schedule(optimizer, config, count_steps(sampler, config.epochs, config.grad_accum))
     optimizer = runtime.accelerator.prepare(optimizer)  # fp16 loss scaling, when on
