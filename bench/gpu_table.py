@@ -82,6 +82,11 @@ def table(runs: list[dict]) -> str:
 def main(argv=None) -> int:
     folder = Path((argv or sys.argv[1:])[0])
     text = table(rows(folder))
+    reads = [folder / f"imdb-read-{attempt}.wall" for attempt in ("first", "second")]
+    if all(path.exists() for path in reads):
+        first, second = (float(path.read_text()) for path in reads)
+        text += f"\n\nReading IMDB train, a process each (imports included): {first:.1f} s, then {second:.1f} s "
+        text += "from the cache."
     print(text)
     (folder / "gpu-table.md").write_text(text + "\n")
     return 0
