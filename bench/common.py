@@ -16,19 +16,30 @@ import torch
 DEFAULT_IMDB = str(Path(__file__).resolve().parents[2] / "shared" / "data" / "aclImdb_v1_labeled.tar.xz")
 
 
+# Random-weight models by name: BERT-base's shape, and tiny BERT / MPNet ones for smoke runs (SMOKE=1).
+RANDOM_MODELS = {
+    "bert-base": ("bert", {}),
+    "tiny-bert": ("bert", dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64)),
+    "tiny-mpnet": ("mpnet", dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
+                                 max_position_embeddings=514, pad_token_id=0)),
+}  # fmt: skip
+
+
 def model_spec(name: str, workdir: Path) -> str:
-    """`bert-base`: a BertConfig() model with random weights and the packaged MiniLM's uncased vocab,
-    written once to `workdir`; anything else is passed through (alias, folder or Hub id)."""
-    if name != "bert-base":
+    """`bert-base` (a BertConfig() model), `tiny-bert`, `tiny-mpnet`: random weights and the packaged MiniLM's
+    uncased vocab, written once to `workdir`; anything else is passed through (alias, folder or Hub id)."""
+    if name not in RANDOM_MODELS:
         return name
-    from transformers import AutoTokenizer, BertConfig, BertModel
+    from transformers import AutoTokenizer, BertConfig, BertModel, MPNetConfig, MPNetModel
 
     from bertsent.model import resolve_model
 
-    folder = Path(workdir) / "bert-base-random"
+    kind, shape = RANDOM_MODELS[name]
+    folder = Path(workdir) / f"{name}-random"
     if not (folder / "config.json").exists():
         torch.manual_seed(0)
-        BertModel(BertConfig()).save_pretrained(folder)
+        model = BertModel(BertConfig(**shape)) if kind == "bert" else MPNetModel(MPNetConfig(**shape))
+        model.save_pretrained(folder)
         # The uncased WordPiece vocab: the packaged MiniLM's, or (on a machine without the package)
         # the folder named by BERTSENT_VOCAB_MODEL, e.g. .gpu/minilm16.
         vocab_source = os.environ.get("BERTSENT_VOCAB_MODEL") or resolve_model("minilm")

@@ -54,7 +54,7 @@ BAD_VALUES = [
     (dict(precision="fp8"), "--precision fp8: unknown value. Use one of auto, fp32, bf16, fp16."),
     (dict(device="gpu"), "--device gpu: not a device. Use auto, cpu, cuda, cuda:N or mps."),
     (dict(model=" "), "--model: give a model"),
-    (dict(compile="yes"), "compile='yes': give True or False."),
+    (dict(compile="yes"), "--compile yes: unknown mode. Use one of default, reduce-overhead"),
     (dict(recipe="tutorial", packing=True), "--packing leaves out all padding"),
 ]
 

@@ -350,7 +350,8 @@ def test_aclimdb_archives_read_without_unpacking(tmp_path, name):
     test = read_data(f"{archive}:test")
     assert train.texts == read_data(f"{tmp_path / 'src' / 'aclImdb'}:train").texts
     assert len(train) == 4 and len(test) == 4
-    assert set(tmp_path.rglob("*")) == before  # nothing unpacked
+    cache = tmp_path / "cache"  # where the decoded reviews are kept, in one file
+    assert {p for p in tmp_path.rglob("*") if cache not in (p, *p.parents)} == before  # nothing unpacked
 
 
 def test_aclimdb_archive_is_decompressed_once_for_both_splits_and_again_when_replaced(tmp_path, monkeypatch):
@@ -752,3 +753,45 @@ def test_statistics_of_a_huge_field_tokenize_only_what_the_cap_needs(tmp_path, t
     assert main(["data", str(tmp_path / "huge.csv"), "--model", str(tiny_model_dir)]) == 0
     out = capsys.readouterr().out
     assert f"max > {cap}" in out and f"(1 counted only up to {cap} tokens)" in out
+
+
+def _count_opens(monkeypatch) -> list:
+    opened = []
+    original = tarfile.open
+    monkeypatch.setattr(tarfile, "open", lambda *a, **k: opened.append(a[0]) or original(*a, **k))
+    return opened
+
+
+def test_aclimdb_archive_decoded_once_across_processes_via_the_cache(tmp_path, monkeypatch):
+    archive = _archive(tmp_path, "aclImdb_v1.tar.xz")
+    opened = _count_opens(monkeypatch)
+    first = read_data(f"{archive}:train")
+    data_module._archive_records.cache_clear()  # as a new process: only the cache folder remembers
+    second = read_data(f"{archive}:train")
+    assert len(opened) == 1
+    assert (second.texts, second.labels, second.meta) == (first.texts, first.labels, first.meta)
+    assert list((tmp_path / "cache" / data_module.DECODED_ARCHIVES).glob("*.parquet"))
+
+
+def test_aclimdb_cache_misses_for_a_changed_archive_and_ignores_a_damaged_one(tmp_path, monkeypatch):
+    archive = _archive(tmp_path, "aclImdb_v1.tar.xz")
+    opened = _count_opens(monkeypatch)
+    read_data(f"{archive}:test")
+    folder = tmp_path / "src" / "aclImdb"
+    (folder / "test" / "pos" / "7_8.txt").write_text("A new review, loved it.")
+    with tarfile.TarFile.open(archive, "w:xz") as replacement:  # the same name, size and time may differ
+        replacement.add(folder, arcname="aclImdb")
+    data_module._archive_records.cache_clear()
+    assert len(read_data(f"{archive}:test")) == 5 and len(opened) == 2
+    for stored in (tmp_path / "cache" / data_module.DECODED_ARCHIVES).glob("*.parquet"):
+        stored.write_bytes(b"not parquet")
+    data_module._archive_records.cache_clear()
+    assert len(read_data(f"{archive}:test")) == 5 and len(opened) == 3
+
+
+def test_aclimdb_unwritable_cache_still_reads_the_archive(tmp_path, monkeypatch, capsys):
+    archive = _archive(tmp_path, "aclImdb_v1.tar.gz")
+    (tmp_path / "file").write_text("a file, not a folder")
+    monkeypatch.setenv("BERTSENT_CACHE", str(tmp_path / "file" / "cache"))
+    assert len(read_data(f"{archive}:train")) == 4
+    assert "not cached" in capsys.readouterr().err

@@ -65,13 +65,24 @@ class TorchBackend:
 
         if threads:
             torch.set_num_threads(threads)
+        from .runtime import scoring_dtype
+
         self.model = model.to(device).eval()
         self.collator = collator
         self.device = device
         self.batch_size = batch_size
+        self.autocast_dtype = scoring_dtype(device)
 
     def logits(self, ids: list[list[int]], progress: Progress | None = None) -> np.ndarray:
-        return predict_logits(self.model, ids, self.collator, self.batch_size, device=self.device, progress=progress)
+        return predict_logits(
+            self.model,
+            ids,
+            self.collator,
+            self.batch_size,
+            device=self.device,
+            autocast_dtype=self.autocast_dtype,
+            progress=progress,
+        )
 
 
 def onnx_temperature(folder: Path, backend: str) -> float | None:

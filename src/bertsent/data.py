@@ -32,8 +32,8 @@ from pathlib import Path, PurePosixPath
 import numpy as np
 import pandas as pd
 
-from .errors import DataError
-from .files import cache_dir, cache_folder
+from .errors import BertsentError, DataError
+from .files import cache_dir, cache_folder, write_atomic
 
 TEXT_COLUMN_NAMES = (
     "text",
@@ -66,6 +66,9 @@ TABLE_SUFFIXES = {
 }
 COMPRESSION_SUFFIXES = {".gz": "gzip", ".bz2": "bz2", ".xz": "xz", ".zip": "zip", ".zst": "zstd"}
 ARCHIVE_SUFFIXES = (".tar", ".tar.gz", ".tgz", ".tar.xz", ".txz", ".tar.bz2", ".tbz2")
+# Decoded aclImdb archives, kept in this cache folder; the version changes when what is stored does.
+DECODED_ARCHIVES = "aclimdb-decoded"
+DECODED_ARCHIVE_VERSION = 1
 ACLIMDB_MEMBER = re.compile(r"(?:^|/)(train|test)/(pos|neg)/(\d+)_(\d+)\.txt$")
 
 IMDB_URL = "https://ai.stanford.edu/~amaas/data/sentiment/aclImdb_v1.tar.gz"
@@ -661,7 +664,56 @@ def read_aclimdb(path: Path, split: str | None = None) -> TextDataset:
 @functools.lru_cache(maxsize=1)
 def _archive_records(path: str, size: int, mtime_ns: int) -> tuple:
     """Every review of an aclImdb archive, both splits: reading `:train` and then `:test` (train, then
-    evaluate) decompresses the archive once. Keyed by size and time, so a replaced file is read again."""
+    evaluate) decompresses the archive once. Keyed by size and time, so a replaced file is read again.
+    Across processes, the decoded reviews are kept in the cache folder (Parquet, keyed by the archive's
+    sha256): decompressing the 18 MB xz archive takes seconds on one core, reading them back a fraction."""
+    stored = _decoded_archive_path(Path(path))
+    records = _read_decoded(stored)
+    if records is None:
+        records = _decode_archive(path)
+        _write_decoded(stored, records)
+    return records
+
+
+def _decoded_archive_path(path: Path) -> Path:
+    """Where an archive's decoded reviews are cached: its content's hash (a copy elsewhere hits the same
+    file, a changed one another), and the layout's version (DECODED_ARCHIVE_VERSION) in the name."""
+    return cache_dir() / DECODED_ARCHIVES / f"{sha256_of(path)}-v{DECODED_ARCHIVE_VERSION}.parquet"
+
+
+def _read_decoded(stored: Path) -> tuple | None:
+    """The cached records, or None when there are none (or they cannot be read: then the archive is)."""
+    if not stored.is_file():
+        return None
+    try:
+        import pyarrow.parquet as pq
+
+        columns = pq.read_table(stored).to_pydict()
+        return tuple(zip(columns["split"], columns["label"], columns["id"], columns["text"]))
+    except Exception:  # noqa: BLE001 - a damaged or foreign cache file is only a cache miss
+        return None
+
+
+def _write_decoded(stored: Path, records: tuple) -> None:
+    """Keep the decoded records for the next process; a cache that cannot be written only costs speed."""
+    try:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        cache_folder(stored.parent.name)
+        split, label, ids, text = zip(*records) if records else ((), (), (), ())
+        table = pa.table({"split": split, "label": label, "id": pa.array(ids, pa.int64()), "text": text})
+        sink = pa.BufferOutputStream()
+        pq.write_table(table, sink, compression="zstd", compression_level=1)
+        write_atomic(stored, sink.getvalue().to_pybytes())
+    except (BertsentError, OSError, ImportError) as exc:
+        print(
+            f"note: the decoded reviews are not cached ({_first_line(exc)}); the next run reads the archive again.",
+            file=sys.stderr,
+        )
+
+
+def _decode_archive(path: str) -> tuple:
     records = []
     try:
         with tarfile.open(path, "r:*") as archive:

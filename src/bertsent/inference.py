@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from .batching import Collator, EncodedDataset, LengthBucketBatchSampler
+from .batching import Collator, EncodedDataset, LengthBucketBatchSampler, as_4d_padding_mask, takes_4d_padding_mask
 
 
 @torch.inference_mode()
@@ -28,9 +28,14 @@ def predict_logits(
     sampler = LengthBucketBatchSampler([len(x) for x in ids], batch_size, max_tokens, shuffle=False)
     dataset = EncodedDataset(ids)
     order, parts = [], []
+    mask_4d = takes_4d_padding_mask(model)  # transformers then waits for no GPU in each forward
+    pin = device.type == "cuda"
     for batch_indices in sampler:
         batch = collator([dataset[i] for i in batch_indices])
-        batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
+        if mask_4d:
+            batch = as_4d_padding_mask(batch)
+        # Pinned on CUDA: the copy does not hold up the host while the GPU works through earlier batches.
+        batch = {k: (v.pin_memory() if pin else v).to(device, non_blocking=True) for k, v in batch.items()}
         with torch.autocast(device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None):
             parts.append(model(**batch).logits.float())  # left on the device: copying each batch back would wait
         order += batch_indices

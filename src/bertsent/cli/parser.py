@@ -362,7 +362,15 @@ def add_training_flags(parser: argparse.ArgumentParser) -> None:
     add("--eval-batch-size", metavar="N", help="sequences per batch when scoring the validation data (default 64)")
     add("--precision", metavar="auto|fp32|bf16|fp16", help="auto: bf16 (or fp16) on GPUs, fp32 on CPU")
     add("--device", metavar="D", help="auto, cpu, cuda, cuda:1, mps")
-    add("--compile", action="store_true", default=None, help="torch.compile the model")
+    add(
+        "--compile",
+        nargs="?",
+        const=True,
+        default=None,
+        metavar="MODE",
+        help="torch.compile the model (lengths padded to a few bucket widths, so it compiles a few times); MODE: "
+        "default, reduce-overhead (CUDA graphs), max-autotune, max-autotune-no-cudagraphs",
+    )
     add(
         "--packing",
         action=argparse.BooleanOptionalAction,

@@ -31,6 +31,16 @@ RECIPES = {
                      schedule="constant", max_grad_norm=0.0),
 }  # fmt: skip
 
+# Defaults by device, over the recipe's: the one place to set what a recipe uses on a GPU. Filled from
+# measurements only (bench/gpu_check.sh `sweep`: test accuracy at each batch size and lr, 3 seeds, whole-run
+# time). Measured so far on an H200, one seed each (MiniLM, full IMDB, 3 epochs): batch 32 0.9300 / 53.0 s
+# loop, batch 128 0.9305 / 28.5 s, batch 256 at lr 2e-4 0.9282 / 19.9 s; no 3-seed figures yet, so none set.
+DEVICE_DEFAULTS: dict[str, dict[str, dict]] = {
+    "cuda": {"fast": {}},  # e.g. {"fast": dict(batch_size=128)}; an "lr" here wins over the lr by model size
+}
+# torch.compile's modes (--compile alone: "default"). "reduce-overhead" adds CUDA graphs (CUDA only).
+COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
+
 CHOICES = {
     "recipe": tuple(RECIPES),
     "truncation": (*TRUNCATIONS, "windows"),
@@ -47,7 +57,7 @@ AUTO = ("batch_size", "micro_batch_size", "max_length")
 FRACTIONS = ("validation_fraction", "warmup_ratio", "attention_dropout")  # in [0, 1)
 POSITIVE = ("lr", "adam_eps")
 NON_NEGATIVE = ("weight_decay", "max_grad_norm")
-FLAGS = ("compile", "calibrate", "packing", "pad_to_max_length", "length_bucketing")
+FLAGS = ("calibrate", "packing", "pad_to_max_length", "length_bucketing")
 
 
 @dataclass(frozen=True)
@@ -84,7 +94,7 @@ class TrainConfig:
     eval_batch_size: int = 64
     precision: str = "auto"  # auto, fp32, bf16, fp16
     device: str = "auto"
-    compile: bool = False
+    compile: bool | str = False  # torch.compile the training network: True ("default") or one of COMPILE_MODES
     packing: bool | None = None  # unpadded batches (BERT-architecture models); see packing.py
     attention_dropout: float | None = None  # None: the model's own (0.1 for BERT-family models)
     calibrate: bool = True
@@ -110,6 +120,7 @@ class TrainConfig:
         for name in FLAGS:
             if getattr(self, name) is not None and not isinstance(getattr(self, name), bool):
                 raise BertsentError(f"{name}={getattr(self, name)!r}: give True or False.")
+        object.__setattr__(self, "compile", _compile_mode(self.compile))
         object.__setattr__(self, "class_weights", _class_weights(self.class_weights))
         _check_device(self.device)
         self._check_combinations()
@@ -141,15 +152,18 @@ class TrainConfig:
         token_lengths: list[int],
         packing_supported: bool,
         special_tokens: int = 2,
+        device_type: str = "cpu",
     ) -> TrainConfig:
-        """This config with every value concrete: the recipe's defaults, lr from the model's size, the
+        """This config with every value concrete: the recipe's defaults (with the device's, DEVICE_DEFAULTS, over
+        them), lr from the model's size, the
         max length from the training data's token lengths (`token_lengths`, before truncation); with windows,
         the stride (a window's `max_length - special_tokens` text tokens by default) and the cap per text."""
-        values = {k: v for k, v in RECIPES[self.recipe].items() if getattr(self, k) is None}
+        defaults = RECIPES[self.recipe] | DEVICE_DEFAULTS.get(device_type, {}).get(self.recipe, {})
+        values = {k: v for k, v in defaults.items() if getattr(self, k) is None}
         batch_size = values.get("batch_size", self.batch_size)
         micro = self.micro_batch_size
         if batch_size == "auto":
-            batch_size, micro = RECIPES[self.recipe]["batch_size"], "auto"
+            batch_size, micro = defaults["batch_size"], "auto"
         max_length = values.get("max_length", self.max_length)
         if max_length == "auto":
             max_length = auto_max_length(token_lengths, max_positions)
@@ -239,6 +253,19 @@ def _number(name: str, value, ok, rule: str):
             raise BertsentError(f"{_flag(name)} {value}: give a number.") from None
     if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value) or not ok(value):
         raise BertsentError(f"{_flag(name)} {value}: {rule}.")
+    return value
+
+
+def _compile_mode(value) -> bool | str:
+    """False, or the torch.compile mode: True and "default" are the same; "true"/"false" from a command line."""
+    if isinstance(value, str) and value.strip().lower() in ("true", "false"):
+        value = value.strip().lower() == "true"
+    if value is None or value is False:
+        return False
+    if value is True:
+        return "default"
+    if value not in COMPILE_MODES:
+        raise BertsentError(f"--compile {value}: unknown mode. Use one of {', '.join(COMPILE_MODES)} (or no value).")
     return value
 
 

@@ -17,7 +17,7 @@ import torch
 
 from .. import model as models
 from ..baselines import check_baseline
-from ..batching import Collator, EncodedDataset, LengthBucketBatchSampler
+from ..batching import Collator, EncodedDataset, LengthBucketBatchSampler, bucket_widths, takes_4d_padding_mask
 from ..data import TextDataset, check_trainable, ordered_label_names
 from ..errors import BertsentError, DataError
 from ..packing import PackedClassifier, PackedCollator, supports_packing, varlen_kernel
@@ -89,6 +89,7 @@ def fit(
         token_lengths=lengths,
         packing_supported=supports_packing(model),
         special_tokens=tokenizer.num_special_tokens_to_add(),
+        device_type=runtime.device.type,
     )
     announce(request, config, model, train, validation, classes, lengths, runtime, log)
     label_index = {name: i for i, name in enumerate(classes)}
@@ -286,6 +287,13 @@ def build_run(
         pad_to=pad_to,
         pad_to_multiple_of=8 if runtime.device.type == "cuda" and not pad_to else None,
     )
+    # Compiled, every new shape compiles again: lengths are padded to a few widths and batches to a few row
+    # counts (static shapes: each compiles to its own fixed-size kernels, and CUDA graphs need them).
+    train_collator = collator
+    if config.compile and not pad_to and not config.packing:
+        train_collator = Collator(
+            tokenizer.pad_token_id, tokenizer.padding_side, widths=bucket_widths(config.max_length)
+        )
     sampler = LengthBucketBatchSampler(
         [len(ids) for ids in train_ids],
         config.batch_size,
@@ -298,7 +306,10 @@ def build_run(
     )
     network = PackedClassifier(model) if config.packing else model
     if config.compile:
-        network = torch.compile(network)
+        # Padded batches: static shapes (dynamic=False), few of them (the collator above). Packed rows have a new
+        # length every batch: torch's default, a dynamic graph after the second shape.
+        mode = {} if config.compile == "default" else {"mode": config.compile}
+        network = torch.compile(network, dynamic=None if config.packing else False, **mode)
     optimizer = make_optimizer(model, config, runtime.device)
     scheduler = make_schedule(optimizer, config, count_steps(sampler, config.epochs, config.grad_accum))
     optimizer = runtime.accelerator.prepare(optimizer)  # fp16 loss scaling, when on
@@ -306,12 +317,14 @@ def build_run(
     micro = MicroBatches(
         network,
         EncodedDataset(train_ids, train_labels),
-        PackedCollator() if config.packing else collator,
+        PackedCollator() if config.packing else train_collator,
         sampler,
         runtime,
         micro_size,
         log,
         class_weights=config.class_weights,
+        static_shapes=train_collator.widths is not None,
+        mask_4d=not config.packing and takes_4d_padding_mask(model),
     )
     validation_set = None
     if validation is not None:

@@ -8,6 +8,12 @@ With class weights, a micro-batch adds its sum of weighted losses divided by the
 (every process knows the global batches' labels): the step's loss is torch's CrossEntropyLoss(weight=w)
 over all its sequences, again whatever the split.
 
+With `static_shapes` (a compiled network), a micro-batch is padded with filler rows (one pad token, label
+IGNORED_LABEL, left out of the loss) to a few row counts (`bucket_rows`), as the collator pads its width.
+
+Nothing here reads a number from the device (that would make the host wait for the GPU every step): the loss
+stays a tensor, and out-of-memory is an exception, not a check.
+
 On out-of-memory, on any process, every process drops the step's gradients, halves the micro-batch and
 runs the step again: the processes agree first, so none waits forever in a collective for another.
 """
@@ -16,6 +22,7 @@ from __future__ import annotations
 
 import torch
 
+from ..batching import IGNORED_LABEL, as_4d_padding_mask, bucket_rows
 from ..errors import BertsentError
 from ..runtime import Runtime, free_memory, is_out_of_memory, rng_state, set_rng_state
 
@@ -23,7 +30,19 @@ from ..runtime import Runtime, free_memory, is_out_of_memory, rng_state, set_rng
 class MicroBatches:
     """Runs optimizer steps' batches forward and backward, `size` sequences at a time."""
 
-    def __init__(self, network, examples, collate, sampler, runtime: Runtime, size: int, log, class_weights=None):
+    def __init__(
+        self,
+        network,
+        examples,
+        collate,
+        sampler,
+        runtime: Runtime,
+        size: int,
+        log,
+        class_weights=None,
+        static_shapes: bool = False,
+        mask_4d: bool = False,
+    ):
         self.network = network  # what training runs: the model, maybe packed or compiled
         self.parameters = [p for p in network.parameters() if p.requires_grad]
         self.examples = examples
@@ -34,6 +53,13 @@ class MicroBatches:
         self.log = log
         self.weights = None if class_weights is None else [float(w) for w in class_weights]
         self._weights_on_device = None if class_weights is None else torch.tensor(self.weights, device=runtime.device)
+        self.static_shapes = static_shapes
+        self.filler = None
+        if static_shapes:
+            pad_id = getattr(collate, "pad_token_id", 0)
+            self.filler = ([pad_id if pad_id is not None else 0], IGNORED_LABEL)
+        self.pin = runtime.device.type == "cuda"  # pinned host memory: the copy to the GPU does not block the host
+        self.mask_4d = mask_4d  # padding masks as SDPA takes them: transformers then reads nothing from the GPU
 
     def step(self, batches: list[list[int]]) -> torch.Tensor:
         """Gradients of the mean loss over `batches` (global batches of example indices) in `.grad`, the same
@@ -82,24 +108,36 @@ class MicroBatches:
         for share in shares:
             for start in range(0, len(share), self.size):
                 chunk = share[start : start + self.size]
-                batch = self.collate([self.examples[i] for i in chunk])
-                batch = {
-                    k: v.to(self.runtime.device, non_blocking=True) if torch.is_tensor(v) else v
-                    for k, v in batch.items()
-                }
+                examples = [self.examples[i] for i in chunk]
+                if self.static_shapes:
+                    examples += [self.filler] * (bucket_rows(len(chunk), self.size) - len(chunk))
+                batch = self.collate(examples)
+                if self.mask_4d:
+                    batch = as_4d_padding_mask(batch, always=self.static_shapes)
+                batch = {k: self._to_device(v) for k, v in batch.items()}
                 with self.runtime.autocast():
                     loss = self._loss(batch, len(chunk), total)
                 self.runtime.accelerator.backward(loss)
                 loss_sum = loss.detach() if loss_sum is None else loss_sum + loss.detach()
         return loss_sum
 
+    def _to_device(self, value):
+        if not torch.is_tensor(value):
+            return value
+        return (value.pin_memory() if self.pin else value).to(self.runtime.device, non_blocking=True)
+
     def _loss(self, batch: dict, size: int, total: float) -> torch.Tensor:
-        """This micro-batch's part of the step's mean loss (weighted by class when there are weights)."""
-        output = self.network(**batch)
-        if self.weights is None:
-            return output.loss * (size / total if total else 0.0)
+        """This micro-batch's part of the step's mean loss (weighted by class when there are weights; filler
+        rows left out)."""
+        if self.weights is None and not self.static_shapes:
+            return self.network(**batch).loss * (size / total if total else 0.0)
+        labels = batch.pop("labels")
         losses = torch.nn.functional.cross_entropy(
-            output.logits.float(), batch["labels"], weight=self._weights_on_device, reduction="sum"
+            self.network(**batch).logits.float(),
+            labels,
+            weight=self._weights_on_device,
+            ignore_index=IGNORED_LABEL,
+            reduction="sum",
         )
         return losses * (1.0 / total if total else 0.0)
 
