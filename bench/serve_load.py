@@ -401,13 +401,17 @@ def attack(url: str, attackers: int, pool, limits, tally: Tally, done: asyncio.E
 
 
 async def slow_client(host: str, port: int, kind: str, source: str, tally: Tally, done: asyncio.Event) -> None:
-    """One slow connection after another until `done`: each must be answered 408 (or closed) by the server."""
-    while not done.is_set():
+    """One slow connection after another until `done`: each must be answered 408 (or closed) by the server. The
+    first is always held to its end, however soon the load ends, so that every kind is seen whatever the speed
+    of the machine (the server's timeouts bound it)."""
+    first = True
+    while first or not done.is_set():
         started = time.monotonic()
         try:
             reader, writer = await asyncio.open_connection(host, port, local_addr=(source, 0))
         except OSError as exc:
             tally.attack_wrong.append((kind, "connect", str(exc)))
+            first = False  # a connection refused is already a failed check: no waiting for it
             await asyncio.sleep(1)
             continue
         try:
@@ -417,13 +421,14 @@ async def slow_client(host: str, port: int, kind: str, source: str, tally: Tally
                 writer.write(_head(1000) + b'{"inputs": "a fi')  # 17 of 1,000 bytes
             elif kind == "drip":
                 writer.write(_head(100))
-            reply = await _held(reader, writer, drip=kind == "drip", done=done)
+            reply = await _held(reader, writer, drip=kind == "drip", done=asyncio.Event() if first else done)
         except OSError:
             reply = b""
         finally:
             writer.close()
         if reply is None:  # the load ended first
             return
+        first = False
         status = int(reply[9:12]) if reply.startswith(b"HTTP/1.1 ") else "closed"
         tally.attacks[(kind, status)] += 1
         tally.attack_held_s = max(tally.attack_held_s, time.monotonic() - started)
