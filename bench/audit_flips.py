@@ -17,8 +17,8 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bertsent.audit import audit
-from bertsent.data import TextDataset, read_data
+from bertsent.data.sources import TextDataset, read_data
+from bertsent.workflows.audit import audit
 
 from common import machine, run_in_scratch, sample
 

@@ -26,7 +26,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import bertsent
-from bertsent.data import TextDataset, read_data
+from bertsent.data.sources import TextDataset, read_data
 
 from common import machine, run_in_scratch
 

@@ -85,7 +85,7 @@ run() { local name=$1; shift; echo "== $name: $*"; timeout 300 python3 "$@" --js
 if [[ $parts != "check" && $parts != "speed" && $parts != "scaling" ]]; then
   for attempt in first second; do
     start=$(date +%s.%N)
-    python3 -c "import sys; from bertsent.data import read_data; read_data(sys.argv[1] + ':train')" "$imdb"
+    python3 -c "import sys; from bertsent.data.sources import read_data; read_data(sys.argv[1] + ':train')" "$imdb"
     python3 -c "print(round($(date +%s.%N) - $start, 2))" > "$out/imdb-read-$attempt.wall"
   done
   echo "== reading IMDB (a process each): $(cat "$out/imdb-read-first.wall") s, then $(cat "$out/imdb-read-second.wall") s from the cache"

@@ -23,8 +23,8 @@ from pathlib import Path
 
 TOKENIZE = """
 import sys
-from bertsent.data import read_data
-from bertsent import model as models
+from bertsent.data.sources import read_data
+from bertsent.modeling import loading as models
 tokenizer = models.load_tokenizer(sys.argv[2])
 texts = read_data(sys.argv[1]).texts
 tokens = models.tokenize(tokenizer, texts)

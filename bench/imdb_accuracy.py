@@ -33,10 +33,10 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import bertsent
-from bertsent import model as models
-from bertsent.batching import Collator
-from bertsent.data import ordered_label_names, read_data, split_validation
-from bertsent.inference import predict_logits
+from bertsent.data.sources import ordered_label_names, read_data, split_validation
+from bertsent.modeling import loading as models
+from bertsent.modeling.batching import Collator
+from bertsent.modeling.inference import predict_logits
 from bertsent.runtime import scoring_dtype
 from bertsent.training import RECIPES, TrainConfig, fit
 

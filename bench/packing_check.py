@@ -25,10 +25,10 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bertsent import model as models
-from bertsent.batching import Collator, LengthBucketBatchSampler
-from bertsent.data import read_data
-from bertsent.packing import PackedClassifier, PackedCollator, varlen_kernel
+from bertsent.data.sources import read_data
+from bertsent.modeling import loading as models
+from bertsent.modeling.batching import Collator, LengthBucketBatchSampler
+from bertsent.modeling.packing import PackedClassifier, PackedCollator, varlen_kernel
 
 from common import DEFAULT_IMDB, machine, model_spec, run_in_scratch, sample, training_flops
 

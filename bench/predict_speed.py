@@ -30,8 +30,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import bertsent
-from bertsent.data import read_data
-from bertsent.model import tokenize
+from bertsent.data.sources import read_data
+from bertsent.modeling.loading import tokenize
 
 from common import DEFAULT_IMDB, machine, sample_indices
 

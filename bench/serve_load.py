@@ -150,7 +150,7 @@ def make_request(kind: str, rng: random.Random, pool: list[str], max_texts: int,
 
 
 def body_limit(max_texts: int, max_chars: int) -> int:
-    """The largest body the server reads (bertsent.serve._check_size)."""
+    """The largest body the server reads (bertsent.serving.app._check_size)."""
     return max_texts * (max_chars * 12 + 16) + 65_536
 
 
@@ -651,8 +651,8 @@ def tiny_model(folder: Path) -> str:
     from transformers import AutoTokenizer, BertConfig, BertModel
 
     import bertsent
-    from bertsent.data import TextDataset
-    from bertsent.model import resolve_model
+    from bertsent.data.sources import TextDataset
+    from bertsent.modeling.loading import resolve_model
 
     torch.manual_seed(0)
     base = folder / "tiny-base"

@@ -229,7 +229,7 @@ def pick_reviews(args, tokenizer) -> tuple[list[str], str]:
     """Reviews of min..max tokens: IMDB test reviews (reproducible order), or the built-in ones."""
     if args.imdb:
         try:
-            from bertsent.data import read_data
+            from bertsent.data.sources import read_data
 
             texts = read_data(args.imdb).texts
         except Exception as exc:  # noqa: BLE001 - no data here: the built-in reviews do
@@ -297,7 +297,7 @@ def main(argv=None) -> int:
         import torch
 
         torch.set_num_threads(args.threads)
-    from bertsent.model import load_tokenizer
+    from bertsent.modeling.loading import load_tokenizer
 
     tokenizer = load_tokenizer(args.model_dir)
     explained = explain_timing(args, tokenizer) if args.explain_steps else []

@@ -38,11 +38,11 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bertsent import model as models
-from bertsent.batching import Collator
-from bertsent.data import ordered_label_names, read_data
+from bertsent.data.sources import ordered_label_names, read_data
 from bertsent.environment import launched_processes, process_rank
-from bertsent.inference import predict_logits
+from bertsent.modeling import loading as models
+from bertsent.modeling.batching import Collator
+from bertsent.modeling.inference import predict_logits
 from bertsent.runtime import set_seed
 from bertsent.training import TrainConfig, auto_lr, fit
 

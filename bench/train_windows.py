@@ -30,8 +30,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import bertsent
-from bertsent import model as models
-from bertsent.data import read_data
+from bertsent.data.sources import read_data
+from bertsent.modeling import loading as models
 from bertsent.training import TrainConfig
 from bertsent.training.fit import encode_examples
 

@@ -48,7 +48,7 @@ def read_csv_rows(path) -> list[dict]:
 
 @pytest.fixture(scope="session")
 def minilm_dir() -> Path:
-    from bertsent.model import resolve_model
+    from bertsent.modeling.loading import resolve_model
 
     return Path(resolve_model("minilm"))
 
@@ -93,7 +93,7 @@ def no_dropout_dir(tiny_model_dir, tmp_path_factory) -> Path:
 def trained(tiny_model_dir, tmp_path_factory):
     """The tiny BERT fine-tuned on the toy task (validation: make_reviews(40, seed=2)); learns it in seconds."""
     import bertsent
-    from bertsent.data import TextDataset
+    from bertsent.data.sources import TextDataset
 
     texts, labels = make_reviews(120, seed=1)
     val_texts, val_labels = make_reviews(40, seed=2)

@@ -15,14 +15,16 @@ import pandas as pd
 import pytest
 
 import bertsent
-from bertsent.audit import ISSUE_COLUMNS, AuditResult, check_folds, rank_issues, render_html, write_cleaned
 from bertsent.cli import main
-from bertsent.data import TextDataset
+from bertsent.data.sources import TextDataset
 from bertsent.errors import BertsentError
+from bertsent.workflows.audit import ISSUE_COLUMNS, AuditResult, check_folds, rank_issues, render_html, write_cleaned
 
 from conftest import make_reviews, read_csv_rows
 
-audit_module = importlib.import_module("bertsent.audit")  # the module: bertsent.audit is also the function
+audit_module = importlib.import_module(
+    "bertsent.workflows.audit"
+)  # the module: bertsent.workflows.audit is also the function
 
 FLIPPED = [3, 10, 17, 26, 41, 58, 77, 95]  # rows (from 0) whose label is turned around
 

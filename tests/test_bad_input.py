@@ -10,13 +10,14 @@ from pathlib import Path
 import pytest
 import torch
 
-from bertsent import experiments, load
+from bertsent import load
 from bertsent.cli import main
-from bertsent.data import TextDataset
+from bertsent.data.sources import TextDataset
 from bertsent.errors import BertsentError
 from bertsent.files import publish_folder
 from bertsent.runtime import check_device
 from bertsent.training import TrainConfig
+from bertsent.workflows import experiments
 
 from conftest import make_reviews
 
@@ -207,12 +208,12 @@ def test_seeds_that_fail_midway_leave_no_output(tiny_model_dir, tmp_path, monkey
 def test_train_output_folders_that_cannot_be_written_fail_before_the_work(
     flags, match, reviews_csv, tmp_path, capsys, monkeypatch
 ):
-    import bertsent.api
+    import bertsent.workflows.run
 
     def no_model(*_a, **_k):
         raise AssertionError("the model was loaded before the output folders were checked")
 
-    monkeypatch.setattr(bertsent.api.models, "resolve_model", no_model)
+    monkeypatch.setattr(bertsent.workflows.run.models, "resolve_model", no_model)
     flags = [f.format(file=reviews_csv) for f in flags]
     code = main(["train", "--data", str(reviews_csv), "--out", str(tmp_path / "m"), *flags])
     assert code == 2
@@ -268,7 +269,7 @@ def test_a_cache_that_cannot_be_written_is_one_line(tmp_path, monkeypatch, capsy
 
 
 def test_a_huge_text_is_tokenized_by_its_head_and_tail_only(tiny_model_dir):
-    from bertsent import model as models
+    from bertsent.modeling import loading as models
 
     tokenizer = models.load_tokenizer(tiny_model_dir)
     huge = "wonderful " + "plot " * (models.MAX_TEXT_CHARS // 2) + "awful"  # 2.6 MB of text

@@ -12,10 +12,10 @@ from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import accuracy_score, f1_score
 
-from bertsent import baselines
 from bertsent.cli import main
-from bertsent.data import TextDataset, read_data, split_validation
+from bertsent.data.sources import TextDataset, read_data, split_validation
 from bertsent.errors import BertsentError
+from bertsent.evaluation import baselines
 
 from conftest import make_reviews
 
@@ -186,7 +186,7 @@ def test_a_folder_without_training_counts_falls_back_to_the_evaluated_data(train
 
 
 def test_a_report_of_predictions_made_elsewhere_has_the_baselines_too(tmp_path):
-    from bertsent.report import write_report
+    from bertsent.evaluation.report import write_report
 
     y_true = ["positive"] * 8 + ["negative"] * 2
     probs = np.tile([0.9, 0.1], (10, 1))  # always "negative", the minority
@@ -242,7 +242,7 @@ def test_other_training_data_is_used_as_given_and_said_to_differ(trained):
 
 
 def test_compare_and_training_fit_tfidf_on_the_training_split(tiny_model_dir, write_csv, tmp_path, capsys):
-    from bertsent import experiments
+    from bertsent.workflows import experiments
 
     texts, labels = make_reviews(48, seed=4)
     data = write_csv(list(zip(texts, labels)), "train.csv")

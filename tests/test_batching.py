@@ -5,7 +5,7 @@ import random
 import pytest
 import torch
 
-from bertsent.batching import Collator, LengthBucketBatchSampler
+from bertsent.modeling.batching import Collator, LengthBucketBatchSampler
 
 
 def _lengths(n=1000, seed=0):

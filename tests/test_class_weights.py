@@ -12,7 +12,7 @@ import torch
 
 import bertsent
 from bertsent.cli import main
-from bertsent.data import TextDataset
+from bertsent.data.sources import TextDataset
 from bertsent.errors import BertsentError
 from bertsent.training import TrainConfig
 from bertsent.training.config import class_weights_for, imbalance_note
@@ -113,8 +113,8 @@ def _imbalanced(minority_copies: int = 1) -> TextDataset:
 
 def _gradients(model_dir, data: TextDataset, weights, micro: int | None = None) -> list[torch.Tensor]:
     """The gradients one optimizer step over the whole of `data` leaves, through MicroBatches."""
-    from bertsent import model as models
-    from bertsent.batching import Collator, EncodedDataset
+    from bertsent.modeling import loading as models
+    from bertsent.modeling.batching import Collator, EncodedDataset
     from bertsent.runtime import Runtime
     from bertsent.training.microbatch import MicroBatches
 

@@ -196,13 +196,13 @@ def test_no_command_prints_help(capsys):
 
 
 def test_a_bug_is_exit_code_1_in_one_line(trained, monkeypatch, capsys):
-    import bertsent.prediction
+    import bertsent.prediction.predictor
 
     def broken(*args, **kwargs):
         raise RuntimeError("boom")
 
     monkeypatch.delenv("BERTSENT_DEBUG", raising=False)
-    monkeypatch.setattr(bertsent.prediction.SentimentModel, "predict_records", broken)
+    monkeypatch.setattr(bertsent.prediction.predictor.SentimentModel, "predict_records", broken)
     assert main(["predict", str(trained), "hello"]) == 1
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "internal error: RuntimeError: boom" in err and "BERTSENT_DEBUG" in err
@@ -384,7 +384,7 @@ def test_hub_id_without_the_offline_flag_fails_fast(tiny_model_dir, write_csv, m
 
     from huggingface_hub import constants
 
-    from bertsent import model as models
+    from bertsent.modeling import loading as models
 
     monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)

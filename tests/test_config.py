@@ -10,7 +10,7 @@ import pytest
 import bertsent
 from bertsent.cli import main
 from bertsent.cli.parser import build_parser
-from bertsent.data import TextDataset
+from bertsent.data.sources import TextDataset
 from bertsent.training import TrainConfig
 
 from conftest import make_reviews

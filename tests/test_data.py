@@ -18,8 +18,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from bertsent import data as data_module
-from bertsent.data import (
+from bertsent.data import sources as data_module
+from bertsent.data.sources import (
     TextDataset,
     check_trainable,
     ordered_label_names,
@@ -725,8 +725,8 @@ def test_zips_with_escaping_members_or_links_are_refused(tmp_path, member, link)
 
 def test_statistics_of_a_huge_field_tokenize_only_what_the_cap_needs(tmp_path, tiny_model_dir, capsys):
     from bertsent.cli import main
-    from bertsent.data import COUNT_PIECE_CHARS, TOKEN_COUNT_CAP, describe
-    from bertsent.model import load_tokenizer
+    from bertsent.data.sources import COUNT_PIECE_CHARS, TOKEN_COUNT_CAP, describe
+    from bertsent.modeling.loading import load_tokenizer
 
     tokenizer = load_tokenizer(str(tiny_model_dir))  # model_max_length 128: counted up to 512 tokens
     cap = TOKEN_COUNT_CAP * 128

@@ -43,7 +43,7 @@ sys.exit(main(sys.argv[1:]))
 OOM_SCRIPT = '''
 """`bertsent` where the process of rank OOM_RANK runs out of memory on batches of more than OOM_ROWS sequences."""
 import os, sys, torch
-from bertsent import model as models
+from bertsent.modeling import loading as models
 from bertsent.cli import main
 
 original = models.load_classifier

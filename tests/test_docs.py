@@ -205,7 +205,7 @@ def workdir_template(tmp_path_factory, stand_in_model) -> Path:
 @pytest.fixture
 def page_world(workdir_template, stand_in_model, tmp_path, monkeypatch) -> Path:
     """A fresh copy of the template as the working folder; minilm and mpnet stand for the tiny model."""
-    from bertsent import model as model_module
+    from bertsent.modeling import loading as model_module
 
     work = tmp_path / "work"
     shutil.copytree(workdir_template, work, symlinks=True)
@@ -265,7 +265,7 @@ def serving(model_dir: Path):
     import huggingface_hub.constants
     import uvicorn
 
-    from bertsent.serve import create_app
+    from bertsent.serving.app import create_app
 
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     try:
@@ -385,8 +385,8 @@ def test_cli_reference_has_every_command_and_flag():
 
 def test_export_names_the_backend_auto_picks(tmp_path):
     """The docs say auto runs int8 when it is there: the export's last line must say the same."""
-    from bertsent.backends import resolve_backend
     from bertsent.cli.tables import format_export
+    from bertsent.prediction.backends import resolve_backend
 
     (tmp_path / "onnx").mkdir()
     parity = {"labels_agree": 3, "texts": 3, "max_prob_diff": 0.0}

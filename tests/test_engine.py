@@ -7,8 +7,8 @@ import torch
 from safetensors.torch import load_file
 
 import bertsent
-from bertsent import model as models
-from bertsent.data import TextDataset
+from bertsent.data.sources import TextDataset
+from bertsent.modeling import loading as models
 from bertsent.runtime import is_out_of_memory
 from bertsent.training import TrainConfig, fit
 

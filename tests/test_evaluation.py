@@ -12,7 +12,7 @@ from sklearn.metrics import (
 )
 
 from bertsent.cli.tables import format_metrics
-from bertsent.metrics import (
+from bertsent.evaluation.metrics import (
     accuracy_by_length,
     compute_metrics,
     expected_calibration_error,

@@ -13,7 +13,14 @@ import pytest
 import bertsent
 from bertsent.cli import main
 from bertsent.errors import BertsentError
-from bertsent.explain import DEFAULT_STEPS, MAX_AUTO_STEPS, auto_steps, explain, explanations_page, shaded_html
+from bertsent.evaluation.explain import (
+    DEFAULT_STEPS,
+    MAX_AUTO_STEPS,
+    auto_steps,
+    explain,
+    explanations_page,
+    shaded_html,
+)
 
 from conftest import FILLER
 
@@ -38,7 +45,7 @@ def decided(n: int, seed: int) -> tuple[list[str], list[str]]:
 def decider(tiny_model_dir, tmp_path_factory):
     """The tiny BERT trained on `decided` texts. Three validation labels are wrong on purpose, so that the
     training report has confident mistakes to explain."""
-    from bertsent.data import TextDataset
+    from bertsent.data.sources import TextDataset
 
     val_texts, val_labels = decided(30, seed=2)
     for i in (0, 1, 2):
@@ -205,7 +212,7 @@ def test_training_report_shades_its_most_confident_mistakes(decider):
 
 
 def test_evaluation_report_shades_mistakes_and_survives_a_missing_captum(decider, tmp_path, monkeypatch):
-    from bertsent.data import TextDataset
+    from bertsent.data.sources import TextDataset
 
     texts, labels = decided(12, seed=7)
     swapped = [{"positive": "negative", "negative": "positive"}.get(label, label) for label in labels]

@@ -11,12 +11,12 @@ import numpy as np
 import pytest
 
 import bertsent
-from bertsent import backends, export
-from bertsent import model as models
-from bertsent.batching import Collator
-from bertsent.data import TextDataset
+from bertsent.data.sources import TextDataset
 from bertsent.errors import BertsentError, DataError, ModelError
-from bertsent.inference import predict_logits
+from bertsent.modeling import loading as models
+from bertsent.modeling.batching import Collator
+from bertsent.modeling.inference import predict_logits
+from bertsent.prediction import backends, export
 
 from conftest import make_reviews
 from test_model import _tiny_distilbert, _tiny_gpt2
@@ -322,7 +322,7 @@ def test_export_command_prints_what_it_wrote_and_evaluate_runs_the_export(traine
     assert main(["export", str(folder), "--int8", "--data", str(data), "--max-drop", "100"]) == 0
     out, err = capsys.readouterr()
     assert "model.onnx" in out and "model_int8.onnx" in out and "(PyTorch)" in out
-    assert "Accuracy on" in out and "--backend onnx" in out
+    assert "Accuracy on" in out and "--backend auto picks onnx-int8" in out
     assert "parity with PyTorch" in err  # the progress lines go to stderr
     assert (
         main(["evaluate", str(folder), "--data", str(data), "--backend", "onnx", "--out", str(tmp_path / "m.json")])

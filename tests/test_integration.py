@@ -8,7 +8,7 @@ import pytest
 
 import bertsent
 from bertsent.cli import main
-from bertsent.data import TextDataset, read_data
+from bertsent.data.sources import TextDataset, read_data
 
 from conftest import make_reviews
 

@@ -10,9 +10,9 @@ import pytest
 
 import bertsent
 from bertsent.cli import main
-from bertsent.data import TextDataset, read_data
+from bertsent.data.labels import label_key, parse_label_map, relabel
+from bertsent.data.sources import TextDataset, read_data
 from bertsent.errors import DataError
-from bertsent.labels import label_key, parse_label_map, relabel
 
 from conftest import make_reviews
 
@@ -223,7 +223,7 @@ def test_compare_and_cli_train_refuse_an_unknown_label_before_training(tiny_mode
 
 
 def test_compare_applies_the_map(tiny_model_dir, write_csv, tmp_path):
-    from bertsent.experiments import compare
+    from bertsent.workflows.experiments import compare
 
     path = write_csv(_star_rows(60, 1), "train.csv")
     table = compare(
@@ -242,7 +242,7 @@ def test_compare_applies_the_map(tiny_model_dir, write_csv, tmp_path):
 
 
 def test_export_reads_its_data_through_the_map(trained, write_csv):
-    from bertsent.export import _read_labeled
+    from bertsent.prediction.export import _read_labeled
 
     path = write_csv(_star_rows(10, 3), "stars.csv")
     dataset = _read_labeled(

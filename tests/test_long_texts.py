@@ -8,7 +8,7 @@ import pytest
 
 import bertsent
 from bertsent.errors import BertsentError
-from bertsent.model import load_tokenizer, tokenize, truncate, windows
+from bertsent.modeling.loading import load_tokenizer, tokenize, truncate, windows
 
 
 def _tokens(n_body: int):

@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 
 import bertsent
-from bertsent import model as models
-from bertsent.data import TextDataset
+from bertsent.data.sources import TextDataset
 from bertsent.errors import ModelError
+from bertsent.modeling import loading as models
 
 from conftest import make_reviews
 
@@ -251,7 +251,7 @@ def test_fp16_checkpoint_trains_in_float32(tiny_model_dir, tmp_path):
     import torch
     from transformers import AutoModel
 
-    from bertsent.model import load_classifier
+    from bertsent.modeling.loading import load_classifier
 
     half = tmp_path / "half"
     AutoModel.from_pretrained(tiny_model_dir).half().save_pretrained(half)

@@ -22,8 +22,8 @@ import time
 import httpx
 import pytest
 
-from bertsent import model as models
 from bertsent.cli import main
+from bertsent.modeling import loading as models
 
 from conftest import make_reviews
 
@@ -252,7 +252,7 @@ def _ask_when_ready(url: str, thread: threading.Thread, timeout: float = 60) -> 
 
 
 def test_imdb_download_is_announced_before_it_connects(no_network, tmp_path, capsys):
-    from bertsent.data import DataError, read_data
+    from bertsent.data.sources import DataError, read_data
 
     with pytest.raises(DataError, match="cannot download"):
         read_data("imdb")
@@ -263,7 +263,7 @@ def test_imdb_download_is_announced_before_it_connects(no_network, tmp_path, cap
 
 
 def test_rotten_tomatoes_download_is_announced(tmp_path, monkeypatch, capsys):
-    import bertsent.data as data
+    import bertsent.data.sources as data
 
     calls = []
 

@@ -9,10 +9,10 @@ import pytest
 import torch
 
 import bertsent
-from bertsent import model as models
-from bertsent.batching import Collator
-from bertsent.data import TextDataset
-from bertsent.packing import ATTENTION, PackedClassifier, PackedCollator, supports_packing
+from bertsent.data.sources import TextDataset
+from bertsent.modeling import loading as models
+from bertsent.modeling.batching import Collator
+from bertsent.modeling.packing import ATTENTION, PackedClassifier, PackedCollator, supports_packing
 
 from conftest import make_reviews
 
@@ -79,7 +79,7 @@ def test_packed_model_still_runs_padded_batches_and_unpacks(tiny_model_dir):
 def test_attention_dropout_runs_in_the_padded_fallback(tiny_model_dir, monkeypatch):
     """The varlen kernel has no dropout: with attention dropout on, packed attention takes the padded path,
     where the dropout really acts (different masks, different logits) and gradients reach attention."""
-    from bertsent import packing
+    from bertsent.modeling import packing
 
     calls = []
 
@@ -251,7 +251,7 @@ def test_packing_refuses_to_run_when_attention_gets_no_sequence_borders(tiny_mod
 def test_varlen_kernel_receives_tokens_heads_dim_and_borders(tiny_model_dir, monkeypatch):
     """The CUDA path, on CPU: a stand-in kernel with varlen_attn's documented contract ([tokens, heads, dim]
     inputs, cumulative borders, longest length) must give the padded model's logits."""
-    from bertsent import packing
+    from bertsent.modeling import packing
 
     seen = []
 

@@ -1,4 +1,4 @@
-"""`bertsent.ray.SentimentPredictor`: on batches as Ray Data hands them over, without Ray installed, and in
+"""`bertsent.prediction.ray.SentimentPredictor`: on batches as Ray Data hands them over, without Ray installed, and in
 `Dataset.map_batches` on a local Ray instance, where every row comes back with the labels of `predict`."""
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import pytest
 
 import bertsent
 from bertsent.errors import BertsentError
-from bertsent.ray import SentimentPredictor
+from bertsent.prediction.ray import SentimentPredictor
 
 from conftest import make_reviews
 

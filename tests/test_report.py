@@ -11,12 +11,13 @@ import numpy as np
 import pytest
 
 import bertsent
-from bertsent import api, experiments
 from bertsent.cli import main
-from bertsent.data import TextDataset
+from bertsent.data.sources import TextDataset
 from bertsent.errors import BertsentError
-from bertsent.report import REPORT_FILES, write_report
+from bertsent.evaluation.report import REPORT_FILES, write_report
 from bertsent.training import TrainConfig, fit
+from bertsent.workflows import experiments
+from bertsent.workflows import run as api
 
 from conftest import make_reviews, read_csv_rows
 

@@ -19,7 +19,7 @@ from test_serve import running, slowed, wait_ready
 
 import bertsent
 from bertsent.cli import main
-from bertsent.serve import create_app
+from bertsent.serving.app import create_app
 
 JSON = {"content-type": "application/json"}
 HEADERS_OF_100 = b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n"
@@ -280,7 +280,7 @@ def test_a_model_that_cannot_load_ends_serve_with_exit_2(trained, tmp_path, caps
 
 
 def test_a_port_in_use_is_said_before_the_model_loads(trained, monkeypatch, capsys):
-    from bertsent.prediction import SentimentModel
+    from bertsent.prediction.predictor import SentimentModel
 
     loads = []
     monkeypatch.setattr(SentimentModel, "load", classmethod(lambda cls, *a, **k: loads.append(a)))
@@ -319,7 +319,7 @@ def _wait_listening(url: str, timeout: float = 60) -> int:
 
 
 def test_sigterm_while_the_model_loads_exits_0(trained, monkeypatch):
-    from bertsent.prediction import SentimentModel
+    from bertsent.prediction.predictor import SentimentModel
 
     never = threading.Event()
     monkeypatch.setattr(SentimentModel, "load", classmethod(lambda cls, *a, **k: never.wait(60)))
@@ -336,7 +336,7 @@ def test_sigterm_while_the_model_loads_exits_0(trained, monkeypatch):
 
 
 def test_sigterm_drains_the_requests_in_flight_and_exits_0(trained, monkeypatch):
-    from bertsent.prediction import SentimentModel
+    from bertsent.prediction.predictor import SentimentModel
 
     model = slowed(bertsent.load(trained), 1.0)
     monkeypatch.setattr(SentimentModel, "load", classmethod(lambda cls, *a, **k: model))

@@ -95,13 +95,15 @@ def test_public_names_load_on_first_use():
     from bertsent import SentimentClassifier, evaluate, load, predict_file, train  # each imported now
 
     assert (load.__module__, train.__module__, evaluate.__module__) == (
-        "bertsent.prediction",
-        "bertsent.api",
-        "bertsent.api",
+        "bertsent.prediction.predictor",
+        "bertsent.workflows.run",
+        "bertsent.workflows.run",
     )
-    assert SentimentClassifier.__name__ == "SentimentClassifier" and predict_file.__module__ == "bertsent.bulk"
+    assert (
+        SentimentClassifier.__name__ == "SentimentClassifier" and predict_file.__module__ == "bertsent.prediction.files"
+    )
     assert all(getattr(bertsent, name) is not None for name in bertsent.__all__)
-    importlib.import_module("bertsent.audit")  # the submodules: the package's names stay the functions
+    importlib.import_module("bertsent.workflows.audit")  # the submodules: the package's names stay the functions
     importlib.import_module("bertsent.training.fit")
     for package, name in ((bertsent, "audit"), (bertsent.training, "fit")):
         function = getattr(package, name)

@@ -19,10 +19,10 @@ import pandas as pd
 import pytest
 
 import bertsent
-from bertsent.bulk import iter_predictions, merge_parts, predict_file
 from bertsent.cli import main
 from bertsent.errors import DataError
-from bertsent.streaming import PartialOutput
+from bertsent.prediction.files import iter_predictions, merge_parts, predict_file
+from bertsent.prediction.streaming import PartialOutput
 
 from conftest import make_reviews
 
@@ -272,7 +272,7 @@ def test_refusals_are_one_line_and_touch_nothing(trained, tmp_path, monkeypatch,
 def test_flags_that_would_be_ignored_are_refused_before_any_work(trained, capsys, monkeypatch, extra, message):
     """Once exit 0: --shard and --resume without --out scored every row onto stdout, --chunk-rows 0 was taken."""
     _frame(10).to_csv("in.csv", index=False)
-    monkeypatch.setattr("bertsent.bulk.load", lambda *a, **k: pytest.fail("loaded the model"))
+    monkeypatch.setattr("bertsent.prediction.files.load", lambda *a, **k: pytest.fail("loaded the model"))
     assert main(["predict", str(trained), "--file", "in.csv", "--quiet", *extra]) == 2
     assert message in _one_line_error(capsys)
     assert sorted(p.name for p in Path(".").iterdir()) == ["in.csv"]
@@ -355,7 +355,7 @@ def test_unreadable_inputs_are_refused_before_any_work(trained, tmp_path, monkey
     """Issue 11: `predict --file` on a pipe, a folder, a missing or unreadable file: one line, exit 2, no output."""
     import builtins
 
-    from bertsent.streaming import open_table
+    from bertsent.prediction.streaming import open_table
 
     os.mkfifo("pipe.csv")  # never opened: reading it would wait for a writer forever
     Path("folder.csv").mkdir()
@@ -384,7 +384,7 @@ def test_unreadable_inputs_are_refused_before_any_work(trained, tmp_path, monkey
 
 @pytest.mark.parametrize("encoding", ["utf-16", "utf-32", "utf-8-sig"])
 def test_a_byte_order_mark_names_the_encoding_when_streaming(model, encoding):
-    from bertsent.streaming import open_table
+    from bertsent.prediction.streaming import open_table
 
     texts = ["café crème", "日本の映画", "plain"]
     Path("in.csv").write_bytes(("review,gold\n" + "".join(f"{t},x\n" for t in texts)).encode(encoding))
@@ -397,7 +397,7 @@ def test_a_byte_order_mark_names_the_encoding_when_streaming(model, encoding):
 
 
 def test_truncated_and_encrypted_inputs_are_one_line_errors(tmp_path):
-    from bertsent.streaming import open_table
+    from bertsent.prediction.streaming import open_table
 
     payload = gzip.compress(("text\n" + "a fine film\n" * 20_000).encode())
     Path("cut.csv.gz").write_bytes(payload[: len(payload) // 2])
@@ -415,6 +415,6 @@ def test_truncated_and_encrypted_inputs_are_one_line_errors(tmp_path):
     for header, at in ((b"PK\x03\x04", 6), (b"PK\x01\x02", 8)):  # the 'encrypted' flag: zipfile wants a password
         data[data.index(header) + at] |= 1
     Path("locked.csv.zip").write_bytes(bytes(data))
-    for read in (lambda: open_table("locked.csv.zip"), lambda: bertsent.data.read_data("locked.csv.zip")):
+    for read in (lambda: open_table("locked.csv.zip"), lambda: bertsent.data.sources.read_data("locked.csv.zip")):
         with pytest.raises(DataError, match="locked.csv.zip: cannot decompress it .*encrypted"):
             read()

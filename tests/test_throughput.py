@@ -15,11 +15,11 @@ import pytest
 import torch
 
 import bertsent
-from bertsent import model as models
-from bertsent.batching import Collator, as_4d_padding_mask, bucket_rows, bucket_widths, takes_4d_padding_mask
-from bertsent.data import TextDataset
+from bertsent.data.sources import TextDataset
 from bertsent.errors import BertsentError
-from bertsent.inference import predict_logits
+from bertsent.modeling import loading as models
+from bertsent.modeling.batching import Collator, as_4d_padding_mask, bucket_rows, bucket_widths, takes_4d_padding_mask
+from bertsent.modeling.inference import predict_logits
 from bertsent.training import TrainConfig, records
 from bertsent.training import config as config_module
 
@@ -124,7 +124,9 @@ def test_no_number_read_from_the_device_per_step(compiled, tiny_model_dir, tmp_p
 
         def counted(self, *args, _original=original, _name=name, **kwargs):
             caller = traceback.extract_stack(limit=2)[0]
-            if inside[0] and not caller.filename.endswith("bertsent/batching.py"):  # host tensors, before the copy
+            if inside[0] and not caller.filename.endswith(
+                "bertsent/modeling/batching.py"
+            ):  # host tensors, before the copy
                 reads.append((_name, Path(caller.filename).name, caller.lineno))
             return _original(self, *args, **kwargs)
 
@@ -168,7 +170,7 @@ def test_device_defaults_apply_on_their_device_only(monkeypatch):
 
 
 def test_bf16_scoring_gives_the_fp32_labels(trained, monkeypatch):
-    from bertsent.backends import TorchBackend
+    from bertsent.prediction.backends import TorchBackend
     from bertsent.runtime import scoring_dtype
 
     assert scoring_dtype(torch.device("cpu")) is None

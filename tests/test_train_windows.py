@@ -12,11 +12,11 @@ import numpy as np
 import pytest
 
 import bertsent
-from bertsent import model as models
 from bertsent.cli import main
-from bertsent.data import TextDataset
-from bertsent.metrics import score_logits
-from bertsent.prediction import SentimentModel
+from bertsent.data.sources import TextDataset
+from bertsent.evaluation.metrics import score_logits
+from bertsent.modeling import loading as models
+from bertsent.prediction.predictor import SentimentModel
 from bertsent.training import TrainConfig, fit
 from bertsent.training.fit import encode_examples
 
@@ -257,7 +257,7 @@ def test_two_processes_train_on_windows_as_one_process_with_the_same_global_batc
 @pytest.mark.slow
 def test_a_windows_model_exports_and_its_onnx_model_scores_the_same_windows(tiny_model_dir, tmp_path):
     pytest.importorskip("onnxruntime")
-    from bertsent import export
+    from bertsent.prediction import export
 
     texts, labels = long_reviews(16, words=60, seed=10)
     out = tmp_path / "model"

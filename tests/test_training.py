@@ -7,7 +7,7 @@ import pytest
 import torch
 
 import bertsent
-from bertsent.data import TextDataset
+from bertsent.data.sources import TextDataset
 from bertsent.training import TrainConfig, auto_max_length, fit
 
 from conftest import make_reviews
@@ -270,7 +270,7 @@ def test_calibration_fits_a_temperature_and_no_calibrate_keeps_one(tiny_model_di
 @pytest.fixture
 def batch_shapes(monkeypatch):
     """The (rows, width) of every training batch that models loaded by fit() see."""
-    from bertsent import model as models
+    from bertsent.modeling import loading as models
 
     shapes = []
     original = models.load_classifier

@@ -13,10 +13,10 @@ import optuna  # the dev extra installs it (bertsent[tune])
 import pytest
 
 from bertsent import training
-from bertsent import tune as tune_module
 from bertsent.cli import main
 from bertsent.cli.parser import build_parser, training_settings
 from bertsent.training import TrainConfig
+from bertsent.workflows import tune as tune_module
 
 from conftest import make_reviews, read_csv_rows
 

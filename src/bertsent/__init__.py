@@ -3,9 +3,20 @@
 The public names below are imported when first used, so that `import bertsent` and `bertsent --help` do not
 import torch or transformers (bertsent.lazy)."""
 
-from .environment import package_version
-from .errors import BertsentError, DataError, ModelError
-from .lazy import make_lazy
+from typing import TYPE_CHECKING
+
+from bertsent.environment import package_version
+from bertsent.errors import BertsentError, DataError, ModelError
+from bertsent.lazy import make_lazy
+
+if TYPE_CHECKING:  # what type checkers and the API reference read; at run time the names load on first use
+    from bertsent.data.sources import TextDataset, read_data
+    from bertsent.prediction.files import merge_parts, predict_file
+    from bertsent.prediction.predictor import SentimentModel, load
+    from bertsent.training import TrainConfig
+    from bertsent.workflows.audit import audit
+    from bertsent.workflows.estimator import SentimentClassifier
+    from bertsent.workflows.run import evaluate, train
 
 __all__ = [
     "BertsentError",
@@ -28,16 +39,16 @@ __all__ = [
 make_lazy(
     __name__,
     {
-        "evaluate": "bertsent.api",
-        "train": "bertsent.api",
-        "audit": "bertsent.audit",
-        "merge_parts": "bertsent.bulk",
-        "predict_file": "bertsent.bulk",
-        "TextDataset": "bertsent.data",
-        "read_data": "bertsent.data",
-        "SentimentClassifier": "bertsent.estimator",
-        "SentimentModel": "bertsent.prediction",
-        "load": "bertsent.prediction",
+        "evaluate": "bertsent.workflows.run",
+        "train": "bertsent.workflows.run",
+        "audit": "bertsent.workflows.audit",
+        "merge_parts": "bertsent.prediction.files",
+        "predict_file": "bertsent.prediction.files",
+        "TextDataset": "bertsent.data.sources",
+        "read_data": "bertsent.data.sources",
+        "SentimentClassifier": "bertsent.workflows.estimator",
+        "SentimentModel": "bertsent.prediction.predictor",
+        "load": "bertsent.prediction.predictor",
         "TrainConfig": "bertsent.training",
         "__version__": package_version,
     },

@@ -3,6 +3,6 @@ accelerate launch -m)."""
 
 import sys
 
-from .cli import main
+from bertsent.cli import main
 
 sys.exit(main())

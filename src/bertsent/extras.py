@@ -9,7 +9,7 @@ from __future__ import annotations
 import importlib
 from types import ModuleType
 
-from .errors import BertsentError
+from bertsent.errors import BertsentError
 
 # extra -> the modules it installs (import names), as [project.optional-dependencies] lists their packages
 EXTRAS = {

@@ -21,7 +21,7 @@ def cache_dir() -> Path:
 
 def cache_folder(name: str) -> Path:
     """A folder in the cache, made if need be; one clear line when the cache cannot be written."""
-    from .errors import BertsentError
+    from bertsent.errors import BertsentError
 
     folder = cache_dir() / name
     try:

@@ -12,7 +12,7 @@ from collections.abc import Callable
 
 class LazyPackage(types.ModuleType):
     """A package whose exports (name -> the module defining it, or a function computing it) load when first
-    read. A function keeps its name over a submodule of that name (`bertsent.audit`, `bertsent.training.fit`
+    read. A function keeps its name over a submodule of that name (`bertsent.workflows.audit`, `bertsent.training.fit`
     are the functions): importing the submodule, which sets it on its package, would otherwise replace it."""
 
     _exports: dict[str, str | Callable[[], object]]

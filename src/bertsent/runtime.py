@@ -15,8 +15,8 @@ import random
 import numpy as np
 import torch
 
-from .environment import launched_processes, package_version
-from .errors import BertsentError
+from bertsent.environment import launched_processes, package_version
+from bertsent.errors import BertsentError
 
 MIXED_PRECISION_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 BUCKET_ELEMENTS = 32 * 2**20  # numbers per gradient all-reduce: a few large messages, not one per tensor

@@ -2,6 +2,10 @@
 
 Exit codes: 0 done, 2 a user error (one line on stderr says what to do), 1 an internal error.
 Under torchrun or accelerate launch every process runs the command; only the main one prints.
+
+parser      the flags of every command (one add_*_command per command; training flags declared once)
+commands    one cmd_* per command: calls the Python API, imports heavy libraries only when it runs
+tables      all text the commands print: tables, summaries, warnings
 """
 
 from __future__ import annotations
@@ -12,10 +16,10 @@ import shlex
 import sys
 import warnings
 
-from ..environment import process_rank
-from ..errors import BertsentError
-from .commands import COMMANDS
-from .parser import build_parser
+from bertsent.cli.commands import COMMANDS
+from bertsent.cli.parser import build_parser
+from bertsent.environment import process_rank
+from bertsent.errors import BertsentError
 
 EXIT_USER_ERROR = 2
 EXIT_INTERNAL_ERROR = 1
@@ -79,9 +83,9 @@ def main(argv: list[str] | None = None) -> int:
 def interrupted(exc: KeyboardInterrupt, argv: list[str]) -> str:
     """What an interruption leaves: for training, the command that continues it (this one with --resume and
     the folder it wrote into), or that no checkpoint can."""
-    from ..training.run_folder import TrainingInterrupted
+    from bertsent.training.run_folder import TrainingInterrupted
 
-    audit = sys.modules.get("bertsent.audit")  # loaded when an audit was what ran
+    audit = sys.modules.get("bertsent.workflows.audit")  # loaded when an audit was what ran
     if audit is not None and isinstance(exc, audit.AuditInterrupted):
         return audit_interrupted(exc, argv)
     if not isinstance(exc, TrainingInterrupted):

@@ -6,10 +6,8 @@ import json
 import sys
 from pathlib import Path
 
-from ..errors import BertsentError
-from ..extras import require_extra
-from .parser import prediction_settings, training_settings
-from .tables import (
+from bertsent.cli.parser import prediction_settings, training_settings
+from bertsent.cli.tables import (
     format_audit,
     format_compare,
     format_data_info,
@@ -22,6 +20,8 @@ from .tables import (
     format_seed_summary,
     format_tune,
 )
+from bertsent.errors import BertsentError
+from bertsent.extras import require_extra
 
 EXAMPLE = "This is a really good movie. I loved it and will watch again"
 
@@ -54,7 +54,7 @@ def _data_options(args) -> dict:
 
 
 def cmd_train(args) -> int:
-    from .. import api
+    from bertsent.workflows import run as api
 
     settings = training_settings(args)  # --model included: it is a TrainConfig setting too
     options = _data_options(args) | dict(out=args.out, report=not args.no_report, tensorboard=args.tensorboard)
@@ -77,7 +77,7 @@ def cmd_train(args) -> int:
 
 
 def _train_seeds(args, options: dict, settings: dict) -> int:
-    from ..experiments import train_seeds
+    from bertsent.workflows.experiments import train_seeds
 
     resume = args.resume or args.resume_with_checkpoint_settings
     summary = train_seeds(args.data, args.eval_data, seeds=args.seeds, resume=resume, **options, **settings)
@@ -91,7 +91,7 @@ def _train_seeds(args, options: dict, settings: dict) -> int:
 
 
 def cmd_compare(args) -> int:
-    from ..experiments import compare
+    from bertsent.workflows.experiments import compare
 
     table = compare(
         args.models.split(","),
@@ -110,7 +110,7 @@ def cmd_compare(args) -> int:
 
 
 def cmd_tune(args) -> int:
-    from ..tune import SEARCHED, tune
+    from bertsent.workflows.tune import SEARCHED, tune
 
     require_extra("tune", "tune")
     settings = training_settings(args)
@@ -134,7 +134,7 @@ def cmd_tune(args) -> int:
 
 def cmd_audit(args) -> int:
     require_extra("audit", "audit")
-    from ..audit import audit
+    from bertsent.workflows.audit import audit
 
     options = _data_options(args) | _loading(args) | dict(out=args.out, drop=args.drop)
     result = audit(args.data, folds=args.folds, **options, **training_settings(args))
@@ -150,7 +150,7 @@ def cmd_audit(args) -> int:
 
 
 def cmd_evaluate(args) -> int:
-    from .. import api
+    from bertsent.workflows import run as api
 
     _check_backend(args.backend)
     _check_out_file(args.out, "metrics.json")
@@ -178,9 +178,9 @@ def cmd_evaluate(args) -> int:
 
 
 def cmd_predict(args) -> int:
-    from ..files import write_atomic
-    from ..metrics import check_neutral_band
-    from ..prediction import load
+    from bertsent.evaluation.metrics import check_neutral_band
+    from bertsent.files import write_atomic
+    from bertsent.prediction.predictor import load
 
     _check_backend(args.backend)
     _check_out_file(args.out, "predictions.jsonl")
@@ -208,8 +208,8 @@ def cmd_predict(args) -> int:
 
 def _predict_file(args, options: dict) -> int:
     """--file: streamed in chunks into --out (resumable, sharded), or onto stdout."""
-    from .. import bulk
-    from ..environment import process_rank
+    from bertsent.environment import process_rank
+    from bertsent.prediction import files as bulk
 
     if args.texts:
         raise BertsentError("give texts as arguments or --file F, not both.")
@@ -252,7 +252,7 @@ def _written(result: dict) -> str:
 
 
 def cmd_merge(args) -> int:
-    from ..bulk import merge_parts
+    from bertsent.prediction.files import merge_parts
 
     if args.out:
         out, parts = args.out, args.paths or None
@@ -269,9 +269,9 @@ def cmd_merge(args) -> int:
 
 
 def cmd_data(args) -> int:
-    from ..data import describe, read_data
-    from ..labels import parse_label_map, relabel
-    from ..model import load_tokenizer
+    from bertsent.data.labels import parse_label_map, relabel
+    from bertsent.data.sources import describe, read_data
+    from bertsent.modeling.loading import load_tokenizer
 
     columns = _columns(args)
     label_map = parse_label_map(columns.pop("label_map"))  # a malformed map fails before the data is read
@@ -286,7 +286,7 @@ def cmd_data(args) -> int:
 
 def cmd_export(args) -> int:
     require_extra("onnx", "export")
-    from ..export import export_onnx
+    from bertsent.prediction.export import export_onnx
 
     result = export_onnx(
         args.model_dir,
@@ -302,7 +302,7 @@ def cmd_export(args) -> int:
 
 
 def cmd_models(args) -> int:
-    from ..model import list_offline_models
+    from bertsent.modeling.loading import list_offline_models
 
     rows = list_offline_models()
     print(json.dumps(rows, indent=2) if args.json else format_models(rows))
@@ -310,7 +310,7 @@ def cmd_models(args) -> int:
 
 
 def cmd_serve(args) -> int:
-    from ..serve import stop_on_sigterm
+    from bertsent.serving.app import stop_on_sigterm
 
     with stop_on_sigterm():  # SIGTERM from here on (while the libraries load, too) exits 0
         return _serve(args)
@@ -321,9 +321,9 @@ def _serve(args) -> int:
     import os
 
     require_extra("serve", "serve")
-    from ..metrics import check_neutral_band
-    from ..prediction import check_weights
-    from ..serve import API_KEY_ENV, is_local, serve
+    from bertsent.evaluation.metrics import check_neutral_band
+    from bertsent.prediction.predictor import check_weights
+    from bertsent.serving.app import API_KEY_ENV, is_local, serve
 
     check_neutral_band(args.neutral_band)
     check_weights(Path(args.model_dir).expanduser(), args.backend, allow_pickle=args.allow_pickle)  # before serving
@@ -363,9 +363,9 @@ def _serve(args) -> int:
 
 
 def cmd_explain(args) -> int:
-    from ..explain import explanations_page, import_captum
-    from ..files import write_atomic
-    from ..prediction import load
+    from bertsent.evaluation.explain import explanations_page, import_captum
+    from bertsent.files import write_atomic
+    from bertsent.prediction.predictor import load
 
     import_captum()  # before loading anything: a missing package is said at once
     if args.html:
@@ -403,7 +403,7 @@ def _stdin_texts() -> list[str]:
 
 def _check_out_file(out: str | None, example: str, flag: str = "--out") -> None:
     """Refuse an output file that is a folder or cannot be written before any work, not after it."""
-    from ..files import check_writable
+    from bertsent.files import check_writable
 
     if out is None:
         return

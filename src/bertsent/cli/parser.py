@@ -8,10 +8,10 @@ from dataclasses import fields
 
 # Only light modules (names, defaults, help texts): building the parser imports no torch. bertsent --help
 # must start at once (tests/test_startup.py).
-from ..defaults import BACKENDS, LONG_TEXTS
-from ..environment import package_version
-from ..model import ALLOW_PICKLE_HELP, TRUST_REMOTE_CODE_HELP
-from ..training import RECIPES, TrainConfig
+from bertsent.defaults import BACKENDS, LONG_TEXTS
+from bertsent.environment import package_version
+from bertsent.modeling.loading import ALLOW_PICKLE_HELP, TRUST_REMOTE_CODE_HELP
+from bertsent.training import RECIPES, TrainConfig
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -201,7 +201,7 @@ class VersionAction(argparse.Action):
 
 def add_tune_command(commands) -> None:
     """`tune`: the searched settings take a range LO:HI, choices A,B,... or one value; the others are fixed."""
-    from ..tune import SPACE
+    from bertsent.workflows.tune import SPACE
 
     tune = commands.add_parser(
         "tune",
@@ -233,7 +233,7 @@ def add_tune_command(commands) -> None:
 
 def add_baseline_flag(parser: argparse.ArgumentParser) -> None:
     """`--baseline tfidf`: a baseline beyond the majority class and the uniform guess (always shown)."""
-    from ..baselines import BASELINES
+    from bertsent.evaluation.baselines import BASELINES
 
     parser.add_argument(
         "--baseline",
@@ -418,8 +418,8 @@ def add_audit_command(commands) -> None:
 
 def add_serving_commands(commands) -> None:
     """`serve` (the HTTP API and its page) and `explain` (word attributions)."""
-    from ..explain import DEFAULT_STEPS, MAX_AUTO_STEPS, STEPS_TOKENS
-    from ..serve import API_KEY_ENV, Limits
+    from bertsent.evaluation.explain import DEFAULT_STEPS, MAX_AUTO_STEPS, STEPS_TOKENS
+    from bertsent.serving.app import API_KEY_ENV, Limits
 
     serve = commands.add_parser(
         "serve",
@@ -435,7 +435,7 @@ def add_serving_commands(commands) -> None:
         "--api-key", metavar="KEY", help=f"require the header Authorization: Bearer KEY (default: ${API_KEY_ENV})"
     )
     add_prediction_flags(serve)
-    serve.set_defaults(batch_size=None)  # the server's own (bertsent.serve.serving_batch_size)
+    serve.set_defaults(batch_size=None)  # the server's own (bertsent.serving.app.serving_batch_size)
     serve.add_argument(
         "--neutral-band", type=float, metavar="X", help="binary models: the band requests get unless they give one"
     )

@@ -37,7 +37,7 @@ def format_metrics(metrics: dict) -> str:
 
 def format_baselines(metrics: dict) -> str:
     """The model's accuracy and macro F1 beside the baselines', then a line for each weak-model warning."""
-    from ..baselines import baseline_rows
+    from bertsent.evaluation.baselines import baseline_rows
 
     rows = [("this model", metrics)] + baseline_rows(metrics["baselines"])
     width = max(len(name) for name, _ in rows)
@@ -69,7 +69,7 @@ def format_seed_summary(summary: dict) -> str:
 
 def format_compare(table: dict) -> str:
     """A row per model, then the baselines' accuracy and macro F1 on the same split, then any warnings."""
-    from ..baselines import baseline_rows
+    from bertsent.evaluation.baselines import baseline_rows
 
     baselines = [("baseline: " + name, r) for name, r in baseline_rows(table.get("baselines") or {})]
     width = max([24] + [len(name) for name, _ in baselines])

@@ -10,8 +10,15 @@ run_folder  the partial folder, the checkpoint file, the atomic publish
 finish      temperature scaling, bertsent.json, the model files and the report
 """
 
-from ..lazy import make_lazy
-from .config import RECIPES, TrainConfig, auto_lr, auto_max_length
+from typing import TYPE_CHECKING
+
+from bertsent.lazy import make_lazy
+from bertsent.training.config import RECIPES, TrainConfig, auto_lr, auto_max_length
+
+if TYPE_CHECKING:  # what type checkers and the API reference read; at run time the names load on first use
+    from bertsent.training.finish import TrainResult
+    from bertsent.training.fit import fit
+    from bertsent.training.records import METRICS_LOG
 
 # config is light (the command line builds its flags from it); the rest imports torch, so when first used
 make_lazy(

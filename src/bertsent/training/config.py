@@ -11,8 +11,8 @@ import math
 import numbers
 from dataclasses import asdict, dataclass, replace
 
-from ..errors import BertsentError
-from ..model import DEFAULT_MODEL, TRUNCATIONS
+from bertsent.errors import BertsentError
+from bertsent.modeling.loading import DEFAULT_MODEL, TRUNCATIONS
 
 SMALL_MODEL_PARAMETERS = 40_000_000
 IMBALANCED = 0.5  # smallest class / largest below this: the run suggests f1_macro and class weights
@@ -338,7 +338,7 @@ def imbalance_note(counts: dict[str, int], config: TrainConfig) -> str | None:
 
 
 def _check_device(device: str) -> None:
-    from ..runtime import check_device
+    from bertsent.runtime import check_device
 
     if device != "auto":
         check_device(device)

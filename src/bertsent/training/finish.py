@@ -9,16 +9,16 @@ from datetime import datetime, timezone
 from functools import partial
 from pathlib import Path
 
-from .. import model as models
-from ..baselines import add_baselines, tfidf_baseline
-from ..data import TextDataset
-from ..environment import package_version
-from ..explain import explain as explain_words
-from ..metrics import fit_temperature
-from ..packing import restore_attention
-from ..runtime import library_versions
-from .loop import Run
-from .records import METRICS_LOG
+from bertsent.data.sources import TextDataset
+from bertsent.environment import package_version
+from bertsent.evaluation.baselines import add_baselines, tfidf_baseline
+from bertsent.evaluation.explain import explain as explain_words
+from bertsent.evaluation.metrics import fit_temperature
+from bertsent.modeling import loading as models
+from bertsent.modeling.packing import restore_attention
+from bertsent.runtime import library_versions
+from bertsent.training.loop import Run
+from bertsent.training.records import METRICS_LOG
 
 
 @dataclass
@@ -144,7 +144,7 @@ def _write_report(work: Path, validation: TextDataset | None, scores, metadata: 
     """The report of a trained model on its validation data; a failure here costs the report, not the model."""
     started = time.time()
     try:
-        from ..report import write_report
+        from bertsent.evaluation.report import write_report
 
         info = {
             "model": metadata["base_model"],

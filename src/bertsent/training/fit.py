@@ -15,20 +15,26 @@ from dataclasses import fields, replace
 import numpy as np
 import torch
 
-from .. import model as models
-from ..baselines import check_baseline
-from ..batching import Collator, EncodedDataset, LengthBucketBatchSampler, bucket_widths, takes_4d_padding_mask
-from ..data import TextDataset, check_trainable, ordered_label_names
-from ..errors import BertsentError, DataError
-from ..packing import PackedClassifier, PackedCollator, supports_packing, varlen_kernel
-from ..runtime import Runtime, set_seed
-from .config import RECIPES, TrainConfig, check_class_weights, class_weights_for, imbalance_note
-from .finish import TrainResult, finish
-from .loop import Run, count_steps, interruptible, restore_checkpoint, train_loop
-from .microbatch import MicroBatches
-from .records import METRICS_LOG, StepLog, tensorboard_writer_class
-from .run_folder import RunFolder
-from .selection import ModelSelection, ValidationSet
+from bertsent.data.sources import TextDataset, check_trainable, ordered_label_names
+from bertsent.errors import BertsentError, DataError
+from bertsent.evaluation.baselines import check_baseline
+from bertsent.modeling import loading as models
+from bertsent.modeling.batching import (
+    Collator,
+    EncodedDataset,
+    LengthBucketBatchSampler,
+    bucket_widths,
+    takes_4d_padding_mask,
+)
+from bertsent.modeling.packing import PackedClassifier, PackedCollator, supports_packing, varlen_kernel
+from bertsent.runtime import Runtime, set_seed
+from bertsent.training.config import RECIPES, TrainConfig, check_class_weights, class_weights_for, imbalance_note
+from bertsent.training.finish import TrainResult, finish
+from bertsent.training.loop import Run, count_steps, interruptible, restore_checkpoint, train_loop
+from bertsent.training.microbatch import MicroBatches
+from bertsent.training.records import METRICS_LOG, StepLog, tensorboard_writer_class
+from bertsent.training.run_folder import RunFolder
+from bertsent.training.selection import ModelSelection, ValidationSet
 
 
 def fit(
@@ -60,7 +66,7 @@ def fit(
     `resume`: continue from the checkpoint; settings in `given` (by default: those that differ from TrainConfig's
     defaults) must equal the checkpoint's, or `resume_with_checkpoint_settings` continues with the checkpoint's.
     `allow_pickle`, `trust_remote_code`: see `model.load_classifier`.
-    `baseline`: "tfidf" also scores TF-IDF + logistic regression beside the model (see `bertsent.baselines`).
+    `baseline`: "tfidf" also scores TF-IDF + logistic regression beside the model (see `bertsent.evaluation.baselines`).
     """
     started = time.time()
     check_baseline(baseline)

@@ -10,14 +10,14 @@ from dataclasses import asdict, dataclass, field
 
 import torch
 
-from ..batching import LengthBucketBatchSampler
-from ..errors import BertsentError
-from ..runtime import Runtime, rng_state, set_rng_state
-from .config import TrainConfig
-from .microbatch import MicroBatches
-from .records import StepLog
-from .run_folder import RunFolder, TrainingInterrupted
-from .selection import ModelSelection, ValidationSet
+from bertsent.errors import BertsentError
+from bertsent.modeling.batching import LengthBucketBatchSampler
+from bertsent.runtime import Runtime, rng_state, set_rng_state
+from bertsent.training.config import TrainConfig
+from bertsent.training.microbatch import MicroBatches
+from bertsent.training.records import StepLog
+from bertsent.training.run_folder import RunFolder, TrainingInterrupted
+from bertsent.training.selection import ModelSelection, ValidationSet
 
 
 @dataclass

@@ -22,9 +22,9 @@ from __future__ import annotations
 
 import torch
 
-from ..batching import IGNORED_LABEL, as_4d_padding_mask, bucket_rows
-from ..errors import BertsentError
-from ..runtime import Runtime, free_memory, is_out_of_memory, rng_state, set_rng_state
+from bertsent.errors import BertsentError
+from bertsent.modeling.batching import IGNORED_LABEL, as_4d_padding_mask, bucket_rows
+from bertsent.runtime import Runtime, free_memory, is_out_of_memory, rng_state, set_rng_state
 
 
 class MicroBatches:

@@ -16,8 +16,8 @@ from pathlib import Path
 
 import torch
 
-from ..extras import require_extra
-from ..metrics import headline
+from bertsent.evaluation.metrics import headline
+from bertsent.extras import require_extra
 
 METRICS_LOG = "metrics.jsonl"
 FLUSH_SECONDS = 1.0

@@ -24,8 +24,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..errors import BertsentError
-from ..files import partial_folder, publish_folder, remove_path
+from bertsent.errors import BertsentError
+from bertsent.files import partial_folder, publish_folder, remove_path
 
 CHECKPOINT_DIR = "checkpoint"
 CHECKPOINT_FORMAT = 4  # 4: safetensors + JSON; 1-3 were pickles (state.pt) and are refused with a message

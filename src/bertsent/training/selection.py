@@ -7,11 +7,11 @@ import math
 import numpy as np
 import torch
 
-from .. import model as models
-from ..batching import Collator
-from ..inference import predict_logits
-from ..metrics import Scores, headline, score_logits
-from ..runtime import Runtime
+from bertsent.evaluation.metrics import Scores, headline, score_logits
+from bertsent.modeling import loading as models
+from bertsent.modeling.batching import Collator
+from bertsent.modeling.inference import predict_logits
+from bertsent.runtime import Runtime
 
 
 class ValidationSet:

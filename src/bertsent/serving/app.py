@@ -39,7 +39,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from .errors import BertsentError
+from bertsent.errors import BertsentError
 
 if TYPE_CHECKING:  # imported where used: the command line reads Limits and API_KEY_ENV without them
     import numpy as np
@@ -295,7 +295,7 @@ class Service:
                 _log(f"error: the model could not be loaded: {self.failure}")
 
     def _open(self):
-        from .prediction import SentimentModel
+        from bertsent.prediction.predictor import SentimentModel
 
         if isinstance(self.source, SentimentModel):
             return self.source
@@ -346,7 +346,7 @@ class Service:
     def explain(self, texts: list[str], target: str | None, n_steps: int | None) -> list:
         """Word attributions, on a PyTorch model and tokenizer of the explainer's own: Captum hooks the
         embedding layer while it runs, which must not touch the predictions made meanwhile."""
-        from .explain import explain
+        from bertsent.evaluation.explain import explain
 
         model = self.model
         if self._explainer is None:
@@ -366,7 +366,7 @@ class Service:
         )
 
     def info(self) -> dict:
-        from .runtime import library_versions
+        from bertsent.runtime import library_versions
 
         model = self.model
         folder = model.folder if model is not None else (self.source if isinstance(self.source, (str, Path)) else None)
@@ -396,8 +396,8 @@ def serving_batch_size(folder, backend: str, device: str | None) -> int:
     less often in larger calls, and 1 for ONNX Runtime, whose int8 MiniLM takes longer per text in larger
     batches (21 ms a 200-token review alone, 37 ms each in batches of 16, one thread). Requests are still
     collected together, into one worker, lengths sorted."""
-    from .backends import resolve_backend
-    from .runtime import pick_device
+    from bertsent.prediction.backends import resolve_backend
+    from bertsent.runtime import pick_device
 
     device_type = pick_device(device).type
     if resolve_backend(backend, Path(folder), device_type) != "torch":
@@ -562,7 +562,7 @@ def answer(row: "np.ndarray", classes: list[str], top_k: int | None, neutral_ban
     unsure text is answered "neutral" first, its score 1 minus the two classes' margin."""
     import numpy as np
 
-    from .metrics import NEUTRAL
+    from bertsent.evaluation.metrics import NEUTRAL
 
     order = np.argsort(-row, kind="stable")
     out = [{"label": classes[i], "score": float(row[i])} for i in order]
@@ -575,7 +575,7 @@ def explain_parameters(parameters: dict, model, limits: Limits) -> tuple[str | N
     target = parameters.get("target")
     if target is not None and target not in model.classes_:
         raise RequestError(422, "validation", f"target {target!r}: the model's labels are {', '.join(model.classes_)}")
-    steps = parameters.get("n_steps")  # None: by the text's length (bertsent.explain.auto_steps)
+    steps = parameters.get("n_steps")  # None: by the text's length (bertsent.evaluation.explain.auto_steps)
     if steps is None:
         return target, None
     if isinstance(steps, bool) or not isinstance(steps, int) or not 1 <= steps <= limits.max_explain_steps:
@@ -1007,7 +1007,7 @@ async def read_body(request, limits: Limits) -> bytes:
 
 
 def _package_version() -> str:
-    from .environment import package_version
+    from bertsent.environment import package_version
 
     return package_version()
 
@@ -1038,7 +1038,7 @@ def serve(
     require_server()
     import uvicorn
 
-    from .model import check_model_folder
+    from bertsent.modeling.loading import check_model_folder
 
     folder = Path(model_dir).expanduser()
     check_model_folder(folder, need_classifier=True)

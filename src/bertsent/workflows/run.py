@@ -9,20 +9,20 @@ from dataclasses import fields
 from datetime import datetime
 from pathlib import Path
 
-from . import model as models
-from .baselines import TFIDF_STEPS, add_baselines, check_baseline, tfidf_baseline
-from .data import TextDataset, check_trainable, ordered_label_names, read_data, split_validation
-from .defaults import DEFAULT_DATA, RUNS_DIR
-from .errors import BertsentError, DataError
-from .files import check_writable, write_json_atomic
-from .labels import describe_map, parse_label_map, relabel
-from .metrics import check_neutral_band, score_logits
-from .prediction import SentimentModel
-from .progress import progress_bar
-from .runtime import Runtime
-from .training import METRICS_LOG, TrainConfig, TrainResult, fit
-from .training.config import check_class_weights
-from .training.fit import resume_config
+from bertsent.data.labels import describe_map, parse_label_map, relabel
+from bertsent.data.sources import TextDataset, check_trainable, ordered_label_names, read_data, split_validation
+from bertsent.defaults import DEFAULT_DATA, RUNS_DIR
+from bertsent.errors import BertsentError, DataError
+from bertsent.evaluation.baselines import TFIDF_STEPS, add_baselines, check_baseline, tfidf_baseline
+from bertsent.evaluation.metrics import check_neutral_band, score_logits
+from bertsent.files import check_writable, write_json_atomic
+from bertsent.modeling import loading as models
+from bertsent.prediction.predictor import SentimentModel
+from bertsent.progress import progress_bar
+from bertsent.runtime import Runtime
+from bertsent.training import METRICS_LOG, TrainConfig, TrainResult, fit
+from bertsent.training.config import check_class_weights
+from bertsent.training.fit import resume_config
 
 
 def train(
@@ -288,7 +288,7 @@ def evaluate(
     if "label_map" in dataset.meta:
         metrics["data"]["label_map"] = dataset.meta["label_map"]
     if report is not None:
-        from .report import write_report
+        from bertsent.evaluation.report import write_report
 
         folder = None if isinstance(model_dir, SentimentModel) else Path(model_dir).expanduser()
         log_path = folder / METRICS_LOG if folder is not None and (folder / METRICS_LOG).is_file() else None
@@ -321,7 +321,7 @@ def baseline_training_data(
     """The TF-IDF baseline's training data for `evaluate`: `train_data`, else the training source the model
     folder records, made into the model's training split as training made it (seeded validation split, then
     --max-train-samples); and whether it is that split (its fingerprint equals the recorded one)."""
-    from .training.fit import sample_rows
+    from bertsent.training.fit import sample_rows
 
     recorded = model.metadata.get("data", {}).get("train", {})
     settings = model.metadata.get("settings", {})

@@ -32,13 +32,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .api import DEFAULT_DATA, RUNS_DIR, train, train_config, training_data
-from .baselines import majority_baseline
-from .data import TextDataset, ordered_label_names, read_table, table_format
-from .errors import BertsentError
-from .files import check_writable, write_atomic, write_json_atomic
-from .prediction import SentimentModel
-from .progress import progress_bar
+from bertsent.data.sources import TextDataset, ordered_label_names, read_table, table_format
+from bertsent.errors import BertsentError
+from bertsent.evaluation.baselines import majority_baseline
+from bertsent.files import check_writable, write_atomic, write_json_atomic
+from bertsent.prediction.predictor import SentimentModel
+from bertsent.progress import progress_bar
+from bertsent.workflows.run import DEFAULT_DATA, RUNS_DIR, train, train_config, training_data
 
 ISSUES_CSV = "label_issues.csv"
 ISSUES_HTML = "label_issues.html"

@@ -8,11 +8,11 @@ from pathlib import Path
 
 from sklearn.base import BaseEstimator, ClassifierMixin
 
-from .api import train
-from .data import TextDataset
-from .errors import BertsentError
-from .model import DEFAULT_MODEL
-from .prediction import SentimentModel
+from bertsent.data.sources import TextDataset
+from bertsent.errors import BertsentError
+from bertsent.modeling.loading import DEFAULT_MODEL
+from bertsent.prediction.predictor import SentimentModel
+from bertsent.workflows.run import train
 
 
 class NotFittedError(BertsentError, AttributeError):

@@ -10,10 +10,10 @@ from pathlib import Path
 
 import numpy as np
 
-from .batching import Collator, LengthBucketBatchSampler
-from .defaults import BACKENDS
-from .errors import ModelError
-from .inference import predict_logits
+from bertsent.defaults import BACKENDS
+from bertsent.errors import ModelError
+from bertsent.modeling.batching import Collator, LengthBucketBatchSampler
+from bertsent.modeling.inference import predict_logits
 
 ONNX_DIR = "onnx"
 ONNX_FILES = {"onnx": "model.onnx", "onnx-int8": "model_int8.onnx"}
@@ -65,7 +65,7 @@ class TorchBackend:
 
         if threads:
             torch.set_num_threads(threads)
-        from .runtime import scoring_dtype
+        from bertsent.runtime import scoring_dtype
 
         self.model = model.to(device).eval()
         self.collator = collator

@@ -32,8 +32,8 @@ from pathlib import Path, PurePosixPath
 import numpy as np
 import pandas as pd
 
-from .errors import BertsentError, DataError
-from .files import cache_dir, cache_folder, write_atomic
+from bertsent.errors import BertsentError, DataError
+from bertsent.files import cache_dir, cache_folder, write_atomic
 
 TEXT_COLUMN_NAMES = (
     "text",

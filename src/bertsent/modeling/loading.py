@@ -17,8 +17,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from .errors import DataError, ModelError
-from .files import cache_dir, cache_folder
+from bertsent.errors import DataError, ModelError
+from bertsent.files import cache_dir, cache_folder
 
 if TYPE_CHECKING:  # imported where used: the command line reads this module's names without them
     import numpy as np

@@ -6,7 +6,13 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from .batching import Collator, EncodedDataset, LengthBucketBatchSampler, as_4d_padding_mask, takes_4d_padding_mask
+from bertsent.modeling.batching import (
+    Collator,
+    EncodedDataset,
+    LengthBucketBatchSampler,
+    as_4d_padding_mask,
+    takes_4d_padding_mask,
+)
 
 
 @torch.inference_mode()

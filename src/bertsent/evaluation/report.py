@@ -19,10 +19,10 @@ from pathlib import Path
 
 import numpy as np
 
-from .baselines import add_baselines, baseline_rows
-from .errors import BertsentError
-from .files import write_atomic
-from .metrics import Scores, score_probs
+from bertsent.errors import BertsentError
+from bertsent.evaluation.baselines import add_baselines, baseline_rows
+from bertsent.evaluation.metrics import Scores, score_probs
+from bertsent.files import write_atomic
 
 METRICS_FILE = "metrics.json"
 HTML_FILE = "report.html"
@@ -280,7 +280,7 @@ def write_report(
     `classes` order, with `predicted` the labels given (default argmax), `probs_uncalibrated` for the
     "before" curve and `lengths` (token lengths) for the length buckets. `training_log` is a
     metrics.jsonl path or its records. Without labeled data only the training curves are drawn.
-    `explain(texts, target=labels)` (e.g. `SentimentModel.explain`, or `bertsent.explain.explain` bound to a
+    `explain(texts, target=labels)` (e.g. `SentimentModel.explain`, or `bertsent.evaluation.explain.explain` bound to a
     model and tokenizer), when given, shades the words of the most confident mistakes.
     Returns the metrics as written.
     """
@@ -571,7 +571,7 @@ def _imbalance_html(per_class: dict, info: dict) -> str:
 
 def _mistakes_html(explained: list | str, errors: list[dict]) -> str:
     """The most confident mistakes with their words shaded, or why they are not."""
-    from .explain import explanation_html, legend_html
+    from bertsent.evaluation.explain import explanation_html, legend_html
 
     head = "<section><h2>Why the most confident mistakes</h2>"
     if isinstance(explained, str):

@@ -18,8 +18,8 @@ from __future__ import annotations
 
 from collections import Counter
 
-from .errors import BertsentError
-from .metrics import compute_metrics
+from bertsent.errors import BertsentError
+from bertsent.evaluation.metrics import compute_metrics
 
 BASELINES = ("tfidf",)  # those a user may ask for; majority and uniform come always
 TFIDF = dict(ngram_range=(1, 2), sublinear_tf=True, min_df=2)  # min_df 2: IMDB's 25,000 in 2/3 of the time

@@ -15,10 +15,10 @@ from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
 
-from .environment import launched_processes, process_rank
-from .errors import BertsentError
-from .prediction import SentimentModel, load
-from .streaming import (
+from bertsent.environment import launched_processes, process_rank
+from bertsent.errors import BertsentError
+from bertsent.prediction.predictor import SentimentModel, load
+from bertsent.prediction.streaming import (
     CHUNK_ROWS,
     Chunk,
     PartialOutput,

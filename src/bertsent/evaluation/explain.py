@@ -19,9 +19,9 @@ import math
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING
 
-from .errors import BertsentError
-from .extras import require_extra
-from .model import model_max_length
+from bertsent.errors import BertsentError
+from bertsent.extras import require_extra
+from bertsent.modeling.loading import model_max_length
 
 if TYPE_CHECKING:  # imported where used: the command line reads the step defaults below without it
     import numpy as np

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .errors import BertsentError
+from bertsent.errors import BertsentError
 
 NEUTRAL = "neutral"
 HEADLINE = ("loss", "accuracy", "f1_macro", "ece")

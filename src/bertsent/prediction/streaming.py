@@ -37,7 +37,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .data import (
+from bertsent.data.sources import (
     DECOMPRESS_ERRORS,
     _as_text,
     _dataset_from_frame,
@@ -52,8 +52,8 @@ from .data import (
     table_format,
     zip_member,
 )
-from .errors import DataError
-from .files import partial_folder, remove_temporaries, write_json_atomic
+from bertsent.errors import DataError
+from bertsent.files import partial_folder, remove_temporaries, write_json_atomic
 
 CHUNK_ROWS = 2048  # rows per chunk: long enough to sort by length for little padding, small enough to stay flat
 OUTPUT_FORMATS = ("jsonl", "csv", "tsv")

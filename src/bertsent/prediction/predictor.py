@@ -8,14 +8,14 @@ from pathlib import Path
 
 import numpy as np
 
-from . import backends
-from . import model as models
-from .batching import Collator
-from .defaults import BACKENDS, LONG_TEXTS
-from .errors import BertsentError
-from .files import partial_folder, publish_folder
-from .metrics import check_neutral_band, labels_from_proba, softmax
-from .runtime import pick_device
+from bertsent.defaults import BACKENDS, LONG_TEXTS
+from bertsent.errors import BertsentError
+from bertsent.evaluation.metrics import check_neutral_band, labels_from_proba, softmax
+from bertsent.files import partial_folder, publish_folder
+from bertsent.modeling import loading as models
+from bertsent.modeling.batching import Collator
+from bertsent.prediction import backends
+from bertsent.runtime import pick_device
 
 # Texts longer than the model's length are scored in windows of the training length, side by side, whose logits
 # are averaged: on IMDB reviews this scored best for a model trained on short snippets (0.87 against 0.79 for
@@ -189,12 +189,12 @@ class SentimentModel:
         ]
 
     def explain(self, texts, target=None, n_steps: int | None = None, internal_batch_size: int | None = None):
-        """Word attributions (layer integrated gradients, `bertsent.explain`) of each text for its predicted
+        """Word attributions (layer integrated gradients, `bertsent.evaluation.explain`) of each text for its predicted
         class, or `target`: one label, or one per text. Returns `Explanation`s (words, scores, label, target,
         probabilities, convergence delta). `n_steps` default: 12 for a 200-token text, more for a shorter one.
         Runs the PyTorch model whatever the backend; long texts are explained on their first `max_length`
         tokens. Needs Captum: pip install 'bertsent[explain]'."""
-        from .explain import explain
+        from bertsent.evaluation.explain import explain
 
         return explain(
             self.model,

@@ -35,15 +35,15 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from . import model as models
-from .defaults import DEFAULT_DATA, RUNS_DIR
-from .errors import BertsentError
-from .extras import require_extra
-from .files import check_writable, partial_folder, write_atomic, write_json_atomic
-from .training import TrainConfig
+from bertsent.defaults import DEFAULT_DATA, RUNS_DIR
+from bertsent.errors import BertsentError
+from bertsent.extras import require_extra
+from bertsent.files import check_writable, partial_folder, write_atomic, write_json_atomic
+from bertsent.modeling import loading as models
+from bertsent.training import TrainConfig
 
 if TYPE_CHECKING:  # the command line reads SPACE: what trains is imported when a study runs
-    from .data import TextDataset
+    from bertsent.data.sources import TextDataset
 
 DEFAULT_STUDY = "bertsent-tune"
 BEST_DIR = "best"
@@ -167,7 +167,7 @@ def tune(
     `space`: {setting: "LO:HI" | "A,B,..." | "X"} for lr, epochs, batch_size, warmup_ratio, weight_decay,
     attention_dropout (default: SPACE). `settings`: the other TrainConfig settings, fixed for every trial
     (model, seed, metric, max_train_samples, ...). Returns the summary written to OUT/tune.json."""
-    from .api import train_config, training_data
+    from bertsent.workflows.run import train_config, training_data
 
     optuna = _import_optuna()
     plan = _plan(trials, timeout, space, settings)
@@ -358,7 +358,7 @@ class Search:
 
     # -- one trial
     def _objective(self, trial) -> float:
-        from .training import fit
+        from bertsent.training import fit
 
         TrialState = self.optuna.trial.TrialState
         ahead = [

@@ -17,8 +17,8 @@ import math
 from collections import Counter
 from dataclasses import dataclass
 
-from .data import TextDataset, ordered_label_names
-from .errors import DataError
+from bertsent.data.sources import TextDataset, ordered_label_names
+from bertsent.errors import DataError
 
 DROP = "drop"
 SHOWN = 5  # unknown values named in the error

@@ -12,15 +12,23 @@ from pathlib import Path
 
 import numpy as np
 
-from . import model as models
-from .api import DEFAULT_DATA, RUNS_DIR, default_out_dir, link_latest, train, train_config, training_data
-from .baselines import check_baseline
-from .data import TextDataset
-from .errors import BertsentError
-from .files import partial_folder, publish_folder, remove_path, write_atomic, write_json_atomic
-from .prediction import SentimentModel
-from .report import REPORT_FILES
-from .training import METRICS_LOG
+from bertsent.data.sources import TextDataset
+from bertsent.errors import BertsentError
+from bertsent.evaluation.baselines import check_baseline
+from bertsent.evaluation.report import REPORT_FILES
+from bertsent.files import partial_folder, publish_folder, remove_path, write_atomic, write_json_atomic
+from bertsent.modeling import loading as models
+from bertsent.prediction.predictor import SentimentModel
+from bertsent.training import METRICS_LOG
+from bertsent.workflows.run import (
+    DEFAULT_DATA,
+    RUNS_DIR,
+    default_out_dir,
+    link_latest,
+    train,
+    train_config,
+    training_data,
+)
 
 SUMMARY_METRICS = (
     "accuracy",

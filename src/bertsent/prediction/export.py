@@ -23,15 +23,15 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from . import backends
-from . import model as models
-from .batching import Collator
-from .data import TextDataset, read_data
-from .errors import BertsentError, DataError, ModelError
-from .files import partial_folder, publish_folder, write_json_atomic
-from .inference import predict_logits
-from .labels import relabel
-from .metrics import fit_temperature, softmax
+from bertsent.data.labels import relabel
+from bertsent.data.sources import TextDataset, read_data
+from bertsent.errors import BertsentError, DataError, ModelError
+from bertsent.evaluation.metrics import fit_temperature, softmax
+from bertsent.files import partial_folder, publish_folder, write_json_atomic
+from bertsent.modeling import loading as models
+from bertsent.modeling.batching import Collator
+from bertsent.modeling.inference import predict_logits
+from bertsent.prediction import backends
 
 FP32 = backends.ONNX_FILES["onnx"]
 INT8 = backends.ONNX_FILES["onnx-int8"]

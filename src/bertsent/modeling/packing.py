@@ -21,8 +21,8 @@ import math
 import torch
 import torch.nn.functional as F
 
-from .batching import flat_token_ids
-from .errors import BertsentError
+from bertsent.errors import BertsentError
+from bertsent.modeling.batching import flat_token_ids
 
 ATTENTION = "bertsent_packed"
 _packed_calls = [0]  # attention calls that received the sequence borders (see PackedClassifier.forward)

@@ -1,0 +1,12 @@
+"""Using a trained model: the model object, its backends (PyTorch, ONNX), files of any size and shards, ONNX export,
+Ray.
+
+- `backends`: Where a trained model's logits come from: PyTorch, or the model exported to ONNX (fp32 or int8) and
+  run by ONNX Runtime.
+- `export`: `bertsent export DIR`: the trained classifier as ONNX (fp32, and dynamically quantized int8 on request)
+  in DIR/onnx/, for the onnx and onnx-int8 prediction backends.
+- `files`: Predictions for a file of any size: read, scored and written a chunk at a time, in flat memory.
+- `predictor`: Predictions from a trained model folder: `bertsent.load(DIR).predict(texts)`.
+- `ray`: Scoring a Ray Data dataset: `SentimentPredictor` is the callable class that `Dataset.map_batches` takes.
+- `streaming`: Tables read and written a chunk at a time, so that a file of any size is scored in flat memory.
+"""
