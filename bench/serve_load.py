@@ -647,25 +647,11 @@ def tiny_model(folder: Path) -> str:
     """A 2-layer, 32-wide random BERT (the packaged MiniLM's vocab) fine-tuned for a moment on reviews whose
     label one word gives away. It is sure of everything; its temperature is set to the spread of its margins
     over the pool's texts so that their scores spread (0.2-0.8) and a text answered with another's shows."""
-    import torch
-    from transformers import AutoTokenizer, BertConfig, BertModel
-
     import bertsent
     from bertsent.data.sources import TextDataset
-    from bertsent.modeling.loading import resolve_model
+    from bertsent.modeling.tiny import tiny_bert
 
-    torch.manual_seed(0)
-    base = folder / "tiny-base"
-    config = BertConfig(
-        vocab_size=30522,
-        hidden_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        intermediate_size=64,
-        max_position_embeddings=128,
-    )
-    BertModel(config).save_pretrained(base)
-    AutoTokenizer.from_pretrained(resolve_model("minilm"), model_max_length=128).save_pretrained(base)
+    base = tiny_bert(folder / "tiny-base")
     out = folder / "tiny"
     bertsent.train(
         TextDataset(*toy_reviews(120, seed=1), name="toy"),

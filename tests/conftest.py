@@ -54,24 +54,11 @@ def minilm_dir() -> Path:
 
 
 @pytest.fixture(scope="session")
-def tiny_model_dir(tmp_path_factory, minilm_dir) -> Path:
+def tiny_model_dir(tmp_path_factory) -> Path:
     """A 2-layer, 32-wide random BERT with the packaged WordPiece vocab: loads and trains in moments."""
-    import torch
-    from transformers import AutoTokenizer, BertConfig, BertModel
+    from bertsent.modeling.tiny import tiny_bert
 
-    torch.manual_seed(0)
-    folder = tmp_path_factory.mktemp("tiny-bert")
-    config = BertConfig(
-        vocab_size=30522,
-        hidden_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        intermediate_size=64,
-        max_position_embeddings=128,
-    )
-    BertModel(config).save_pretrained(folder)
-    AutoTokenizer.from_pretrained(minilm_dir, model_max_length=128).save_pretrained(folder)
-    return folder
+    return tiny_bert(tmp_path_factory.mktemp("tiny-bert"))
 
 
 @pytest.fixture(scope="session")

@@ -108,24 +108,11 @@ SKIPPED = [pytest.param(b, id=b.where) for b in ALL_BLOCKS if b.lang in RUN and 
 
 
 @pytest.fixture(scope="session")
-def stand_in_model(tmp_path_factory, minilm_dir) -> Path:
+def stand_in_model(tmp_path_factory) -> Path:
     """A 2-layer, 32-wide random BERT with the packaged vocab and 512 positions (the pages use up to 512)."""
-    import torch
-    from transformers import AutoTokenizer, BertConfig, BertModel
+    from bertsent.modeling.tiny import tiny_bert
 
-    torch.manual_seed(0)
-    folder = tmp_path_factory.mktemp("docs-stand-in")
-    config = BertConfig(
-        vocab_size=30522,
-        hidden_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        intermediate_size=64,
-        max_position_embeddings=512,
-    )
-    BertModel(config).save_pretrained(folder)
-    AutoTokenizer.from_pretrained(minilm_dir, model_max_length=512).save_pretrained(folder)
-    return folder
+    return tiny_bert(tmp_path_factory.mktemp("docs-stand-in"), max_positions=512)
 
 
 def _write_table(path: Path, header, rows) -> None:

@@ -5,5 +5,7 @@ batches, packed batches, the one forward pass.
 - `inference`: Logits of a sequence classifier for token-id lists: the one forward pass that training's validation,
   `evaluate` and `predict` share.
 - `loading`: Finding, loading and saving models and tokenizers; turning texts into token ids.
+- `tiny`: A tiny random BERT with the packaged WordPiece vocabulary: for smoke tests, toy benchmarks and the docs'
+  stand-in model.
 - `packing`: Unpadded ("packed") batches: a batch's sequences laid end to end in one row, no padding tokens.
 """
