@@ -431,7 +431,9 @@ class _Job:
 
         started = time.perf_counter()
         external = self._external()
-        ids = models.encode(self.tokenizer, calibration["texts"], self.max_length, self.truncation)
+        # Cut at the model's limit, not the training length: prediction may be asked for the longer texts
+        # (--long head --max-length 512), and the ranges must cover the positions it reads then.
+        ids = models.encode(self.tokenizer, calibration["texts"], self.limit, self.truncation)
         ids = [x for x in ids if x] or self.parity_ids
         with tempfile.TemporaryDirectory(dir=path.parent, prefix=".quantize-") as tmp:
             prepared = Path(tmp) / "prepared.onnx"
