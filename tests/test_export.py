@@ -365,7 +365,8 @@ def test_packaged_minilm_classifier_exports_with_parity(minilm_dir, tmp_path):
     data = TextDataset(VAL_TEXTS, VAL_LABELS, name="toy val")
     summary = export.export_onnx(folder, int8=True, data=data, max_drop=100, log=lambda _: None)
     assert summary["files"]["model.onnx"]["parity"]["max_prob_diff"] < 1e-4
-    assert summary["files"]["model_int8.onnx"]["bytes"] < summary["files"]["model.onnx"]["bytes"] / 3
+    # int8 weights but the feed-forward outputs' (fp32, for accuracy): 37% of fp32's bytes
+    assert summary["files"]["model_int8.onnx"]["bytes"] < summary["files"]["model.onnx"]["bytes"] / 2
     texts = VAL_TEXTS + MIXED_TEXTS
     reference = bertsent.load(folder, backend="torch").predict_proba(texts)
     assert np.allclose(bertsent.load(folder, backend="onnx").predict_proba(texts), reference, atol=1e-4)
