@@ -8,6 +8,11 @@ truncation to the model's 512 tokens), and our torch, ONNX fp32 and ONNX int8 ba
 windows of the training length) for its accuracy. Then the peak memory of `bertsent predict --file` streaming
 20,000 and 200,000 rows (short texts, so the run stays short; memory is what is measured).
 
+Speeds are ratios to the pipeline measured in the same run; the load average before and after each engine is
+printed and kept in the JSON, since a figure from a machine shared with other work is only a rough one. The
+targets (issue 18), on full IMDB reviews (the buckets up to 512 tokens and over): int8 >= 3x the pipeline
+within 0.5 accuracy points of torch, ONNX fp32 >= 2x.
+
     bertsent export runs/latest --int8 --data rotten-tomatoes:validation      # once: the ONNX files
     python bench/predict_speed.py runs/latest --samples 2000 --json bench/results/cpu-predict-speed.json
 """
@@ -150,16 +155,50 @@ def peak_memory(model_dir: str, rows: int, backend: str, workdir: Path) -> dict:
     return {"rows": rows, "written": written, "peak_rss_mib": int(kib) / 1024, "seconds": seconds}
 
 
+def load_average() -> list[float]:
+    return [round(x, 2) for x in os.getloadavg()]
+
+
 def in_own_process(name: str, argv) -> list[dict]:
     """One engine timed in a fresh process: after a transformers.pipeline call, PyTorch in the same process
     runs several times slower (339 -> 114 snippets/s measured here), so engines must not share one."""
     argv = list(sys.argv[1:] if argv is None else argv)
+    before = load_average()
     result = subprocess.run(
         [sys.executable, __file__, *argv, "--worker", name], capture_output=True, text=True, check=False
     )
     if result.returncode:
         raise SystemExit(f"{name} failed: {result.stderr[-3000:]}")
-    return json.loads(result.stdout.strip().splitlines()[-1])
+    rows = json.loads(result.stdout.strip().splitlines()[-1])
+    for row in rows:
+        row["load_average"] = {"before": before, "after": load_average()}
+    return rows
+
+
+def full_reviews(rows: list[dict]) -> list[dict]:
+    """Each engine on the IMDB reviews alone (every bucket but the snippets): reviews/s from the buckets'
+    times, its ratio to the pipeline and its accuracy against torch's, the figures the targets are set on."""
+    out = []
+    for engine in dict.fromkeys(r["engine"] for r in rows):
+        parts = [r for r in rows if r["engine"] == engine and r["bucket"] not in ("all", "snippets")]
+        if not parts or any(not r.get("reviews_per_s") for r in parts):
+            continue
+        n = sum(r["n"] for r in parts)
+        seconds = sum(r["n"] / r["reviews_per_s"] for r in parts)
+        correct = sum(r["accuracy"] * r["n"] for r in parts)
+        out.append({"engine": engine, "n": n, "reviews_per_s": n / seconds, "accuracy": correct / n})
+    base = next((r["reviews_per_s"] for r in out if r["engine"] == "pipeline"), None)
+    torch_accuracy = next((r["accuracy"] for r in out if r["engine"] == "torch"), None)
+    print(f"\nIMDB reviews only{'':<4} {'n':>5} {'reviews/s':>10} {'vs pipeline':>12} {'accuracy':>9} {'vs torch':>9}")
+    for r in out:
+        r["vs_pipeline"] = r["reviews_per_s"] / base if base else None
+        r["points_vs_torch"] = (r["accuracy"] - torch_accuracy) * 100 if torch_accuracy is not None else None
+        ratio = f"{r['vs_pipeline']:.2f}x" if r["vs_pipeline"] else "-"
+        points = f"{r['points_vs_torch']:+.2f}" if r["points_vs_torch"] is not None else "-"
+        print(
+            f"{r['engine']:<21} {r['n']:>5} {r['reviews_per_s']:>10.1f} {ratio:>12} {r['accuracy']:>9.4f} {points:>9}"
+        )
+    return out
 
 
 def print_table(rows: list[dict]) -> None:
@@ -189,6 +228,7 @@ def measure_memory(args) -> list[dict]:
 def main(argv=None) -> int:
     args = parse_args(argv)
     print(f"machine   {machine()}\ndate      {date.today()}\ncommand   python {' '.join(sys.argv)}")
+    print(f"load      {load_average()} (1, 5, 15 min averages, {os.cpu_count()} cores)")
     tokenizer = bertsent.load(args.model_dir, backend="torch").tokenizer
     texts, truth, bucket = load_texts(args, tokenizer)
     counts = {b: int((bucket == b).sum()) for b, _ in BUCKETS}
@@ -209,9 +249,19 @@ def main(argv=None) -> int:
     rows += default
     print("default    " + "  ".join(f"{r['bucket']}: {r['accuracy']:.4f}" for r in default))
     print_table(rows)
+    reviews = full_reviews(rows)
+    print(f"load      {load_average()} at the end")
     memory = measure_memory(args) if args.stream_rows else []
     if args.json:
-        payload = {"machine": machine(), "date": str(date.today()), "argv": sys.argv, "rows": rows, "memory": memory}
+        payload = {
+            "machine": machine(),
+            "date": str(date.today()),
+            "argv": sys.argv,
+            "rows": rows,
+            "imdb_reviews": reviews,
+            "load_average_end": load_average(),
+            "memory": memory,
+        }
         Path(args.json).write_text(json.dumps(payload, indent=2))
     return 0
 

@@ -259,7 +259,7 @@ def test_a_windows_model_exports_and_its_onnx_model_scores_the_same_windows(tiny
     pytest.importorskip("onnxruntime")
     from bertsent.prediction import export
 
-    texts, labels = long_reviews(16, words=60, seed=10)
+    texts, labels = long_reviews(export.MIN_DATA_ROWS, words=60, seed=10)  # the fewest export --data takes
     out = tmp_path / "model"
     fit(TextDataset(texts, labels), None, TrainConfig(**WINDOWS, model=str(tiny_model_dir), stride=10, epochs=1,
                                                       validation_fraction=0.0), out, **QUIET)  # fmt: skip

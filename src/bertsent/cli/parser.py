@@ -172,7 +172,12 @@ def build_parser() -> argparse.ArgumentParser:
         "PyTorch, and with --data keep int8 only within --max-drop accuracy points. Needs bertsent[onnx].",
     )
     export.add_argument("model_dir", metavar="MODEL_DIR")
-    export.add_argument("--int8", action="store_true", help="also an int8 model (ONNX Runtime dynamic quantization)")
+    export.add_argument(
+        "--int8",
+        action="store_true",
+        help="also an int8 model (static quantization, calibrated on --data or the "
+        "training sample the model folder keeps)",
+    )
     export.add_argument(
         "--data", metavar="SRC", help="labeled data: accuracy of each model, temperatures refitted, int8 gate"
     )

@@ -25,6 +25,12 @@ if TYPE_CHECKING:  # imported where used: the command line reads this module's n
 
 DEFAULT_MODEL = "minilm"
 METADATA_FILE = "bertsent.json"
+# A sample of the training texts, kept for `bertsent export --int8` to calibrate its activation ranges on
+# when no --data is given (they are the training data's own words: leave the file out when sharing a model
+# whose training texts are private).
+CALIBRATION_FILE = "calibration_texts.json"
+CALIBRATION_TEXTS = 256
+CALIBRATION_CHARS = 8192  # a text is cut here: more than any model reads of it
 WEIGHT_FILES = (
     "model.safetensors",
     "model.safetensors.index.json",
@@ -626,3 +632,21 @@ def read_metadata(folder: Path) -> dict:
     if isinstance(temperature, bool) or not isinstance(temperature, (int, float)) or not 0 < temperature < 1e6:
         raise ModelError(f"{path}: temperature {temperature!r} is not a positive number. Train the model again.")
     return metadata
+
+
+def write_calibration_texts(folder: Path, texts: list[str], seed: int = 0) -> None:
+    """A reproducible sample of `texts` (CALIBRATION_TEXTS at most) as folder/calibration_texts.json."""
+    import numpy as np
+
+    picked = sorted(np.random.default_rng(seed).permutation(len(texts))[:CALIBRATION_TEXTS].tolist())
+    sample = [str(texts[i])[:CALIBRATION_CHARS] for i in picked]
+    (Path(folder) / CALIBRATION_FILE).write_text(json.dumps({"texts": sample}, ensure_ascii=False))
+
+
+def read_calibration_texts(folder: Path) -> list[str]:
+    """The training sample `write_calibration_texts` kept, or [] (a folder trained before it, or elsewhere)."""
+    try:
+        texts = json.loads((Path(folder) / CALIBRATION_FILE).read_text(encoding="utf-8")).get("texts")
+    except (OSError, ValueError, AttributeError):
+        return []
+    return [t for t in texts if isinstance(t, str) and t.strip()] if isinstance(texts, list) else []

@@ -1,4 +1,4 @@
-"""`bertsent export DIR`: the trained classifier as ONNX (fp32, and dynamically quantized int8 on request) in
+"""`bertsent export DIR`: the trained classifier as ONNX (fp32, and statically quantized int8 on request) in
 DIR/onnx/, for the onnx and onnx-int8 prediction backends.
 
 The model is exported with torch.export (the "dynamo" exporter), or with the TorchScript tracer when that
@@ -6,6 +6,11 @@ fails, with the batch and sequence axes left dynamic. Every exported file is che
 of varied lengths, padded in batches and alone; an fp32 model that disagrees is not kept. With labeled data,
 each model's accuracy is measured and its temperature refitted (onnx/export.json), and an int8 model that
 loses more than `max_drop` accuracy points against PyTorch is deleted.
+
+int8 is static quantization: the activations' ranges are measured once, here, on calibration texts (the
+--data given, else the sample of training texts `bertsent train` keeps in the folder), so a text's
+probabilities do not depend on the texts batched with it. (Dynamic quantization picks each activation's scale
+from the whole batch tensor at run time: a text's answer moved with its neighbours, onnxruntime #10111.)
 """
 
 from __future__ import annotations
@@ -27,15 +32,21 @@ from bertsent.data.labels import relabel
 from bertsent.data.sources import TextDataset, read_data
 from bertsent.errors import BertsentError, DataError, ModelError
 from bertsent.evaluation.metrics import fit_temperature, softmax
-from bertsent.files import partial_folder, publish_folder, write_json_atomic
+from bertsent.files import check_writable, partial_folder, publish_folder, write_json_atomic
 from bertsent.modeling import loading as models
 from bertsent.modeling.batching import Collator
 from bertsent.modeling.inference import predict_logits
 from bertsent.prediction import backends
+from bertsent.progress import progress_bar
 
 FP32 = backends.ONNX_FILES["onnx"]
 INT8 = backends.ONNX_FILES["onnx-int8"]
-EXPORTERS = ("dynamo", "torchscript")
+# TorchScript first: ONNX Runtime's transformer optimizer fuses attention in its graph (with eager attention),
+# and fused nothing but layer norms and GELU in the dynamo exporter's.
+EXPORTERS = ("torchscript", "dynamo")
+# Encoder families whose graphs the optimizer's BERT fusions apply to (kept only when parity holds).
+OPTIMIZABLE = {"bert", "roberta", "xlm-roberta", "distilbert", "electra", "camembert"}
+PLAIN_DIR = ".plain"  # inside the export's work folder: the export before optimization, removed at the end
 TORCHSCRIPT_OPSET = 17
 # Largest probability difference from PyTorch an fp32 export may show (float32 kernels differ in rounding;
 # a real model shows ~1e-6, a broken graph ~1e-1).
@@ -43,7 +54,23 @@ FP32_TOLERANCE = 1e-3
 # Weights above this size go to an external-data file beside the model (ONNX's protobuf limit is 2 GiB).
 EXTERNAL_DATA_BYTES = 1536 << 20
 PARITY_DATA_ROWS = 16
-QUANTIZATION = {"method": "onnxruntime.quantization.quantize_dynamic", "weights": "QInt8", "per_channel": True}
+# Static int8: fixed activation ranges (batch-invariant); int8 weights per output channel; only the
+# matrix products with a constant weight (projections, feed-forward, classifier), so attention scores,
+# softmax and layer norms stay fp32. The feed-forward output products stay fp32 too: GELU's outputs range
+# too wide for 8 bits (on a fine-tuned MiniLM, quantizing them cost 2.1 accuracy points, keeping them 0.2).
+QUANTIZATION = {
+    "method": "onnxruntime.quantization.quantize_static",
+    "format": "QOperator",
+    "ops": "MatMul and Gemm with constant weights, but those fed by GELU; embedding tables",
+    "weights": "QInt8",
+    "per_channel": True,
+    "activations": "QUInt8",
+    "calibration": "MinMax",
+}
+QUANTIZED_OPS = ("MatMul", "Gemm", "Gather", "EmbedLayerNormalization")
+CALIBRATION_TEXTS = models.CALIBRATION_TEXTS  # texts the activation ranges are measured on, at most
+# Fewest labeled rows export --data takes: fewer cannot fit a temperature (nor measure accuracy) sensibly.
+MIN_DATA_ROWS = 20
 PARITY_BATCH = 4
 SAMPLE_TEXTS = [
     "Great.",
@@ -70,13 +97,16 @@ def export_onnx(
     label_map: str | dict | None = None,
     allow_pickle: bool = False,
     trust_remote_code: bool = False,
+    progress: bool = True,
 ) -> dict:
     """Export the classifier in `folder` to folder/onnx/model.onnx (and model_int8.onnx with `int8`).
 
-    `data` (a labeled source as `read_data` takes, or a TextDataset): accuracy of PyTorch and of each
-    export on it, each export's temperature refitted on it, and the int8 model kept only when its accuracy
-    is at most `max_drop` percentage points below PyTorch's. The onnx folder is replaced whole, once
-    everything in it is written and checked; progress goes to `log`, one line at a time.
+    `data` (a labeled source as `read_data` takes, or a TextDataset, two classes and MIN_DATA_ROWS rows at
+    least): accuracy of PyTorch and of each export on it, each export's temperature refitted on it, int8
+    calibrated on it, and the int8 model kept only when its accuracy is at most `max_drop` percentage points
+    below PyTorch's. Without data, int8 is calibrated on the training sample the folder keeps. The onnx
+    folder is replaced whole, once everything in it is written and checked; progress goes to `log`, one line
+    at a time, and the long steps show a bar on stderr (`progress`).
 
     Returns {"folder", "onnx_dir", "model_type", "max_length", "truncation" (what the texts were cut to),
     "files": {file name: {"path", "bytes", "exporter" ("dynamo" or "torchscript"), "opset", "seconds",
@@ -90,24 +120,31 @@ def export_onnx(
     _check_packages()
     folder = Path(folder).expanduser()
     models.check_model_folder(folder, need_classifier=True)
+    onnx_dir = folder / backends.ONNX_DIR
+    problem = check_writable(onnx_dir)
+    if problem:  # before minutes of loading and exporting, not after
+        raise BertsentError(f"{folder}: cannot write {onnx_dir.name}/ there ({problem}). Export a copy you can write.")
     models.check_safe_weights(folder, allow_pickle)  # loading options: as `bertsent.load` takes them
-    job = _Job(folder, log, allow_pickle=allow_pickle, trust_remote_code=trust_remote_code)
+    # The data and the calibration texts are checked before the model is loaded: a refusal costs no time.
+    classes = _classes(folder, trust_remote_code)
     read = (text_column, label_column, encoding, label_map)
-    dataset = _read_labeled(data, job.classes, *read) if data is not None else None
+    dataset = _read_labeled(data, classes, *read) if data is not None else None
+    calibration = _calibration_texts(folder, dataset) if int8 else None
+    job = _Job(folder, log, allow_pickle=allow_pickle, trust_remote_code=trust_remote_code, progress=progress)
     parity_texts = SAMPLE_TEXTS + (dataset.texts[:PARITY_DATA_ROWS] if dataset is not None else [])
     job.parity_ids = models.encode(job.tokenizer, parity_texts, job.max_length, job.truncation)
     log(
         f"Exporting {folder} ({job.model_type}, {models.parameter_count(job.model) / 1e6:.1f}M parameters, "
         f"{job.max_length} tokens at most) to ONNX"
     )
-    onnx_dir = folder / backends.ONNX_DIR
     work = partial_folder(onnx_dir)
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)
     try:
         entries = {FP32: job.export_fp32(work / FP32)}
         if int8:
-            entries[INT8] = job.quantize(work / FP32, work / INT8, entries[FP32]["exporter"])
+            entries[INT8] = job.quantize(job.plain, work / INT8, entries[FP32]["exporter"], calibration)
+        shutil.rmtree(work / PLAIN_DIR)
         evaluation = job.evaluate(dataset, work, entries, max_drop) if dataset is not None else None
         if int8 and dataset is None:
             log(f"{INT8}: kept without an accuracy check (pass labeled data with --data to measure it)")
@@ -139,6 +176,29 @@ def export_onnx(
     }
 
 
+def _classes(folder: Path, trust_remote_code: bool) -> list[str]:
+    """The model's class names, from its config (without loading the weights)."""
+    config = models.load_config(folder, trust_remote_code=trust_remote_code)
+    return [config.id2label[i] for i in range(config.num_labels)]
+
+
+def _calibration_texts(folder: Path, dataset: TextDataset | None) -> dict:
+    """The texts int8's activation ranges are measured on: --data's, else the folder's training sample."""
+    if dataset is not None:
+        texts, source = dataset.texts, dataset.name or "--data"
+    else:
+        texts, source = models.read_calibration_texts(folder), f"the training sample ({models.CALIBRATION_FILE})"
+    if not texts:
+        raise BertsentError(
+            f"{folder}: --int8 needs texts to calibrate on and this folder keeps no sample of its training texts "
+            f"(trained elsewhere or by an older bertsent). Give labeled texts like those it will score: --data SRC"
+        )
+    if len(texts) > CALIBRATION_TEXTS:
+        picked = np.random.default_rng(0).permutation(len(texts))[:CALIBRATION_TEXTS]
+        texts = [texts[i] for i in sorted(picked.tolist())]
+    return {"texts": list(texts), "source": source}
+
+
 def _check_packages() -> None:
     backends.import_onnxruntime()
     try:
@@ -156,13 +216,25 @@ def _read_labeled(data, classes: list[str], text_column, label_column, encoding,
         )
     )
     dataset = relabel(dataset, label_map)
+    name = dataset.name or data
     if not dataset.labels:
-        raise DataError(f"{dataset.name or data}: no labels; export --data needs labeled data to measure accuracy.")
+        raise DataError(f"{name}: no labels; export --data needs labeled data to measure accuracy.")
     unknown = sorted(set(dataset.labels) - set(classes))
     if unknown:
         raise DataError(
-            f"{dataset.name}: labels {', '.join(map(repr, unknown))} are not among the model's "
+            f"{name}: labels {', '.join(map(repr, unknown))} are not among the model's "
             f"classes ({', '.join(classes)}). Use data with the model's labels."
+        )
+    present = sorted(set(dataset.labels))
+    if len(present) < 2:  # a temperature fitted on one class only grows confidence in it: distorted scores
+        raise DataError(
+            f"{name}: every row is labeled {present[0]!r}; export --data needs at least two classes to measure "
+            f"accuracy and fit a temperature. Use labeled data with the model's classes ({', '.join(classes)})."
+        )
+    if len(dataset) < MIN_DATA_ROWS:
+        raise DataError(
+            f"{name}: {len(dataset)} labeled rows; export --data needs {MIN_DATA_ROWS} at least to measure "
+            f"accuracy and fit a temperature. Use more labeled data."
         )
     return dataset
 
@@ -181,9 +253,12 @@ class _Logits(torch.nn.Module):
 class _Job:
     """One export: the PyTorch model and tokenizer, the ids the exports are checked on, the log."""
 
-    def __init__(self, folder: Path, log, allow_pickle: bool = False, trust_remote_code: bool = False):
+    def __init__(
+        self, folder: Path, log, allow_pickle: bool = False, trust_remote_code: bool = False, progress: bool = True
+    ):
         self.folder = folder
         self.log = log
+        self.progress = progress
         self.tokenizer = models.load_tokenizer(folder, trust_remote_code=trust_remote_code)
         self.model = models.load_classifier(folder, allow_pickle=allow_pickle, trust_remote_code=trust_remote_code)
         models.set_padding_token(self.model, self.tokenizer)
@@ -206,21 +281,33 @@ class _Job:
     # -- fp32 ------------------------------------------------------------------------------------------------
 
     def export_fp32(self, path: Path) -> dict:
+        """The model exported to `path`, optimized by ONNX Runtime's transformer optimizer when that keeps
+        parity; the plain export stays in `self.plain` (the int8 model is quantized from it)."""
+        self.plain = path.parent / PLAIN_DIR / path.name
+        self.plain.parent.mkdir(exist_ok=True)
         for exporter in EXPORTERS:
             started = time.perf_counter()
             try:
                 with _quiet():
-                    (self._dynamo if exporter == "dynamo" else self._torchscript)(path)
+                    (self._dynamo if exporter == "dynamo" else self._torchscript)(self.plain)
                 self.log(f"{FP32}: {exporter} exporter, {time.perf_counter() - started:.1f} s")
             except Exception as exc:  # noqa: BLE001 - either exporter fails in many ways; the next one is tried
                 self.tried[exporter] = _first_line(exc)
                 self.log(f"{FP32}: the {exporter} exporter failed: {self.tried[exporter]}")
-                _remove_model(path)
+                _remove_model(self.plain)
                 continue
             seconds = round(time.perf_counter() - started, 2)
-            parity = self.parity(path, FP32)
+            optimized = self._optimized(self.plain, path)
+            parity = self.parity(path, FP32) if optimized["fused"] else None
+            if parity is not None and parity["max_prob_diff"] > FP32_TOLERANCE:
+                optimized = {"fused": None, "reason": f"parity lost ({parity['max_prob_diff']:.2g})"}
+                self.log(f"{FP32}: the optimized graph is not kept: {optimized['reason']}")
+            if not optimized["fused"]:
+                _copy_model(self.plain, path)
+                parity = self.parity(path, FP32)
             if parity["max_prob_diff"] <= FP32_TOLERANCE:
                 entry = {"exporter": exporter, "opset": _opset(path), "seconds": seconds, "parity": parity}
+                entry["optimized"] = optimized
                 if self.tried:
                     entry["failed_exporters"] = dict(self.tried)
                 return entry
@@ -230,8 +317,42 @@ class _Job:
             )
             self.log(f"{FP32}: the {exporter} export is not kept: {self.tried[exporter]}")
             _remove_model(path)
+            _remove_model(self.plain)
         reasons = "; ".join(f"{name}: {why}" for name, why in self.tried.items())
         raise BertsentError(f"{self.folder} ({self.model_type}) cannot be exported to ONNX. {reasons}")
+
+    def _optimized(self, source: Path, path: Path, multi_head: bool = False) -> dict:
+        """ONNX Runtime's transformer optimizer on `source`, written to `path`: attention, layer norms and GELU
+        fused into single kernels. {"fused": {op: count}} when it fused attention, else {"fused": None,
+        "reason"} and nothing written. `multi_head`: attention fused without its input projections, which
+        stay MatMuls (quantizable)."""
+        if self.model_type not in OPTIMIZABLE:
+            return {"fused": None, "reason": f"no transformer optimizer for {self.model_type}"}
+        from onnxruntime.transformers import optimizer
+        from onnxruntime.transformers.fusion_options import FusionOptions
+
+        options = FusionOptions("bert")
+        options.use_multi_head_attention = multi_head
+        config = self.model.config
+        try:
+            with _quiet():
+                optimized = optimizer.optimize_model(
+                    str(source),
+                    model_type="bert",
+                    num_heads=config.num_attention_heads,
+                    hidden_size=config.hidden_size,
+                    optimization_options=options,
+                    opt_level=0,
+                )
+                fused = {op: n for op, n in optimized.get_fused_operator_statistics().items() if n}
+                if not fused.get("MultiHeadAttention" if multi_head else "Attention"):
+                    return {"fused": None, "reason": "the optimizer fused no attention"}
+                optimized.save_model_to_file(str(path), use_external_data_format=self._external())
+        except Exception as exc:  # noqa: BLE001 - the optimizer fails in many ways: the plain export is kept
+            _remove_model(path)
+            return {"fused": None, "reason": _first_line(exc)}
+        self.log(f"{path.name}: optimized ({', '.join(f'{op} {n}' for op, n in fused.items())})")
+        return {"fused": fused}
 
     def _example(self) -> tuple[torch.Tensor, torch.Tensor]:
         """Two padded sequences of different lengths (a batch or length of 1 would be fixed in the graph)."""
@@ -260,21 +381,22 @@ class _Job:
 
     def _torchscript(self, path: Path) -> None:
         axes = {0: "batch", 1: "sequence"}
-        torch.onnx.export(
-            _Logits(self.model).eval(),
-            self._example(),
-            str(path),
-            input_names=["input_ids", "attention_mask"],
-            output_names=["logits"],
-            dynamic_axes={"input_ids": axes, "attention_mask": axes, "logits": {0: "batch"}},
-            opset_version=TORCHSCRIPT_OPSET,
-            dynamo=False,
-        )
+        with _eager_attention(self.model):  # the attention pattern ONNX Runtime's optimizer fuses
+            torch.onnx.export(
+                _Logits(self.model).eval(),
+                self._example(),
+                str(path),
+                input_names=["input_ids", "attention_mask"],
+                output_names=["logits"],
+                dynamic_axes={"input_ids": axes, "attention_mask": axes, "logits": {0: "batch"}},
+                opset_version=TORCHSCRIPT_OPSET,
+                dynamo=False,
+            )
 
     # -- checks ----------------------------------------------------------------------------------------------
 
-    def torch_logits(self, ids: list[list[int]], batch_size: int = PARITY_BATCH) -> np.ndarray:
-        return predict_logits(self.model, ids, self.collator, batch_size, device=torch.device("cpu"))
+    def torch_logits(self, ids: list[list[int]], batch_size: int = PARITY_BATCH, progress=None) -> np.ndarray:
+        return predict_logits(self.model, ids, self.collator, batch_size, device=torch.device("cpu"), progress=progress)
 
     def parity(self, path: Path, name: str) -> dict:
         """The export against PyTorch on the parity texts, in padded batches and one at a time."""
@@ -301,41 +423,72 @@ class _Job:
 
     # -- int8 ------------------------------------------------------------------------------------------------
 
-    def quantize(self, source: Path, path: Path, exporter: str) -> dict:
-        """The fp32 model at `source` (exported by `exporter`) with int8 weights, dynamically quantized."""
-        from onnxruntime.quantization import QuantType, quantize_dynamic
+    def quantize(self, source: Path, path: Path, exporter: str, calibration: dict) -> dict:
+        """The fp32 model at `source` (exported by `exporter`) statically quantized to int8, its activation
+        ranges measured on `calibration`'s texts (each alone, unpadded: the ranges of real tokens only)."""
+        from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
         from onnxruntime.quantization.shape_inference import quant_pre_process
 
         started = time.perf_counter()
         external = self._external()
-        with tempfile.TemporaryDirectory(dir=path.parent, prefix=".quantize-") as tmp, _quiet():
+        # Cut at the model's limit, not the training length: prediction may be asked for the longer texts
+        # (--long head --max-length 512), and the ranges must cover the positions it reads then.
+        ids = models.encode(self.tokenizer, calibration["texts"], self.limit, self.truncation)
+        ids = [x for x in ids if x] or self.parity_ids
+        with tempfile.TemporaryDirectory(dir=path.parent, prefix=".quantize-") as tmp:
             prepared = Path(tmp) / "prepared.onnx"
+            # Attention fused without its projections, which stay MatMuls and are quantized.
+            optimized = self._optimized(source, prepared, multi_head=True)
             try:
-                # ONNX shape inference and ORT's basic graph optimisations: with shapes known, the embedding
-                # tables are quantized too. (Symbolic shape inference fails on dynamic-length graphs: skipped.)
-                quant_pre_process(str(source), str(prepared), skip_symbolic_shape=True, save_as_external_data=external)
-            except Exception as exc:  # noqa: BLE001 - a preparation failure only makes the model bigger
+                with _quiet():
+                    if optimized["fused"]:
+                        # The fused ops' output types, which ONNX's own shape inference does not know: without
+                        # them the calibration measures no range for the products they feed.
+                        shaped = Path(tmp) / "shaped.onnx"
+                        quant_pre_process(
+                            str(prepared), str(shaped), skip_optimization=True, auto_merge=True,
+                            save_as_external_data=external,
+                        )  # fmt: skip
+                        prepared = shaped
+                    else:
+                        # ONNX shape inference and ORT's basic graph optimisations. (Symbolic shape inference
+                        # fails on the dynamo exporter's dynamic-length graphs: skipped.)
+                        quant_pre_process(
+                            str(source), str(prepared), skip_symbolic_shape=True, save_as_external_data=external
+                        )
+            except Exception as exc:  # noqa: BLE001 - a preparation failure only leaves the graph as exported
                 self.log(f"{INT8}: pre-processing skipped ({_first_line(exc)})")
                 prepared = source
-            try:
-                # Per-channel scales: on MiniLM, 2.5x closer to the fp32 logits than one scale per tensor, for
-                # 0.5% more bytes.
-                quantize_dynamic(
-                    str(prepared),
-                    str(path),
-                    weight_type=QuantType.QInt8,
-                    per_channel=True,
-                    use_external_data_format=external,
-                )
-            except Exception as exc:  # noqa: BLE001 - ONNX Runtime's quantizer raises many kinds
-                raise BertsentError(
-                    f"{self.folder} ({self.model_type}): int8 quantization failed ({_first_line(exc)}). "
-                    f"Export without --int8 for the fp32 model."
-                ) from None
+            with progress_bar(len(ids), "int8 calibration", self.progress, unit="texts") as advance, _quiet():
+                try:
+                    quantize_static(
+                        str(prepared),
+                        str(path),
+                        _CalibrationReader(ids, advance),
+                        quant_format=QuantFormat.QOperator,
+                        op_types_to_quantize=list(QUANTIZED_OPS),
+                        per_channel=True,
+                        activation_type=QuantType.QUInt8,
+                        weight_type=QuantType.QInt8,
+                        calibrate_method=getattr(CalibrationMethod, QUANTIZATION["calibration"]),
+                        use_external_data_format=external,
+                        nodes_to_exclude=_fed_by_gelu(prepared),
+                        # Attention's two products of activations stay fp32: their ranges vary most per text.
+                        extra_options={"MatMulConstBOnly": True},
+                    )
+                except Exception as exc:  # noqa: BLE001 - ONNX Runtime's quantizer raises many kinds
+                    raise BertsentError(
+                        f"{self.folder} ({self.model_type}): int8 quantization failed ({_first_line(exc)}). "
+                        f"Export without --int8 for the fp32 model."
+                    ) from None
         seconds = round(time.perf_counter() - started, 2)
-        self.log(f"{INT8}: dynamic int8 quantization (QInt8 weights per channel), {seconds:.1f} s")
-        entry = {"exporter": exporter, "opset": _opset(path), "seconds": seconds, "quantization": dict(QUANTIZATION)}
-        return {**entry, "parity": self.parity(path, INT8)}
+        self.log(
+            f"{INT8}: static int8 quantization calibrated on {len(ids)} texts of {calibration['source']}, "
+            f"{seconds:.1f} s"
+        )
+        quantization = {**QUANTIZATION, "calibration_texts": len(ids), "calibration_source": calibration["source"]}
+        entry = {"exporter": exporter, "opset": _opset(path), "seconds": seconds, "quantization": quantization}
+        return {**entry, "optimized": optimized, "parity": self.parity(path, INT8)}
 
     # -- accuracy on labeled data ----------------------------------------------------------------------------
 
@@ -345,10 +498,12 @@ class _Job:
         index = {name: i for i, name in enumerate(self.classes)}
         y = np.array([index[label] for label in dataset.labels])
         self.log(f"Scoring {len(ids)} texts of {dataset.name or 'the data'} with PyTorch and each export")
-        torch_accuracy = _accuracy(self.torch_logits(ids, 64), y)
+        with progress_bar(len(ids), "Scoring with PyTorch", self.progress) as advance:
+            torch_accuracy = _accuracy(self.torch_logits(ids, 64, advance), y)
         accuracies = {"torch": torch_accuracy}
         for name, entry in entries.items():
-            logits = backends.OnnxBackend(work / name, self.collator, 64).logits(ids)
+            with progress_bar(len(ids), f"Scoring with {name}", self.progress) as advance:
+                logits = backends.OnnxBackend(work / name, self.collator, 64).logits(ids, advance)
             entry["accuracy"] = accuracies[name] = _accuracy(logits, y)
             entry["temperature"] = fit_temperature(logits, y)
         temperatures = ", ".join(f"{name} {entry['temperature']:.3f}" for name, entry in entries.items())
@@ -368,6 +523,48 @@ class _Job:
                 del entries[INT8]["temperature"]
                 self.log(reason)
         return {"data": dataset.name, "n": len(ids), "accuracy": accuracies, "max_drop": max_drop}
+
+
+class _CalibrationReader:
+    """Calibration inputs for ONNX Runtime's quantizer: one text at a time, so no padding enters the ranges."""
+
+    def __init__(self, ids: list[list[int]], advance=None):
+        self.ids = ids
+        self.advance = advance
+        self.rewind()
+
+    def get_next(self) -> dict | None:
+        x = next(self._next, None)
+        if x is None:
+            return None
+        if self.advance is not None:
+            self.advance(1)
+        tokens = np.array([x], dtype=np.int64)
+        return {"input_ids": tokens, "attention_mask": np.ones_like(tokens)}
+
+    def rewind(self) -> None:
+        self._next = iter(self.ids)
+
+
+GELU_OPS = {"Gelu", "BiasGelu", "FastGelu", "QuickGelu"}
+
+
+def _fed_by_gelu(path: Path) -> list[str]:
+    """The matrix products whose input is a GELU's output: fused, or at most three ops after an Erf or Tanh."""
+    import onnx
+
+    graph = onnx.load(str(path), load_external_data=False).graph
+    producer = {out: node for node in graph.node for out in node.output}
+
+    def gelu(tensor: str, depth: int = 4) -> bool:
+        node = producer.get(tensor)
+        if node is None or depth == 0:
+            return False
+        if node.op_type in GELU_OPS or node.op_type in ("Erf", "Tanh"):
+            return True
+        return node.op_type in ("Mul", "Add", "Div") and any(gelu(i, depth - 1) for i in node.input)
+
+    return [n.name for n in graph.node if n.op_type in ("MatMul", "Gemm") and n.input and gelu(n.input[0])]
 
 
 def _accuracy(logits: np.ndarray, y: np.ndarray) -> float:
@@ -403,6 +600,28 @@ def _opset(path: Path) -> int | None:
 
     model = onnx.load(str(path), load_external_data=False)
     return next((int(o.version) for o in model.opset_import if o.domain in ("", "ai.onnx")), None)
+
+
+def _copy_model(source: Path, path: Path) -> None:
+    shutil.copyfile(source, path)
+    if Path(f"{source}.data").exists():
+        shutil.copyfile(f"{source}.data", f"{path}.data")
+
+
+@contextlib.contextmanager
+def _eager_attention(model):
+    """The model with its plain ("eager") attention while exported: SDPA's graph is not one the optimizer
+    fuses. Models that have no other attention are left as they are."""
+    before = getattr(model.config, "_attn_implementation", None)
+    try:
+        model.set_attn_implementation("eager")
+    except Exception:  # noqa: BLE001 - an architecture without the choice: exported as it is
+        before = None
+    try:
+        yield
+    finally:
+        if before not in (None, "eager"):
+            model.set_attn_implementation(before)
 
 
 def _remove_model(path: Path) -> None:

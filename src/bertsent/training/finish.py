@@ -62,6 +62,7 @@ def finish(
         run.model.save_pretrained(work, safe_serialization=True)
         tokenizer.save_pretrained(work)
         (work / models.METADATA_FILE).write_text(json.dumps(metadata, indent=2))
+        models.write_calibration_texts(work, train.texts, config.seed)
         if report:
             # the most confident mistakes' words, shaded in the report (calibrated probabilities beside them)
             explain = partial(
