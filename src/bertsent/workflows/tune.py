@@ -33,7 +33,7 @@ import warnings
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from bertsent.defaults import DEFAULT_DATA, RUNS_DIR
 from bertsent.errors import BertsentError
@@ -177,7 +177,9 @@ def tune(
     out = out or Path(RUNS_DIR) / f"tune-{datetime.now().strftime('%Y%m%d-%H%M%S')}"
     _check_out(out)
     study_name = study_name or DEFAULT_STUDY
-    read = dict(text_column=text_column, label_column=label_column, encoding=encoding, drop_invalid=drop_invalid)
+    read: dict[str, Any] = dict(
+        text_column=text_column, label_column=label_column, encoding=encoding, drop_invalid=drop_invalid
+    )
     if label_map is not None:
         read["label_map"] = label_map
     models.resolve_model(config.model)  # a bad --model fails now, not after reading the data
