@@ -79,8 +79,15 @@ def predict_file(
     out = Path(out).expanduser() if out is not None else None
     shard, merge = _pick_shard(shard, out, resume, overwrite)
     fmt = output_format(out, fmt)
-    target = part_path(out, *shard) if shard else out
-    if merge and out.exists() and _merged_already(out, shard[1], resume, overwrite):
+    # a shard, and so a merge, comes with --out (check_output_flags)
+    target = part_path(out, *shard) if shard and out is not None else out
+    if (
+        merge
+        and out is not None
+        and shard is not None
+        and out.exists()
+        and _merged_already(out, shard[1], resume, overwrite)
+    ):
         return _result(out, 0, None, started, shard, merged=True)
     plan = plan_output(target, resume=resume, overwrite=overwrite) if target is not None else None
     table = open_table(
@@ -92,12 +99,14 @@ def predict_file(
     if plan is None:
         written = _write_stream(model, table, fmt, chunk_rows, shown)
         return _result(None, written, {"rows": written, "next_row": written}, started, None)
+    assert target is not None  # the plan is for it
     if plan.complete:
         written, state = 0, _completed(target, meta, shard)
     else:
         written, state = _write_partial(model, table, plan, meta, fmt, shard, chunk_rows, shown, log)
     result = _result(target, written, state, started, shard)
     if merge:
+        assert out is not None and shard is not None  # _pick_shard: a launcher's processes, into --out
         _wait_for_other_processes()
         if process_rank() == 0:
             parts = [part_path(out, i, shard[1]) for i in range(shard[1])]
@@ -163,7 +172,9 @@ def _write_stream(model, table: Table, fmt: str, chunk_rows: int, progress: bool
     return written
 
 
-def _write_partial(model, table: Table, plan: Plan, meta: dict, fmt: str, shard, chunk_rows, progress, log):
+def _write_partial(
+    model, table: Table, plan: Plan, meta: dict, fmt: str, shard: tuple[int, int] | None, chunk_rows, progress, log
+):
     """Score into the partial file, chunk by chunk, then publish it. Returns (rows written, final record)."""
     partial = plan.partial
     names = output_names(table.keep_columns, model.classes_)
