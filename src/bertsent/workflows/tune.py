@@ -123,7 +123,7 @@ class TokenCache:
     """`model.tokenize` with a memory: the trials share one tokenizer and one data set, so after the first
     trial no text is tokenized again. Keyed by the tokenizer and the texts; truncation is done per run."""
 
-    def __init__(self):
+    def __init__(self) -> None:
         self.entries: dict[tuple, list] = {}
         self.texts_tokenized = 0
         self.seconds = 0.0
@@ -315,7 +315,7 @@ def _open_study(optuna, backend, name: str, config: TrainConfig, identity: dict)
 class Search:
     """Runs the study's missing trials in this process: each a `fit` with drawn settings into OUT/trials/N."""
 
-    def __init__(self, optuna, study, plan, config, train_set, validation, out, trials, progress, log, shared):
+    def __init__(self, optuna, study, plan, config, train_set, validation, out, trials, progress, log, shared) -> None:
         self.optuna, self.study, self.plan, self.config = optuna, study, plan, config
         self.train_set, self.validation, self.out, self.trials = train_set, validation, out, trials
         self.progress, self.log, self.shared = progress, log, shared
