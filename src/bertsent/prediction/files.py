@@ -11,9 +11,10 @@ from __future__ import annotations
 import os
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 from bertsent.environment import launched_processes, process_rank
 from bertsent.errors import BertsentError
@@ -58,8 +59,8 @@ def predict_file(
     fmt: str | None = None,
     chunk_rows: int = CHUNK_ROWS,
     progress: bool = True,
-    log=None,
-    **load_kwargs,
+    log: Callable[[str], None] | None = None,
+    **load_kwargs: Any,
 ) -> dict:
     """Label every row of `source` (CSV, TSV, JSON Lines, Parquet, plain lines, compressed too; or any source
     `read_data` takes) into `out`, a chunk of `chunk_rows` rows at a time: memory stays flat.

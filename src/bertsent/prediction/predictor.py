@@ -121,8 +121,8 @@ class SentimentModel:
         *,
         allow_pickle: bool = False,
         trust_remote_code: bool = False,
-        **kwargs,
-    ):
+        **kwargs: Any,
+    ) -> SentimentModel:
         folder = Path(folder).expanduser()
         check_weights(folder, backend, device, allow_pickle)  # before the tokenizer: refused at once
         metadata = models.read_metadata(folder)
@@ -253,7 +253,7 @@ def check_weights(folder: Path, backend: str = "auto", device: str | None = None
         models.check_safe_weights(folder, allow_pickle)
 
 
-def load(folder: str | os.PathLike, **kwargs) -> SentimentModel:
+def load(folder: str | os.PathLike, **kwargs: Any) -> SentimentModel:
     """Load a model folder written by `bertsent train` (or any HF sequence-classification folder).
 
     Keywords: backend (auto|torch|onnx|onnx-int8), device, batch_size, max_length, long

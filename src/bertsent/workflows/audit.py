@@ -25,6 +25,7 @@ import tempfile
 import time
 import warnings
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
@@ -112,8 +113,8 @@ def audit(
     drop_invalid: bool = False,
     overwrite: bool = False,
     progress: bool = True,
-    log=print,
-    **settings,
+    log: Callable[[str], None] = print,
+    **settings: Any,
 ) -> AuditResult:
     """Train `folds` models, each on the other folds, score every row out of fold, and rank the rows most
     likely mislabeled with cleanlab. `settings` are training settings (model, epochs, lr, seed, ...); the seed

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import os
 import re
+from collections.abc import Callable
 from dataclasses import fields
 from datetime import datetime
 from pathlib import Path
@@ -42,11 +43,11 @@ def train(
     allow_pickle: bool = False,
     trust_remote_code: bool = False,
     progress: bool = True,
-    log=print,
+    log: Callable[[str], None] = print,
     report: bool = True,
     tensorboard: str | os.PathLike | bool | None = None,
     baseline: str | None = None,
-    **settings,
+    **settings: Any,
 ) -> TrainResult:
     """Fine-tune a model on a data source; `settings` are TrainConfig fields (model, epochs, lr, ...).
 
