@@ -36,5 +36,5 @@ class LazyPackage(types.ModuleType):
 def make_lazy(package: str, exports: dict[str, str | Callable[[], object]]) -> None:
     """Turn the package `package` (its __init__ calls this with __name__) into a LazyPackage of `exports`."""
     module = sys.modules[package]
-    module._exports = exports
+    module.__dict__["_exports"] = exports  # a plain module's attribute, read once its class is LazyPackage
     module.__class__ = LazyPackage

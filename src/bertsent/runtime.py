@@ -107,7 +107,9 @@ def set_seed(seed: int) -> None:
 def rng_state() -> dict:
     """Every random stream's state: Python's and NumPy's as plain lists and numbers (JSON), torch's as tensors."""
     version, internal, gauss_next = random.getstate()
-    name, keys, position, has_gauss, gauss = np.random.get_state()
+    numpy_state = np.random.get_state()
+    assert isinstance(numpy_state, tuple)  # legacy=True, the default: the tuple form
+    name, keys, position, has_gauss, gauss = numpy_state
     state = {
         "python": [version, list(internal), gauss_next],
         "numpy": [name, keys.tolist(), int(position), int(has_gauss), float(gauss)],
@@ -257,7 +259,8 @@ def _drop_line(*_args, **_kwargs) -> None:
 
 
 def _buckets(tensors: list[torch.Tensor]):
-    bucket, size = [], 0
+    bucket: list[torch.Tensor] = []
+    size = 0
     for tensor in tensors:
         if bucket and (size + tensor.numel() > BUCKET_ELEMENTS or tensor.dtype != bucket[0].dtype):
             yield bucket

@@ -31,7 +31,7 @@ def disable_telemetry() -> None:
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     hub = sys.modules.get("huggingface_hub.constants")  # read its settings on import: if already in, set them
     if hub is not None and os.environ["HF_HUB_DISABLE_TELEMETRY"] == "1":
-        hub.HF_HUB_DISABLE_TELEMETRY = True
+        hub.__dict__["HF_HUB_DISABLE_TELEMETRY"] = True  # a module's attribute: what `hub.X = True` sets
 
 
 disable_telemetry()

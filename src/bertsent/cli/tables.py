@@ -110,7 +110,7 @@ def format_tune(summary: dict) -> str:
             f"{r['trial']:>5}{mark} {r['state']:<9} {score:>9} {lr:>9} {epochs:>6} {batch:>5} {warmup:>6} "
             f"{decay:>6} {dropout:>7} {r['seconds'] if r['seconds'] is not None else '-':>7}"
         )
-    counts = {}
+    counts: dict[str, int] = {}
     for r in summary["trials"]:
         counts[r["state"]] = counts.get(r["state"], 0) + 1
     lines.append(

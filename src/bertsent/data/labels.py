@@ -16,6 +16,7 @@ from __future__ import annotations
 import math
 from collections import Counter
 from dataclasses import dataclass
+from typing import overload
 
 from bertsent.data.sources import TextDataset, ordered_label_names
 from bertsent.errors import DataError
@@ -51,7 +52,7 @@ class LabelMap:
         if not keep:
             raise DataError(f"{dataset.name}: --label-map {self.text!r} drops every row. Map some labels to classes.")
         result = dataset.subset(keep, dataset.name)
-        result.labels = [mapped[i] for i in keep]
+        result.labels = [str(mapped[i]) for i in keep]  # a class name each: no row left is unknown or dropped
         result.dropped = dataset.dropped  # rows the reader skipped; the map's drops are counted apart
         result.meta["label_map"] = {
             "map": self.text,
@@ -173,6 +174,10 @@ def _target(target, text: str) -> str | None:
     return label_key(target) if isinstance(target, int) else str(target).strip()
 
 
+@overload
+def relabel(dataset: TextDataset, spec) -> TextDataset: ...
+@overload
+def relabel(dataset: None, spec) -> None: ...
 def relabel(dataset: TextDataset | None, spec) -> TextDataset | None:
     """`dataset` with the label map `spec` (text, dict or LabelMap) applied; unchanged when spec is None."""
     label_map = parse_label_map(spec)

@@ -25,9 +25,11 @@ import urllib.request
 import zipfile
 import zlib
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path, PurePosixPath
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -187,7 +189,11 @@ def read_data(
     if not _exists(path):
         named = re.fullmatch(r"(.+):(\w+)", base)  # e.g. aclImdb.tar.gz:valid
         prefix = _user_path(named.group(1)) if named else None
-        if named and (named.group(1) in BUILTIN_NAMES or _is_dir(prefix) or (_is_archive(prefix) and _exists(prefix))):
+        if (
+            named
+            and prefix is not None
+            and (named.group(1) in BUILTIN_NAMES or _is_dir(prefix) or (_is_archive(prefix) and _exists(prefix)))
+        ):
             raise DataError(
                 f"{base}: unknown split '{named.group(2)}'. Use {named.group(1)}:train or {named.group(1)}:test."
             )
@@ -334,7 +340,7 @@ def read_table(path: Path, encoding: str) -> pd.DataFrame:
         ) from None
 
 
-def other_separators(frame: pd.DataFrame, header: str, sep: str) -> list[str]:
+def other_separators(frame: pd.DataFrame, header: str, sep: str | None) -> list[str]:
     """Separators to try when a table read as `sep` came out as one column whose header holds another:
     e.g. a semicolon-separated file saved as .csv."""
     if frame.shape[1] != 1:
@@ -372,7 +378,8 @@ def _read_text(path: Path, compression: str | None, encoding: str) -> str:
             import bz2
             import gzip
 
-            opener = {"gzip": gzip.open, "bz2": bz2.open, "xz": lzma.open}.get(compression)
+            openers: dict[str, Callable[..., Any]] = {"gzip": gzip.open, "bz2": bz2.open, "xz": lzma.open}
+            opener = openers.get(compression)
             if opener is None:
                 raise DataError(f"{path}: {compression} compression is not supported; decompress it first.")
             with opener(path, "rb") as handle:
@@ -721,7 +728,9 @@ def _decode_archive(path: str) -> tuple:
                 _check_member(member, path)
                 match = ACLIMDB_MEMBER.search(member.name)
                 if member.isfile() and match:
-                    data = archive.extractfile(member).read()
+                    handle = archive.extractfile(member)
+                    assert handle is not None  # a file member has its bytes
+                    data = handle.read()
                     records.append(
                         (match.group(1), match.group(2), int(match.group(3)), data.decode("utf-8", errors="replace"))
                     )
@@ -903,7 +912,7 @@ def split_validation(dataset: TextDataset, fraction: float = 0.1, seed: int = 42
 
 def describe(dataset: TextDataset, tokenizer=None) -> dict:
     """Size, label counts and (with a tokenizer) token-length percentiles of a data source."""
-    info = {
+    info: dict[str, Any] = {
         "source": dataset.name,
         "rows": len(dataset),
         "dropped": dataset.dropped,

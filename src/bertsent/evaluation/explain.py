@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import html
 import math
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING
 
@@ -187,7 +188,7 @@ class _Words:
     """A text's tokens as the words they belong to: for each token, its word's index (None: special token),
     and each word's character span."""
 
-    def __init__(self, owner: list[int | None], spans: list[tuple[int, int] | None], pieces: list[str], truncated):
+    def __init__(self, owner: list[int | None], spans: Sequence[tuple[int, int] | None], pieces: list[str], truncated):
         self.owner = owner
         self.spans = spans
         self.pieces = pieces  # each word's text when no span is known (a slow tokenizer)
@@ -207,7 +208,9 @@ def _encode(tokenizer, text: str, max_length: int):
         )
         full = len(tokenizer(text, truncation=False, add_special_tokens=True)["input_ids"])
         ids, special = encoding["input_ids"], encoding["special_tokens_mask"]
-        owner, spans, index = [], [], {}
+        owner: list[int | None] = []
+        spans: list[tuple[int, int]] = []
+        index: dict[int, int] = {}
         for word, (start, end), is_special in zip(encoding.word_ids(), encoding["offset_mapping"], special):
             if is_special or word is None:
                 owner.append(None)
@@ -242,7 +245,8 @@ def _encode(tokenizer, text: str, max_length: int):
 def _join_touching(owner: list[int | None], spans: list[tuple[int, int]]):
     """Words with nothing between them joined, so that a word is what whitespace delimits ("don't!", not
     "don", "'", "t", "!")."""
-    joined, into = [], []
+    joined: list[tuple[int, int]] = []
+    into: list[int] = []
     for start, end in spans:
         if joined and start <= joined[-1][1]:
             joined[-1] = (joined[-1][0], max(joined[-1][1], end))

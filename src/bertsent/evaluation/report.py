@@ -16,6 +16,7 @@ import json
 import os
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -68,7 +69,7 @@ def error_rows(
     texts: list[str], y_true: list[str], y_pred: list[str], probs: np.ndarray, classes: list[str]
 ) -> list[dict]:
     """Misclassified examples, most confident first, with the probability of every class."""
-    rows = []
+    rows: list[dict[str, Any]] = []
     for i, (truth, guess) in enumerate(zip(y_true, y_pred)):
         if truth != guess:
             row = {
@@ -288,17 +289,19 @@ def write_report(
     folder.mkdir(parents=True, exist_ok=True)
     records = training_log if isinstance(training_log, list) else read_training_log(training_log)
     if scores is None and probs is not None and y_true is not None and len(y_true):
+        assert classes is not None, "probs come with their classes"
         scores = score_probs(
             probs, y_true, classes, predicted=predicted, lengths=lengths, probs_uncalibrated=probs_uncalibrated
         )
     has_data = scores is not None and y_true is not None and len(y_true) > 0
     metrics = dict(scores.metrics) if scores is not None else {}
-    classes = scores.classes if has_data else []
-    if has_data and "baselines" not in metrics:  # predictions made elsewhere: no training labels to count
+    classes = scores.classes if scores is not None and has_data else []
+    # predictions made elsewhere: no training labels to count
+    if has_data and y_true is not None and "baselines" not in metrics:
         add_baselines(metrics, y_true, classes)
     images: dict[str, bytes] = {}
     errors: list[dict] = []
-    if has_data:
+    if scores is not None and y_true is not None and has_data:
         errors = error_rows(texts or [""] * len(y_true), y_true, scores.predicted, scores.probs, classes)
         images[CONFUSION_PNG] = plot_confusion(metrics["confusion_matrix"], metrics["labels"], classes)
         before = metrics.get("reliability_uncalibrated") if scores.probs_uncalibrated is not None else None
@@ -333,7 +336,8 @@ def explain_mistakes(errors: list[dict], classes: list[str], explain, count: int
     rows = errors[:count]
     if not rows:
         return None
-    targets = [max(classes, key=lambda c, r=r: r[f"p_{c}"]) for r in rows]  # "neutral" from a band: its class
+    # "neutral" from a band: its class
+    targets = [classes[int(np.argmax([r[f"p_{c}"] for c in classes]))] for r in rows]
     try:
         return list(explain([r["text"] for r in rows], target=targets))
     except BertsentError as exc:

@@ -57,7 +57,9 @@ class LengthBucketBatchSampler:
 
     def _cut(self, indices: list[int]) -> list[list[int]]:
         most = self.batch_size * self.num_replicas
-        batches, batch, longest = [], [], 0
+        batches: list[list[int]] = []
+        batch: list[int] = []
+        longest = 0
         for i in indices:
             longest_if_added = max(longest, self.lengths[i])
             # The busiest process's share, ceil(n / N) sequences padded to the longest, keeps to the budget.
@@ -168,7 +170,7 @@ def takes_4d_padding_mask(model) -> bool:
     return (
         isinstance(model, BertForSequenceClassification)
         and getattr(config, "_attn_implementation", None) == "sdpa"
-        and not config.is_decoder
+        and not model.config.is_decoder
     )
 
 

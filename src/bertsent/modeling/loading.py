@@ -13,9 +13,10 @@ import shutil
 import sys
 import tempfile
 import zipfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from bertsent.errors import DataError, ModelError
 from bertsent.files import cache_dir, cache_folder
@@ -61,8 +62,8 @@ HUB_CONNECT_TIMEOUT = 3.0  # seconds to wait for the Hugging Face Hub before say
 class OfflineModel:
     alias: str
     description: str
-    installed: callable  # () -> bool, cheap: is it on this machine?
-    path: callable  # () -> Path | None, may unpack it once
+    installed: Callable[[], bool]  # cheap: is it on this machine?
+    path: Callable[[], Path | None]  # may unpack it once
 
 
 def _packaged_minilm() -> Path | None:
@@ -446,7 +447,7 @@ def load_config(folder: str | os.PathLike, *, trust_remote_code: bool = False):
 
 def model_max_length(tokenizer, config=None) -> int:
     """The longest input the model takes: the tokenizer's limit, or the position table's (from its config)."""
-    limits = [getattr(tokenizer, "model_max_length", None)]
+    limits: list[Any] = [getattr(tokenizer, "model_max_length", None)]
     if config is not None:
         limits.append(getattr(config, "max_position_embeddings", None))
     limits = [n for n in limits if isinstance(n, int) and 0 < n < 100_000]

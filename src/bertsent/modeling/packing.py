@@ -16,7 +16,10 @@ families train padded.
 
 from __future__ import annotations
 
+import contextlib
 import math
+from collections.abc import Callable
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -34,13 +37,14 @@ def supports_packing(model) -> bool:
     return isinstance(model, BertForSequenceClassification) and not model.config.is_decoder
 
 
-try:  # PyTorch's flash varlen attention, from PyTorch 2.10 on
-    from torch.nn.attention.varlen import varlen_attn as _VARLEN_ATTN
-except ImportError:
-    _VARLEN_ATTN = None
+_VARLEN_ATTN: Callable[..., Any] | None = None
+with contextlib.suppress(ImportError):  # PyTorch's flash varlen attention, from PyTorch 2.10 on
+    from torch.nn.attention.varlen import varlen_attn
+
+    _VARLEN_ATTN = varlen_attn
 
 
-def varlen_kernel() -> object | None:
+def varlen_kernel() -> Callable[..., Any] | None:
     """PyTorch's flash varlen attention, or None where this PyTorch lacks it."""
     return _VARLEN_ATTN
 
@@ -49,8 +53,8 @@ class PackedCollator:
     """Token-id lists -> one row of all tokens, with each sequence's position ids and borders."""
 
     def __call__(self, examples: list[tuple[list[int], int | None]]) -> dict:
-        lengths, flat = flat_token_ids(examples)
-        lengths, input_ids = torch.from_numpy(lengths), torch.from_numpy(flat)
+        counts, flat = flat_token_ids(examples)
+        lengths, input_ids = torch.from_numpy(counts), torch.from_numpy(flat)
         starts = torch.cumsum(lengths, 0) - lengths
         rows = torch.repeat_interleave(torch.arange(len(examples)), lengths)
         positions = torch.arange(len(input_ids)) - starts[rows]  # 0, 1, ... within each sequence

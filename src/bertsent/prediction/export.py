@@ -275,7 +275,7 @@ class _Job:
             self.truncation = "head"
         self.collator = Collator(self.tokenizer.pad_token_id, self.tokenizer.padding_side)
         self.parity_ids: list[list[int]] = []
-        self._torch_parity = None
+        self._torch_parity: np.ndarray | None = None
         self.tried: dict[str, str] = {}  # exporter -> why it was not used
 
     # -- fp32 ------------------------------------------------------------------------------------------------
@@ -496,6 +496,7 @@ class _Job:
         """Accuracy of PyTorch and each export on `dataset`; temperatures refitted; int8 kept or deleted."""
         ids = models.encode(self.tokenizer, dataset.texts, self.max_length, self.truncation)
         index = {name: i for i, name in enumerate(self.classes)}
+        assert dataset.labels is not None  # labeled data: read so
         y = np.array([index[label] for label in dataset.labels])
         self.log(f"Scoring {len(ids)} texts of {dataset.name or 'the data'} with PyTorch and each export")
         with progress_bar(len(ids), "Scoring with PyTorch", self.progress) as advance:

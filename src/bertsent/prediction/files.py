@@ -11,9 +11,10 @@ from __future__ import annotations
 import os
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 from bertsent.environment import launched_processes, process_rank
 from bertsent.errors import BertsentError
@@ -58,8 +59,8 @@ def predict_file(
     fmt: str | None = None,
     chunk_rows: int = CHUNK_ROWS,
     progress: bool = True,
-    log=None,
-    **load_kwargs,
+    log: Callable[[str], None] | None = None,
+    **load_kwargs: Any,
 ) -> dict:
     """Label every row of `source` (CSV, TSV, JSON Lines, Parquet, plain lines, compressed too; or any source
     `read_data` takes) into `out`, a chunk of `chunk_rows` rows at a time: memory stays flat.
@@ -79,8 +80,15 @@ def predict_file(
     out = Path(out).expanduser() if out is not None else None
     shard, merge = _pick_shard(shard, out, resume, overwrite)
     fmt = output_format(out, fmt)
-    target = part_path(out, *shard) if shard else out
-    if merge and out.exists() and _merged_already(out, shard[1], resume, overwrite):
+    # a shard, and so a merge, comes with --out (check_output_flags)
+    target = part_path(out, *shard) if shard and out is not None else out
+    if (
+        merge
+        and out is not None
+        and shard is not None
+        and out.exists()
+        and _merged_already(out, shard[1], resume, overwrite)
+    ):
         return _result(out, 0, None, started, shard, merged=True)
     plan = plan_output(target, resume=resume, overwrite=overwrite) if target is not None else None
     table = open_table(
@@ -92,12 +100,14 @@ def predict_file(
     if plan is None:
         written = _write_stream(model, table, fmt, chunk_rows, shown)
         return _result(None, written, {"rows": written, "next_row": written}, started, None)
+    assert target is not None  # the plan is for it
     if plan.complete:
         written, state = 0, _completed(target, meta, shard)
     else:
         written, state = _write_partial(model, table, plan, meta, fmt, shard, chunk_rows, shown, log)
     result = _result(target, written, state, started, shard)
     if merge:
+        assert out is not None and shard is not None  # _pick_shard: a launcher's processes, into --out
         _wait_for_other_processes()
         if process_rank() == 0:
             parts = [part_path(out, i, shard[1]) for i in range(shard[1])]
@@ -163,7 +173,9 @@ def _write_stream(model, table: Table, fmt: str, chunk_rows: int, progress: bool
     return written
 
 
-def _write_partial(model, table: Table, plan: Plan, meta: dict, fmt: str, shard, chunk_rows, progress, log):
+def _write_partial(
+    model, table: Table, plan: Plan, meta: dict, fmt: str, shard: tuple[int, int] | None, chunk_rows, progress, log
+):
     """Score into the partial file, chunk by chunk, then publish it. Returns (rows written, final record)."""
     partial = plan.partial
     names = output_names(table.keep_columns, model.classes_)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import shutil
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -54,7 +55,8 @@ class SentimentModel:
         trust_remote_code: bool = False,
     ):
         check_neutral_band(neutral_band)
-        self.loading = dict(allow_pickle=allow_pickle, trust_remote_code=trust_remote_code)  # for the lazy model
+        # for the lazy model
+        self.loading: dict[str, Any] = dict(allow_pickle=allow_pickle, trust_remote_code=trust_remote_code)
         self.loading_config = dict(trust_remote_code=trust_remote_code)
         self.metadata = metadata or {}
         self.folder = Path(folder) if folder is not None else None
@@ -62,7 +64,11 @@ class SentimentModel:
         self.tokenizer = tokenizer
         self.batch_size = _whole("batch_size", batch_size, 1)
         self._model = model
-        config = model.config if model is not None else models.load_config(self.folder, **self.loading_config)
+        if model is not None:
+            config = model.config
+        else:
+            assert self.folder is not None, "give the model, or its folder"
+            config = models.load_config(self.folder, **self.loading_config)
         self.classes_ = [config.id2label[i] for i in range(config.num_labels)]
         limit = models.model_max_length(tokenizer, config)
         self.max_length = _max_length(max_length, self.metadata.get("max_length"), limit)
@@ -93,6 +99,7 @@ class SentimentModel:
     def _open_backend(self, threads: int | None):
         if self.backend_name == "torch":
             return backends.TorchBackend(self.model, self.collator, self.device, self.batch_size, threads)
+        assert self.folder is not None  # an ONNX backend is picked from a folder's files
         return backends.OnnxBackend(
             backends.onnx_path(self.folder, self.backend_name), self.collator, self.batch_size, threads
         )
@@ -114,12 +121,12 @@ class SentimentModel:
         *,
         allow_pickle: bool = False,
         trust_remote_code: bool = False,
-        **kwargs,
-    ):
+        **kwargs: Any,
+    ) -> SentimentModel:
         folder = Path(folder).expanduser()
         check_weights(folder, backend, device, allow_pickle)  # before the tokenizer: refused at once
         metadata = models.read_metadata(folder)
-        loading = dict(allow_pickle=allow_pickle, trust_remote_code=trust_remote_code)
+        loading: dict[str, Any] = dict(allow_pickle=allow_pickle, trust_remote_code=trust_remote_code)
         tokenizer = models.load_tokenizer(folder, trust_remote_code=trust_remote_code)
         model = None
         if backends.resolve_backend(backend, folder, pick_device(device).type) == "torch":
@@ -246,7 +253,7 @@ def check_weights(folder: Path, backend: str = "auto", device: str | None = None
         models.check_safe_weights(folder, allow_pickle)
 
 
-def load(folder: str | os.PathLike, **kwargs) -> SentimentModel:
+def load(folder: str | os.PathLike, **kwargs: Any) -> SentimentModel:
     """Load a model folder written by `bertsent train` (or any HF sequence-classification folder).
 
     Keywords: backend (auto|torch|onnx|onnx-int8), device, batch_size, max_length, long

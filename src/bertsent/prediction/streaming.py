@@ -30,9 +30,10 @@ import re
 import sys
 import time
 import zipfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 import pandas as pd
@@ -498,7 +499,7 @@ class PartialOutput:
         self.out = Path(out)
         self.path = partial_folder(self.out)
         self.record_path = self.path.with_name(self.path.name + ".json")
-        self.handle = None
+        self.handle: BinaryIO | None = None
         self.state: dict = {}
 
     def leftover(self) -> dict | None:
@@ -534,6 +535,7 @@ class PartialOutput:
 
     def append(self, text: str, next_row: int, rows: int) -> None:
         data = text.encode("utf-8")
+        assert self.handle is not None  # started or resumed
         self.handle.write(data)
         self.handle.flush()
         os.fsync(self.handle.fileno())
@@ -541,6 +543,7 @@ class PartialOutput:
         write_json_atomic(self.record_path, self.state)
 
     def finish(self, trailer: str = "") -> None:
+        assert self.handle is not None  # started or resumed
         self.handle.write(trailer.encode("utf-8"))
         self.handle.flush()
         os.fsync(self.handle.fileno())
@@ -730,7 +733,7 @@ def _part_records(path: Path) -> Iterator[tuple[int, dict]]:
 
 def merge_parts(
     out: str | os.PathLike,
-    parts: list[str | os.PathLike] | None = None,
+    parts: Sequence[str | os.PathLike] | None = None,
     *,
     fmt: str | None = None,
     overwrite: bool = False,

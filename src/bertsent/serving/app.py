@@ -37,12 +37,14 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from bertsent.errors import BertsentError
 
 if TYPE_CHECKING:  # imported where used: the command line reads Limits and API_KEY_ENV without them
     import numpy as np
+
+    from bertsent.prediction.predictor import SentimentModel
 
 API_KEY_ENV = "BERTSENT_API_KEY"
 INSTALL = "pip install 'bertsent[serve]'"
@@ -262,14 +264,15 @@ class Service:
         self.limits = limits
         self.api_key = api_key or None
         self.load_options = load_options or {}
-        self.model = None
+        self.model: SentimentModel | None = None
         self.batcher: Batcher | None = None
         self.state = "loading"
         self.failure: str | None = None
         self.inflight = 0  # requests whose body has arrived, not yet answered
         self.announced = 0  # predict requests whose body has arrived, not yet queued or refused
         self.metrics = _Metrics()
-        self._explainer = None  # (torch model, tokenizer) of its own, made on the first /explain
+        # (torch model, tokenizer) of its own, made on the first /explain
+        self._explainer: tuple[Any, Any] | None = None
         self._explain_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="bertsent-explain")
         self._loader: threading.Thread | None = None
 
@@ -349,6 +352,7 @@ class Service:
         from bertsent.evaluation.explain import explain
 
         model = self.model
+        assert model is not None  # asked for once ready
         if self._explainer is None:
             network = model.model  # with an ONNX backend, loaded now, for this alone
             if network is getattr(model.backend, "model", None):  # the torch backend's own: copy it
@@ -370,7 +374,7 @@ class Service:
 
         model = self.model
         folder = model.folder if model is not None else (self.source if isinstance(self.source, (str, Path)) else None)
-        out = {"model": str(folder) if folder is not None else None, "state": self.state}
+        out: dict[str, Any] = {"model": str(folder) if folder is not None else None, "state": self.state}
         if model is not None:
             out |= {
                 "base_model": model.metadata.get("base_model"),
@@ -835,9 +839,9 @@ def create_app(
     from fastapi.responses import HTMLResponse
     from starlette.exceptions import HTTPException
 
-    limits = Limits(**limits)
-    limits.check()
-    service = Service(model, limits, api_key, load_options, on_failure)
+    checked = Limits(**limits)
+    checked.check()
+    service = Service(model, checked, api_key, load_options, on_failure)
 
     @asynccontextmanager
     async def lifespan(app):
@@ -907,6 +911,7 @@ def _routes(app, service: Service, html_response) -> None:
                     body, PREDICT_KEYS, service.limits.max_texts, service.limits.max_chars
                 )
                 top_k, band = predict_parameters(parameters, model)
+                assert service.batcher is not None  # made before the model is ready
                 future = service.batcher.submit(texts)
             finally:
                 service.announced -= 1
@@ -969,7 +974,7 @@ def _routes(app, service: Service, html_response) -> None:
 
         return Response(generate_latest(service.metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
-    page_html = []
+    page_html: list[str] = []
 
     @app.get("/", response_class=html_response, summary="A page to try the model")
     async def page():

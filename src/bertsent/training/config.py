@@ -165,6 +165,7 @@ class TrainConfig:
         if batch_size == "auto":
             batch_size, micro = defaults["batch_size"], "auto"
         max_length = values.get("max_length", self.max_length)
+        assert batch_size is not None and max_length is not None  # given, or the recipe's
         if max_length == "auto":
             max_length = auto_max_length(token_lengths, max_positions)
         elif max_length > max_positions:
@@ -330,7 +331,7 @@ def imbalance_note(counts: dict[str, int], config: TrainConfig) -> str | None:
         tips.append("--class-weights auto (the loss weighs each class equally)")
     if not tips:
         return None
-    smallest, largest = min(counts, key=counts.get), max(counts, key=counts.get)
+    smallest, largest = min(counts, key=counts.__getitem__), max(counts, key=counts.__getitem__)
     return (
         f"Note: the classes are imbalanced ({smallest} {counts[smallest]}, {largest} {counts[largest]}); "
         f"consider {' and '.join(tips)}."

@@ -54,6 +54,7 @@ def finish(
         logits = selection.logits if selection.logits is not None else run.validation_set.logits(run.model)
         temperature = fit_temperature(logits, run.validation_set.y_index) if config.calibrate else 1.0
         scores = run.validation_set.score(logits, temperature)
+        assert validation is not None  # the validation set's data
         _add_baselines(scores.metrics, train, validation, run.validation_set.classes, baseline, run.log)
     train_seconds = time.time() - started
     metadata = _metadata(run, train, validation, scores.metrics if scores else None, temperature, train_seconds)
@@ -65,6 +66,7 @@ def finish(
         models.write_calibration_texts(work, train.texts, config.seed)
         if report:
             # the most confident mistakes' words, shaded in the report (calibrated probabilities beside them)
+            assert isinstance(config.max_length, int)  # resolved
             explain = partial(
                 explain_words, run.model, tokenizer, max_length=config.max_length, temperature=temperature or 1.0
             )
@@ -94,7 +96,8 @@ def _metadata(
         "bertsent_version": package_version(),
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "base_model": config.model,
-        "labels": [run.model.config.id2label[i] for i in range(run.model.config.num_labels)],
+        # transformers types both as Optional; a classifier's config has them set
+        "labels": [run.model.config.id2label[i] for i in range(run.model.config.num_labels)],  # type: ignore[index, arg-type]
         "max_length": config.max_length,
         "truncation": config.truncation,
         "stride": config.stride,  # windows: prediction scores in the same windows by default
@@ -115,6 +118,7 @@ def _metadata(
 
 def _add_baselines(metrics: dict, train: TextDataset, validation: TextDataset, classes, baseline, log) -> None:
     """The majority class from the training labels; TF-IDF (when asked) fitted on the same training split."""
+    assert train.labels is not None and validation.labels is not None  # trained on and scored on: labeled
     tfidf = None
     if baseline == "tfidf":
         log(f"TF-IDF baseline: fitting on the {len(train)} training texts")
@@ -157,6 +161,7 @@ def _write_report(work: Path, validation: TextDataset | None, scores, metadata: 
         if scores is None:
             write_report(work, training_log=work / METRICS_LOG, title="Training report", info=info)
         else:
+            assert validation is not None  # the scores are its
             write_report(
                 work,
                 texts=validation.texts,

@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import time
 from dataclasses import fields, replace
+from typing import Any
 
 import numpy as np
 import torch
@@ -99,6 +100,7 @@ def fit(
     )
     announce(request, config, model, train, validation, classes, lengths, runtime, log)
     label_index = {name: i for i, name in enumerate(classes)}
+    assert train.labels is not None  # check_trainable made sure
     train_ids, train_labels, owner = encode_examples(tokens, [label_index[y] for y in train.labels], config)
     del tokens
     if owner is not None:
@@ -107,6 +109,7 @@ def fit(
             f"{config.max_windows} per text), each with its text's label"
         )
     config = weigh_classes(config, classes, train_labels, train, log)
+    assert isinstance(config.batch_size, int) and config.epochs is not None  # resolved
     run = build_run(
         config, runtime, model, tokenizer, train_ids, train_labels, validation, classes, folder, log, tokenize
     )
@@ -167,10 +170,13 @@ def encode_examples(tokens, labels: list[int], config: TrainConfig):
     """`tokenize`'s output and the texts' labels as training examples (ids, labels, and with windows the text
     each came from, else None): each text cut to max_length, or each text's windows as prediction cuts them
     (`models.windows`), at most `max_windows` spread evenly over the text, each with the text's label."""
+    assert isinstance(config.max_length, int) and config.truncation is not None  # resolved
     if config.truncation != "windows":
         return models.truncate(tokens, config.max_length, config.truncation), labels, None
+    assert config.stride is not None and config.max_windows is not None  # resolved, with windows
     ids, owner = models.windows(tokens, config.max_length, config.stride)
-    keep, first = [], 0
+    keep: list[int] = []
+    first = 0
     counts = np.bincount(owner, minlength=len(tokens))
     for count in counts:  # a text's windows are consecutive in `windows`' output
         picked = np.arange(count)
@@ -286,6 +292,8 @@ def build_run(
     tokenize=models.tokenize,
 ) -> Run:
     """Batches, micro-batches, optimizer and schedule, validation and model selection, for a resolved config."""
+    assert isinstance(config.max_length, int) and isinstance(config.batch_size, int)  # resolved
+    assert config.epochs is not None and config.truncation is not None and config.length_bucketing is not None
     pad_to = config.max_length if config.pad_to_max_length else None
     collator = Collator(
         tokenizer.pad_token_id,
@@ -314,12 +322,13 @@ def build_run(
     if config.compile:
         # Padded batches: static shapes (dynamic=False), few of them (the collator above). Packed rows have a new
         # length every batch: torch's default, a dynamic graph after the second shape.
-        mode = {} if config.compile == "default" else {"mode": config.compile}
-        network = torch.compile(network, dynamic=None if config.packing else False, **mode)
+        mode = None if config.compile == "default" else str(config.compile)  # None: torch's default mode
+        network = torch.compile(network, dynamic=None if config.packing else False, mode=mode)
     optimizer = make_optimizer(model, config, runtime.device)
     scheduler = make_schedule(optimizer, config, count_steps(sampler, config.epochs, config.grad_accum))
     optimizer = runtime.accelerator.prepare(optimizer)  # fp16 loss scaling, when on
-    micro_size = config.batch_size if config.micro_batch_size == "auto" else config.micro_batch_size
+    # resolved: an int, or "auto" (the batch, until probe halves it)
+    micro_size = config.micro_batch_size if isinstance(config.micro_batch_size, int) else config.batch_size
     micro = MicroBatches(
         network,
         EncodedDataset(train_ids, train_labels),
@@ -338,9 +347,11 @@ def build_run(
         lengths = [len(ids) for ids, _ in tokens]
         owner = None
         if config.truncation == "windows":  # every window, averaged: as prediction scores a text
+            assert config.stride is not None  # resolved, with windows
             ids, owner = models.windows(tokens, config.max_length, config.stride)
         else:
             ids = models.truncate(tokens, config.max_length, config.truncation)
+        assert validation.labels is not None, "the validation data needs labels"
         validation_set = ValidationSet(
             ids, validation.labels, lengths, classes, collator, config.eval_batch_size, runtime, owner=owner
         )
@@ -362,20 +373,26 @@ def build_run(
 
 
 def make_optimizer(model, config: TrainConfig, device: torch.device) -> torch.optim.Optimizer:
+    assert config.lr is not None  # resolved
     if config.optimizer == "adam":
         return torch.optim.Adam(model.parameters(), lr=config.lr, eps=config.adam_eps)
     # No weight decay on biases and LayerNorm weights, as BERT was trained.
-    decay, no_decay = [], []
+    decay: list[torch.nn.Parameter] = []
+    no_decay: list[torch.nn.Parameter] = []
     for param in model.parameters():
         if param.requires_grad:
             (no_decay if param.ndim < 2 else decay).append(param)
-    groups = [{"params": decay, "weight_decay": config.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    groups: list[dict[str, Any]] = [
+        {"params": decay, "weight_decay": config.weight_decay},
+        {"params": no_decay, "weight_decay": 0.0},
+    ]
     # Fused AdamW: one kernel per step instead of a loop over tensors; CUDA and (torch >= 2.4) CPU.
     return torch.optim.AdamW(groups, lr=config.lr, eps=config.adam_eps, fused=device.type in ("cuda", "cpu"))
 
 
 def make_schedule(optimizer, config: TrainConfig, total_steps: int) -> torch.optim.lr_scheduler.LambdaLR:
     """Linear warmup and decay to 0 over `total_steps` optimizer steps (the same count on every process)."""
+    assert config.warmup_ratio is not None  # resolved
     warmup = int(total_steps * config.warmup_ratio)
 
     def factor(step: int) -> float:
@@ -411,6 +428,8 @@ def announce(
             f"Packing: not available for {type(model).__name__} (BERT-architecture models only); "
             f"training on padded batches."
         )
+    assert isinstance(config.max_length, int) and isinstance(config.batch_size, int)  # resolved
+    assert config.truncation is not None and config.warmup_ratio is not None and config.lr is not None
     cut = float(np.mean(np.array(lengths) > config.max_length))
     auto = (request.max_length or RECIPES[request.recipe]["max_length"]) == "auto"
     processes = runtime.processes

@@ -7,6 +7,7 @@ import signal
 import threading
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
+from typing import TYPE_CHECKING
 
 import torch
 
@@ -18,6 +19,10 @@ from bertsent.training.microbatch import MicroBatches
 from bertsent.training.records import StepLog
 from bertsent.training.run_folder import RunFolder, TrainingInterrupted
 from bertsent.training.selection import ModelSelection, ValidationSet
+
+if TYPE_CHECKING:
+    from accelerate.optimizer import AcceleratedOptimizer
+    from transformers import PreTrainedModel
 
 
 @dataclass
@@ -35,9 +40,9 @@ class Run:
 
     config: TrainConfig  # resolved: every value concrete
     runtime: Runtime
-    model: torch.nn.Module  # the transformers classifier: what is evaluated, checkpointed and saved
+    model: PreTrainedModel  # the transformers classifier: what is evaluated, checkpointed and saved
     network: torch.nn.Module  # what training runs: the model, maybe on packed batches, maybe compiled
-    optimizer: torch.optim.Optimizer
+    optimizer: AcceleratedOptimizer  # accelerator.prepare's: it tells when fp16 loss scaling skipped a step
     scheduler: torch.optim.lr_scheduler.LRScheduler
     sampler: LengthBucketBatchSampler
     micro: MicroBatches
@@ -56,6 +61,7 @@ def train_loop(run: Run) -> None:
     """Until the last epoch or early stopping: fetch a step's batches, forward and backward, clip and update,
     log, evaluate, checkpoint."""
     config, at = run.config, run.position
+    assert config.epochs is not None  # resolved
     run.network.train()
     for epoch in range(at.epoch, config.epochs):
         steps = optimizer_steps(run.sampler, epoch, config.grad_accum)
@@ -78,7 +84,8 @@ def train_loop(run: Run) -> None:
 
             # -- log: loss and gradient norm stay on the device until the records are read, in groups
             done = epoch + min(1.0, (index + 1) * config.grad_accum / batches)
-            lr = run.scheduler.get_last_lr()[0]
+            lr = float(run.scheduler.get_last_lr()[0])  # a float here: the lr given is one
+            assert run.records is not None  # made before the loop starts
             run.records.step(at.step, done, loss, grad_norm, lr, samples=sum(map(len, steps[index])))
 
             # -- evaluate every `eval_every` steps and at the end of each epoch, keep the best
@@ -136,6 +143,7 @@ def evaluate(run: Run, epoch: float) -> bool:
     metrics = run.validation_set.score(logits).metrics
     step = run.position.step
     improved = run.selection.update(run.model, logits, metrics, step, epoch)
+    assert run.records is not None  # made before the loop starts
     run.records.evaluation(step, epoch, metrics)
     run.log(
         f"epoch {epoch:.2f}  step {step}  validation accuracy {metrics['accuracy']:.4f}  "
@@ -147,6 +155,7 @@ def evaluate(run: Run, epoch: float) -> bool:
 
 
 def save_checkpoint(run: Run) -> None:
+    assert run.records is not None  # made before the loop starts
     run.records.flush()  # the log on disk must reach the checkpoint's step
     rng = run.runtime.gather(rng_state())  # every process's random state: each continues its own streams
     if not run.runtime.is_main:

@@ -76,6 +76,7 @@ class MicroBatches:
             if not self.runtime.any(failed):
                 break
             self._halve("in training")
+        assert loss is not None  # the attempt that did not fail
         if self.runtime.processes > 1:
             for p in self.parameters:
                 if p.grad is None:
@@ -119,6 +120,7 @@ class MicroBatches:
                     loss = self._loss(batch, len(chunk), total)
                 self.runtime.accelerator.backward(loss)
                 loss_sum = loss.detach() if loss_sum is None else loss_sum + loss.detach()
+        assert loss_sum is not None  # step gives at least one sequence
         return loss_sum
 
     def _to_device(self, value):

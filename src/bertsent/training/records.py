@@ -109,12 +109,14 @@ class StepLog:
     def close(self) -> None:
         if self.enabled:
             self.flush()
+            assert self.file is not None  # enabled: opened in __init__
             self.file.close()
             if self.board is not None:
                 self.board.close()
         self.bar.close()
 
     def _write(self, record: dict) -> None:
+        assert self.file is not None  # written only when enabled
         self.file.write(json.dumps(record) + "\n")
         self.file.flush()
         if self.board is not None:

@@ -90,7 +90,7 @@ class ModelSelection:
 
     @property
     def should_stop(self) -> bool:
-        return bool(self.patience) and self.stale >= self.patience
+        return self.patience is not None and self.patience != 0 and self.stale >= self.patience
 
     def state_dict(self) -> dict:
         """In types a checkpoint holds without pickle: the logits as a tensor."""

@@ -25,9 +25,11 @@ import tempfile
 import time
 import warnings
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -88,7 +90,7 @@ class AuditInterrupted(KeyboardInterrupt):
     """Ctrl-C (or SIGTERM during a fold's training) in `audit`: which folds are kept in `out` for the same
     audit to continue from."""
 
-    def __init__(self, out: Path, fold: int, folds: int, done: list[int]):
+    def __init__(self, out: Path | None, fold: int, folds: int, done: list[int]):
         self.out, self.fold, self.folds, self.done = out, fold, folds, done
         kept = f"{self.kept()} in {out}" if done else "no fold was finished"
         super().__init__(f"interrupted in fold {fold} of {folds}; {kept}: run the same audit (out={str(out)!r}) again")
@@ -111,8 +113,8 @@ def audit(
     drop_invalid: bool = False,
     overwrite: bool = False,
     progress: bool = True,
-    log=print,
-    **settings,
+    log: Callable[[str], None] = print,
+    **settings: Any,
 ) -> AuditResult:
     """Train `folds` models, each on the other folds, score every row out of fold, and rank the rows most
     likely mislabeled with cleanlab. `settings` are training settings (model, epochs, lr, seed, ...); the seed
@@ -122,7 +124,9 @@ def audit(
     # train's own options, not TrainConfig's; passed on only when set (older `train`s lack them)
     loading = {k: v for k in LOADING_OPTIONS if (v := settings.pop(k, None))}
     config = train_config(settings)
-    read = dict(text_column=text_column, label_column=label_column, encoding=encoding, drop_invalid=drop_invalid)
+    read: dict[str, Any] = dict(
+        text_column=text_column, label_column=label_column, encoding=encoding, drop_invalid=drop_invalid
+    )
     if label_map is not None:
         read["label_map"] = label_map
     # Read (and relabel) as `train` does; the folds, not a validation split, hold rows out here.
@@ -331,6 +335,7 @@ def rank_issues(dataset: TextDataset, classes: list[str], pred_probs: np.ndarray
     from cleanlab.rank import get_label_quality_scores
 
     index = {c: i for i, c in enumerate(classes)}
+    assert dataset.labels is not None  # read as training data: labeled
     given = np.array([index[label] for label in dataset.labels])
     # Rows sum to 1 up to float error; cleanlab checks the sums strictly.
     pred_probs = pred_probs / pred_probs.sum(axis=1, keepdims=True)
@@ -401,6 +406,7 @@ def write_cleaned(dataset: TextDataset, flagged: np.ndarray, out: Path, source=N
     if frame is None:
         frame = pd.DataFrame({"text": dataset.texts, "label": dataset.labels})
         fmt = "csv"
+    assert fmt is not None  # given with the table
     path = out / f"{stem}.cleaned{SAME_FORMAT[fmt]}"
     write_atomic(path, _table_bytes(frame.iloc[keep].reset_index(drop=True), fmt))
     return path

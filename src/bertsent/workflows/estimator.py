@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import tempfile
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from sklearn.base import BaseEstimator, ClassifierMixin
 
@@ -13,6 +14,9 @@ from bertsent.errors import BertsentError
 from bertsent.modeling.loading import DEFAULT_MODEL
 from bertsent.prediction.predictor import SentimentModel
 from bertsent.workflows.run import train
+
+if TYPE_CHECKING:
+    import numpy as np
 
 
 class NotFittedError(BertsentError, AttributeError):
@@ -107,7 +111,7 @@ class SentimentClassifier(ClassifierMixin, BaseEstimator):
         self.out = out
         self.report = report
 
-    def fit(self, X, y, eval_texts=None, eval_labels=None, progress: bool = False, log=print):
+    def fit(self, X, y, eval_texts=None, eval_labels=None, progress: bool = False, log=print) -> SentimentClassifier:
         """Fine-tune on texts `X` with labels `y`; validation on `eval_texts`/`eval_labels` when given, else on
         a held-out `validation_fraction` of the data."""
         train_set = TextDataset([str(t) for t in X], [str(label) for label in y], name="fit data")
@@ -139,10 +143,10 @@ class SentimentClassifier(ClassifierMixin, BaseEstimator):
     def predict(self, X) -> list[str]:
         return self._fitted().predict(X)
 
-    def predict_proba(self, X):
+    def predict_proba(self, X) -> np.ndarray:
         return self._fitted().predict_proba(X)
 
-    def decision_function(self, X):
+    def decision_function(self, X) -> np.ndarray:
         return self._fitted().decision_function(X)
 
     def save(self, folder: str | os.PathLike) -> Path:

@@ -9,6 +9,7 @@ import re
 import time
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -19,7 +20,7 @@ from bertsent.evaluation.report import REPORT_FILES
 from bertsent.files import partial_folder, publish_folder, remove_path, write_atomic, write_json_atomic
 from bertsent.modeling import loading as models
 from bertsent.prediction.predictor import SentimentModel
-from bertsent.training import METRICS_LOG
+from bertsent.training import METRICS_LOG, TrainConfig
 from bertsent.workflows.run import (
     DEFAULT_DATA,
     RUNS_DIR,
@@ -55,7 +56,9 @@ COMPARE_COLUMNS = (
 _NOT_MODEL_FILES = set(REPORT_FILES) | {METRICS_LOG}
 
 
-def _prepare_runs(data, eval_data, out, overwrite: bool, read: dict, settings: dict, flag: str, log):
+def _prepare_runs(
+    data, eval_data, out, overwrite: bool, read: dict, settings: dict, flag: str, log
+) -> tuple[TrainConfig, TextDataset, TextDataset, Path | None]:
     config = train_config(settings)
     train_set, validation = training_data(data, eval_data, read, config, log)
     if validation is None:
@@ -95,7 +98,9 @@ def train_seeds(
         raise BertsentError(f"--seeds {seeds}: must be at least 1.")
     if settings.pop("resume", False):
         raise BertsentError("--resume does not combine with --seeds: resume one run at a time with --out OUT/seed-N.")
-    read = dict(text_column=text_column, label_column=label_column, encoding=encoding, drop_invalid=drop_invalid)
+    read: dict[str, Any] = dict(
+        text_column=text_column, label_column=label_column, encoding=encoding, drop_invalid=drop_invalid
+    )
     read["label_map"] = label_map  # applied to the training and validation data (labels.py)
     config, train_set, validation, out = _prepare_runs(data, eval_data, out, overwrite, read, settings, "--seeds", log)
     link = out is None
@@ -104,7 +109,7 @@ def train_seeds(
     runs = []
     for seed in range(config.seed, config.seed + seeds):
         log(f"-- seed {seed} ({seed - config.seed + 1} of {seeds})")
-        board = Path(tensorboard) / f"seed-{seed}" if tensorboard not in (None, False, True) else tensorboard
+        board = Path(tensorboard) / f"seed-{seed}" if isinstance(tensorboard, (str, os.PathLike)) else tensorboard
         result = train(
             train_set,
             validation,
@@ -128,7 +133,7 @@ def train_seeds(
                 "warnings": result.metrics.get("warnings", []),
             }
         )
-    summary = {
+    summary: dict[str, Any] = {
         "seeds": [r["seed"] for r in runs],
         "validation": validation.name,
         "n": len(validation),
@@ -185,15 +190,17 @@ def compare(
     names = [m.strip() for m in model_names if m and m.strip()]
     if not names:
         raise BertsentError("--models: give one or more models separated by commas, e.g. --models minilm,mpnet.")
-    read = dict(text_column=text_column, label_column=label_column, encoding=encoding, drop_invalid=drop_invalid)
+    read: dict[str, Any] = dict(
+        text_column=text_column, label_column=label_column, encoding=encoding, drop_invalid=drop_invalid
+    )
     read["label_map"] = label_map  # applied to the training and validation data (labels.py)
     for name in names:  # every model is found before the first one trains: a typo must not cost a run
         models.check_safe_weights(models.resolve_model(name), allow_pickle)
-    loading = dict(allow_pickle=allow_pickle, trust_remote_code=trust_remote_code)
+    loading: dict[str, Any] = dict(allow_pickle=allow_pickle, trust_remote_code=trust_remote_code)
     _, train_set, validation, out = _prepare_runs(data, eval_data, out, overwrite, read, settings, "compare", log)
     out = out or Path(RUNS_DIR) / f"compare-{datetime.now().strftime('%Y%m%d-%H%M%S')}"
     work = _start_partial(out)
-    rows = []
+    rows: list[dict[str, Any]] = []
     for name, folder in zip(names, _folder_names(names)):
         log(f"-- {name} ({len(rows) + 1} of {len(names)})")
         result = train(

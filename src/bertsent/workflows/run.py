@@ -5,11 +5,13 @@ from __future__ import annotations
 import contextlib
 import os
 import re
+from collections.abc import Callable
 from dataclasses import fields
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
-from bertsent.data.labels import describe_map, parse_label_map, relabel
+from bertsent.data.labels import LabelMap, describe_map, parse_label_map, relabel
 from bertsent.data.sources import TextDataset, check_trainable, ordered_label_names, read_data, split_validation
 from bertsent.defaults import DEFAULT_DATA, RUNS_DIR
 from bertsent.errors import BertsentError, DataError
@@ -32,7 +34,7 @@ def train(
     out: str | os.PathLike | None = None,
     text_column: str | None = None,
     label_column: str | None = None,
-    label_map: str | dict | None = None,
+    label_map: str | dict | LabelMap | None = None,
     encoding: str = "utf-8",
     drop_invalid: bool = False,
     overwrite: bool = False,
@@ -41,11 +43,11 @@ def train(
     allow_pickle: bool = False,
     trust_remote_code: bool = False,
     progress: bool = True,
-    log=print,
+    log: Callable[[str], None] = print,
     report: bool = True,
     tensorboard: str | os.PathLike | bool | None = None,
     baseline: str | None = None,
-    **settings,
+    **settings: Any,
 ) -> TrainResult:
     """Fine-tune a model on a data source; `settings` are TrainConfig fields (model, epochs, lr, ...).
 
@@ -71,7 +73,9 @@ def train(
     check_output_folders(out, tensorboard)
     runtime = Runtime(config.device, config.precision)
     log = runtime.main_only(log)
-    read = dict(text_column=text_column, label_column=label_column, encoding=encoding, drop_invalid=drop_invalid)
+    read: dict[str, Any] = dict(
+        text_column=text_column, label_column=label_column, encoding=encoding, drop_invalid=drop_invalid
+    )
     read["label_map"] = label_map
     with runtime.main_process_first():  # downloads and unpacks once, into the cache the others then read
         # a bad --model (or one with pickle weights only) fails now, not after reading (or downloading) the data
@@ -178,7 +182,7 @@ def evaluate(
     out: str | os.PathLike | None = None,
     text_column: str | None = None,
     label_column: str | None = None,
-    label_map: str | dict | None = None,
+    label_map: str | dict | LabelMap | None = None,
     encoding: str = "utf-8",
     drop_invalid: bool = False,
     batch_size: int = 64,
@@ -241,6 +245,7 @@ def evaluate(
         )
     )
     dataset = relabel(dataset, label_map)
+    assert dataset.labels is not None  # read_data requires labels
     unknown = sorted(set(dataset.labels) - set(model.classes_))
     if unknown:
         raise DataError(
@@ -265,6 +270,7 @@ def evaluate(
     tfidf = None
     if tfidf_train is not None:
         train_set, same = tfidf_train
+        assert train_set.labels is not None  # baseline_training_data checked them
         with progress_bar(TFIDF_STEPS, "TF-IDF baseline", enabled=progress, unit="steps") as bar:
             tfidf = tfidf_baseline(
                 train_set.texts, train_set.labels, dataset.texts, dataset.labels, model.classes_, progress=bar
@@ -339,6 +345,7 @@ def baseline_training_data(
             f"--baseline tfidf: the model's training data cannot be read here ({exc}). Pass --train-data SRC."
         ) from None
     dataset = relabel(dataset, label_map)
+    assert dataset.labels is not None  # read_data requires labels
     unknown = sorted(set(dataset.labels) - set(model.classes_))
     if unknown:
         raise DataError(

@@ -33,7 +33,7 @@ import warnings
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from bertsent.defaults import DEFAULT_DATA, RUNS_DIR
 from bertsent.errors import BertsentError
@@ -123,7 +123,7 @@ class TokenCache:
     """`model.tokenize` with a memory: the trials share one tokenizer and one data set, so after the first
     trial no text is tokenized again. Keyed by the tokenizer and the texts; truncation is done per run."""
 
-    def __init__(self):
+    def __init__(self) -> None:
         self.entries: dict[tuple, list] = {}
         self.texts_tokenized = 0
         self.seconds = 0.0
@@ -177,7 +177,9 @@ def tune(
     out = out or Path(RUNS_DIR) / f"tune-{datetime.now().strftime('%Y%m%d-%H%M%S')}"
     _check_out(out)
     study_name = study_name or DEFAULT_STUDY
-    read = dict(text_column=text_column, label_column=label_column, encoding=encoding, drop_invalid=drop_invalid)
+    read: dict[str, Any] = dict(
+        text_column=text_column, label_column=label_column, encoding=encoding, drop_invalid=drop_invalid
+    )
     if label_map is not None:
         read["label_map"] = label_map
     models.resolve_model(config.model)  # a bad --model fails now, not after reading the data
@@ -313,7 +315,7 @@ def _open_study(optuna, backend, name: str, config: TrainConfig, identity: dict)
 class Search:
     """Runs the study's missing trials in this process: each a `fit` with drawn settings into OUT/trials/N."""
 
-    def __init__(self, optuna, study, plan, config, train_set, validation, out, trials, progress, log, shared):
+    def __init__(self, optuna, study, plan, config, train_set, validation, out, trials, progress, log, shared) -> None:
         self.optuna, self.study, self.plan, self.config = optuna, study, plan, config
         self.train_set, self.validation, self.out, self.trials = train_set, validation, out, trials
         self.progress, self.log, self.shared = progress, log, shared
