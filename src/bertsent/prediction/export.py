@@ -142,7 +142,7 @@ def export_onnx(
     work.mkdir(parents=True)
     try:
         entries = {FP32: job.export_fp32(work / FP32)}
-        if int8:
+        if calibration is not None:  # asked for int8
             entries[INT8] = job.quantize(job.plain, work / INT8, entries[FP32]["exporter"], calibration)
         shutil.rmtree(work / PLAIN_DIR)
         evaluation = job.evaluate(dataset, work, entries, max_drop) if dataset is not None else None
@@ -302,7 +302,7 @@ class _Job:
             if parity is not None and parity["max_prob_diff"] > FP32_TOLERANCE:
                 optimized = {"fused": None, "reason": f"parity lost ({parity['max_prob_diff']:.2g})"}
                 self.log(f"{FP32}: the optimized graph is not kept: {optimized['reason']}")
-            if not optimized["fused"]:
+            if parity is None or not optimized["fused"]:
                 _copy_model(self.plain, path)
                 parity = self.parity(path, FP32)
             if parity["max_prob_diff"] <= FP32_TOLERANCE:
@@ -470,7 +470,7 @@ class _Job:
                         per_channel=True,
                         activation_type=QuantType.QUInt8,
                         weight_type=QuantType.QInt8,
-                        calibrate_method=getattr(CalibrationMethod, QUANTIZATION["calibration"]),
+                        calibrate_method=getattr(CalibrationMethod, str(QUANTIZATION["calibration"])),
                         use_external_data_format=external,
                         nodes_to_exclude=_fed_by_gelu(prepared),
                         # Attention's two products of activations stay fp32: their ranges vary most per text.
