@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
+from bertsent.checks import whole
 from bertsent.data.sources import TextDataset
 from bertsent.errors import BertsentError
 from bertsent.evaluation.baselines import check_baseline
@@ -91,8 +92,7 @@ def train_seeds(
 ) -> dict:
     """Train with seeds seed, seed+1, ... into OUT/seed-N on one validation split (drawn with the first
     seed), and write OUT/summary.json: each validation metric's mean and standard deviation."""
-    if seeds < 1:
-        raise BertsentError(f"--seeds {seeds}: must be at least 1.")
+    whole("seeds", seeds, 1)
     if settings.pop("resume", False):
         raise BertsentError("--resume does not combine with --seeds: resume one run at a time with --out OUT/seed-N.")
     read = dict(text_column=text_column, label_column=label_column, encoding=encoding, drop_invalid=drop_invalid)
