@@ -58,6 +58,15 @@ def test_rule_error_and_named_change_the_words_and_class_only():
     with pytest.raises(BertsentError, match=r"^top_k 0: must be at least 1\.$"):
         whole("top_k", 0, 1, named="top_k")
 
+    class RequestError(Exception):  # a server's: a status and a kind besides the message
+        def __init__(self, status, kind, message):
+            super().__init__(message)
+            self.status, self.kind = status, kind
+
+    with pytest.raises(RequestError, match=r"^top_k 1\.5: give a whole number\.$") as info:
+        whole("top_k", 1.5, 1, named="top_k", error=lambda message: RequestError(422, "validation", message))
+    assert (info.value.status, info.value.kind) == (422, "validation")
+
 
 @pytest.mark.parametrize(
     "low, high, closed, good, bad, words",

@@ -10,7 +10,8 @@ callers too: the command line passes values on as given, so both are refused in 
 - A whole number is an int (numpy's too), never a bool; a number is finite (NaN and infinities refused).
 - `parse=True` also takes text, as a command line gives it: "3", "2e-5".
 - `rule=` replaces the default words after `--flag value:` (where a caller's message says more);
-  `error=` raises another class (a `DataError`; a server catches `BertsentError` and answers 4xx);
+  `error=` makes the exception from the message: another class (`DataError`), or a function (a server's
+  `lambda message: RequestError(422, "validation", message)`);
   `named=` names the setting otherwise than by its flag (a JSON request's key).
 """
 
@@ -18,7 +19,9 @@ from __future__ import annotations
 
 import math
 import numbers
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import NoReturn
 
 from bertsent.errors import BertsentError
 
@@ -45,7 +48,7 @@ def whole(
     unit: str = "",
     parse: bool = False,
     rule: str | None = None,
-    error: type[Exception] = BertsentError,
+    error: Callable[[str], Exception] = BertsentError,
     named: str | None = None,
 ):
     """`value` as an int in [least, most] (either end None: open), or "auto" where `auto`. `unit` says what is
@@ -57,11 +60,12 @@ def whole(
     if isinstance(value, bool) or not isinstance(value, numbers.Integral):
         said = f"give a whole number{f' {unit}' if unit else ''}{' or ' + repr('auto') if auto else ''}"
         _refuse(name, value, rule or said, error, named)
-    if least is not None and value < least:
+    count = int(value)  # numpy's too
+    if least is not None and count < least:
         _refuse(name, value, rule or f"must be at least {least}", error, named)
-    if most is not None and value > most:
+    if most is not None and count > most:
         _refuse(name, value, rule or f"must be at most {most}", error, named)
-    return int(value)
+    return count
 
 
 def number(
@@ -73,7 +77,7 @@ def number(
     closed: str = "both",
     parse: bool = False,
     rule: str | None = None,
-    error: type[Exception] = BertsentError,
+    error: Callable[[str], Exception] = BertsentError,
     named: str | None = None,
 ):
     """`value` as a finite number within low..high, whose ends `closed` says are allowed ("both", "left",
@@ -88,10 +92,10 @@ def number(
     said = rule or _interval(low, high, closed)
     if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value):
         _refuse(name, value, said, error, named)
-    left, right = closed in ("both", "left"), closed in ("both", "right")
-    if low is not None and (value < low or (value == low and not left)):
+    x, left, right = float(value), closed in ("both", "left"), closed in ("both", "right")
+    if low is not None and (x < low or (x == low and not left)):
         _refuse(name, value, said, error, named)
-    if high is not None and (value > high or (value == high and not right)):
+    if high is not None and (x > high or (x == high and not right)):
         _refuse(name, value, said, error, named)
     return value
 
@@ -103,7 +107,7 @@ def choice(
     *,
     what: str = "value",
     rule: str | None = None,
-    error: type[Exception] = BertsentError,
+    error: Callable[[str], Exception] = BertsentError,
     named: str | None = None,
 ):
     """`value`, one of `options` (as given: a list of names); `what` the message calls an unknown one."""
@@ -112,7 +116,7 @@ def choice(
     return value
 
 
-def switch(name: str, value, *, error: type[Exception] = BertsentError, named: str | None = None) -> bool:
+def switch(name: str, value, *, error: Callable[[str], Exception] = BertsentError, named: str | None = None) -> bool:
     """`value`, True or False (an on/off setting: `--packing` / `--no-packing`)."""
     if not isinstance(value, bool):
         _refuse(name, repr(value), "give True or False", error, named)
@@ -131,7 +135,7 @@ def _interval(low, high, closed: str) -> str:
     return "give a number"
 
 
-def _refuse(name: str, value, rule: str, error: type[Exception], named: str | None):
+def _refuse(name: str, value, rule: str, error: Callable[[str], Exception], named: str | None) -> NoReturn:
     raise error(f"{named or flag(name)} {value}: {rule.rstrip('.')}.")
 
 
