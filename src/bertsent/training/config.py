@@ -48,6 +48,7 @@ CONSTRAINTS = {
     "epochs": Whole(1),
     "batch_size": Whole(1, auto=True),
     "micro_batch_size": Whole(1, auto=True),
+    "lr": Number(0, closed="neither"),
     "max_length": Whole(8, auto=True, unit="of tokens"),
     "truncation": Choice((*TRUNCATIONS, "windows")),
     "stride": Whole(1),
@@ -74,7 +75,6 @@ CONSTRAINTS = {
     "packing": Switch(),
     "attention_dropout": Number(0, 1, closed="left"),
     "calibrate": Switch(),
-    "lr": Number(0, closed="neither"),
 }
 
 
