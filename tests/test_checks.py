@@ -50,6 +50,8 @@ def test_whole_reads_command_line_text_and_auto_where_asked():
         whole("epochs", "auto", 1)  # auto only where allowed
     with pytest.raises(BertsentError, match="give a whole number"):
         whole("epochs", "-2", 1, parse=True)
+    with pytest.raises(BertsentError, match=r"^--epochs ²: give a whole number\.$"):
+        whole("epochs", "²", 1, parse=True)  # a digit to str.isdigit; int() fails on it (a ValueError, once)
 
 
 def test_rule_error_and_named_change_the_words_and_class_only():

@@ -55,8 +55,8 @@ def whole(
     counted in the message ("of tokens")."""
     if auto and value == "auto":
         return value
-    if parse and isinstance(value, str) and value.strip().isdigit():
-        value = int(value)
+    if parse and isinstance(value, str) and value.strip().isascii() and value.strip().isdigit():
+        value = int(value)  # ASCII digits only: "²" is a digit to str.isdigit, not to int()
     if isinstance(value, bool) or not isinstance(value, numbers.Integral):
         said = f"give a whole number{f' {unit}' if unit else ''}{' or ' + repr('auto') if auto else ''}"
         _refuse(name, value, rule or said, error, named)
