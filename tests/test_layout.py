@@ -14,6 +14,7 @@ SOURCE = Path(__file__).resolve().parents[1] / "src" / "bertsent"
 # Lower layers never import higher ones. Packages first, then the single modules beside them.
 LAYERS = {
     "errors": 0,
+    "checks": 0,
     "files": 0,
     "progress": 0,
     "environment": 0,
@@ -35,6 +36,7 @@ LAYERS = {
 }
 # Across groups of one layer, only these.
 SAME_LAYER = {
+    ("checks", "errors"),
     ("files", "errors"),
     ("progress", "errors"),
     ("extras", "errors"),

@@ -201,3 +201,21 @@ def test_space_forms():
     assert tune_module.parse_dimension("batch_size", "16, 32").values == (16, 32)
     assert tune_module.parse_dimension("epochs", "2").kind == "fixed"
     assert tune_module.parse_dimension("epochs", None) == tune_module.Dimension("range", (1, 4), True, False)
+
+
+def test_tune_takes_every_training_flag_it_does_not_search(tiny_model_dir, toy_data, monkeypatch, capsys):
+    """`tune --class-weights auto` was refused ("unrecognized arguments") while tune(class_weights="auto") worked."""
+    reached = {}
+
+    def study(optuna, backend, name, config, identity):  # where the study would open: the config is complete
+        reached.update(config=config, space=identity["space"])
+        raise tune_module.BertsentError("study not opened in this test")
+
+    monkeypatch.setattr(tune_module, "_open_study", study)
+    flags = ["--class-weights", "auto", "--no-calibrate", "--early-stopping", "2", "--packing", "--max-windows", "3"]
+    assert main([*tune_args(tiny_model_dir, toy_data), *flags, "--truncation", "windows"]) == 2
+    assert "study not opened in this test" in capsys.readouterr().err
+    config = reached["config"]
+    assert (config.class_weights, config.calibrate, config.early_stopping, config.packing) == ("auto", False, 2, True)
+    assert (config.truncation, config.max_windows) == ("windows", 3)
+    assert reached["space"]["lr"] == "0.001:0.01 (log)" and config.lr is None  # searched: the space, not the config

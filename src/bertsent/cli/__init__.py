@@ -3,7 +3,7 @@
 Exit codes: 0 done, 2 a user error (one line on stderr says what to do), 1 an internal error.
 Under torchrun or accelerate launch every process runs the command; only the main one prints.
 
-parser      the flags of every command (one add_*_command per command; training flags declared once)
+parser      the flags of every command (one add_*_command per command; training flags made from TrainConfig)
 commands    one cmd_* per command: calls the Python API, imports heavy libraries only when it runs
 tables      all text the commands print: tables, summaries, warnings
 """

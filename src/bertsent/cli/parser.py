@@ -1,17 +1,20 @@
-"""The command line's flags. The training settings are declared once, for `train` and `compare`; they are
-passed on as given and checked by TrainConfig, so the command line and Python refuse the same values."""
+"""The command line's flags. The training flags are made from TrainConfig's fields (their help text, their
+constraints), for `train`, `compare`, `audit` and `tune`; values are passed on as given and checked by
+TrainConfig, so the command line and Python refuse the same values in the same words."""
 
 from __future__ import annotations
 
 import argparse
-from dataclasses import fields
+from dataclasses import Field, fields
 
 # Only light modules (names, defaults, help texts): building the parser imports no torch. bertsent --help
 # must start at once (tests/test_startup.py).
+from bertsent.checks import Switch, flag
 from bertsent.defaults import BACKENDS, LONG_TEXTS
 from bertsent.environment import package_version
 from bertsent.modeling.loading import ALLOW_PICKLE_HELP, TRUST_REMOTE_CODE_HELP
-from bertsent.training import RECIPES, TrainConfig
+from bertsent.training import TrainConfig
+from bertsent.training.config import CONSTRAINTS
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -28,7 +31,6 @@ def build_parser() -> argparse.ArgumentParser:
         "the Rotten Tomatoes snippets. Under torchrun or accelerate launch, "
         "data-parallel on every process.",
     )
-    train.add_argument("--model", metavar="M", help="alias (minilm, mpnet), local folder or Hub id (default minilm)")
     add_data_flags(train, training=True)
     train.add_argument("--out", metavar="DIR", help="model folder to write (default runs/<model>-<data>-<time>)")
     train.add_argument("--overwrite", action="store_true", help="replace --out once the new model is complete")
@@ -43,6 +45,7 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="--resume, continuing with the checkpoint's settings where the flags given differ",
     )
+    add_loading_flags(train)
     add_training_flags(train)
     train.add_argument(
         "--seeds",
@@ -153,7 +156,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--out", metavar="DIR", help="folder for the models and the table (default runs/compare-<time>)"
     )
     compare.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
-    add_training_flags(compare)
+    add_loading_flags(compare)
+    add_training_flags(compare, exclude=("model",))  # --models
     add_baseline_flag(compare)
     compare.add_argument("--quiet", action="store_true", help="no progress bar")
     add_tune_command(commands)
@@ -206,7 +210,7 @@ class VersionAction(argparse.Action):
 
 def add_tune_command(commands) -> None:
     """`tune`: the searched settings take a range LO:HI, choices A,B,... or one value; the others are fixed."""
-    from bertsent.workflows.tune import SPACE
+    from bertsent.workflows.tune import SEARCHED, SPACE
 
     tune = commands.add_parser(
         "tune",
@@ -216,7 +220,6 @@ def add_tune_command(commands) -> None:
         "a `bertsent train` command. With --storage the study resumes after an interruption and other processes "
         "pointed at it run trials side by side; N trials in all, counting those already there.",
     )
-    tune.add_argument("--model", metavar="M", help="alias (minilm, mpnet), local folder or Hub id (default minilm)")
     add_data_flags(tune, training=True)
     tune.add_argument("--trials", type=int, default=20, metavar="N", help="trials in the study, in all (default 20)")
     tune.add_argument("--storage", metavar="URL", help="Optuna storage, e.g. sqlite:///study.db (default: memory)")
@@ -225,14 +228,8 @@ def add_tune_command(commands) -> None:
     tune.add_argument("--out", metavar="DIR", help="best model, table and plot (default runs/tune-<time>)")
     space = tune.add_argument_group("searched settings: LO:HI (a range), A,B,... (choices) or X (fixed)")
     for name, (default, _, log, _, _) in SPACE.items():
-        space.add_argument(
-            "--" + name.replace("_", "-"), metavar="SPACE", help=f"default {default}{' (log scale)' if log else ''}"
-        )
-    fixed = tune.add_argument_group("fixed settings (as for train)")
-    for flag in ("--seed", "--max-train-samples", "--validation-fraction", "--metric", "--max-length"):
-        fixed.add_argument(flag, metavar="X")
-    for flag in ("--recipe", "--truncation", "--eval-batch-size", "--precision", "--device"):
-        fixed.add_argument(flag, metavar="X")
+        space.add_argument(flag(name), metavar="SPACE", help=f"default {default}{' (log scale)' if log else ''}")
+    add_training_flags(tune, exclude=SEARCHED)  # the others, fixed for every trial
     tune.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
@@ -313,82 +310,31 @@ def add_data_flags(parser: argparse.ArgumentParser, training: bool = False) -> N
     )
 
 
-def add_training_flags(parser: argparse.ArgumentParser) -> None:
-    """The TrainConfig settings a user sets by flag (--model is the command's own). No defaults here:
-    TrainConfig's own apply, and TrainConfig checks the values."""
-    add_loading_flags(parser)
-    flags = parser.add_argument_group("training settings (default: the recipe's)")
-    add = flags.add_argument
-    add(
-        "--recipe",
-        metavar="|".join(RECIPES),
-        help="default settings: fast (ours) or tutorial (pad to 512, batch 6, Adam 2e-5, 1 epoch)",
-    )
-    add("--epochs", metavar="N")
-    add(
-        "--batch-size",
-        metavar="N|auto",
-        help="sequences per optimizer step and process (auto: the recipe's, in micro-batches that fit in memory)",
-    )
-    add("--micro-batch-size", metavar="N|auto", help="sequences per forward+backward (default: the whole batch)")
-    add("--max-tokens", metavar="N", help="padded tokens per batch and process, at most")
-    add("--grad-accum", metavar="N", help="batches per optimizer step")
-    add("--lr", metavar="X", help="peak learning rate (default: by model size)")
-    add("--max-length", metavar="N|auto", help="tokens per text (auto: 99th percentile of the data)")
-    add(
-        "--truncation",
-        metavar="head|tail|head+tail|windows",
-        help="which part of a long text to keep (default head+tail), or windows: train on each window of it",
-    )
-    add("--stride", metavar="N", help="windows: tokens between window starts (default: a whole window)")
-    add("--max-windows", metavar="N", help="windows: training windows per text, at most (default 8)")
-    add("--optimizer", metavar="adamw|adam")
-    add("--weight-decay", metavar="X")
-    add("--warmup-ratio", metavar="X", help="share of the steps with a rising learning rate")
-    add("--schedule", metavar="linear|constant")
-    add("--max-grad-norm", metavar="X", help="gradient clipping (0: none)")
-    add("--seed", metavar="N", help="random seed (default 42)")
-    add("--max-train-samples", metavar="N", help="train on a random sample of N rows")
-    add(
-        "--validation-fraction",
-        metavar="X",
-        help="share held out for validation when --eval-data is not given (default 0.1; 0: none)",
-    )
-    add("--metric", metavar="accuracy|f1_macro|loss", help="validation metric that picks the best epoch")
-    add(
-        "--class-weights",
-        metavar="auto|none|W1,W2,..",
-        help="weigh each class in the loss: auto (balanced: n / (classes x count)), or one weight per class in the "
-        "order the run lists them (default none)",
-    )
-    add("--early-stopping", metavar="N", help="stop after N evaluations without gain")
-    add("--eval-every", metavar="N", help="also evaluate every N steps")
-    add("--checkpoint-every", metavar="N", help="save a checkpoint every N steps (for --resume)")
-    add("--eval-batch-size", metavar="N", help="sequences per batch when scoring the validation data (default 64)")
-    add("--precision", metavar="auto|fp32|bf16|fp16", help="auto: bf16 (or fp16) on GPUs, fp32 on CPU")
-    add("--device", metavar="D", help="auto, cpu, cuda, cuda:1, mps")
-    add(
-        "--compile",
-        nargs="?",
-        const=True,
-        default=None,
-        metavar="MODE",
-        help="torch.compile the model (lengths padded to a few bucket widths, so it compiles a few times); MODE: "
-        "default, reduce-overhead (CUDA graphs), max-autotune, max-autotune-no-cudagraphs",
-    )
-    add(
-        "--packing",
-        action=argparse.BooleanOptionalAction,
-        help="train on unpadded batches: sequences end to end, attention kept within each (BERT-architecture "
-        "models; on CUDA with --attention-dropout 0 it uses the flash varlen kernel)",
-    )
-    add(
-        "--attention-dropout",
-        metavar="X",
-        help="dropout on attention probabilities (default: the model's, 0.1 for BERT); 0 trains long texts about "
-        "1.5x faster on CPU",
-    )
-    add("--no-calibrate", dest="calibrate", action="store_false", default=None, help="skip temperature scaling")
+def add_training_flags(parser: argparse.ArgumentParser, exclude: tuple[str, ...] = ()) -> None:
+    """A flag for each TrainConfig setting (but `exclude`), made from its field as transformers'
+    HfArgumentParser does: the help from the field's metadata, the metavar from its constraint (N, X, a|b),
+    an on/off setting as --name / --no-name. No defaults and no types here: a value reaches TrainConfig as
+    given (a setting left out stays the recipe's, or a resumed checkpoint's), which converts and checks it."""
+    group = parser.add_argument_group("training settings (default: the recipe's)")
+    for setting in fields(TrainConfig):
+        if setting.name not in exclude:
+            group.add_argument(flag(setting.name), **flag_options(setting))
+
+
+def flag_options(setting: Field) -> dict:
+    """add_argument's keywords for a TrainConfig field."""
+    command_line = dict(setting.metadata)
+    said = command_line.pop("help").replace("%", "%%")  # argparse formats help text with %
+    constraint = CONSTRAINTS.get(setting.name)
+    if isinstance(constraint, Switch):
+        on = " (default on)" if setting.default is True else ""
+        return dict(action=argparse.BooleanOptionalAction, default=None, help=said + on)
+    if setting.default not in (None, False) and "default" not in said:
+        said += f" (default {setting.default})"
+    options = dict(metavar=getattr(constraint, "metavar", "X"), help=said) | command_line
+    if options.get("nargs") == "?":
+        options["const"] = True  # the flag alone: on
+    return options
 
 
 def training_settings(args: argparse.Namespace) -> dict:
@@ -407,7 +353,6 @@ def add_audit_command(commands) -> None:
         "and label_issues.html (and with --drop a copy of the data without the flagged rows). Needs "
         "bertsent[audit].",
     )
-    audit.add_argument("--model", metavar="M", help="alias (minilm, mpnet), local folder or Hub id (default minilm)")
     audit.add_argument("--data", default="rotten-tomatoes", metavar="SRC", help="labeled data to audit")
     add_data_flags(audit)
     audit.add_argument("--folds", type=int, default=5, metavar="K", help="folds, models trained (default 5)")
@@ -417,6 +362,7 @@ def add_audit_command(commands) -> None:
     )
     audit.add_argument("--top", type=int, default=10, metavar="N", help="issues printed (default 10)")
     audit.add_argument("--overwrite", action="store_true", help="replace an earlier audit in --out")
+    add_loading_flags(audit)
     add_training_flags(audit)
     audit.add_argument("--quiet", action="store_true", help="no progress bar")
 

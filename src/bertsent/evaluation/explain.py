@@ -20,6 +20,7 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING
 
+from bertsent.checks import whole
 from bertsent.errors import BertsentError
 from bertsent.extras import require_extra
 from bertsent.modeling.loading import model_max_length
@@ -90,8 +91,8 @@ def explain(
     if isinstance(texts, str):
         raise BertsentError("explain takes a list of texts, not one string: explain([text]).")
     texts = ["" if t is None else str(t) for t in texts]
-    if n_steps is not None and (isinstance(n_steps, bool) or not isinstance(n_steps, int) or n_steps < 1):
-        raise BertsentError(f"--steps {n_steps}: must be a whole number of at least 1.")
+    if n_steps is not None:
+        n_steps = whole("steps", n_steps, 1)
     layer_integrated_gradients = import_captum()
     network = getattr(model, "_orig_mod", model)  # a torch.compile'd model: its module
     classes = [network.config.id2label[i] for i in range(network.config.num_labels)]

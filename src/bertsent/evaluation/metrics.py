@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from bertsent.errors import BertsentError
+from bertsent.checks import number
 
 NEUTRAL = "neutral"
 HEADLINE = ("loss", "accuracy", "f1_macro", "ece")
@@ -26,10 +26,9 @@ def softmax(logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:
 
 
 def check_neutral_band(neutral_band: float | None) -> None:
-    if neutral_band is not None and not 0 <= neutral_band < 1:
-        raise BertsentError(
-            f"--neutral-band {neutral_band}: give a width in [0, 1), e.g. 0.2 (neutral below 60% confidence)."
-        )
+    if neutral_band is not None:
+        rule = "give a width in [0, 1), e.g. 0.2 (neutral below 60% confidence)"
+        number("neutral_band", neutral_band, 0, 1, closed="left", rule=rule)
 
 
 def labels_from_proba(probs: np.ndarray, classes: list[str], neutral_band: float | None = None) -> list[str]:

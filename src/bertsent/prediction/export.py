@@ -28,6 +28,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from bertsent.checks import number
 from bertsent.data.labels import relabel
 from bertsent.data.sources import TextDataset, read_data
 from bertsent.errors import BertsentError, DataError, ModelError
@@ -115,8 +116,7 @@ def export_onnx(
     "max_logit_diff"}}, "evaluation": None or {"data", "n", "accuracy": {"torch", file name: ...},
     "max_drop"}, "int8_kept" (None without int8), "int8_reason" (why not kept), "seconds"}."""
     started = time.perf_counter()
-    if isinstance(max_drop, bool) or not isinstance(max_drop, (int, float)) or not np.isfinite(max_drop):
-        raise BertsentError(f"--max-drop {max_drop}: give accuracy points, e.g. 0.5 (0.005 accuracy).")
+    number("max_drop", max_drop, rule="give accuracy points, e.g. 0.5 (0.005 accuracy)")
     _check_packages()
     folder = Path(folder).expanduser()
     models.check_model_folder(folder, need_classifier=True)

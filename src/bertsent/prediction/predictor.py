@@ -9,6 +9,7 @@ from typing import Any
 
 import numpy as np
 
+from bertsent.checks import choice, whole
 from bertsent.defaults import BACKENDS, LONG_TEXTS
 from bertsent.errors import BertsentError
 from bertsent.evaluation.metrics import check_neutral_band, labels_from_proba, softmax
@@ -22,6 +23,7 @@ from bertsent.runtime import pick_device
 # are averaged: on IMDB reviews this scored best for a model trained on short snippets (0.87 against 0.79 for
 # head+tail at 512 tokens), and overlapping windows were slower and no better (bench/RESULTS.md, "Long texts").
 DEFAULT_LONG = "windows"
+_WHOLE = "must be a whole number of at least {}"  # the words of a refused option, wrong type or too small
 
 __all__ = ["BACKENDS", "LONG_TEXTS", "SentimentModel", "load"]
 
@@ -62,7 +64,7 @@ class SentimentModel:
         self.folder = Path(folder) if folder is not None else None
         self.device = pick_device(device)
         self.tokenizer = tokenizer
-        self.batch_size = _whole("batch_size", batch_size, 1)
+        self.batch_size = whole("batch_size", batch_size, 1, rule=_WHOLE.format(1))
         self._model = model
         if model is not None:
             config = model.config
@@ -72,17 +74,19 @@ class SentimentModel:
         self.classes_ = [config.id2label[i] for i in range(config.num_labels)]
         limit = models.model_max_length(tokenizer, config)
         self.max_length = _max_length(max_length, self.metadata.get("max_length"), limit)
-        self.long = long or DEFAULT_LONG
-        if self.long not in LONG_TEXTS:
-            raise BertsentError(f"--long {self.long}: use one of {', '.join(LONG_TEXTS)}.")
+        self.long = choice("long", long or DEFAULT_LONG, LONG_TEXTS, rule=f"use one of {', '.join(LONG_TEXTS)}")
         room = max(1, self.max_length - tokenizer.num_special_tokens_to_add())
-        self.stride = _whole("stride", stride, 1) if stride is not None else self._trained_stride() or room
+        if stride is not None:
+            stride = whole("stride", stride, 1, rule=_WHOLE.format(1))
+        self.stride = stride or self._trained_stride() or room
         if self.stride > self.max_length:
             raise BertsentError(f"--stride {self.stride}: must not exceed the window, {self.max_length} tokens.")
         self.neutral_band = neutral_band
         self.collator = Collator(tokenizer.pad_token_id, tokenizer.padding_side)
         self.backend_name = backends.resolve_backend(backend, self.folder, self.device.type)
-        self.backend = self._open_backend(_whole("threads", threads, 1) if threads is not None else None)
+        if threads is not None:
+            threads = whole("threads", threads, 1, rule=_WHOLE.format(1))
+        self.backend = self._open_backend(threads)
         exported = backends.onnx_temperature(self.folder, self.backend_name) if self.folder else None
         self.temperature = float(exported or self.metadata.get("temperature", 1.0))
 
@@ -232,17 +236,10 @@ def _max_length(asked: int | None, trained: int | None, limit: int) -> int:
     """The tokens per text or window: as asked, else the training length (the lengths the model knows)."""
     if asked is None:
         return min(trained or limit, limit)
-    asked = _whole("max_length", asked, 8)
+    asked = whole("max_length", asked, 8, rule=_WHOLE.format(8))
     if asked > limit:
         raise BertsentError(f"--max-length {asked}: the model takes at most {limit} tokens.")
     return asked
-
-
-def _whole(name: str, value, least: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < least:
-        flag = "--" + name.replace("_", "-")
-        raise BertsentError(f"{flag} {value}: must be a whole number of at least {least}.")
-    return int(value)
 
 
 def check_weights(folder: Path, backend: str = "auto", device: str | None = None, allow_pickle: bool = False):

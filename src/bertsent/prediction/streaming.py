@@ -38,6 +38,7 @@ from typing import BinaryIO
 import numpy as np
 import pandas as pd
 
+from bertsent.checks import flag, whole
 from bertsent.data.sources import (
     DECOMPRESS_ERRORS,
     _as_text,
@@ -63,20 +64,9 @@ OUTPUT_SUFFIXES = {".jsonl": "jsonl", ".ndjson": "jsonl", ".csv": "csv", ".tsv":
 PREDICTION_NAMES = ("row", "text", "label", "probs")
 PART_NAME = re.compile(r"\.part-(\d+)-of-(\d+)$")
 PART_HEADER, PART_END = "bertsent_part", "bertsent_part_end"
-SETTING_NAMES = {  # how a setting is named when --resume or merge refuses a difference
-    "model": "model",
-    "classes": "classes",
-    "backend": "--backend",
-    "long": "--long",
-    "max_length": "--max-length",
-    "stride": "--stride",
-    "neutral_band": "--neutral-band",
-    "text_column": "--text-column",
-    "keep_columns": "--keep-columns",
-    "encoding": "--encoding",
-    "format": "--format",
-    "shard": "--shard",
-}
+# Settings named by their flag when --resume or merge refuses a difference (the model and classes by name).
+FLAG_SETTINGS = ("backend", "long", "max_length", "stride", "neutral_band", "text_column", "keep_columns", "encoding",
+                 "format", "shard")  # fmt: skip
 
 __all__ = [
     "CHUNK_ROWS",
@@ -355,8 +345,7 @@ def open_table(
         codecs.lookup(encoding)
     except LookupError:
         raise DataError(f"--encoding {encoding}: unknown encoding. Use e.g. utf-8, latin-1, cp1252.") from None
-    if isinstance(chunk_rows, bool) or not isinstance(chunk_rows, int) or chunk_rows < 1:
-        raise DataError(f"--chunk-rows {chunk_rows}: must be a whole number of at least 1.")
+    whole("chunk_rows", chunk_rows, 1, rule="must be a whole number of at least 1", error=DataError)
     path = Path(str(source)).expanduser()
     if path.is_file() and not _is_archive(path):
         check_readable_file(path)
@@ -594,7 +583,8 @@ def run_difference(started: dict, meta: dict) -> tuple[str, str, str] | None:
     settings = started.get("settings") or {}
     for key in dict.fromkeys([*meta["settings"], *settings]):
         if settings.get(key) != meta["settings"].get(key):
-            return SETTING_NAMES.get(key, key), _shown(settings.get(key)), _shown(meta["settings"].get(key))
+            named = flag(key) if key in FLAG_SETTINGS else key
+            return named, _shown(settings.get(key)), _shown(meta["settings"].get(key))
     return None
 
 

@@ -8,9 +8,9 @@ every value is concrete; the run reads only that one, nothing changes it, and be
 from __future__ import annotations
 
 import math
-import numbers
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
 
+from bertsent.checks import Choice, Number, Switch, Whole, flag
 from bertsent.errors import BertsentError
 from bertsent.modeling.loading import DEFAULT_MODEL, TRUNCATIONS
 
@@ -41,85 +41,126 @@ DEVICE_DEFAULTS: dict[str, dict[str, dict]] = {
 # torch.compile's modes (--compile alone: "default"). "reduce-overhead" adds CUDA graphs (CUDA only).
 COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
 
-CHOICES = {
-    "recipe": tuple(RECIPES),
-    "truncation": (*TRUNCATIONS, "windows"),
-    "optimizer": ("adamw", "adam"),
-    "schedule": ("linear", "constant"),
-    "metric": ("accuracy", "f1_macro", "loss"),
-    "precision": ("auto", "fp32", "bf16", "fp16"),
+# Each checked setting's rule, as scikit-learn's `_parameter_constraints` (bertsent.checks). None is always
+# allowed: the recipe's value (or the model's, or the data's). The command line's flags read their metavar here.
+CONSTRAINTS = {
+    "recipe": Choice(tuple(RECIPES), what="recipe"),
+    "epochs": Whole(1),
+    "batch_size": Whole(1, auto=True),
+    "micro_batch_size": Whole(1, auto=True),
+    "lr": Number(0, closed="neither"),
+    "max_length": Whole(8, auto=True, unit="of tokens"),
+    "truncation": Choice((*TRUNCATIONS, "windows")),
+    "stride": Whole(1),
+    "max_windows": Whole(1),
+    "pad_to_max_length": Switch(),
+    "length_bucketing": Switch(),
+    "max_tokens": Whole(8),
+    "grad_accum": Whole(1),
+    "optimizer": Choice(("adamw", "adam")),
+    "weight_decay": Number(0, closed="left"),
+    "adam_eps": Number(0, closed="neither"),
+    "warmup_ratio": Number(0, 1, closed="left"),
+    "schedule": Choice(("linear", "constant")),
+    "max_grad_norm": Number(0, closed="left"),
+    "seed": Whole(0),
+    "max_train_samples": Whole(1),
+    "validation_fraction": Number(0, 1, closed="left"),
+    "metric": Choice(("accuracy", "f1_macro", "loss")),
+    "early_stopping": Whole(1),
+    "eval_every": Whole(1),
+    "checkpoint_every": Whole(1),
+    "eval_batch_size": Whole(1),
+    "precision": Choice(("auto", "fp32", "bf16", "fp16")),
+    "packing": Switch(),
+    "attention_dropout": Number(0, 1, closed="left"),
+    "calibrate": Switch(),
 }
-# Whole numbers and their least value; "auto" is also accepted where named.
-WHOLE = {"epochs": 1, "batch_size": 1, "micro_batch_size": 1, "max_length": 8, "max_tokens": 8, "grad_accum": 1,
-         "seed": 0, "max_train_samples": 1, "early_stopping": 1, "eval_every": 1, "checkpoint_every": 1,
-         "eval_batch_size": 1, "stride": 1, "max_windows": 1}  # fmt: skip
-AUTO = ("batch_size", "micro_batch_size", "max_length")
-FRACTIONS = ("validation_fraction", "warmup_ratio", "attention_dropout")  # in [0, 1)
-POSITIVE = ("lr", "adam_eps")
-NON_NEGATIVE = ("weight_decay", "max_grad_norm")
-FLAGS = ("calibrate", "packing", "pad_to_max_length", "length_bucketing")
+
+
+def _setting(default, help: str, **command_line):
+    """A field with its help text (and, where the constraint does not say it, its flag's metavar or nargs): the
+    command line's flags are made from these (bertsent.cli.parser, as transformers' HfArgumentParser)."""
+    return field(default=default, metadata={"help": help, **command_line})
 
 
 @dataclass(frozen=True)
 class TrainConfig:
     """Every training setting. None means: the recipe's value (or the model's, or the data's)."""
 
-    model: str = DEFAULT_MODEL
-    recipe: str = "fast"
-    epochs: int | None = None
-    batch_size: int | str | None = None  # sequences per optimizer step and process; "auto": see micro_batch_size
-    micro_batch_size: int | str | None = None  # sequences per forward+backward (None: the batch; "auto": what fits)
-    lr: float | None = None
-    max_length: int | str | None = None  # an int or "auto": from the training data's token lengths
-    truncation: str | None = None  # head, tail, head+tail, or windows: every window of a long text is an example
-    stride: int | None = None  # windows: tokens between window starts (None: a whole window, side by side)
-    max_windows: int | None = None  # windows: training windows per text, at most (None: DEFAULT_MAX_WINDOWS)
-    pad_to_max_length: bool | None = None
-    length_bucketing: bool | None = None
-    max_tokens: int | None = None  # padded tokens per batch and process, at most
-    grad_accum: int = 1
-    optimizer: str | None = None  # adamw or adam
-    weight_decay: float | None = None
-    adam_eps: float = 1e-8
-    warmup_ratio: float | None = None
-    schedule: str | None = None  # linear or constant
-    max_grad_norm: float | None = None
-    seed: int = 42
-    max_train_samples: int | None = None
-    validation_fraction: float = 0.1
-    metric: str = "accuracy"  # picks the best epoch: accuracy, f1_macro or loss
-    early_stopping: int | None = None  # stop after this many evaluations without improvement
-    eval_every: int | None = None  # steps between evaluations; None: each epoch
-    checkpoint_every: int | None = None  # steps between checkpoints (for --resume)
-    eval_batch_size: int = 64
-    precision: str = "auto"  # auto, fp32, bf16, fp16
-    device: str = "auto"
-    compile: bool | str = False  # torch.compile the training network: True ("default") or one of COMPILE_MODES
-    packing: bool | None = None  # unpadded batches (BERT-architecture models); see packing.py
-    attention_dropout: float | None = None  # None: the model's own (0.1 for BERT-family models)
-    calibrate: bool = True
-    class_weights: str | tuple[float, ...] | None = None  # "auto" (balanced), None/"none", or one weight per class
+    model: str = _setting(DEFAULT_MODEL, "alias (minilm, mpnet), local folder or Hub id (default minilm)", metavar="M")
+    recipe: str = _setting(
+        "fast", "default settings: fast (ours) or tutorial (pad to 512, batch 6, Adam 2e-5, 1 epoch)"
+    )
+    epochs: int | None = _setting(None, "passes over the training data")
+    batch_size: int | str | None = _setting(
+        None, "sequences per optimizer step and process (auto: the recipe's, in micro-batches that fit in memory)"
+    )
+    micro_batch_size: int | str | None = _setting(
+        None, "sequences per forward+backward (default: the whole batch; auto: what fits in memory)"
+    )
+    lr: float | None = _setting(None, "peak learning rate (default: by model size)")
+    max_length: int | str | None = _setting(None, "tokens per text (auto: 99th percentile of the training data)")
+    truncation: str | None = _setting(
+        None, "which part of a long text to keep (default head+tail), or windows: train on each window of it"
+    )
+    stride: int | None = _setting(None, "windows: tokens between window starts (default: a whole window)")
+    max_windows: int | None = _setting(
+        None, f"windows: training windows per text, at most, spread over it (default {DEFAULT_MAX_WINDOWS})"
+    )
+    pad_to_max_length: bool | None = _setting(None, "pad every text to --max-length (the tutorial recipe does)")
+    length_bucketing: bool | None = _setting(None, "batch texts of similar length together, for less padding")
+    max_tokens: int | None = _setting(None, "padded tokens per batch and process, at most")
+    grad_accum: int = _setting(1, "batches per optimizer step")
+    optimizer: str | None = _setting(None, "adamw (decoupled weight decay) or adam")
+    weight_decay: float | None = _setting(None, "weight decay of the optimizer")
+    adam_eps: float = _setting(1e-8, "the optimizer's epsilon")
+    warmup_ratio: float | None = _setting(None, "share of the steps with a rising learning rate")
+    schedule: str | None = _setting(None, "the learning rate after warm-up: linear (down to 0) or constant")
+    max_grad_norm: float | None = _setting(None, "gradient clipping (0: none)")
+    seed: int = _setting(42, "random seed")
+    max_train_samples: int | None = _setting(None, "train on a random sample of N rows")
+    validation_fraction: float = _setting(0.1, "share held out for validation when --eval-data is not given (0: none)")
+    metric: str = _setting("accuracy", "validation metric that picks the best epoch")
+    early_stopping: int | None = _setting(None, "stop after N evaluations without gain")
+    eval_every: int | None = _setting(None, "also evaluate every N steps (default: each epoch)")
+    checkpoint_every: int | None = _setting(None, "save a checkpoint every N steps (for --resume)")
+    eval_batch_size: int = _setting(64, "sequences per batch when scoring the validation data")
+    precision: str = _setting("auto", "auto: bf16 (or fp16) on GPUs, fp32 on CPU")
+    device: str = _setting("auto", "auto, cpu, cuda, cuda:1, mps", metavar="D")
+    compile: bool | str = _setting(
+        False,
+        "torch.compile the model (lengths padded to a few bucket widths, so it compiles a few times); MODE: "
+        "default, reduce-overhead (CUDA graphs), max-autotune, max-autotune-no-cudagraphs",
+        metavar="MODE",
+        nargs="?",
+    )
+    packing: bool | None = _setting(
+        None,
+        "train on unpadded batches: sequences end to end, attention kept within each (BERT-architecture "
+        "models; on CUDA with --attention-dropout 0 it uses the flash varlen kernel)",
+    )
+    attention_dropout: float | None = _setting(
+        None,
+        "dropout on attention probabilities (default: the model's, 0.1 for BERT); 0 trains long texts about "
+        "1.5x faster on CPU",
+    )
+    calibrate: bool = _setting(True, "temperature scaling of the probabilities on the validation data")
+    class_weights: str | tuple[float, ...] | None = _setting(
+        None,
+        "weigh each class in the loss: auto (balanced: n / (classes x count)), or one weight per class in the "
+        "order the run lists them (default none)",
+        metavar="auto|none|W1,W2,..",
+    )
 
     def __post_init__(self):
         if not isinstance(self.model, str):
             object.__setattr__(self, "model", str(self.model))  # a Path to a model folder
         if not self.model.strip():
-            raise BertsentError("--model: give a model (minilm, mpnet, a folder or a Hub id).")
-        for name, choices in CHOICES.items():
-            _check_choice(name, getattr(self, name), choices)
-        for name, least in WHOLE.items():
-            object.__setattr__(self, name, _whole_number(name, getattr(self, name), least))
-        rules = [
-            (FRACTIONS, lambda x: 0 <= x < 1, "must be in [0, 1)"),
-            (POSITIVE, lambda x: x > 0, "must be above 0"),
-            (NON_NEGATIVE, lambda x: x >= 0, "must be 0 or more"),
-        ]
-        for names, ok, rule in rules:
-            for name in names:
-                object.__setattr__(self, name, _number(name, getattr(self, name), ok, rule))
-        for name in FLAGS:
-            if getattr(self, name) is not None and not isinstance(getattr(self, name), bool):
-                raise BertsentError(f"{name}={getattr(self, name)!r}: give True or False.")
+            raise BertsentError(f"{flag('model')}: give a model (minilm, mpnet, a folder or a Hub id).")
+        for name, constraint in CONSTRAINTS.items():
+            if getattr(self, name) is not None:  # None: the recipe's (or the model's, or the data's)
+                object.__setattr__(self, name, constraint.check(name, getattr(self, name), parse=True))
         object.__setattr__(self, "compile", _compile_mode(self.compile))
         object.__setattr__(self, "class_weights", _class_weights(self.class_weights))
         _check_device(self.device)
@@ -137,8 +178,7 @@ class TrainConfig:
         for name in ("stride", "max_windows"):
             if getattr(self, name) is not None and self.truncation != "windows":
                 raise BertsentError(
-                    f"{_flag(name)} {getattr(self, name)}: only with --truncation windows. Add it, or drop "
-                    f"{_flag(name)}."
+                    f"{flag(name)} {getattr(self, name)}: only with --truncation windows. Add it, or drop {flag(name)}."
                 )
         batch, micro = self.batch_size, self.micro_batch_size
         if isinstance(batch, int) and isinstance(micro, int) and micro > batch:
@@ -216,45 +256,6 @@ def auto_max_length(lengths: list[int], limit: int) -> int:
 
     p99 = float(np.percentile(lengths, 99)) if len(lengths) else limit
     return int(min(limit, max(32, math.ceil(p99 / 32) * 32)))
-
-
-def _flag(name: str) -> str:
-    return "--" + name.replace("_", "-")
-
-
-def _check_choice(name: str, value, choices) -> None:
-    if value is not None and value not in choices:
-        what = "recipe" if name == "recipe" else "value"
-        raise BertsentError(f"{_flag(name)} {value}: unknown {what}. Use one of {', '.join(choices)}.")
-
-
-def _whole_number(name: str, value, least: int):
-    """`value` as an int (digit strings too, as from the command line), "auto" where allowed, or None."""
-    if value is None or (value == "auto" and name in AUTO):
-        return value
-    if isinstance(value, str) and value.strip().isdigit():
-        value = int(value)
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        unit = " of tokens" if name == "max_length" else ""
-        auto = " or 'auto'" if name in AUTO else ""
-        raise BertsentError(f"{_flag(name)} {value}: give a whole number{unit}{auto}.")
-    if value < least:
-        raise BertsentError(f"{_flag(name)} {value}: must be at least {least}.")
-    return int(value)
-
-
-def _number(name: str, value, ok, rule: str):
-    """`value` as a number (numeric strings too, as from the command line) that passes `ok`, or None."""
-    if value is None:
-        return None
-    if isinstance(value, str):
-        try:
-            value = float(value)
-        except ValueError:
-            raise BertsentError(f"{_flag(name)} {value}: give a number.") from None
-    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value) or not ok(value):
-        raise BertsentError(f"{_flag(name)} {value}: {rule}.")
-    return value
 
 
 def _compile_mode(value) -> bool | str:

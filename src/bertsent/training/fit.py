@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from bertsent.checks import flag
 from bertsent.data.sources import TextDataset, check_trainable, ordered_label_names
 from bertsent.errors import BertsentError, DataError
 from bertsent.evaluation.baselines import check_baseline
@@ -234,8 +235,7 @@ def settle_resume(config: TrainConfig, saved: dict, given=None, use_checkpoint_s
     ]
     if differ and not use_checkpoint_settings:
         listed = "; ".join(
-            f"{'--' + n.replace('_', '-')}: given {_shown(getattr(config, n))}, checkpoint "
-            f"{_shown(getattr(checkpoint, n))}"
+            f"{flag(n)}: given {_shown(getattr(config, n))}, checkpoint {_shown(getattr(checkpoint, n))}"
             for n in differ
         )
         raise BertsentError(

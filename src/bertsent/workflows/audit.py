@@ -34,6 +34,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from bertsent.checks import whole
 from bertsent.data.sources import TextDataset, ordered_label_names, read_table, table_format
 from bertsent.errors import BertsentError
 from bertsent.evaluation.baselines import majority_baseline
@@ -157,8 +158,7 @@ def _require_cleanlab() -> None:
 
 def check_folds(folds, labels: list[str]) -> None:
     """Every fold must hold at least one row of every class: 2 <= folds <= the smallest class's count."""
-    if isinstance(folds, bool) or not isinstance(folds, (int, np.integer)) or folds < 2:
-        raise BertsentError(f"--folds {folds}: give a whole number of at least 2 (5 is usual).")
+    whole("folds", folds, 2, rule="give a whole number of at least 2 (5 is usual)")
     name, smallest = min(Counter(labels).items(), key=lambda kv: kv[1])
     if folds > smallest:
         raise BertsentError(

@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 
+from bertsent.checks import whole
 from bertsent.data.sources import TextDataset
 from bertsent.errors import BertsentError
 from bertsent.evaluation.baselines import check_baseline
@@ -94,8 +95,7 @@ def train_seeds(
 ) -> dict:
     """Train with seeds seed, seed+1, ... into OUT/seed-N on one validation split (drawn with the first
     seed), and write OUT/summary.json: each validation metric's mean and standard deviation."""
-    if seeds < 1:
-        raise BertsentError(f"--seeds {seeds}: must be at least 1.")
+    whole("seeds", seeds, 1)
     if settings.pop("resume", False):
         raise BertsentError("--resume does not combine with --seeds: resume one run at a time with --out OUT/seed-N.")
     read: dict[str, Any] = dict(

@@ -35,6 +35,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from bertsent.checks import flag, negated, number, whole
 from bertsent.defaults import DEFAULT_DATA, RUNS_DIR
 from bertsent.errors import BertsentError
 from bertsent.extras import require_extra
@@ -95,27 +96,27 @@ def parse_dimension(name: str, text: str | None) -> Dimension:
     """`LO:HI` (a range), `A,B,...` (choices) or `X` (fixed), checked; None: the default space."""
     default, whole, log, ok, rule = SPACE[name]
     text = default if text is None else str(text).strip()
-    flag = f"--{name.replace('_', '-')} {text}"
+    shown = f"{flag(name)} {text}"
     syntax = "Give LO:HI (a range), A,B,... (choices) or one value"
     parts = text.split(":") if ":" in text else text.split(",")
     try:
         values = tuple(float(p) for p in parts)
     except ValueError:
-        raise BertsentError(f"{flag}: not numbers. {syntax}.") from None
+        raise BertsentError(f"{shown}: not numbers. {syntax}.") from None
     if not values or (":" in text and len(values) != 2):
-        raise BertsentError(f"{flag}: {syntax}.")
+        raise BertsentError(f"{shown}: {syntax}.")
     for value in values:
         if not math.isfinite(value) or (whole and not value.is_integer()):
-            raise BertsentError(f"{flag}: {value:g} is not a {'whole ' if whole else ''}number. {syntax}.")
+            raise BertsentError(f"{shown}: {value:g} is not a {'whole ' if whole else ''}number. {syntax}.")
         if not ok(value):
-            raise BertsentError(f"{flag}: {value:g} {rule}.")
+            raise BertsentError(f"{shown}: {value:g} {rule}.")
     values = tuple(int(v) for v in values) if whole else values
     if ":" in text:
         if values[0] >= values[1]:
-            raise BertsentError(f"{flag}: the low end must be below the high end, e.g. {default}.")
+            raise BertsentError(f"{shown}: the low end must be below the high end, e.g. {default}.")
         return Dimension("range", values, whole, log)
     if len(set(values)) != len(values):
-        raise BertsentError(f"{flag}: a choice is listed twice.")
+        raise BertsentError(f"{shown}: a choice is listed twice.")
     return Dimension("choice" if len(values) > 1 else "fixed", values, whole, log)
 
 
@@ -221,10 +222,9 @@ def tune(
 
 
 def _plan(trials: int, timeout, space: dict | None, settings: dict) -> dict[str, Dimension]:
-    if isinstance(trials, bool) or not isinstance(trials, int) or trials < 1:
-        raise BertsentError(f"--trials {trials}: give a whole number of at least 1.")
-    if timeout is not None and not timeout > 0:
-        raise BertsentError(f"--timeout {timeout}: give a number of seconds above 0.")
+    whole("trials", trials, 1, rule="give a whole number of at least 1")
+    if timeout is not None:
+        number("timeout", timeout, 0, closed="neither", rule="give a number of seconds above 0")
     space = dict(space or {})
     unknown = sorted(set(space) - set(SEARCHED))
     if unknown:
@@ -232,7 +232,7 @@ def _plan(trials: int, timeout, space: dict | None, settings: dict) -> dict[str,
     searched_and_fixed = sorted(set(settings) & set(SEARCHED))
     if searched_and_fixed:
         name = searched_and_fixed[0]
-        raise BertsentError(f"{name} is searched: give it in the space (--{name.replace('_', '-')} X fixes it).")
+        raise BertsentError(f"{name} is searched: give it in the space ({flag(name)} X fixes it).")
     return {name: parse_dimension(name, space.get(name)) for name in SEARCHED}
 
 
@@ -515,7 +515,7 @@ def _best_command(data, eval_data, read: dict, settings: dict, best: dict | None
         words += ["--eval-data", eval_data if isinstance(eval_data, str) else "EVAL_DATA"]
     for name in ("text_column", "label_column"):
         if read.get(name):
-            words += [f"--{name.replace('_', '-')}", read[name]]
+            words += [flag(name), read[name]]
     if isinstance(read.get("label_map"), str):
         words += ["--label-map", read["label_map"]]
     if read.get("encoding", "utf-8") != "utf-8":
@@ -529,16 +529,11 @@ def _best_command(data, eval_data, read: dict, settings: dict, best: dict | None
 
 
 def _flag_words(name: str, value) -> list[str]:
-    flag = "--" + name.replace("_", "-")
-    if isinstance(value, bool):
-        if name == "calibrate":
-            return [] if value else ["--no-calibrate"]
-        if name == "packing":
-            return [flag if value else "--no-packing"]
-        return [flag] if value else []
+    if isinstance(value, bool):  # every on/off setting has both flags (bertsent.cli.parser)
+        return [flag(name) if value else negated(name)]
     if isinstance(value, (list, tuple)):
         value = ",".join(map(str, value))
-    return [flag, f"{value:g}" if isinstance(value, float) else str(value)]
+    return [flag(name), f"{value:g}" if isinstance(value, float) else str(value)]
 
 
 def _significant(value: float) -> float:
