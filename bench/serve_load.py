@@ -652,7 +652,7 @@ def tiny_model(folder: Path) -> str:
 
     import bertsent
     from bertsent.data.sources import TextDataset
-    from bertsent.modeling.loading import resolve_model
+    from bertsent.modeling.hub import resolve_model
 
     torch.manual_seed(0)
     base = folder / "tiny-base"

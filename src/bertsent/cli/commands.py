@@ -271,7 +271,7 @@ def cmd_merge(args) -> int:
 def cmd_data(args) -> int:
     from bertsent.data.labels import parse_label_map, relabel
     from bertsent.data.sources import describe, read_data
-    from bertsent.modeling.loading import load_tokenizer
+    from bertsent.modeling.hub import load_tokenizer
 
     columns = _columns(args)
     label_map = parse_label_map(columns.pop("label_map"))  # a malformed map fails before the data is read
@@ -302,7 +302,7 @@ def cmd_export(args) -> int:
 
 
 def cmd_models(args) -> int:
-    from bertsent.modeling.loading import list_offline_models
+    from bertsent.modeling.hub import list_offline_models
 
     rows = list_offline_models()
     print(json.dumps(rows, indent=2) if args.json else format_models(rows))

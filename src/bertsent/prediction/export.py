@@ -25,12 +25,13 @@ import torch
 
 from bertsent.data.labels import relabel
 from bertsent.data.sources import TextDataset, read_data
-from bertsent.errors import BertsentError, DataError, ModelError
+from bertsent.errors import BertsentError, DataError, ModelError, first_line
 from bertsent.evaluation.metrics import fit_temperature, softmax
 from bertsent.files import partial_folder, publish_folder, write_json_atomic
-from bertsent.modeling import loading as models
+from bertsent.modeling import hub
 from bertsent.modeling.batching import Collator
 from bertsent.modeling.inference import predict_logits
+from bertsent.modeling.tokens import CUTS, encode
 from bertsent.prediction import backends
 
 FP32 = backends.ONNX_FILES["onnx"]
@@ -58,7 +59,7 @@ SAMPLE_TEXTS = [
 
 
 def export_onnx(
-    folder: str | os.PathLike,
+    model_dir: str | os.PathLike,
     *,
     int8: bool = False,
     data: str | os.PathLike | TextDataset | None = None,
@@ -71,7 +72,7 @@ def export_onnx(
     allow_pickle: bool = False,
     trust_remote_code: bool = False,
 ) -> dict:
-    """Export the classifier in `folder` to folder/onnx/model.onnx (and model_int8.onnx with `int8`).
+    """Export the classifier in `model_dir` to model_dir/onnx/model.onnx (and model_int8.onnx with `int8`).
 
     `data` (a labeled source as `read_data` takes, or a TextDataset): accuracy of PyTorch and of each
     export on it, each export's temperature refitted on it, and the int8 model kept only when its accuracy
@@ -88,16 +89,16 @@ def export_onnx(
     if isinstance(max_drop, bool) or not isinstance(max_drop, (int, float)) or not np.isfinite(max_drop):
         raise BertsentError(f"--max-drop {max_drop}: give accuracy points, e.g. 0.5 (0.005 accuracy).")
     _check_packages()
-    folder = Path(folder).expanduser()
-    models.check_model_folder(folder, need_classifier=True)
-    models.check_safe_weights(folder, allow_pickle)  # loading options: as `bertsent.load` takes them
+    folder = Path(model_dir).expanduser()
+    hub.check_model_folder(folder, need_classifier=True)
+    hub.check_safe_weights(folder, allow_pickle)  # loading options: as `bertsent.load` takes them
     job = _Job(folder, log, allow_pickle=allow_pickle, trust_remote_code=trust_remote_code)
     read = (text_column, label_column, encoding, label_map)
     dataset = _read_labeled(data, job.classes, *read) if data is not None else None
     parity_texts = SAMPLE_TEXTS + (dataset.texts[:PARITY_DATA_ROWS] if dataset is not None else [])
-    job.parity_ids = models.encode(job.tokenizer, parity_texts, job.max_length, job.truncation)
+    job.parity_ids = encode(job.tokenizer, parity_texts, job.max_length, job.truncation)
     log(
-        f"Exporting {folder} ({job.model_type}, {models.parameter_count(job.model) / 1e6:.1f}M parameters, "
+        f"Exporting {folder} ({job.model_type}, {hub.parameter_count(job.model) / 1e6:.1f}M parameters, "
         f"{job.max_length} tokens at most) to ONNX"
     )
     onnx_dir = folder / backends.ONNX_DIR
@@ -184,19 +185,19 @@ class _Job:
     def __init__(self, folder: Path, log, allow_pickle: bool = False, trust_remote_code: bool = False):
         self.folder = folder
         self.log = log
-        self.tokenizer = models.load_tokenizer(folder, trust_remote_code=trust_remote_code)
-        self.model = models.load_classifier(folder, allow_pickle=allow_pickle, trust_remote_code=trust_remote_code)
-        models.set_padding_token(self.model, self.tokenizer)
+        self.tokenizer = hub.load_tokenizer(folder, trust_remote_code=trust_remote_code)
+        self.model = hub.load_classifier(folder, allow_pickle=allow_pickle, trust_remote_code=trust_remote_code)
+        hub.set_padding_token(self.model, self.tokenizer)
         if getattr(self.model.config, "use_cache", False):
             self.model.config.use_cache = False  # GPT-2 style: no key/value cache in a classifier's graph
         self.model.eval()
         self.model_type = self.model.config.model_type
         self.classes = [self.model.config.id2label[i] for i in range(self.model.config.num_labels)]
-        metadata = models.read_metadata(folder)
-        self.limit = models.model_max_length(self.tokenizer, self.model.config)
+        metadata = hub.read_metadata(folder)
+        self.limit = hub.model_max_length(self.tokenizer, self.model.config)
         self.max_length = min(metadata.get("max_length") or self.limit, self.limit)
         self.truncation = metadata.get("truncation") or "head"
-        if self.truncation not in models.TRUNCATIONS:  # windows: parity and accuracy on each text's first window
+        if self.truncation not in CUTS:  # windows: parity and accuracy on each text's first window
             self.truncation = "head"
         self.collator = Collator(self.tokenizer.pad_token_id, self.tokenizer.padding_side)
         self.parity_ids: list[list[int]] = []
@@ -213,7 +214,7 @@ class _Job:
                     (self._dynamo if exporter == "dynamo" else self._torchscript)(path)
                 self.log(f"{FP32}: {exporter} exporter, {time.perf_counter() - started:.1f} s")
             except Exception as exc:  # noqa: BLE001 - either exporter fails in many ways; the next one is tried
-                self.tried[exporter] = _first_line(exc)
+                self.tried[exporter] = first_line(exc, named=True)
                 self.log(f"{FP32}: the {exporter} exporter failed: {self.tried[exporter]}")
                 _remove_model(path)
                 continue
@@ -240,7 +241,7 @@ class _Job:
         return batch["input_ids"], batch["attention_mask"]
 
     def _external(self) -> bool:
-        return models.parameter_count(self.model) * 4 > EXTERNAL_DATA_BYTES
+        return hub.parameter_count(self.model) * 4 > EXTERNAL_DATA_BYTES
 
     def _dynamo(self, path: Path) -> None:
         batch = torch.export.Dim("batch")
@@ -315,7 +316,7 @@ class _Job:
                 # tables are quantized too. (Symbolic shape inference fails on dynamic-length graphs: skipped.)
                 quant_pre_process(str(source), str(prepared), skip_symbolic_shape=True, save_as_external_data=external)
             except Exception as exc:  # noqa: BLE001 - a preparation failure only makes the model bigger
-                self.log(f"{INT8}: pre-processing skipped ({_first_line(exc)})")
+                self.log(f"{INT8}: pre-processing skipped ({first_line(exc, named=True)})")
                 prepared = source
             try:
                 # Per-channel scales: on MiniLM, 2.5x closer to the fp32 logits than one scale per tensor, for
@@ -329,7 +330,7 @@ class _Job:
                 )
             except Exception as exc:  # noqa: BLE001 - ONNX Runtime's quantizer raises many kinds
                 raise BertsentError(
-                    f"{self.folder} ({self.model_type}): int8 quantization failed ({_first_line(exc)}). "
+                    f"{self.folder} ({self.model_type}): int8 quantization failed ({first_line(exc, named=True)}). "
                     f"Export without --int8 for the fp32 model."
                 ) from None
         seconds = round(time.perf_counter() - started, 2)
@@ -341,7 +342,7 @@ class _Job:
 
     def evaluate(self, dataset: TextDataset, work: Path, entries: dict, max_drop: float) -> dict:
         """Accuracy of PyTorch and each export on `dataset`; temperatures refitted; int8 kept or deleted."""
-        ids = models.encode(self.tokenizer, dataset.texts, self.max_length, self.truncation)
+        ids = encode(self.tokenizer, dataset.texts, self.max_length, self.truncation)
         index = {name: i for i, name in enumerate(self.classes)}
         y = np.array([index[label] for label in dataset.labels])
         self.log(f"Scoring {len(ids)} texts of {dataset.name or 'the data'} with PyTorch and each export")
@@ -408,11 +409,6 @@ def _opset(path: Path) -> int | None:
 def _remove_model(path: Path) -> None:
     path.unlink(missing_ok=True)
     Path(f"{path}.data").unlink(missing_ok=True)
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return f"{type(exc).__name__}: {text.splitlines()[0]}" if text else type(exc).__name__
 
 
 @contextlib.contextmanager

@@ -41,7 +41,6 @@ from bertsent.data.sources import (
     DECOMPRESS_ERRORS,
     _as_text,
     _dataset_from_frame,
-    _first_line,
     _is_archive,
     bom_encoding,
     check_readable_file,
@@ -52,7 +51,7 @@ from bertsent.data.sources import (
     table_format,
     zip_member,
 )
-from bertsent.errors import DataError
+from bertsent.errors import DataError, first_line
 from bertsent.files import partial_folder, remove_temporaries, write_json_atomic
 
 CHUNK_ROWS = 2048  # rows per chunk: long enough to sort by length for little padding, small enough to stay flat
@@ -66,7 +65,7 @@ SETTING_NAMES = {  # how a setting is named when --resume or merge refuses a dif
     "model": "model",
     "classes": "classes",
     "backend": "--backend",
-    "long": "--long",
+    "truncation": "--truncation",
     "max_length": "--max-length",
     "stride": "--stride",
     "neutral_band": "--neutral-band",
@@ -329,14 +328,14 @@ class Table:
             raise DataError(f"{self.path}: the file is empty. Give a file with a header and rows.") from None
         except DECOMPRESS_ERRORS as exc:
             if not self.compression or isinstance(exc, PermissionError):
-                raise DataError(f"{self.path}: cannot read it ({_first_line(exc)}).") from None
+                raise DataError(f"{self.path}: cannot read it ({first_line(exc)}).") from None
             raise DataError(
-                f"{self.path}: cannot decompress it ({_first_line(exc)}). The file is damaged or not "
+                f"{self.path}: cannot decompress it ({first_line(exc)}). The file is damaged or not "
                 f"{self.compression}-compressed."
             ) from None
         except (pd.errors.ParserError, ValueError) as exc:
             raise DataError(
-                f"{self.path}: cannot read it as {what} ({_first_line(exc)}). Check the file's format and extension."
+                f"{self.path}: cannot read it as {what} ({first_line(exc)}). Check the file's format and extension."
             ) from None
 
 

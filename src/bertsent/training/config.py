@@ -11,8 +11,9 @@ import math
 import numbers
 from dataclasses import asdict, dataclass, replace
 
+from bertsent.defaults import TRUNCATIONS
 from bertsent.errors import BertsentError
-from bertsent.modeling.loading import DEFAULT_MODEL, TRUNCATIONS
+from bertsent.modeling.hub import DEFAULT_MODEL
 
 SMALL_MODEL_PARAMETERS = 40_000_000
 IMBALANCED = 0.5  # smallest class / largest below this: the run suggests f1_macro and class weights
@@ -43,7 +44,7 @@ COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-
 
 CHOICES = {
     "recipe": tuple(RECIPES),
-    "truncation": (*TRUNCATIONS, "windows"),
+    "truncation": TRUNCATIONS,
     "optimizer": ("adamw", "adam"),
     "schedule": ("linear", "constant"),
     "metric": ("accuracy", "f1_macro", "loss"),

@@ -16,8 +16,8 @@ from bertsent.errors import BertsentError, DataError
 from bertsent.evaluation.baselines import TFIDF_STEPS, add_baselines, check_baseline, tfidf_baseline
 from bertsent.evaluation.metrics import check_neutral_band, score_logits
 from bertsent.files import check_writable, write_json_atomic
-from bertsent.modeling import loading as models
-from bertsent.prediction.predictor import SentimentModel
+from bertsent.modeling import hub
+from bertsent.prediction.predictor import SentimentModel, renamed_long
 from bertsent.progress import progress_bar
 from bertsent.runtime import Runtime
 from bertsent.training import METRICS_LOG, TrainConfig, TrainResult, fit
@@ -75,7 +75,7 @@ def train(
     read["label_map"] = label_map
     with runtime.main_process_first():  # downloads and unpacks once, into the cache the others then read
         # a bad --model (or one with pickle weights only) fails now, not after reading (or downloading) the data
-        models.check_safe_weights(models.resolve_model(config.model), allow_pickle)
+        hub.check_safe_weights(hub.resolve_model(config.model), allow_pickle)
         train_set, validation = training_data(data, eval_data, read, config, log)
     link = out is None
     if out is None:  # the main process's clock names the folder for all
@@ -185,7 +185,7 @@ def evaluate(
     neutral_band: float | None = None,
     report: str | os.PathLike | None = None,
     backend: str = "auto",
-    long: str | None = None,
+    truncation: str | None = None,
     max_length: int | None = None,
     stride: int | None = None,
     threads: int | None = None,
@@ -194,6 +194,7 @@ def evaluate(
     trust_remote_code: bool = False,
     baseline: str | None = None,
     train_data: str | TextDataset | None = None,
+    long: str | None = None,
 ) -> dict:
     """Metrics of a trained model on labeled data; written as JSON to `out` when given, and as a full
     report (metrics.json, report.html, errors.csv, charts) into the folder `report` when given.
@@ -201,8 +202,8 @@ def evaluate(
     `baseline="tfidf"` adds TF-IDF + logistic regression fitted on the model's training split, rebuilt from
     `train_data` or the training source the model folder records (read with the same columns and label map).
 
-    backend, long, max_length, stride, threads, allow_pickle and trust_remote_code say how the model is loaded
-    and run, as in `bertsent.load`;
+    backend, truncation (`long`: its deprecated old name), max_length, stride, threads, allow_pickle and
+    trust_remote_code say how the model is loaded and run, as in `bertsent.load`;
     `progress` shows a progress bar on stderr; `label_map` as in `train`."""
     check_neutral_band(neutral_band)
     check_baseline(baseline)
@@ -220,7 +221,7 @@ def evaluate(
             model_dir,
             batch_size=batch_size,
             backend=backend,
-            long=long,
+            truncation=renamed_long(long, truncation),
             max_length=max_length,
             stride=stride,
             threads=threads,
@@ -274,9 +275,9 @@ def evaluate(
     metrics = add_baselines(scores.metrics, dataset.labels, model.classes_, train_counts=counts, tfidf=tfidf)
     metrics["model"] = {
         "backend": model.backend_name,
-        "long": model.long,
+        "truncation": model.truncation,
         "max_length": model.max_length,
-        "stride": model.stride if model.long == "windows" else None,
+        "stride": model.stride if model.truncation == "windows" else None,
         "temperature": model.temperature,
     }
     metrics["data"] = {
