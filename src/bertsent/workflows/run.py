@@ -215,9 +215,9 @@ def evaluate(
         if problem:
             raise BertsentError(f"{flag} {target}: cannot write there ({problem}). Choose a folder you can write to.")
     if isinstance(model_dir, SentimentModel):
-        model = model_dir
+        predictor = model_dir
     else:
-        model = SentimentModel.load(
+        predictor = SentimentModel.load(
             model_dir,
             batch_size=batch_size,
             backend=backend,
@@ -228,7 +228,7 @@ def evaluate(
             allow_pickle=allow_pickle,
             trust_remote_code=trust_remote_code,
         )
-    model.neutral_band = neutral_band
+    predictor.neutral_band = neutral_band
     dataset = (
         data
         if isinstance(data, TextDataset)
@@ -242,24 +242,24 @@ def evaluate(
         )
     )
     dataset = relabel(dataset, label_map)
-    unknown = sorted(set(dataset.labels) - set(model.classes_))
+    unknown = sorted(set(dataset.labels) - set(predictor.classes_))
     if unknown:
         raise DataError(
             f"{dataset.name}: labels {', '.join(map(repr, unknown))} are not among the model's "
-            f"classes ({', '.join(model.classes_)}). Use data with the model's labels."
+            f"classes ({', '.join(predictor.classes_)}). Use data with the model's labels."
         )
     reading = dict(text_column=text_column, label_column=label_column, encoding=encoding, drop_invalid=drop_invalid)
     tfidf_train = None
     if baseline == "tfidf":  # read (and checked) before the scoring, which may take long
-        tfidf_train = baseline_training_data(model, train_data, reading, label_map)
+        tfidf_train = baseline_training_data(predictor, train_data, reading, label_map)
     # Encode once: the ids for the model, the untruncated lengths for accuracy by length.
     with progress_bar(len(dataset), "Scoring", enabled=progress) as bar:
-        logits, lengths = model.decision_function(dataset.texts, return_lengths=True, progress=bar)
+        logits, lengths = predictor.decision_function(dataset.texts, return_lengths=True, progress=bar)
     scores = score_logits(
         logits,
         dataset.labels,
-        model.classes_,
-        temperature=model.temperature,
+        predictor.classes_,
+        temperature=predictor.temperature,
         neutral_band=neutral_band,
         lengths=lengths,
     )
@@ -268,17 +268,17 @@ def evaluate(
         train_set, same = tfidf_train
         with progress_bar(TFIDF_STEPS, "TF-IDF baseline", enabled=progress, unit="steps") as bar:
             tfidf = tfidf_baseline(
-                train_set.texts, train_set.labels, dataset.texts, dataset.labels, model.classes_, progress=bar
+                train_set.texts, train_set.labels, dataset.texts, dataset.labels, predictor.classes_, progress=bar
             )
         tfidf |= {"train_source": train_set.name, "same_as_model": same}
-    counts = model.metadata.get("data", {}).get("train", {}).get("label_counts")
-    metrics = add_baselines(scores.metrics, dataset.labels, model.classes_, train_counts=counts, tfidf=tfidf)
+    counts = predictor.metadata.get("data", {}).get("train", {}).get("label_counts")
+    metrics = add_baselines(scores.metrics, dataset.labels, predictor.classes_, train_counts=counts, tfidf=tfidf)
     metrics["model"] = {
-        "backend": model.backend_name,
-        "truncation": model.truncation,
-        "max_length": model.max_length,
-        "stride": model.stride if model.truncation == "windows" else None,
-        "temperature": model.temperature,
+        "backend": predictor.backend_name,
+        "truncation": predictor.truncation,
+        "max_length": predictor.max_length,
+        "stride": predictor.stride if predictor.truncation == "windows" else None,
+        "temperature": predictor.temperature,
     }
     metrics["data"] = {
         "source": dataset.name,
@@ -303,10 +303,10 @@ def evaluate(
             info={
                 "model": str(folder) if folder else None,
                 "data": dataset.name,
-                "temperature": model.temperature,
+                "temperature": predictor.temperature,
                 "neutral band": neutral_band if neutral_band else None,
             },
-            explain=model.explain,
+            explain=predictor.explain,
         )
     if out is not None:
         write_json_atomic(Path(out), metrics)
@@ -317,15 +317,15 @@ TRAIN_PART = " (train part)"  # how split_validation names the training part
 
 
 def baseline_training_data(
-    model: SentimentModel, train_data: str | TextDataset | None, reading: dict, label_map
+    predictor: SentimentModel, train_data: str | TextDataset | None, reading: dict, label_map
 ) -> tuple[TextDataset, bool]:
     """The TF-IDF baseline's training data for `evaluate`: `train_data`, else the training source the model
     folder records, made into the model's training split as training made it (seeded validation split, then
     --max-train-samples); and whether it is that split (its fingerprint equals the recorded one)."""
     from bertsent.training.fit import sample_rows
 
-    recorded = model.metadata.get("data", {}).get("train", {})
-    settings = model.metadata.get("settings", {})
+    recorded = predictor.metadata.get("data", {}).get("train", {})
+    settings = predictor.metadata.get("settings", {})
     source = train_data
     if source is None:
         if not recorded.get("source"):
@@ -340,11 +340,11 @@ def baseline_training_data(
             f"--baseline tfidf: the model's training data cannot be read here ({exc}). Pass --train-data SRC."
         ) from None
     dataset = relabel(dataset, label_map)
-    unknown = sorted(set(dataset.labels) - set(model.classes_))
+    unknown = sorted(set(dataset.labels) - set(predictor.classes_))
     if unknown:
         raise DataError(
             f"--baseline tfidf: {dataset.name}: labels {', '.join(map(repr, unknown))} are not among the model's "
-            f"classes ({', '.join(model.classes_)}). Give the model's training data, with its --label-map."
+            f"classes ({', '.join(predictor.classes_)}). Give the model's training data, with its --label-map."
         )
     candidates = [dataset]
     seed = settings.get("seed", 42)
