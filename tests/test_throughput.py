@@ -4,9 +4,9 @@ read from the device per step, the device's default settings, bf16 scoring, an M
 from __future__ import annotations
 
 import functools
+import importlib
 import json
 import random
-import sys
 import traceback
 from pathlib import Path
 
@@ -25,7 +25,7 @@ from bertsent.training import config as config_module
 
 from conftest import FILLER, NEGATIVE_WORDS, POSITIVE_WORDS
 
-FIT = sys.modules["bertsent.training.fit"]  # the module (bertsent.training.fit is the function)
+FIT = importlib.import_module("bertsent.training.fit")  # the module (bertsent.training.fit is the function)
 SRC = str(Path(bertsent.__file__).parent)
 
 
