@@ -32,7 +32,7 @@ def model_spec(name: str, workdir: Path) -> str:
         return name
     from transformers import AutoTokenizer, BertConfig, BertModel, MPNetConfig, MPNetModel
 
-    from bertsent.modeling.loading import resolve_model
+    from bertsent.modeling.hub import resolve_model
 
     kind, shape = RANDOM_MODELS[name]
     folder = Path(workdir) / f"{name}-random"

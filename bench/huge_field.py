@@ -24,10 +24,11 @@ from pathlib import Path
 TOKENIZE = """
 import sys
 from bertsent.data.sources import read_data
-from bertsent.modeling import loading as models
-tokenizer = models.load_tokenizer(sys.argv[2])
+from bertsent.modeling import hub
+from bertsent.modeling.tokens import tokenize
+tokenizer = hub.load_tokenizer(sys.argv[2])
 texts = read_data(sys.argv[1]).texts
-tokens = models.tokenize(tokenizer, texts)
+tokens = tokenize(tokenizer, texts)
 print(max(len(ids) for ids, _ in tokens))
 """
 

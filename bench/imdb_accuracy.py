@@ -34,9 +34,10 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import bertsent
 from bertsent.data.sources import ordered_label_names, read_data, split_validation
-from bertsent.modeling import loading as models
+from bertsent.modeling import hub
 from bertsent.modeling.batching import Collator
 from bertsent.modeling.inference import predict_logits
+from bertsent.modeling.tokens import encode, tokenize, truncate
 from bertsent.runtime import scoring_dtype
 from bertsent.training import RECIPES, TrainConfig, fit
 
@@ -127,7 +128,7 @@ def _main(args, work: Path) -> int:
     train_s = time.perf_counter() - clock
 
     clock = time.perf_counter()  # the training texts are tokenized inside fit(), in train_s
-    test_ids = models.encode(tokenizer, test.texts, settings["max_length"], settings["truncation"])
+    test_ids = encode(tokenizer, test.texts, settings["max_length"], settings["truncation"])
     tokenize_s = time.perf_counter() - clock
     device = next(model.parameters()).device
     clock = time.perf_counter()
@@ -219,20 +220,20 @@ def train_with_trainer(train, config: TrainConfig, args, work: Path):
     """Hugging Face Trainer on the same examples and settings as `fit` would use (its resolved config)."""
     from train_speed import run_trainer
 
-    tokenizer = models.load_tokenizer(config.model)
+    tokenizer = hub.load_tokenizer(config.model)
     classes = ordered_label_names(train.labels)
-    tokens = models.tokenize(tokenizer, train.texts)
-    probe = models.load_classifier(config.model, classes)
+    tokens = tokenize(tokenizer, train.texts)
+    probe = hub.load_classifier(config.model, classes)
     settings = config.resolve(
-        parameters=models.parameter_count(probe),
-        max_positions=models.model_max_length(tokenizer, probe.config),
+        parameters=hub.parameter_count(probe),
+        max_positions=hub.model_max_length(tokenizer, probe.config),
         token_lengths=[len(ids) for ids, _ in tokens],
         packing_supported=False,
         special_tokens=tokenizer.num_special_tokens_to_add(),
         device_type=runtime_device().type,
     )
     del probe
-    ids = models.truncate(tokens, settings.max_length, settings.truncation)
+    ids = truncate(tokens, settings.max_length, settings.truncation)
     labels = [classes.index(y) for y in train.labels]
     trainer_args = argparse.Namespace(
         batch_size=settings.batch_size, epochs=settings.epochs, lr=settings.lr, seed=settings.seed

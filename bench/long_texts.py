@@ -28,7 +28,7 @@ from sklearn.metrics import f1_score, roc_auc_score
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import bertsent
 from bertsent.data.sources import read_data
-from bertsent.modeling.loading import tokenize
+from bertsent.modeling.tokens import tokenize
 
 from common import DEFAULT_IMDB, machine, sample_indices
 
@@ -73,15 +73,15 @@ def main(argv=None) -> int:
     )
     rows = []
     print(f"\n{'strategy':<22} {'accuracy':>9} {'macro F1':>9} {'ROC-AUC':>8} {'reviews/s':>10}")
-    for long, length, stride in strategies:
-        model.long, model.max_length = long, length
+    for truncation, length, stride in strategies:
+        model.truncation, model.max_length = truncation, length
         model.stride = stride or max(1, length // 2)
         start = time.perf_counter()
         probs = model.predict_proba(texts)
         seconds = time.perf_counter() - start
         predicted = probs.argmax(axis=1)
         row = {
-            "strategy": f"{long}@{length}" + (f"/{model.stride}" if long == "windows" else ""),
+            "strategy": f"{truncation}@{length}" + (f"/{model.stride}" if truncation == "windows" else ""),
             "accuracy": float(np.mean(predicted == y)),
             "f1_macro": float(f1_score(y, predicted, average="macro")),
             "roc_auc": float(roc_auc_score(y, probs[:, 1])) if probs.shape[1] == 2 else None,

@@ -26,9 +26,10 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bertsent.data.sources import read_data
-from bertsent.modeling import loading as models
+from bertsent.modeling import hub
 from bertsent.modeling.batching import Collator, LengthBucketBatchSampler
 from bertsent.modeling.packing import PackedClassifier, PackedCollator, varlen_kernel
+from bertsent.modeling.tokens import encode
 
 from common import DEFAULT_IMDB, machine, model_spec, run_in_scratch, sample, training_flops
 
@@ -66,8 +67,8 @@ def _main(args, work: Path) -> int:
     if device.type == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = True
     data = sample(read_data(args.data, default_split="train"), args.samples, 0)
-    tokenizer = models.load_tokenizer(spec)
-    ids = models.encode(tokenizer, data.texts, args.max_length, "head+tail")
+    tokenizer = hub.load_tokenizer(spec)
+    ids = encode(tokenizer, data.texts, args.max_length, "head+tail")
     labels = [int(y == data.labels[0]) for y in data.labels]
     sampler = LengthBucketBatchSampler([len(x) for x in ids], args.batch_size, shuffle=True, seed=0)
     batches = sampler.batches()
@@ -90,7 +91,7 @@ def _main(args, work: Path) -> int:
 
     # -- 1. same logits
     torch.manual_seed(0)
-    model = models.load_classifier(spec, ["negative", "positive"], attention_dropout=0.0).to(device).eval()
+    model = hub.load_classifier(spec, ["negative", "positive"], attention_dropout=0.0).to(device).eval()
     examples = [(ids[i], labels[i]) for i in batches[0]]
     with torch.no_grad(), torch.autocast(device.type, dtype=amp, enabled=amp is not None):
         padded = model(**to_device(padded_collator(examples), device)).logits.float()
@@ -105,7 +106,7 @@ def _main(args, work: Path) -> int:
     for packing in (False, True):
         for dropout in (None, 0.0):
             torch.manual_seed(0)
-            model = models.load_classifier(spec, ["negative", "positive"], attention_dropout=dropout).to(device)
+            model = hub.load_classifier(spec, ["negative", "positive"], attention_dropout=dropout).to(device)
             network = PackedClassifier(model) if packing else model
             network.train()
             optimizer = torch.optim.AdamW(model.parameters(), lr=1e-5, fused=device.type == "cuda")

@@ -36,7 +36,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import bertsent
 from bertsent.data.sources import read_data
-from bertsent.modeling.loading import tokenize
+from bertsent.modeling.tokens import tokenize
 
 from common import DEFAULT_IMDB, machine, sample_indices
 
@@ -120,7 +120,9 @@ def time_engine(name, args, texts, truth, bucket) -> list[dict]:
         if name == "pipeline":
             got, seconds = run_pipeline(args.model_dir, part, args.batch_size)
         else:
-            got, seconds = run_ours(args.model_dir, part, args.batch_size, backend=name, long="head", max_length=512)
+            got, seconds = run_ours(
+                args.model_dir, part, args.batch_size, backend=name, truncation="head", max_length=512
+            )
         for i, label in zip(idx, got):
             labels[i] = label
         speeds[bucket_name] = len(idx) / seconds

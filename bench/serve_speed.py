@@ -297,7 +297,7 @@ def main(argv=None) -> int:
         import torch
 
         torch.set_num_threads(args.threads)
-    from bertsent.modeling.loading import load_tokenizer
+    from bertsent.modeling.hub import load_tokenizer
 
     tokenizer = load_tokenizer(args.model_dir)
     explained = explain_timing(args, tokenizer) if args.explain_steps else []

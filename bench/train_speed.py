@@ -40,9 +40,10 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bertsent.data.sources import ordered_label_names, read_data
 from bertsent.environment import launched_processes, process_rank
-from bertsent.modeling import loading as models
+from bertsent.modeling import hub
 from bertsent.modeling.batching import Collator
 from bertsent.modeling.inference import predict_logits
+from bertsent.modeling.tokens import encode
 from bertsent.runtime import set_seed
 from bertsent.training import TrainConfig, auto_lr, fit
 
@@ -125,17 +126,17 @@ def run_ours(train, spec: str, args, work: Path) -> dict:
         "steps": len(steps),
         "mean_loss": float(np.mean([r["loss"] for r in steps])),
         "fit_total_s": result.train_seconds,
-        "model": models.load_classifier(str(out)),
+        "model": hub.load_classifier(str(out)),
     }
 
 
 def run_trainer(train_ids, train_labels, label_names, spec: str, args, work: Path, group_by_length=False) -> dict:
     from transformers import DataCollatorWithPadding, Trainer, TrainerCallback, TrainingArguments
 
-    tokenizer = models.load_tokenizer(spec)
+    tokenizer = hub.load_tokenizer(spec)
     set_seed(args.seed)  # as fit() does before loading: both start from the same classifier head
-    model = models.load_classifier(spec, label_names)
-    models.set_padding_token(model, tokenizer)
+    model = hub.load_classifier(spec, label_names)
+    hub.set_padding_token(model, tokenizer)
     cuda = torch.cuda.is_available()
     dataset = [
         {"input_ids": ids, "attention_mask": [1] * len(ids), "labels": y} for ids, y in zip(train_ids, train_labels)
@@ -273,8 +274,8 @@ def _main(args, work: Path) -> int:
     label_names = ordered_label_names(train.labels)
     index = {name: i for i, name in enumerate(label_names)}
     train_labels = [index[y] for y in train.labels]
-    tokenizer = models.load_tokenizer(spec)
-    train_ids = models.encode(tokenizer, train.texts, args.max_length, args.truncation)
+    tokenizer = hub.load_tokenizer(spec)
+    train_ids = encode(tokenizer, train.texts, args.max_length, args.truncation)
     lengths = [len(x) for x in train_ids]
 
     eval_set = eval_ids = eval_labels = None
@@ -285,12 +286,12 @@ def _main(args, work: Path) -> int:
         else:
             held_out = sorted(set(range(len(full))) - set(sample_indices(len(full), args.samples, args.seed)))
             eval_set = sample(full.subset(held_out), args.eval_samples, args.seed + 1)
-        eval_ids = models.encode(tokenizer, eval_set.texts, args.max_length, args.truncation)
+        eval_ids = encode(tokenizer, eval_set.texts, args.max_length, args.truncation)
         eval_labels = [index[y] for y in eval_set.labels]
 
-    probe = models.load_classifier(spec, label_names)
+    probe = hub.load_classifier(spec, label_names)
     if args.lr is None:
-        args.lr = auto_lr(models.parameter_count(probe))
+        args.lr = auto_lr(hub.parameter_count(probe))
     flops = training_flops(probe, lengths, args.epochs)
     del probe
 

@@ -31,7 +31,8 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import bertsent
 from bertsent.data.sources import read_data
-from bertsent.modeling import loading as models
+from bertsent.modeling import hub
+from bertsent.modeling.tokens import tokenize
 from bertsent.training import TrainConfig
 from bertsent.training.fit import encode_examples
 
@@ -69,8 +70,9 @@ def examples(tokens, settings: dict, max_length: int, special_tokens: int):
 def score(model_dir: Path, texts: list[str], y: np.ndarray, with_512: bool) -> dict:
     """Accuracy of a model on the test reviews, cut head+tail or scored in windows at the training length."""
     out = {}
-    ways = [("head+tail", dict(long="head+tail")), ("windows", dict(long="windows"))]
-    for name, settings in ways + ([("head+tail@512", dict(long="head+tail", max_length=512))] if with_512 else []):
+    ways = [("head+tail", dict(truncation="head+tail")), ("windows", dict(truncation="windows"))]
+    ways += [("head+tail@512", dict(truncation="head+tail", max_length=512))] if with_512 else []
+    for name, settings in ways:
         model = bertsent.load(model_dir, backend="torch", **settings)
         started = time.perf_counter()
         predicted = np.array([model.classes_.index(label) for label in model.predict(texts)])
@@ -81,13 +83,13 @@ def score(model_dir: Path, texts: list[str], y: np.ndarray, with_512: bool) -> d
 def main(args, work: Path) -> int:
     train_all = read_data(args.data + ":train")
     test_all = read_data(args.data + ":test")
-    tokenizer = models.load_tokenizer(args.model)
+    tokenizer = hub.load_tokenizer(args.model)
     special = tokenizer.num_special_tokens_to_add()
 
     # Shuffled, so that the first reviews of the sample (the same-steps run's) hold both labels.
     chosen = np.random.RandomState(args.seed).permutation(sample_indices(len(train_all), args.train_texts, args.seed))
     train = train_all.subset(chosen, f"IMDB train ({len(chosen)} sampled)")
-    train_tokens = models.tokenize(tokenizer, train.texts)
+    train_tokens = tokenize(tokenizer, train.texts)
     train_lengths = [len(ids) for ids, _ in train_tokens]
     windowed = dict(truncation="windows", max_windows=args.max_windows)
     _, owner = examples(train_tokens, windowed, args.max_length, special)
@@ -95,7 +97,7 @@ def main(args, work: Path) -> int:
     # The same steps: the sample's first reviews whose windows add up to the head+tail run's sequence count.
     same_steps = int(np.searchsorted(np.cumsum(per_text), len(train), side="right"))
 
-    test_lengths = np.array([len(ids) for ids, _ in models.tokenize(tokenizer, test_all.texts)])
+    test_lengths = np.array([len(ids) for ids, _ in tokenize(tokenizer, test_all.texts)])
     eligible = np.flatnonzero(test_lengths > args.min_tokens)
     picked = eligible[sample_indices(len(eligible), args.test_samples, args.seed)]
     test_texts = [test_all.texts[i] for i in picked]
@@ -167,7 +169,7 @@ def main(args, work: Path) -> int:
 
 
 def result_classes(result) -> list[str]:
-    return json.loads((result.model_dir / models.METADATA_FILE).read_text())["labels"]
+    return json.loads((result.model_dir / hub.METADATA_FILE).read_text())["labels"]
 
 
 if __name__ == "__main__":

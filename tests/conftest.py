@@ -48,7 +48,7 @@ def read_csv_rows(path) -> list[dict]:
 
 @pytest.fixture(scope="session")
 def minilm_dir() -> Path:
-    from bertsent.modeling.loading import resolve_model
+    from bertsent.modeling.hub import resolve_model
 
     return Path(resolve_model("minilm"))
 

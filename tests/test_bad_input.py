@@ -73,7 +73,7 @@ def test_predicting_on_a_missing_gpu_is_a_user_error(trained, monkeypatch):
         ({"threads": 1.5}, "--threads 1.5"),
         ({"neutral_band": 5}, "--neutral-band 5"),
         ({"batch_size": 0}, "--batch-size 0"),
-        ({"long": "middle"}, "--long middle"),
+        ({"truncation": "middle"}, "--truncation middle"),
     ],
 )
 def test_load_refuses_bad_settings(trained, kwargs, match):
@@ -213,7 +213,7 @@ def test_train_output_folders_that_cannot_be_written_fail_before_the_work(
     def no_model(*_a, **_k):
         raise AssertionError("the model was loaded before the output folders were checked")
 
-    monkeypatch.setattr(bertsent.workflows.run.models, "resolve_model", no_model)
+    monkeypatch.setattr(bertsent.workflows.run.hub, "resolve_model", no_model)
     flags = [f.format(file=reviews_csv) for f in flags]
     code = main(["train", "--data", str(reviews_csv), "--out", str(tmp_path / "m"), *flags])
     assert code == 2
@@ -269,12 +269,13 @@ def test_a_cache_that_cannot_be_written_is_one_line(tmp_path, monkeypatch, capsy
 
 
 def test_a_huge_text_is_tokenized_by_its_head_and_tail_only(tiny_model_dir):
-    from bertsent.modeling import loading as models
+    from bertsent.modeling import hub
+    from bertsent.modeling.tokens import MAX_TEXT_CHARS, tokenize
 
-    tokenizer = models.load_tokenizer(tiny_model_dir)
-    huge = "wonderful " + "plot " * (models.MAX_TEXT_CHARS // 2) + "awful"  # 2.6 MB of text
-    ids, _ = models.tokenize(tokenizer, [huge])[0]
-    assert len(ids) < models.MAX_TEXT_CHARS // 4  # bounded by the clip, not by the text
+    tokenizer = hub.load_tokenizer(tiny_model_dir)
+    huge = "wonderful " + "plot " * (MAX_TEXT_CHARS // 2) + "awful"  # 2.6 MB of text
+    ids, _ = tokenize(tokenizer, [huge])[0]
+    assert len(ids) < MAX_TEXT_CHARS // 4  # bounded by the clip, not by the text
     words = tokenizer.convert_ids_to_tokens(ids)
     assert words[1] == "wonderful" and words[-2] == "awful"  # head and tail kept
 

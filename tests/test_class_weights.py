@@ -113,8 +113,9 @@ def _imbalanced(minority_copies: int = 1) -> TextDataset:
 
 def _gradients(model_dir, data: TextDataset, weights, micro: int | None = None) -> list[torch.Tensor]:
     """The gradients one optimizer step over the whole of `data` leaves, through MicroBatches."""
-    from bertsent.modeling import loading as models
+    from bertsent.modeling import hub
     from bertsent.modeling.batching import Collator, EncodedDataset
+    from bertsent.modeling.tokens import encode
     from bertsent.runtime import Runtime
     from bertsent.training.microbatch import MicroBatches
 
@@ -125,9 +126,9 @@ def _gradients(model_dir, data: TextDataset, weights, micro: int | None = None) 
             return batch
 
     torch.manual_seed(0)
-    tokenizer = models.load_tokenizer(str(model_dir))
-    model = models.load_classifier(str(model_dir), CLASSES)
-    ids = models.encode(tokenizer, data.texts, 32)
+    tokenizer = hub.load_tokenizer(str(model_dir))
+    model = hub.load_classifier(str(model_dir), CLASSES)
+    ids = encode(tokenizer, data.texts, 32)
     labels = [CLASSES.index(y) for y in data.labels]
     micro_batches = MicroBatches(
         model,

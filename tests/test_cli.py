@@ -384,11 +384,11 @@ def test_hub_id_without_the_offline_flag_fails_fast(tiny_model_dir, write_csv, m
 
     from huggingface_hub import constants
 
-    from bertsent.modeling import loading as models
+    from bertsent.modeling import hub
 
     monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
-    monkeypatch.setattr(models, "_HUB_REACHABLE", {})
+    monkeypatch.setattr(hub, "_HUB_REACHABLE", {})
     texts, labels = make_reviews(20)
     data = write_csv(list(zip(texts, labels)))
     started = time.time()

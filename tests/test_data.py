@@ -726,7 +726,7 @@ def test_zips_with_escaping_members_or_links_are_refused(tmp_path, member, link)
 def test_statistics_of_a_huge_field_tokenize_only_what_the_cap_needs(tmp_path, tiny_model_dir, capsys):
     from bertsent.cli import main
     from bertsent.data.sources import COUNT_PIECE_CHARS, TOKEN_COUNT_CAP, describe
-    from bertsent.modeling.loading import load_tokenizer
+    from bertsent.modeling.hub import load_tokenizer
 
     tokenizer = load_tokenizer(str(tiny_model_dir))  # model_max_length 128: counted up to 512 tokens
     cap = TOKEN_COUNT_CAP * 128

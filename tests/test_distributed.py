@@ -43,10 +43,10 @@ sys.exit(main(sys.argv[1:]))
 OOM_SCRIPT = '''
 """`bertsent` where the process of rank OOM_RANK runs out of memory on batches of more than OOM_ROWS sequences."""
 import os, sys, torch
-from bertsent.modeling import loading as models
+from bertsent.modeling import hub
 from bertsent.cli import main
 
-original = models.load_classifier
+original = hub.load_classifier
 
 def load(*args, **kwargs):
     model = original(*args, **kwargs)
@@ -61,7 +61,7 @@ def load(*args, **kwargs):
     model.forward = forward
     return model
 
-models.load_classifier = load
+hub.load_classifier = load
 sys.exit(main(sys.argv[1:]))
 '''
 

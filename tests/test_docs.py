@@ -192,15 +192,15 @@ def workdir_template(tmp_path_factory, stand_in_model) -> Path:
 @pytest.fixture
 def page_world(workdir_template, stand_in_model, tmp_path, monkeypatch) -> Path:
     """A fresh copy of the template as the working folder; minilm and mpnet stand for the tiny model."""
-    from bertsent.modeling import loading as model_module
+    from bertsent.modeling import hub
 
     work = tmp_path / "work"
     shutil.copytree(workdir_template, work, symlinks=True)
     monkeypatch.chdir(work)
     monkeypatch.setenv("BERTSENT_CACHE", str(work / "cache"))
-    for alias, entry in model_module.OFFLINE_MODELS.items():
+    for alias, entry in hub.OFFLINE_MODELS.items():
         stand_in = dataclasses.replace(entry, installed=lambda: True, path=lambda: stand_in_model)
-        monkeypatch.setitem(model_module.OFFLINE_MODELS, alias, stand_in)
+        monkeypatch.setitem(hub.OFFLINE_MODELS, alias, stand_in)
     return work
 
 

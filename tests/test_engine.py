@@ -8,7 +8,8 @@ from safetensors.torch import load_file
 
 import bertsent
 from bertsent.data.sources import TextDataset
-from bertsent.modeling import loading as models
+from bertsent.modeling import hub
+from bertsent.modeling.tokens import encode
 from bertsent.runtime import is_out_of_memory
 from bertsent.training import TrainConfig, fit
 
@@ -22,7 +23,7 @@ QUIET = dict(progress=False, log=lambda *_: None, report=False)
 
 @pytest.fixture(scope="module")
 def tokenizer(minilm_dir):
-    return models.load_tokenizer(str(minilm_dir))
+    return hub.load_tokenizer(str(minilm_dir))
 
 
 @pytest.fixture(scope="module")
@@ -44,14 +45,14 @@ def test_truncation_keeps_head_tail_or_both_and_the_special_tokens(tokenizer, wo
     assert len(body) == 600
     cls, sep = tokenizer.cls_token_id, tokenizer.sep_token_id
 
-    (head,), (length,) = models.encode(tokenizer, [" ".join(words)], 64, "head", return_lengths=True)
+    (head,), (length,) = encode(tokenizer, [" ".join(words)], 64, "head", return_lengths=True)
     assert length == 602  # the full length, specials included
     assert head == [cls] + body[:62] + [sep]
-    (tail,) = models.encode(tokenizer, [" ".join(words)], 64, "tail")
+    (tail,) = encode(tokenizer, [" ".join(words)], 64, "tail")
     assert tail == [cls] + body[-62:] + [sep]
-    (both,) = models.encode(tokenizer, [" ".join(words)], 64, "head+tail")
+    (both,) = encode(tokenizer, [" ".join(words)], 64, "head+tail")
     assert both == [cls] + body[:16] + body[-46:] + [sep]  # 128/512 of the length from the head
-    (both512,) = models.encode(tokenizer, [" ".join(words)], 512, "head+tail")
+    (both512,) = encode(tokenizer, [" ".join(words)], 512, "head+tail")
     assert both512 == [cls] + body[:128] + body[-382:] + [sep]  # Sun et al.: first 128, last 382
     for ids in (head, tail, both, both512):
         assert len(ids) in (64, 512)
@@ -61,9 +62,9 @@ def test_short_texts_are_untouched_and_bad_strategy_is_refused(tokenizer, words)
     text = " ".join(words[:10])
     expected = tokenizer(text)["input_ids"]
     for strategy in ("head", "tail", "head+tail"):
-        assert models.encode(tokenizer, [text], 12, strategy) == [expected]
+        assert encode(tokenizer, [text], 12, strategy) == [expected]
     with pytest.raises(ValueError, match="truncation"):
-        models.encode(tokenizer, [text], 12, "middle")
+        encode(tokenizer, [text], 12, "middle")
 
 
 # ----------------------------------------------------------------------------- training equivalences
@@ -119,7 +120,7 @@ def memory_limit(monkeypatch):
     """Models loaded by fit() raise torch.OutOfMemoryError on batches of more than limit['rows'] sequences,
     from forward call number limit['from_call'] on; limit['calls'] counts the forward calls."""
     limit = {"rows": 10**9, "from_call": 1, "calls": 0, "error": torch.OutOfMemoryError}
-    original = models.load_classifier
+    original = hub.load_classifier
 
     def load(*args, **kwargs):
         model = original(*args, **kwargs)
@@ -134,7 +135,7 @@ def memory_limit(monkeypatch):
         model.forward = forward
         return model
 
-    monkeypatch.setattr(models, "load_classifier", load)
+    monkeypatch.setattr(hub, "load_classifier", load)
     return limit
 
 

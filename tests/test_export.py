@@ -14,9 +14,10 @@ import pytest
 import bertsent
 from bertsent.data.sources import TextDataset
 from bertsent.errors import BertsentError, DataError, ModelError
-from bertsent.modeling import loading as models
+from bertsent.modeling import hub
 from bertsent.modeling.batching import Collator
 from bertsent.modeling.inference import predict_logits
+from bertsent.modeling.tokens import encode
 from bertsent.prediction import backends, export
 
 from conftest import make_reviews
@@ -70,10 +71,10 @@ def test_export_writes_checked_fp32_and_int8_models(exported):
 
 def test_onnx_backend_logits_match_torch_in_input_order(exported):
     folder, _, _ = exported
-    tokenizer = models.load_tokenizer(folder)
+    tokenizer = hub.load_tokenizer(folder)
     collator = Collator(tokenizer.pad_token_id, tokenizer.padding_side)
-    ids = models.encode(tokenizer, MIXED_TEXTS + VAL_TEXTS, 32, "head")
-    model = models.load_classifier(folder)
+    ids = encode(tokenizer, MIXED_TEXTS + VAL_TEXTS, 32, "head")
+    model = hub.load_classifier(folder)
     expected = predict_logits(model, ids, collator, batch_size=64)
     done = []
     backend = backends.OnnxBackend(backends.onnx_path(folder, "onnx"), collator, batch_size=5, threads=1)
@@ -229,13 +230,13 @@ def test_a_folder_that_cannot_be_written_is_refused_before_loading(trained, tmp_
 def test_int8_without_data_is_calibrated_on_the_training_sample_or_refused(trained, tmp_path):
     folder = tmp_path / "model"
     shutil.copytree(trained, folder)
-    sample = models.read_calibration_texts(folder)  # written by bertsent train
-    assert 0 < len(sample) <= models.CALIBRATION_TEXTS and set(sample) <= set(make_reviews(120, seed=1)[0])
+    sample = hub.read_calibration_texts(folder)  # written by bertsent train
+    assert 0 < len(sample) <= hub.CALIBRATION_TEXTS and set(sample) <= set(make_reviews(120, seed=1)[0])
     summary = export.export_onnx(folder, int8=True, log=lambda _: None, progress=False)
     quantization = summary["files"]["model_int8.onnx"]["quantization"]
     assert quantization["calibration_source"].startswith("the training sample")
     assert quantization["calibration_texts"] == len(sample) and quantization["method"].endswith("quantize_static")
-    (folder / models.CALIBRATION_FILE).unlink()
+    (folder / hub.CALIBRATION_FILE).unlink()
     with pytest.raises(BertsentError, match=r"--int8 needs texts to calibrate on .*: --data SRC$"):
         export.export_onnx(folder, int8=True, log=lambda _: None)
     assert (folder / "onnx" / "model_int8.onnx").is_file()  # the earlier export is untouched
@@ -306,9 +307,9 @@ def family_export(tiny_model_dir, tmp_path_factory):
             root = tmp_path_factory.mktemp(family)
             base = _tiny_base(family, tiny_model_dir, root / "base")
             folder = root / "classifier"
-            classifier = models.load_classifier(str(base), ["negative", "neutral", "positive"])
-            tokenizer = models.load_tokenizer(str(base))
-            models.set_padding_token(classifier, tokenizer)
+            classifier = hub.load_classifier(str(base), ["negative", "neutral", "positive"])
+            tokenizer = hub.load_tokenizer(str(base))
+            hub.set_padding_token(classifier, tokenizer)
             classifier.save_pretrained(folder)
             tokenizer.save_pretrained(folder)
             done[family] = folder, export.export_onnx(folder, log=lambda _: None)
@@ -338,12 +339,12 @@ def test_gpt2_takes_the_last_real_token_whichever_side_is_padded(side, family_ex
     export must find it in padded batches as PyTorch does, with the padding on either side. (On the left,
     GPT-2's positions shift with the padding, in PyTorch as in the export: its tokenizers pad on the right.)"""
     folder, _ = family_export("gpt2")
-    tokenizer = models.load_tokenizer(folder)
+    tokenizer = hub.load_tokenizer(folder)
     assert tokenizer.pad_token_id == tokenizer.eos_token_id and tokenizer.padding_side == "right"
-    ids = models.encode(tokenizer, VAL_TEXTS[:12] + ["great"], 64)
+    ids = encode(tokenizer, VAL_TEXTS[:12] + ["great"], 64)
     assert len({len(x) for x in ids}) > 3  # the batches are padded
     collator = Collator(tokenizer.pad_token_id, side)
-    model = models.load_classifier(folder)
+    model = hub.load_classifier(folder)
     padded = predict_logits(model, ids, collator, batch_size=16)
     backend = backends.OnnxBackend(backends.onnx_path(folder, "onnx"), collator, batch_size=16)
     assert np.allclose(backend.logits(ids), padded, atol=1e-4)
@@ -358,11 +359,11 @@ def test_gpt2_takes_the_last_real_token_whichever_side_is_padded(side, family_ex
 @pytest.mark.slow
 def test_packaged_minilm_classifier_exports_with_parity(minilm_dir, tmp_path):
     folder = tmp_path / "minilm-classifier"
-    classifier = models.load_classifier(str(minilm_dir), ["negative", "positive"])
-    tokenizer = models.load_tokenizer(str(minilm_dir))
+    classifier = hub.load_classifier(str(minilm_dir), ["negative", "positive"])
+    tokenizer = hub.load_tokenizer(str(minilm_dir))
     classifier.save_pretrained(folder)
     tokenizer.save_pretrained(folder)
-    models.write_calibration_texts(folder, VAL_TEXTS)  # as training keeps them; no --data: no temperature refit
+    hub.write_calibration_texts(folder, VAL_TEXTS)  # as training keeps them; no --data: no temperature refit
     summary = export.export_onnx(folder, int8=True, log=lambda _: None)
     assert summary["files"]["model.onnx"]["parity"]["max_prob_diff"] < 1e-4
     # int8 weights but the feed-forward outputs' (fp32, for accuracy): 37% of fp32's bytes

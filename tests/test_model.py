@@ -12,7 +12,8 @@ import pytest
 import bertsent
 from bertsent.data.sources import TextDataset
 from bertsent.errors import ModelError
-from bertsent.modeling import loading as models
+from bertsent.modeling import hub
+from bertsent.modeling.tokens import encode
 
 from conftest import make_reviews
 
@@ -20,7 +21,7 @@ from conftest import make_reviews
 @pytest.fixture
 def hub_state(monkeypatch):
     """Forget what an earlier test learnt about the Hub's reachability."""
-    monkeypatch.setattr(models, "_HUB_REACHABLE", {})
+    monkeypatch.setattr(hub, "_HUB_REACHABLE", {})
     return monkeypatch
 
 
@@ -28,15 +29,15 @@ def hub_state(monkeypatch):
 
 
 def test_alias_and_local_folder(minilm_dir, tiny_model_dir):
-    assert Path(models.resolve_model("minilm")) == minilm_dir
-    assert Path(models.resolve_model(None)) == minilm_dir  # the default
-    assert models.resolve_model(str(tiny_model_dir)) == str(tiny_model_dir)
+    assert Path(hub.resolve_model("minilm")) == minilm_dir
+    assert Path(hub.resolve_model(None)) == minilm_dir  # the default
+    assert hub.resolve_model(str(tiny_model_dir)) == str(tiny_model_dir)
 
 
 @pytest.mark.parametrize("spec", ["./nope", "/no/such/model", "~/no-such-model-folder", "a/b/c"])
 def test_missing_folders(spec):
     with pytest.raises(ModelError, match="no such model folder.*bertsent models"):
-        models.resolve_model(spec)
+        hub.resolve_model(spec)
 
 
 @pytest.mark.parametrize(
@@ -53,18 +54,18 @@ def test_incomplete_model_folder(tiny_model_dir, tmp_path, remove, missing):
     for name in remove:
         (folder / name).unlink(missing_ok=True)
     with pytest.raises(ModelError, match=f"not a complete model folder, missing {missing}"):
-        models.resolve_model(str(folder))
+        hub.resolve_model(str(folder))
 
 
 def test_a_file_is_not_a_model_folder(tmp_path):
     (tmp_path / "model.bin").write_bytes(b"x")
     with pytest.raises(ModelError, match="is a file, not a model folder"):
-        models.check_model_folder(tmp_path / "model.bin")
+        hub.check_model_folder(tmp_path / "model.bin")
 
 
 def test_a_base_model_is_not_a_classifier(tiny_model_dir):
     with pytest.raises(ModelError, match="has no label names .*bertsent train --model"):
-        models.check_model_folder(tiny_model_dir, need_classifier=True)
+        hub.check_model_folder(tiny_model_dir, need_classifier=True)
 
 
 def test_damaged_config_is_a_model_error(tiny_model_dir, tmp_path):
@@ -72,7 +73,7 @@ def test_damaged_config_is_a_model_error(tiny_model_dir, tmp_path):
     shutil.copytree(tiny_model_dir, folder)
     (folder / "config.json").write_text("{broken")
     with pytest.raises(ModelError, match="config.json: damaged"):
-        models.check_model_folder(folder, need_classifier=True)
+        hub.check_model_folder(folder, need_classifier=True)
 
 
 def test_damaged_weights_are_a_model_error(tiny_model_dir, tmp_path):
@@ -80,7 +81,7 @@ def test_damaged_weights_are_a_model_error(tiny_model_dir, tmp_path):
     shutil.copytree(tiny_model_dir, folder)
     (folder / "model.safetensors").write_bytes(b"garbage")
     with pytest.raises(ModelError, match="cannot load the model folder .*damaged"):
-        models.load_classifier(str(folder), ["a", "b"])
+        hub.load_classifier(str(folder), ["a", "b"])
 
 
 # ----------------------------------------------------------------------------- Hub ids offline
@@ -94,7 +95,7 @@ def test_hub_id_with_offline_flag_fails_at_once(hub_state):
         match="'bert-base-uncased': not a local folder or alias, not in the Hugging "
         "Face cache, and HF_HUB_OFFLINE is set.*--model /path/to/model",
     ):
-        models.resolve_model("bert-base-uncased")
+        hub.resolve_model("bert-base-uncased")
     assert time.time() - started < 2
 
 
@@ -111,7 +112,7 @@ def test_unreachable_hub_fails_fast_without_the_offline_flag(hub_state):
     hub_state.setenv("HF_ENDPOINT", "http://127.0.0.1:9")  # nothing listens there
     started = time.time()
     with pytest.raises(ModelError, match="the Hugging Face Hub cannot be reached \\(offline\\?\\)"):
-        models.resolve_model("some-org/some-model")
+        hub.resolve_model("some-org/some-model")
     assert time.time() - started < 5
 
 
@@ -121,7 +122,7 @@ def test_a_hub_that_never_answers_times_out(hub_state):
     _online_mode(hub_state)
     hub_state.setattr(urllib.request, "urlopen", lambda *a, **k: time.sleep(30))
     started = time.time()
-    assert models.hub_reachable(timeout=0.5) is False
+    assert hub.hub_reachable(timeout=0.5) is False
     assert time.time() - started < 2
 
 
@@ -134,29 +135,29 @@ def test_offline_hub_id_uses_the_hugging_face_cache(hub_state, tiny_model_dir, t
     (repo / "refs" / "main").write_text("0" * 40)
     hub_state.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
     hub_state.setenv("HF_HUB_OFFLINE", "1")
-    assert models.resolve_model("bertsent-tests/tiny-bert") == str(repo / "snapshots" / ("0" * 40))
-    assert models.load_tokenizer("bertsent-tests/tiny-bert").vocab_size == 30522
+    assert hub.resolve_model("bertsent-tests/tiny-bert") == str(repo / "snapshots" / ("0" * 40))
+    assert hub.load_tokenizer("bertsent-tests/tiny-bert").vocab_size == 30522
 
 
 # ----------------------------------------------------------------------------- truncation
 
 
 def test_head_tail_and_head_plus_tail_truncation(tiny_model_dir):
-    tokenizer = models.load_tokenizer(str(tiny_model_dir))
+    tokenizer = hub.load_tokenizer(str(tiny_model_dir))
     words = [f"w{i}" for i in range(40)]
     text = " ".join(["alpha"] + ["movie"] * 60 + ["omega"])
     cls, sep = tokenizer.cls_token_id, tokenizer.sep_token_id
     alpha, omega = tokenizer.convert_tokens_to_ids(["alpha", "omega"])
-    (head,), (length,) = models.encode(tokenizer, [text], 16, "head", return_lengths=True)
+    (head,), (length,) = encode(tokenizer, [text], 16, "head", return_lengths=True)
     assert length == 64 and len(head) == 16 and head[0] == cls and head[1] == alpha and head[-1] == sep
-    (tail,) = models.encode(tokenizer, [text], 16, "tail")
+    (tail,) = encode(tokenizer, [text], 16, "tail")
     assert len(tail) == 16 and tail[-2] == omega and alpha not in tail
-    (both,) = models.encode(tokenizer, [text], 16, "head+tail")
+    (both,) = encode(tokenizer, [text], 16, "head+tail")
     assert len(both) == 16 and alpha in both and omega in both
-    short = models.encode(tokenizer, [" ".join(words[:3])], 16, "head")[0]
+    short = encode(tokenizer, [" ".join(words[:3])], 16, "head")[0]
     assert short == tokenizer(" ".join(words[:3]))["input_ids"]
     with pytest.raises(ValueError):
-        models.encode(tokenizer, ["x"], 16, "middle")
+        encode(tokenizer, ["x"], 16, "middle")
 
 
 # ----------------------------------------------------------------------------- other architectures
@@ -251,7 +252,7 @@ def test_fp16_checkpoint_trains_in_float32(tiny_model_dir, tmp_path):
     import torch
     from transformers import AutoModel
 
-    from bertsent.modeling.loading import load_classifier
+    from bertsent.modeling.hub import load_classifier
 
     half = tmp_path / "half"
     AutoModel.from_pretrained(tiny_model_dir).half().save_pretrained(half)

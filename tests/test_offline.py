@@ -23,7 +23,7 @@ import httpx
 import pytest
 
 from bertsent.cli import main
-from bertsent.modeling import loading as models
+from bertsent.modeling import hub
 
 from conftest import make_reviews
 
@@ -129,9 +129,9 @@ def no_network(tmp_path, monkeypatch):
     for name in OFFLINE_FLAGS:
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
-    monkeypatch.setattr(models, "_HUB_REACHABLE", {})  # asked afresh, through the guard
-    monkeypatch.setattr(models, "_ANNOUNCED", set())
-    assert not models._hub_offline()
+    monkeypatch.setattr(hub, "_HUB_REACHABLE", {})  # asked afresh, through the guard
+    monkeypatch.setattr(hub, "_ANNOUNCED", set())
+    assert not hub._hub_offline()
     try:
         yield log
     finally:
@@ -282,21 +282,21 @@ def test_rotten_tomatoes_download_is_announced(tmp_path, monkeypatch, capsys):
 def test_hub_model_id_is_announced_once_and_not_with_the_offline_flag(monkeypatch, capsys):
     from huggingface_hub import constants
 
-    monkeypatch.setattr(models, "_ANNOUNCED", set())
-    monkeypatch.setattr(models, "hub_reachable", lambda *a, **k: True)  # as if online: no connection made here
+    monkeypatch.setattr(hub, "_ANNOUNCED", set())
+    monkeypatch.setattr(hub, "hub_reachable", lambda *a, **k: True)  # as if online: no connection made here
     for name in OFFLINE_FLAGS:
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
-    assert models.resolve_model("someone/a-model") == "someone/a-model"
-    assert models.resolve_model("someone/a-model") == "someone/a-model"  # the tokenizer, then the weights
+    assert hub.resolve_model("someone/a-model") == "someone/a-model"
+    assert hub.resolve_model("someone/a-model") == "someone/a-model"  # the tokenizer, then the weights
     err = capsys.readouterr().err
     assert err == (
         f"model 'someone/a-model': a Hugging Face Hub id, not a local folder; not cached in "
         f"{constants.HF_HUB_CACHE}; downloading it from {constants.ENDPOINT}\n"
     )
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
-    with pytest.raises(models.ModelError, match="HF_HUB_OFFLINE is set"):
-        models.resolve_model("someone/another-model")
+    with pytest.raises(hub.ModelError, match="HF_HUB_OFFLINE is set"):
+        hub.resolve_model("someone/another-model")
     assert capsys.readouterr().err == ""  # offline: nothing is contacted, nothing to announce
 
 

@@ -10,15 +10,16 @@ import torch
 
 import bertsent
 from bertsent.data.sources import TextDataset
-from bertsent.modeling import loading as models
+from bertsent.modeling import hub
 from bertsent.modeling.batching import Collator
 from bertsent.modeling.packing import ATTENTION, PackedClassifier, PackedCollator, supports_packing
+from bertsent.modeling.tokens import encode
 
 from conftest import make_reviews
 
 
 def _examples(tokenizer, texts, labels=None):
-    ids = models.encode(tokenizer, texts, 64)
+    ids = encode(tokenizer, texts, 64)
     return [(x, None if labels is None else labels[i]) for i, x in enumerate(ids)]
 
 
@@ -44,10 +45,10 @@ def test_collator_lays_sequences_end_to_end():
 
 
 def test_packed_logits_and_gradients_equal_padded(tiny_model_dir):
-    tokenizer = models.load_tokenizer(str(tiny_model_dir))
+    tokenizer = hub.load_tokenizer(str(tiny_model_dir))
     examples = _examples(tokenizer, TEXTS, [0, 1, 0, 1, 1])
     torch.manual_seed(0)
-    model = models.load_classifier(str(tiny_model_dir), ["negative", "positive"]).eval()
+    model = hub.load_classifier(str(tiny_model_dir), ["negative", "positive"]).eval()
     padded = model(**Collator(tokenizer.pad_token_id)(examples))
     padded.loss.backward()
     padded_grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
@@ -65,9 +66,9 @@ def test_packed_logits_and_gradients_equal_padded(tiny_model_dir):
 
 def test_packed_model_still_runs_padded_batches_and_unpacks(tiny_model_dir):
     """Evaluation during packed training uses ordinary batches on the same model."""
-    tokenizer = models.load_tokenizer(str(tiny_model_dir))
+    tokenizer = hub.load_tokenizer(str(tiny_model_dir))
     examples = _examples(tokenizer, TEXTS)
-    model = models.load_classifier(str(tiny_model_dir), ["negative", "positive"]).eval()
+    model = hub.load_classifier(str(tiny_model_dir), ["negative", "positive"]).eval()
     collate = Collator(tokenizer.pad_token_id)
     before = model(**collate(examples)).logits
     packed = PackedClassifier(model)
@@ -94,8 +95,8 @@ def test_attention_dropout_runs_in_the_padded_fallback(tiny_model_dir, monkeypat
     monkeypatch.setattr(packing, "varlen_kernel", lambda: varlen)
     # The kernel's rule without its device and dtype conditions: it applies only without attention dropout.
     monkeypatch.setattr(packing, "_varlen_applies", lambda q, dropout, scaling: dropout == 0.0)
-    tokenizer = models.load_tokenizer(str(tiny_model_dir))
-    model = models.load_classifier(str(tiny_model_dir), ["negative", "positive"], attention_dropout=0.5)
+    tokenizer = hub.load_tokenizer(str(tiny_model_dir))
+    model = hub.load_classifier(str(tiny_model_dir), ["negative", "positive"], attention_dropout=0.5)
     for name, module in model.named_modules():  # only attention dropout left, so any difference comes from it
         if isinstance(module, torch.nn.Dropout) and not name.endswith("attention.self.dropout"):
             module.p = 0.0
@@ -162,7 +163,7 @@ def test_packing_falls_back_to_padded_batches_for_other_architectures(tiny_model
     from test_model import _tiny_distilbert
 
     base = _tiny_distilbert(tiny_model_dir, tmp_path / "base")
-    assert not supports_packing(models.load_classifier(str(base), ["a", "b"]))
+    assert not supports_packing(hub.load_classifier(str(base), ["a", "b"]))
     texts, labels = make_reviews(40, seed=1)
     lines = []
     bertsent.train(
@@ -235,8 +236,8 @@ def test_packing_refuses_to_run_when_attention_gets_no_sequence_borders(tiny_mod
     """A transformers version that dropped the packing arguments would silently mix sequences."""
     from transformers.models.bert import modeling_bert
 
-    tokenizer = models.load_tokenizer(str(tiny_model_dir))
-    model = models.load_classifier(str(tiny_model_dir), ["negative", "positive"])
+    tokenizer = hub.load_tokenizer(str(tiny_model_dir))
+    model = hub.load_classifier(str(tiny_model_dir), ["negative", "positive"])
     packed = PackedClassifier(model)
     original = modeling_bert.BertEncoder.forward
     monkeypatch.setattr(
@@ -267,9 +268,9 @@ def test_varlen_kernel_receives_tokens_heads_dim_and_borders(tiny_model_dir, mon
 
     monkeypatch.setattr(packing, "varlen_kernel", lambda: reference_varlen)
     monkeypatch.setattr(packing, "_varlen_applies", lambda q, dropout, scaling: True)
-    tokenizer = models.load_tokenizer(str(tiny_model_dir))
+    tokenizer = hub.load_tokenizer(str(tiny_model_dir))
     examples = _examples(tokenizer, TEXTS, [0, 1, 0, 1, 1])
-    model = models.load_classifier(str(tiny_model_dir), ["negative", "positive"]).eval()
+    model = hub.load_classifier(str(tiny_model_dir), ["negative", "positive"]).eval()
     padded = model(**Collator(tokenizer.pad_token_id)(examples)).logits
     packed = PackedClassifier(model)(**PackedCollator()(examples)).logits
     assert seen == [5, 5]  # both layers, five sequences each

@@ -15,7 +15,8 @@ import bertsent
 from bertsent.cli import main
 from bertsent.data.sources import TextDataset
 from bertsent.evaluation.metrics import score_logits
-from bertsent.modeling import loading as models
+from bertsent.modeling import hub
+from bertsent.modeling.tokens import tokenize, truncate, windows
 from bertsent.prediction.predictor import SentimentModel
 from bertsent.training import TrainConfig, fit
 from bertsent.training.fit import encode_examples
@@ -41,7 +42,7 @@ def long_reviews(n: int, words: int = 200, seed: int = 0) -> tuple[list[str], li
 
 @pytest.fixture(scope="module")
 def tokenizer(tiny_model_dir):
-    return models.load_tokenizer(tiny_model_dir)
+    return hub.load_tokenizer(tiny_model_dir)
 
 
 def resolved(tokenizer, lengths, **settings) -> TrainConfig:
@@ -57,7 +58,7 @@ def resolved(tokenizer, lengths, **settings) -> TrainConfig:
 def test_a_text_over_the_limit_gives_several_windows_with_its_label(tokenizer):
     texts, _ = long_reviews(1, words=200)
     texts.append("a short great film")
-    tokens = models.tokenize(tokenizer, texts)
+    tokens = tokenize(tokenizer, texts)
     assert len(tokens[0][0]) == 202  # [CLS] + 200 words + [SEP]: built to exceed 32
     config = resolved(tokenizer, [len(ids) for ids, _ in tokens], truncation="windows", max_length=32)
     assert (config.stride, config.max_windows) == (30, 8)  # a whole window of text tokens; the default cap
@@ -66,7 +67,7 @@ def test_a_text_over_the_limit_gives_several_windows_with_its_label(tokenizer):
     assert owner == [0] * 7 + [1]  # 200 tokens in windows of 30, side by side, the last flush with the end
     assert labels == [1] * 7 + [0]
     assert all(len(window) <= 32 for window in ids)
-    expected, _ = models.windows(tokens, 32, 30)  # exactly prediction's windows
+    expected, _ = windows(tokens, 32, 30)  # exactly prediction's windows
     assert ids == expected
     body = [t for window in ids[:7] for t in window[1:-1]]
     assert set(tokens[0][0][1:-1]) <= set(body) and body[:30] == tokens[0][0][1:31]
@@ -74,7 +75,7 @@ def test_a_text_over_the_limit_gives_several_windows_with_its_label(tokenizer):
 
     capped = resolved(tokenizer, [202, 6], truncation="windows", max_length=32, stride=10, max_windows=4)
     ids, labels, owner = encode_examples(tokens, [1, 0], capped)
-    all_windows, _ = models.windows(tokens, 32, 10)
+    all_windows, _ = windows(tokens, 32, 10)
     assert len(all_windows) == 18 + 1  # starts 0, 10, ..., 160 and 170
     assert owner == [0, 0, 0, 0, 1] and labels == [1, 1, 1, 1, 0]
     assert ids == [all_windows[i] for i in (0, 6, 11, 17, 18)]  # spread over the text, first and last kept
@@ -82,10 +83,10 @@ def test_a_text_over_the_limit_gives_several_windows_with_its_label(tokenizer):
 
 def test_other_truncations_give_one_example_per_text(tokenizer):
     texts, _ = long_reviews(2, words=200)
-    tokens = models.tokenize(tokenizer, texts)
+    tokens = tokenize(tokenizer, texts)
     config = resolved(tokenizer, [202, 202], truncation="head+tail", max_length=32)
     ids, labels, owner = encode_examples(tokens, [0, 1], config)
-    assert owner is None and labels == [0, 1] and ids == models.truncate(tokens, 32, "head+tail")
+    assert owner is None and labels == [0, 1] and ids == truncate(tokens, 32, "head+tail")
     assert config.stride is None and config.max_windows is None
 
 
@@ -120,16 +121,16 @@ def test_validation_scores_a_long_text_by_its_windows_mean_logits_as_prediction_
     assert (meta["truncation"], meta["max_length"], meta["stride"]) == ("windows", 32, 20)
 
     model = bertsent.load(out, backend="torch")
-    assert (model.long, model.max_length, model.stride) == ("windows", 32, 20)  # the training windows by default
+    assert (model.truncation, model.max_length, model.stride) == ("windows", 32, 20)  # the training windows by default
     predicted = model.decision_function(val_texts)
     (validation_set,) = built
     assert len(validation_set.ids) == 7 * len(val_texts)  # 150 tokens: windows at 0, 20, ..., 100 and 120
     evaluated = validation_set.logits(model.model)
     np.testing.assert_allclose(evaluated, predicted, rtol=1e-5, atol=1e-5)  # the same score for every text
     # ...which is the mean of the text's windows' logits
-    windows, _ = models.windows(models.tokenize(model.tokenizer, val_texts[:1]), 32, 20)
-    np.testing.assert_allclose(predicted[0], model.backend.logits(windows).mean(axis=0), rtol=1e-5, atol=1e-5)
-    head = SentimentModel.load(out, backend="torch", long="head").decision_function(val_texts)
+    first, _ = windows(tokenize(model.tokenizer, val_texts[:1]), 32, 20)
+    np.testing.assert_allclose(predicted[0], model.backend.logits(first).mean(axis=0), rtol=1e-5, atol=1e-5)
+    head = SentimentModel.load(out, backend="torch", truncation="head").decision_function(val_texts)
     assert np.abs(head - predicted).max() > 1e-3  # one window per text would have scored otherwise
     # the run's recorded validation scores are those of these logits
     scores = score_logits(predicted, val_labels, model.classes_).metrics

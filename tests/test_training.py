@@ -270,10 +270,10 @@ def test_calibration_fits_a_temperature_and_no_calibrate_keeps_one(tiny_model_di
 @pytest.fixture
 def batch_shapes(monkeypatch):
     """The (rows, width) of every training batch that models loaded by fit() see."""
-    from bertsent.modeling import loading as models
+    from bertsent.modeling import hub
 
     shapes = []
-    original = models.load_classifier
+    original = hub.load_classifier
 
     def load(*args, **kwargs):
         model = original(*args, **kwargs)
@@ -287,7 +287,7 @@ def batch_shapes(monkeypatch):
         model.forward = forward
         return model
 
-    monkeypatch.setattr(models, "load_classifier", load)
+    monkeypatch.setattr(hub, "load_classifier", load)
     return shapes
 
 

@@ -56,9 +56,9 @@ def stored_trials(db: Path, states=FINISHED):
 
 def test_study_writes_table_plot_best_command_and_best_model(tiny_model_dir, toy_data, capsys, monkeypatch):
     calls = []
-    real_tokenize = tune_module.models.tokenize
+    real_tokenize = tune_module.tokenize
     monkeypatch.setattr(
-        tune_module.models, "tokenize", lambda tok, texts: calls.append(len(texts)) or real_tokenize(tok, texts)
+        tune_module, "tokenize", lambda tok, texts: calls.append(len(texts)) or real_tokenize(tok, texts)
     )
     code = main(tune_args(tiny_model_dir, toy_data, "--trials", "3", "--epochs", "1", "--out", "study"))
     printed = capsys.readouterr().out

@@ -5,4 +5,5 @@ once; the modules that use them import them from here."""
 DEFAULT_DATA = "rotten-tomatoes"
 RUNS_DIR = "runs"
 BACKENDS = ("auto", "torch", "onnx", "onnx-int8")
-LONG_TEXTS = ("head", "tail", "head+tail", "windows")
+# How a text longer than the model's length is cut: keep its head, tail or both, or score every window.
+TRUNCATIONS = ("head", "tail", "head+tail", "windows")

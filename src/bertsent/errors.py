@@ -11,3 +11,11 @@ class DataError(BertsentError, ValueError):
 
 class ModelError(BertsentError, OSError):
     """A model that cannot be found or loaded."""
+
+
+def first_line(exc: BaseException, named: bool = False) -> str:
+    """An exception's message in one line, for a message of ours (`named`: after its type); else its type."""
+    text = str(exc).strip()
+    if not text:
+        return type(exc).__name__
+    return f"{type(exc).__name__}: {text.splitlines()[0]}" if named else text.splitlines()[0]

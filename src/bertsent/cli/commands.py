@@ -195,9 +195,9 @@ def cmd_predict(args) -> int:
         raise BertsentError("no texts to label. Give them as arguments, with --file F, or on standard input.")
     suffix = Path(args.out).suffix.lower() if args.out else ""
     fmt = args.format or {".jsonl": "jsonl", ".csv": "csv"}.get(suffix, "table")
-    model = load(args.model_dir, **options)
-    records = model.predict_records(texts)
-    text = format_predictions(records, model.classes_, fmt)
+    predictor = load(args.model_dir, **options)
+    records = predictor.predict_records(texts)
+    text = format_predictions(records, predictor.classes_, fmt)
     if args.out:
         write_atomic(Path(args.out), text)
         say(f"{len(records)} predictions written to {args.out}")
@@ -271,7 +271,7 @@ def cmd_merge(args) -> int:
 def cmd_data(args) -> int:
     from bertsent.data.labels import parse_label_map, relabel
     from bertsent.data.sources import describe, read_data
-    from bertsent.modeling.loading import load_tokenizer
+    from bertsent.modeling.hub import load_tokenizer
 
     columns = _columns(args)
     label_map = parse_label_map(columns.pop("label_map"))  # a malformed map fails before the data is read
@@ -302,7 +302,7 @@ def cmd_export(args) -> int:
 
 
 def cmd_models(args) -> int:
-    from bertsent.modeling.loading import list_offline_models
+    from bertsent.modeling.hub import list_offline_models
 
     rows = list_offline_models()
     print(json.dumps(rows, indent=2) if args.json else format_models(rows))
@@ -373,8 +373,8 @@ def cmd_explain(args) -> int:
     texts = list(args.texts) or _stdin_texts()
     if not texts:
         raise BertsentError("no texts to explain. Give them as arguments, or on standard input (one a line).")
-    model = load(args.model_dir, backend="torch", max_length=args.max_length, **_loading(args))
-    found = model.explain(texts, target=args.target, n_steps=args.steps)
+    predictor = load(args.model_dir, backend="torch", max_length=args.max_length, **_loading(args))
+    found = predictor.explain(texts, target=args.target, n_steps=args.steps)
     if args.format == "jsonl":
         sys.stdout.write(format_explanations_jsonl(found))
     else:

@@ -10,9 +10,9 @@ from dataclasses import Field, fields
 # Only light modules (names, defaults, help texts): building the parser imports no torch. bertsent --help
 # must start at once (tests/test_startup.py).
 from bertsent.checks import Switch, flag
-from bertsent.defaults import BACKENDS, LONG_TEXTS
+from bertsent.defaults import BACKENDS, TRUNCATIONS
 from bertsent.environment import package_version
-from bertsent.modeling.loading import ALLOW_PICKLE_HELP, TRUST_REMOTE_CODE_HELP
+from bertsent.modeling.hub import ALLOW_PICKLE_HELP, TRUST_REMOTE_CODE_HELP
 from bertsent.training import TrainConfig
 from bertsent.training.config import CONSTRAINTS
 
@@ -263,7 +263,9 @@ def add_prediction_flags(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--long",
-        choices=LONG_TEXTS,
+        "--truncation",  # training's name for the same setting: one spelling works everywhere
+        dest="truncation",
+        choices=TRUNCATIONS,
         help="texts longer than --max-length: keep the head, the tail, both, or score it in windows "
         "and average them (default: windows)",
     )
@@ -278,7 +280,7 @@ def add_prediction_flags(parser: argparse.ArgumentParser) -> None:
 
 def prediction_settings(args) -> dict:
     """`add_prediction_flags`' values, as `bertsent.load` takes them (batch size apart)."""
-    names = ("backend", "long", "max_length", "stride", "threads", "allow_pickle", "trust_remote_code")
+    names = ("backend", "truncation", "max_length", "stride", "threads", "allow_pickle", "trust_remote_code")
     return {name: getattr(args, name) for name in names}
 
 

@@ -34,7 +34,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from bertsent.errors import BertsentError, DataError
+from bertsent.errors import BertsentError, DataError, first_line
 from bertsent.files import cache_dir, cache_folder, write_atomic
 
 TEXT_COLUMN_NAMES = (
@@ -284,7 +284,7 @@ def check_readable_file(path: Path) -> None:
 def _unreadable(path: Path, exc: BaseException) -> str:
     if isinstance(exc, PermissionError):
         return f"{path}: cannot be read (permission denied). Check the permissions of the file and of its folders."
-    return f"{path}: cannot read it ({getattr(exc, 'strerror', None) or _first_line(exc)})."
+    return f"{path}: cannot read it ({getattr(exc, 'strerror', None) or first_line(exc)})."
 
 
 def table_format(path: Path) -> tuple[str, str | None]:
@@ -392,7 +392,7 @@ def _read_text(path: Path, compression: str | None, encoding: str) -> str:
         if not compression:
             raise DataError(_unreadable(path, exc)) from None
         raise DataError(
-            f"{path}: cannot decompress it ({_first_line(exc)}). The file is damaged or not {compression}-compressed."
+            f"{path}: cannot decompress it ({first_line(exc)}). The file is damaged or not {compression}-compressed."
         ) from None
     try:
         encoding = bom_encoding(data[:4], encoding)
@@ -429,7 +429,7 @@ def parse_json_line(line: str, number: int, path: Path) -> dict:
             f"{path}: line {number} is not valid JSON ({exc.msg}). Each line must be one JSON object."
         ) from None
     except (ValueError, RecursionError) as exc:  # an integer of over 4300 digits, nesting too deep to parse
-        raise DataError(f"{path}: line {number} cannot be read as JSON ({_first_line(exc)}).") from None
+        raise DataError(f"{path}: line {number} cannot be read as JSON ({first_line(exc)}).") from None
     if not isinstance(record, dict):
         raise DataError(
             f'{path}: line {number} is not a JSON object. Each line must look like {{"text": "...", "label": "..."}}.'
@@ -454,7 +454,7 @@ def _parse_json(raw: str, path: Path) -> pd.DataFrame:
             return pd.DataFrame(_parse_json_lines(raw, path))
         raise DataError(f"{path}: not valid JSON ({exc.msg} at line {exc.lineno}).") from None
     except (ValueError, RecursionError) as exc:  # an integer of over 4300 digits, nesting too deep to parse
-        raise DataError(f"{path}: cannot read it as JSON ({_first_line(exc)}).") from None
+        raise DataError(f"{path}: cannot read it as JSON ({first_line(exc)}).") from None
     if isinstance(data, dict):
         # {"data": [...]} or {"text": [...], "label": [...]}
         lists = {k: v for k, v in data.items() if isinstance(v, list)}
@@ -570,11 +570,6 @@ def _dataset_from_frame(
     )
 
 
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
-
-
 def _as_text(value) -> str | None:
     if value is None or (isinstance(value, float) and np.isnan(value)):
         return None
@@ -639,7 +634,7 @@ def _check_member(member: tarfile.TarInfo, path: str) -> None:
         try:
             tarfile.data_filter(member, os.path.join(tempfile.gettempdir(), "bertsent-never-unpacked"))
         except tarfile.FilterError as exc:
-            raise DataError(f"{path}: member {name!r} refused ({_first_line(exc)}).") from None
+            raise DataError(f"{path}: member {name!r} refused ({first_line(exc)}).") from None
 
 
 def read_aclimdb(path: Path, split: str | None = None) -> TextDataset:
@@ -715,7 +710,7 @@ def _write_decoded(stored: Path, records: tuple) -> None:
         write_atomic(stored, sink.getvalue().to_pybytes())
     except (BertsentError, OSError, ImportError) as exc:
         print(
-            f"note: the decoded reviews are not cached ({_first_line(exc)}); the next run reads the archive again.",
+            f"note: the decoded reviews are not cached ({first_line(exc)}); the next run reads the archive again.",
             file=sys.stderr,
         )
 
@@ -738,7 +733,7 @@ def _decode_archive(path: str) -> tuple:
         detail = (
             "not a tar archive (plain, gzip, bzip2 or xz)"
             if isinstance(exc, tarfile.ReadError) and "opened successfully" in str(exc)
-            else _first_line(exc)
+            else first_line(exc)
         )
         raise DataError(
             f"{path}: cannot read the archive ({detail}). It is damaged or incomplete; download it again."

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING
 from bertsent.checks import whole
 from bertsent.errors import BertsentError
 from bertsent.extras import require_extra
-from bertsent.modeling.loading import model_max_length
+from bertsent.modeling.hub import model_max_length
 
 if TYPE_CHECKING:  # imported where used: the command line reads the step defaults below without it
     import numpy as np

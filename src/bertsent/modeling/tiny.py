@@ -11,7 +11,7 @@ def tiny_bert(folder: str | Path, max_positions: int = 128, seed: int = 0) -> Pa
     import torch
     from transformers import AutoTokenizer, BertConfig, BertModel
 
-    from bertsent.modeling.loading import resolve_model
+    from bertsent.modeling.hub import resolve_model
 
     torch.manual_seed(seed)
     folder = Path(folder)

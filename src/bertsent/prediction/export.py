@@ -31,12 +31,13 @@ import torch
 from bertsent.checks import number
 from bertsent.data.labels import relabel
 from bertsent.data.sources import TextDataset, read_data
-from bertsent.errors import BertsentError, DataError, ModelError
+from bertsent.errors import BertsentError, DataError, ModelError, first_line
 from bertsent.evaluation.metrics import fit_temperature, softmax
 from bertsent.files import check_writable, partial_folder, publish_folder, write_json_atomic
-from bertsent.modeling import loading as models
+from bertsent.modeling import hub
 from bertsent.modeling.batching import Collator
 from bertsent.modeling.inference import predict_logits
+from bertsent.modeling.tokens import CUTS, encode
 from bertsent.prediction import backends
 from bertsent.progress import progress_bar
 
@@ -69,7 +70,7 @@ QUANTIZATION = {
     "calibration": "MinMax",
 }
 QUANTIZED_OPS = ("MatMul", "Gemm", "Gather", "EmbedLayerNormalization")
-CALIBRATION_TEXTS = models.CALIBRATION_TEXTS  # texts the activation ranges are measured on, at most
+CALIBRATION_TEXTS = hub.CALIBRATION_TEXTS  # texts the activation ranges are measured on, at most
 # Fewest labeled rows export --data takes: fewer cannot fit a temperature (nor measure accuracy) sensibly.
 MIN_DATA_ROWS = 20
 PARITY_BATCH = 4
@@ -86,7 +87,7 @@ SAMPLE_TEXTS = [
 
 
 def export_onnx(
-    folder: str | os.PathLike,
+    model_dir: str | os.PathLike,
     *,
     int8: bool = False,
     data: str | os.PathLike | TextDataset | None = None,
@@ -100,7 +101,7 @@ def export_onnx(
     trust_remote_code: bool = False,
     progress: bool = True,
 ) -> dict:
-    """Export the classifier in `folder` to folder/onnx/model.onnx (and model_int8.onnx with `int8`).
+    """Export the classifier in `model_dir` to model_dir/onnx/model.onnx (and model_int8.onnx with `int8`).
 
     `data` (a labeled source as `read_data` takes, or a TextDataset, two classes and MIN_DATA_ROWS rows at
     least): accuracy of PyTorch and of each export on it, each export's temperature refitted on it, int8
@@ -118,13 +119,13 @@ def export_onnx(
     started = time.perf_counter()
     number("max_drop", max_drop, rule="give accuracy points, e.g. 0.5 (0.005 accuracy)")
     _check_packages()
-    folder = Path(folder).expanduser()
-    models.check_model_folder(folder, need_classifier=True)
+    folder = Path(model_dir).expanduser()
+    hub.check_model_folder(folder, need_classifier=True)
     onnx_dir = folder / backends.ONNX_DIR
     problem = check_writable(onnx_dir)
     if problem:  # before minutes of loading and exporting, not after
         raise BertsentError(f"{folder}: cannot write {onnx_dir.name}/ there ({problem}). Export a copy you can write.")
-    models.check_safe_weights(folder, allow_pickle)  # loading options: as `bertsent.load` takes them
+    hub.check_safe_weights(folder, allow_pickle)  # loading options: as `bertsent.load` takes them
     # The data and the calibration texts are checked before the model is loaded: a refusal costs no time.
     classes = _classes(folder, trust_remote_code)
     read = (text_column, label_column, encoding, label_map)
@@ -132,9 +133,9 @@ def export_onnx(
     calibration = _calibration_texts(folder, dataset) if int8 else None
     job = _Job(folder, log, allow_pickle=allow_pickle, trust_remote_code=trust_remote_code, progress=progress)
     parity_texts = SAMPLE_TEXTS + (dataset.texts[:PARITY_DATA_ROWS] if dataset is not None else [])
-    job.parity_ids = models.encode(job.tokenizer, parity_texts, job.max_length, job.truncation)
+    job.parity_ids = encode(job.tokenizer, parity_texts, job.max_length, job.truncation)
     log(
-        f"Exporting {folder} ({job.model_type}, {models.parameter_count(job.model) / 1e6:.1f}M parameters, "
+        f"Exporting {folder} ({job.model_type}, {hub.parameter_count(job.model) / 1e6:.1f}M parameters, "
         f"{job.max_length} tokens at most) to ONNX"
     )
     work = partial_folder(onnx_dir)
@@ -178,7 +179,7 @@ def export_onnx(
 
 def _classes(folder: Path, trust_remote_code: bool) -> list[str]:
     """The model's class names, from its config (without loading the weights)."""
-    config = models.load_config(folder, trust_remote_code=trust_remote_code)
+    config = hub.load_config(folder, trust_remote_code=trust_remote_code)
     return [config.id2label[i] for i in range(config.num_labels)]
 
 
@@ -187,7 +188,7 @@ def _calibration_texts(folder: Path, dataset: TextDataset | None) -> dict:
     if dataset is not None:
         texts, source = dataset.texts, dataset.name or "--data"
     else:
-        texts, source = models.read_calibration_texts(folder), f"the training sample ({models.CALIBRATION_FILE})"
+        texts, source = hub.read_calibration_texts(folder), f"the training sample ({hub.CALIBRATION_FILE})"
     if not texts:
         raise BertsentError(
             f"{folder}: --int8 needs texts to calibrate on and this folder keeps no sample of its training texts "
@@ -259,19 +260,19 @@ class _Job:
         self.folder = folder
         self.log = log
         self.progress = progress
-        self.tokenizer = models.load_tokenizer(folder, trust_remote_code=trust_remote_code)
-        self.model = models.load_classifier(folder, allow_pickle=allow_pickle, trust_remote_code=trust_remote_code)
-        models.set_padding_token(self.model, self.tokenizer)
+        self.tokenizer = hub.load_tokenizer(folder, trust_remote_code=trust_remote_code)
+        self.model = hub.load_classifier(folder, allow_pickle=allow_pickle, trust_remote_code=trust_remote_code)
+        hub.set_padding_token(self.model, self.tokenizer)
         if getattr(self.model.config, "use_cache", False):
             self.model.config.use_cache = False  # GPT-2 style: no key/value cache in a classifier's graph
         self.model.eval()
         self.model_type = self.model.config.model_type
         self.classes = [self.model.config.id2label[i] for i in range(self.model.config.num_labels)]
-        metadata = models.read_metadata(folder)
-        self.limit = models.model_max_length(self.tokenizer, self.model.config)
+        metadata = hub.read_metadata(folder)
+        self.limit = hub.model_max_length(self.tokenizer, self.model.config)
         self.max_length = min(metadata.get("max_length") or self.limit, self.limit)
         self.truncation = metadata.get("truncation") or "head"
-        if self.truncation not in models.TRUNCATIONS:  # windows: parity and accuracy on each text's first window
+        if self.truncation not in CUTS:  # windows: parity and accuracy on each text's first window
             self.truncation = "head"
         self.collator = Collator(self.tokenizer.pad_token_id, self.tokenizer.padding_side)
         self.parity_ids: list[list[int]] = []
@@ -292,7 +293,7 @@ class _Job:
                     (self._dynamo if exporter == "dynamo" else self._torchscript)(self.plain)
                 self.log(f"{FP32}: {exporter} exporter, {time.perf_counter() - started:.1f} s")
             except Exception as exc:  # noqa: BLE001 - either exporter fails in many ways; the next one is tried
-                self.tried[exporter] = _first_line(exc)
+                self.tried[exporter] = first_line(exc, named=True)
                 self.log(f"{FP32}: the {exporter} exporter failed: {self.tried[exporter]}")
                 _remove_model(self.plain)
                 continue
@@ -350,7 +351,7 @@ class _Job:
                 optimized.save_model_to_file(str(path), use_external_data_format=self._external())
         except Exception as exc:  # noqa: BLE001 - the optimizer fails in many ways: the plain export is kept
             _remove_model(path)
-            return {"fused": None, "reason": _first_line(exc)}
+            return {"fused": None, "reason": first_line(exc, named=True)}
         self.log(f"{path.name}: optimized ({', '.join(f'{op} {n}' for op, n in fused.items())})")
         return {"fused": fused}
 
@@ -361,7 +362,7 @@ class _Job:
         return batch["input_ids"], batch["attention_mask"]
 
     def _external(self) -> bool:
-        return models.parameter_count(self.model) * 4 > EXTERNAL_DATA_BYTES
+        return hub.parameter_count(self.model) * 4 > EXTERNAL_DATA_BYTES
 
     def _dynamo(self, path: Path) -> None:
         batch = torch.export.Dim("batch")
@@ -433,7 +434,7 @@ class _Job:
         external = self._external()
         # Cut at the model's limit, not the training length: prediction may be asked for the longer texts
         # (--long head --max-length 512), and the ranges must cover the positions it reads then.
-        ids = models.encode(self.tokenizer, calibration["texts"], self.limit, self.truncation)
+        ids = encode(self.tokenizer, calibration["texts"], self.limit, self.truncation)
         ids = [x for x in ids if x] or self.parity_ids
         with tempfile.TemporaryDirectory(dir=path.parent, prefix=".quantize-") as tmp:
             prepared = Path(tmp) / "prepared.onnx"
@@ -457,7 +458,7 @@ class _Job:
                             str(source), str(prepared), skip_symbolic_shape=True, save_as_external_data=external
                         )
             except Exception as exc:  # noqa: BLE001 - a preparation failure only leaves the graph as exported
-                self.log(f"{INT8}: pre-processing skipped ({_first_line(exc)})")
+                self.log(f"{INT8}: pre-processing skipped ({first_line(exc, named=True)})")
                 prepared = source
             with progress_bar(len(ids), "int8 calibration", self.progress, unit="texts") as advance, _quiet():
                 try:
@@ -478,7 +479,8 @@ class _Job:
                     )
                 except Exception as exc:  # noqa: BLE001 - ONNX Runtime's quantizer raises many kinds
                     raise BertsentError(
-                        f"{self.folder} ({self.model_type}): int8 quantization failed ({_first_line(exc)}). "
+                        f"{self.folder} ({self.model_type}): int8 quantization failed "
+                        f"({first_line(exc, named=True)}). "
                         f"Export without --int8 for the fp32 model."
                     ) from None
         seconds = round(time.perf_counter() - started, 2)
@@ -494,7 +496,7 @@ class _Job:
 
     def evaluate(self, dataset: TextDataset, work: Path, entries: dict, max_drop: float) -> dict:
         """Accuracy of PyTorch and each export on `dataset`; temperatures refitted; int8 kept or deleted."""
-        ids = models.encode(self.tokenizer, dataset.texts, self.max_length, self.truncation)
+        ids = encode(self.tokenizer, dataset.texts, self.max_length, self.truncation)
         index = {name: i for i, name in enumerate(self.classes)}
         assert dataset.labels is not None  # labeled data: read so
         y = np.array([index[label] for label in dataset.labels])
@@ -628,11 +630,6 @@ def _eager_attention(model):
 def _remove_model(path: Path) -> None:
     path.unlink(missing_ok=True)
     Path(f"{path}.data").unlink(missing_ok=True)
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return f"{type(exc).__name__}: {text.splitlines()[0]}" if text else type(exc).__name__
 
 
 @contextlib.contextmanager

@@ -46,7 +46,7 @@ WAIT_FOR_PROCESSES = timedelta(days=7)  # the processes wait for the slowest sha
 
 
 def predict_file(
-    model_or_dir: SentimentModel | str | os.PathLike,
+    model_dir: SentimentModel | str | os.PathLike,
     source: str | os.PathLike,
     out: str | os.PathLike | None = None,
     *,
@@ -94,17 +94,17 @@ def predict_file(
     table = open_table(
         source, text_column=text_column, keep_columns=keep_columns, encoding=encoding, chunk_rows=chunk_rows
     )
-    model = _load(model_or_dir, load_kwargs)
-    meta = {"input": table.identity(), "settings": _settings(model, table, None if shard else fmt, shard)}
+    predictor = _load(model_dir, load_kwargs)
+    meta = {"input": table.identity(), "settings": _settings(predictor, table, None if shard else fmt, shard)}
     shown = progress and process_rank() == 0
     if plan is None:
-        written = _write_stream(model, table, fmt, chunk_rows, shown)
+        written = _write_stream(predictor, table, fmt, chunk_rows, shown)
         return _result(None, written, {"rows": written, "next_row": written}, started, None)
     assert target is not None  # the plan is for it
     if plan.complete:
         written, state = 0, _completed(target, meta, shard)
     else:
-        written, state = _write_partial(model, table, plan, meta, fmt, shard, chunk_rows, shown, log)
+        written, state = _write_partial(predictor, table, plan, meta, fmt, shard, chunk_rows, shown, log)
     result = _result(target, written, state, started, shard)
     if merge:
         assert out is not None and shard is not None  # _pick_shard: a launcher's processes, into --out
@@ -117,7 +117,7 @@ def predict_file(
 
 
 def iter_predictions(
-    model_or_dir: SentimentModel | str | os.PathLike,
+    model_dir: SentimentModel | str | os.PathLike,
     source: str | os.PathLike,
     *,
     text_column: str | None = None,
@@ -131,42 +131,42 @@ def iter_predictions(
     table = open_table(
         source, text_column=text_column, keep_columns=keep_columns, encoding=encoding, chunk_rows=chunk_rows
     )
-    model = _load(model_or_dir, load_kwargs)
-    for _chunk, records in _scored(model, table, 0, None, chunk_rows, progress):
+    predictor = _load(model_dir, load_kwargs)
+    for _chunk, records in _scored(predictor, table, 0, None, chunk_rows, progress):
         yield records
 
 
-def _scored(model, table: Table, start: int, shard, chunk_rows: int, progress: bool):
+def _scored(predictor, table: Table, start: int, shard, chunk_rows: int, progress: bool):
     """(chunk, its records) for the rows of `table` from `start` (of `shard`, if one)."""
-    names = output_names(table.keep_columns, model.classes_)
+    names = output_names(table.keep_columns, predictor.classes_)
     with Progress(table, progress) as bar:
         for chunk in table.chunks(start, chunk_rows):
             chunk = chunk.shard(*shard) if shard else chunk
-            records = _records(model, chunk, table.keep_columns, names)
+            records = _records(predictor, chunk, table.keep_columns, names)
             yield chunk, records
             bar.update(chunk, len(records))
 
 
-def _records(model, chunk: Chunk, keep_columns: list[str], names: list[str]) -> list[dict]:
+def _records(predictor, chunk: Chunk, keep_columns: list[str], names: list[str]) -> list[dict]:
     """The records of `predict_records` (rounded alike), kept columns first."""
     if not len(chunk):
         return []
-    probs = model.predict_proba(chunk.texts)
-    labels = model.labels_from_proba(probs)
+    probs = predictor.predict_proba(chunk.texts)
+    labels = predictor.labels_from_proba(probs)
     kept = [chunk.kept[c] for c in keep_columns]
     records = []
     for j, (text, label, row) in enumerate(zip(chunk.texts, labels, probs)):
         record = {name: values[j] for name, values in zip(names, kept)}
-        record.update(text=text, label=label, probs={c: round(float(p), 6) for c, p in zip(model.classes_, row)})
+        record.update(text=text, label=label, probs={c: round(float(p), 6) for c, p in zip(predictor.classes_, row)})
         records.append(record)
     return records
 
 
-def _write_stream(model, table: Table, fmt: str, chunk_rows: int, progress: bool) -> int:
-    writer = RecordFormat(fmt, output_names(table.keep_columns, model.classes_), model.classes_)
+def _write_stream(predictor, table: Table, fmt: str, chunk_rows: int, progress: bool) -> int:
+    writer = RecordFormat(fmt, output_names(table.keep_columns, predictor.classes_), predictor.classes_)
     sys.stdout.write(writer.header())
     written = 0
-    for _chunk, records in _scored(model, table, 0, None, chunk_rows, progress):
+    for _chunk, records in _scored(predictor, table, 0, None, chunk_rows, progress):
         sys.stdout.write(writer.encode(records))
         sys.stdout.flush()
         written += len(records)
@@ -174,21 +174,21 @@ def _write_stream(model, table: Table, fmt: str, chunk_rows: int, progress: bool
 
 
 def _write_partial(
-    model, table: Table, plan: Plan, meta: dict, fmt: str, shard: tuple[int, int] | None, chunk_rows, progress, log
+    predictor, table: Table, plan: Plan, meta: dict, fmt: str, shard: tuple[int, int] | None, chunk_rows, progress, log
 ):
     """Score into the partial file, chunk by chunk, then publish it. Returns (rows written, final record)."""
     partial = plan.partial
-    names = output_names(table.keep_columns, model.classes_)
-    writer = RecordFormat("jsonl" if shard else fmt, names, model.classes_)  # a part: JSON Lines with the row
+    names = output_names(table.keep_columns, predictor.classes_)
+    writer = RecordFormat("jsonl" if shard else fmt, names, predictor.classes_)  # a part: JSON Lines with the row
     if plan.state:
         check_same_run(plan.state, meta, partial.path.name)
         partial.resume(plan.state)
         log(f"Resuming {partial.out}: {partial.state['next_row']:,} input rows done, skipping them")
     else:
-        partial.start(meta, part_header(meta, *shard, names, model.classes_) if shard else writer.header())
+        partial.start(meta, part_header(meta, *shard, names, predictor.classes_) if shard else writer.header())
     before = partial.state["rows"]
     try:
-        for chunk, records in _scored(model, table, partial.state["next_row"], shard, chunk_rows, progress):
+        for chunk, records in _scored(predictor, table, partial.state["next_row"], shard, chunk_rows, progress):
             if shard:
                 records = [{"row": row, **record} for row, record in zip(chunk.rows, records)]
             partial.append(writer.encode(records), chunk.end, len(records))
@@ -243,30 +243,30 @@ def _merged_already(out: Path, count: int, resume: bool, overwrite: bool) -> boo
     return not any(p.exists() or PartialOutput(p).leftover() is not None for p in parts)
 
 
-def _load(model_or_dir, load_kwargs: dict) -> SentimentModel:
-    if isinstance(model_or_dir, SentimentModel):
+def _load(model_dir, load_kwargs: dict) -> SentimentModel:
+    if isinstance(model_dir, SentimentModel):
         if load_kwargs:
             raise BertsentError(f"{', '.join(load_kwargs)}: settings for loading a model, and this one is loaded.")
-        return model_or_dir
+        return model_dir
     if launched_processes() > 1 and load_kwargs.get("device") is None:
         import torch
 
         if torch.cuda.is_available():  # one GPU per process (shared when there are more processes than GPUs)
             local = int(os.environ.get("LOCAL_RANK", "0")) % torch.cuda.device_count()
             load_kwargs = {**load_kwargs, "device": f"cuda:{local}"}
-    return load(model_or_dir, **load_kwargs)
+    return load(model_dir, **load_kwargs)
 
 
-def _settings(model: SentimentModel, table: Table, fmt: str | None, shard) -> dict:
+def _settings(predictor: SentimentModel, table: Table, fmt: str | None, shard) -> dict:
     """What the output depends on besides the input: --resume and merge refuse a difference."""
     return {
-        "model": str(model.folder.resolve()) if model.folder is not None else None,
-        "classes": list(model.classes_),
-        "backend": model.backend_name,
-        "long": model.long,
-        "max_length": model.max_length,
-        "stride": model.stride,
-        "neutral_band": model.neutral_band,
+        "model": str(predictor.folder.resolve()) if predictor.folder is not None else None,
+        "classes": list(predictor.classes_),
+        "backend": predictor.backend_name,
+        "truncation": predictor.truncation,
+        "max_length": predictor.max_length,
+        "stride": predictor.stride,
+        "neutral_band": predictor.neutral_band,
         "text_column": table.text_column,
         "keep_columns": list(table.keep_columns),
         "encoding": table.encoding,

@@ -4,38 +4,42 @@ from __future__ import annotations
 
 import os
 import shutil
+import warnings
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from bertsent.checks import choice, whole
-from bertsent.defaults import BACKENDS, LONG_TEXTS
+from bertsent.defaults import BACKENDS, TRUNCATIONS
 from bertsent.errors import BertsentError
 from bertsent.evaluation.metrics import check_neutral_band, labels_from_proba, softmax
 from bertsent.files import partial_folder, publish_folder
-from bertsent.modeling import loading as models
+from bertsent.modeling import hub
 from bertsent.modeling.batching import Collator
+from bertsent.modeling.tokens import mean_by_owner, model_inputs, tokenize
 from bertsent.prediction import backends
 from bertsent.runtime import pick_device
 
 # Texts longer than the model's length are scored in windows of the training length, side by side, whose logits
 # are averaged: on IMDB reviews this scored best for a model trained on short snippets (0.87 against 0.79 for
 # head+tail at 512 tokens), and overlapping windows were slower and no better (bench/RESULTS.md, "Long texts").
-DEFAULT_LONG = "windows"
+DEFAULT_TRUNCATION = "windows"
 _WHOLE = "must be a whole number of at least {}"  # the words of a refused option, wrong type or too small
 
-__all__ = ["BACKENDS", "LONG_TEXTS", "SentimentModel", "load"]
+__all__ = ["BACKENDS", "TRUNCATIONS", "SentimentModel", "load"]
 
 
 class SentimentModel:
     """A trained classifier with scikit-learn's shape: predict, predict_proba, classes_.
 
     Texts are cut to `max_length` tokens (default: the length the model was trained at, from bertsent.json)
-    as `long` says: keep the head, the tail, both, or score every window of max_length tokens, `stride`
-    tokens apart (default: a whole window, so windows sit side by side), and average the windows' logits.
+    as `truncation` says (training's values): keep the head, the tail, both, or score every window of
+    max_length tokens, `stride` tokens apart (default: a whole window, so windows sit side by side), and average
+    the windows' logits.
     `backend` picks what runs the model: torch, or an ONNX export (`bertsent export`); "auto" takes the ONNX
-    one on CPU when the folder has one.
+    one on CPU when the folder has one. `long` is `truncation`'s old name: it still works, with a
+    DeprecationWarning.
     """
 
     def __init__(
@@ -48,14 +52,16 @@ class SentimentModel:
         max_length: int | None = None,
         neutral_band: float | None = None,
         *,
-        long: str | None = None,
+        truncation: str | None = None,
         stride: int | None = None,
         backend: str = "auto",
         threads: int | None = None,
         folder: str | os.PathLike | None = None,
         allow_pickle: bool = False,
         trust_remote_code: bool = False,
+        long: str | None = None,
     ):
+        truncation = renamed_long(long, truncation)
         check_neutral_band(neutral_band)
         # for the lazy model
         self.loading: dict[str, Any] = dict(allow_pickle=allow_pickle, trust_remote_code=trust_remote_code)
@@ -70,11 +76,13 @@ class SentimentModel:
             config = model.config
         else:
             assert self.folder is not None, "give the model, or its folder"
-            config = models.load_config(self.folder, **self.loading_config)
+            config = hub.load_config(self.folder, **self.loading_config)
         self.classes_ = [config.id2label[i] for i in range(config.num_labels)]
-        limit = models.model_max_length(tokenizer, config)
+        limit = hub.model_max_length(tokenizer, config)
         self.max_length = _max_length(max_length, self.metadata.get("max_length"), limit)
-        self.long = choice("long", long or DEFAULT_LONG, LONG_TEXTS, rule=f"use one of {', '.join(LONG_TEXTS)}")
+        self.truncation = choice(
+            "truncation", truncation or DEFAULT_TRUNCATION, TRUNCATIONS, rule=f"use one of {', '.join(TRUNCATIONS)}"
+        )
         room = max(1, self.max_length - tokenizer.num_special_tokens_to_add())
         if stride is not None:
             stride = whole("stride", stride, 1, rule=_WHOLE.format(1))
@@ -89,6 +97,17 @@ class SentimentModel:
         self.backend = self._open_backend(threads)
         exported = backends.onnx_temperature(self.folder, self.backend_name) if self.folder else None
         self.temperature = float(exported or self.metadata.get("temperature", 1.0))
+
+    @property
+    def long(self) -> str:
+        """`truncation`'s old name (deprecated)."""
+        _warn_long()
+        return self.truncation
+
+    @long.setter
+    def long(self, value: str) -> None:
+        _warn_long()
+        self.truncation = value
 
     def _trained_stride(self) -> int | None:
         """A model trained on windows (`--truncation windows`) is scored in the windows it learned from: its
@@ -112,14 +131,14 @@ class SentimentModel:
     def model(self):
         """The PyTorch model; with an ONNX backend, loaded only when asked for (e.g. by `save`)."""
         if self._model is None:
-            self._model = models.load_classifier(self.folder, **self.loading)
-            models.set_padding_token(self._model, self.tokenizer)
+            self._model = hub.load_classifier(self.folder, **self.loading)
+            hub.set_padding_token(self._model, self.tokenizer)
         return self._model
 
     @classmethod
     def load(
         cls,
-        folder: str | os.PathLike,
+        model_dir: str | os.PathLike,
         backend: str = "auto",
         device: str | None = None,
         *,
@@ -127,15 +146,15 @@ class SentimentModel:
         trust_remote_code: bool = False,
         **kwargs: Any,
     ) -> SentimentModel:
-        folder = Path(folder).expanduser()
+        folder = Path(model_dir).expanduser()
         check_weights(folder, backend, device, allow_pickle)  # before the tokenizer: refused at once
-        metadata = models.read_metadata(folder)
+        metadata = hub.read_metadata(folder)
         loading: dict[str, Any] = dict(allow_pickle=allow_pickle, trust_remote_code=trust_remote_code)
-        tokenizer = models.load_tokenizer(folder, trust_remote_code=trust_remote_code)
+        tokenizer = hub.load_tokenizer(folder, trust_remote_code=trust_remote_code)
         model = None
         if backends.resolve_backend(backend, folder, pick_device(device).type) == "torch":
-            model = models.load_classifier(folder, **loading)
-            models.set_padding_token(model, tokenizer)
+            model = hub.load_classifier(folder, **loading)
+            hub.set_padding_token(model, tokenizer)
         return cls(model, tokenizer, metadata, device=device, backend=backend, folder=folder, **loading, **kwargs)
 
     def _texts(self, texts) -> list[str]:
@@ -162,12 +181,9 @@ class SentimentModel:
         if not texts:  # the tokenizer fails on an empty batch
             empty = np.zeros((0, len(self.classes_)), dtype=np.float32)
             return (empty, []) if return_lengths else empty
-        tokens = models.tokenize(self.tokenizer, texts)
+        tokens = tokenize(self.tokenizer, texts)
         lengths = [len(ids) for ids, _ in tokens]
-        if self.long == "windows":
-            ids, owner = models.windows(tokens, self.max_length, self.stride)
-        else:
-            ids, owner = models.truncate(tokens, self.max_length, self.long), None
+        ids, owner = model_inputs(tokens, self.truncation, self.max_length, self.stride)
         del tokens
         report = None
         if progress is not None:
@@ -175,7 +191,7 @@ class SentimentModel:
             report = lambda n: progress(n * share)  # noqa: E731  (windows done, in texts)
         logits = self.backend.logits(ids, progress=report)
         if owner is not None and len(ids) > len(texts):
-            logits = models.mean_by_owner(logits, owner, len(texts))
+            logits = mean_by_owner(logits, owner, len(texts))
         return (logits, lengths) if return_lengths else logits
 
     def predict_proba(self, texts, progress=None) -> np.ndarray:
@@ -227,7 +243,7 @@ class SentimentModel:
         shutil.rmtree(work, ignore_errors=True)
         self.model.save_pretrained(work, safe_serialization=True)
         self.tokenizer.save_pretrained(work)
-        (work / models.METADATA_FILE).write_text(json.dumps(self.metadata, indent=2))
+        (work / hub.METADATA_FILE).write_text(json.dumps(self.metadata, indent=2))
         publish_folder(work, out)
         return out
 
@@ -245,16 +261,47 @@ def _max_length(asked: int | None, trained: int | None, limit: int) -> int:
 def check_weights(folder: Path, backend: str = "auto", device: str | None = None, allow_pickle: bool = False):
     """A complete classifier folder, whose weights the chosen backend can load without pickle (unless
     `allow_pickle`): refused before anything is loaded, or a server started."""
-    models.check_model_folder(folder, need_classifier=True)
+    hub.check_model_folder(folder, need_classifier=True)
     if backends.resolve_backend(backend, folder, pick_device(device).type) == "torch":
-        models.check_safe_weights(folder, allow_pickle)
+        hub.check_safe_weights(folder, allow_pickle)
 
 
-def load(folder: str | os.PathLike, **kwargs: Any) -> SentimentModel:
+def load(model_dir: str | os.PathLike, **kwargs: Any) -> SentimentModel:
     """Load a model folder written by `bertsent train` (or any HF sequence-classification folder).
 
-    Keywords: backend (auto|torch|onnx|onnx-int8), device, batch_size, max_length, long
-    (head|tail|head+tail|windows), stride, neutral_band, threads; allow_pickle (load pytorch_model.bin
-    when the folder has no safetensors weights: a crafted file can run code), trust_remote_code (run
-    Python code shipped with the model)."""
-    return SentimentModel.load(folder, **kwargs)
+    Keywords: backend (auto|torch|onnx|onnx-int8), device, batch_size, max_length, truncation
+    (head|tail|head+tail|windows; `long` is its deprecated old name), stride, neutral_band, threads;
+    allow_pickle (load pytorch_model.bin when the folder has no safetensors weights: a crafted file can run
+    code), trust_remote_code (run Python code shipped with the model)."""
+    return SentimentModel.load(model_dir, **kwargs)
+
+
+def renamed_long(long: str | None, truncation: str | None) -> str | None:
+    """`truncation`, also when given by its old name `long` (deprecated): both at once must agree."""
+    if long is None:
+        return truncation
+    _warn_long()
+    if truncation is not None and truncation != long:
+        raise BertsentError(f"truncation={truncation!r} and long={long!r}: long is truncation's old name; give one.")
+    return long
+
+
+def _warn_long() -> None:
+    warnings.warn(
+        "`long` is now `truncation` (the same values, as in training): pass truncation=...",
+        DeprecationWarning,
+        stacklevel=_caller_level(),
+    )
+
+
+def _caller_level() -> int:
+    """The stack level of the first frame outside bertsent: a warning points at the user's line."""
+    import sys
+    import types
+
+    package = str(Path(__file__).resolve().parents[1])
+    frame: types.FrameType | None = sys._getframe(2)  # 1 is _warn_long's caller; counted as warnings.warn counts
+    level = 2
+    while frame is not None and frame.f_code.co_filename.startswith(package):
+        frame, level = frame.f_back, level + 1
+    return level

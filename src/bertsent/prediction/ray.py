@@ -35,7 +35,7 @@ os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 class SentimentPredictor:
     """Adds `label` and `prob_<class>` columns to a batch (a pandas DataFrame, or a dict of numpy arrays as
     Ray's "numpy" batch format gives) holding texts in `text_column`. `load_kwargs` go to `bertsent.load`
-    (device, long, max_length, stride, neutral_band, threads)."""
+    (device, truncation, max_length, stride, neutral_band, threads)."""
 
     def __init__(
         self,
@@ -47,7 +47,7 @@ class SentimentPredictor:
     ):
         require_ray()
         self.text_column = text_column
-        self.model: SentimentModel = load(model_dir, backend=backend, batch_size=batch_size, **load_kwargs)
+        self.predictor: SentimentModel = load(model_dir, backend=backend, batch_size=batch_size, **load_kwargs)
 
     def __call__(self, batch):
         if self.text_column not in batch:
@@ -57,11 +57,11 @@ class SentimentPredictor:
                 f"fn_constructor_kwargs."
             )
         texts = [None if _missing(t) else str(t) for t in batch[self.text_column]]
-        probs = self.model.predict_proba(texts)
-        labels = self.model.labels_from_proba(probs)
+        probs = self.predictor.predict_proba(texts)
+        labels = self.predictor.labels_from_proba(probs)
         out = batch.copy() if not isinstance(batch, dict) else dict(batch)
         out["label"] = np.array(labels) if isinstance(batch, dict) else labels
-        for j, name in enumerate(self.model.classes_):
+        for j, name in enumerate(self.predictor.classes_):
             out[f"prob_{name}"] = probs[:, j]
         return out
 

@@ -43,7 +43,6 @@ from bertsent.data.sources import (
     DECOMPRESS_ERRORS,
     _as_text,
     _dataset_from_frame,
-    _first_line,
     _is_archive,
     bom_encoding,
     check_readable_file,
@@ -54,7 +53,7 @@ from bertsent.data.sources import (
     table_format,
     zip_member,
 )
-from bertsent.errors import DataError
+from bertsent.errors import DataError, first_line
 from bertsent.files import partial_folder, remove_temporaries, write_json_atomic
 
 CHUNK_ROWS = 2048  # rows per chunk: long enough to sort by length for little padding, small enough to stay flat
@@ -65,8 +64,8 @@ PREDICTION_NAMES = ("row", "text", "label", "probs")
 PART_NAME = re.compile(r"\.part-(\d+)-of-(\d+)$")
 PART_HEADER, PART_END = "bertsent_part", "bertsent_part_end"
 # Settings named by their flag when --resume or merge refuses a difference (the model and classes by name).
-FLAG_SETTINGS = ("backend", "long", "max_length", "stride", "neutral_band", "text_column", "keep_columns", "encoding",
-                 "format", "shard")  # fmt: skip
+FLAG_SETTINGS = ("backend", "truncation", "max_length", "stride", "neutral_band", "text_column", "keep_columns",
+                 "encoding", "format", "shard")  # fmt: skip
 
 __all__ = [
     "CHUNK_ROWS",
@@ -320,14 +319,14 @@ class Table:
             raise DataError(f"{self.path}: the file is empty. Give a file with a header and rows.") from None
         except DECOMPRESS_ERRORS as exc:
             if not self.compression or isinstance(exc, PermissionError):
-                raise DataError(f"{self.path}: cannot read it ({_first_line(exc)}).") from None
+                raise DataError(f"{self.path}: cannot read it ({first_line(exc)}).") from None
             raise DataError(
-                f"{self.path}: cannot decompress it ({_first_line(exc)}). The file is damaged or not "
+                f"{self.path}: cannot decompress it ({first_line(exc)}). The file is damaged or not "
                 f"{self.compression}-compressed."
             ) from None
         except (pd.errors.ParserError, ValueError) as exc:
             raise DataError(
-                f"{self.path}: cannot read it as {what} ({_first_line(exc)}). Check the file's format and extension."
+                f"{self.path}: cannot read it as {what} ({first_line(exc)}). Check the file's format and extension."
             ) from None
 
 

@@ -25,7 +25,6 @@ import asyncio
 import copy
 import errno
 import json
-import math
 import os
 import queue
 import secrets
@@ -140,12 +139,11 @@ class Batcher:
 
     def cost(self, texts: list[str]) -> int:
         """Tokens the model will run for these texts: each text to max_length, a long one's every window."""
+        from bertsent.modeling.tokens import model_inputs, tokenize
+
         model = self.model
-        lengths = [len(ids) for ids in model.tokenizer(texts, add_special_tokens=True, truncation=False)["input_ids"]]
-        if model.long != "windows":
-            return sum(min(n, model.max_length) for n in lengths)
-        windows = [1 + max(0, math.ceil((n - model.max_length) / model.stride)) for n in lengths]
-        return sum(w * min(n, model.max_length) for w, n in zip(windows, lengths))
+        ids, _ = model_inputs(tokenize(model.tokenizer, texts), model.truncation, model.max_length, model.stride)
+        return sum(map(len, ids))
 
     def _run(self) -> None:
         held = None
@@ -1043,7 +1041,7 @@ def serve(
     require_server()
     import uvicorn
 
-    from bertsent.modeling.loading import check_model_folder
+    from bertsent.modeling.hub import check_model_folder
 
     folder = Path(model_dir).expanduser()
     check_model_folder(folder, need_classifier=True)

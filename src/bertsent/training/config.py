@@ -11,8 +11,9 @@ import math
 from dataclasses import asdict, dataclass, field, replace
 
 from bertsent.checks import Choice, Number, Switch, Whole, flag
+from bertsent.defaults import TRUNCATIONS
 from bertsent.errors import BertsentError
-from bertsent.modeling.loading import DEFAULT_MODEL, TRUNCATIONS
+from bertsent.modeling.hub import DEFAULT_MODEL
 
 SMALL_MODEL_PARAMETERS = 40_000_000
 IMBALANCED = 0.5  # smallest class / largest below this: the run suggests f1_macro and class weights
@@ -50,7 +51,7 @@ CONSTRAINTS = {
     "micro_batch_size": Whole(1, auto=True),
     "lr": Number(0, closed="neither"),
     "max_length": Whole(8, auto=True, unit="of tokens"),
-    "truncation": Choice((*TRUNCATIONS, "windows")),
+    "truncation": Choice(TRUNCATIONS),
     "stride": Whole(1),
     "max_windows": Whole(1),
     "pad_to_max_length": Switch(),

@@ -14,7 +14,7 @@ from bertsent.environment import package_version
 from bertsent.evaluation.baselines import add_baselines, tfidf_baseline
 from bertsent.evaluation.explain import explain as explain_words
 from bertsent.evaluation.metrics import fit_temperature
-from bertsent.modeling import loading as models
+from bertsent.modeling import hub
 from bertsent.modeling.packing import restore_attention
 from bertsent.runtime import library_versions
 from bertsent.training.loop import Run
@@ -62,8 +62,8 @@ def finish(
         work = run.folder.work
         run.model.save_pretrained(work, safe_serialization=True)
         tokenizer.save_pretrained(work)
-        (work / models.METADATA_FILE).write_text(json.dumps(metadata, indent=2))
-        models.write_calibration_texts(work, train.texts, config.seed)
+        (work / hub.METADATA_FILE).write_text(json.dumps(metadata, indent=2))
+        hub.write_calibration_texts(work, train.texts, config.seed)
         if report:
             # the most confident mistakes' words, shaded in the report (calibrated probabilities beside them)
             assert isinstance(config.max_length, int)  # resolved
@@ -109,7 +109,7 @@ def _metadata(
         },
         "data": {"train": _data_summary(train)} | ({"validation": _data_summary(validation)} if validation else {}),
         "metrics": {"validation": metrics, "best_epoch": run.selection.epoch, "history": run.selection.history},
-        "parameters": models.parameter_count(run.model),
+        "parameters": hub.parameter_count(run.model),
         "train_seconds": round(train_seconds, 2),
         "device": run.runtime.device.type,
         "versions": library_versions(),

@@ -20,7 +20,7 @@ from bertsent.checks import flag
 from bertsent.data.sources import TextDataset, check_trainable, ordered_label_names
 from bertsent.errors import BertsentError, DataError
 from bertsent.evaluation.baselines import check_baseline
-from bertsent.modeling import loading as models
+from bertsent.modeling import hub
 from bertsent.modeling.batching import (
     Collator,
     EncodedDataset,
@@ -29,6 +29,8 @@ from bertsent.modeling.batching import (
     takes_4d_padding_mask,
 )
 from bertsent.modeling.packing import PackedClassifier, PackedCollator, supports_packing, varlen_kernel
+from bertsent.modeling.tokens import model_inputs
+from bertsent.modeling.tokens import tokenize as tokenize_texts
 from bertsent.runtime import Runtime, set_seed
 from bertsent.training.config import RECIPES, TrainConfig, check_class_weights, class_weights_for, imbalance_note
 from bertsent.training.finish import TrainResult, finish
@@ -64,7 +66,7 @@ def fit(
     `report`: also write metrics.json, errors.csv, charts and report.html into the folder.
     `tensorboard`: True (into OUT/tensorboard) or a folder: log the metrics.jsonl scalars there too.
     `on_evaluation(step, epoch, metrics)`: called after each evaluation; an exception it raises ends the run.
-    `tokenize`: in place of `model.tokenize` (same arguments and result), e.g. a cache shared by runs on one data.
+    `tokenize`: in place of `tokens.tokenize` (same arguments and result), e.g. a cache shared by runs on one data.
     `resume`: continue from the checkpoint; settings in `given` (by default: those that differ from TrainConfig's
     defaults) must equal the checkpoint's, or `resume_with_checkpoint_settings` continues with the checkpoint's.
     `allow_pickle`, `trust_remote_code`: see `model.load_classifier`.
@@ -88,12 +90,12 @@ def fit(
         check_resumable(checkpoint, train, runtime)
     set_seed(request.seed)
     model, tokenizer = load_model(request, classes, runtime, allow_pickle, trust_remote_code)
-    tokenize = tokenize or models.tokenize
+    tokenize = tokenize or tokenize_texts
     tokens = tokenize(tokenizer, train.texts)  # once: max_length "auto" is read from these lengths
     lengths = [len(ids) for ids, _ in tokens]
     config = request.resolve(
-        parameters=models.parameter_count(model),
-        max_positions=models.model_max_length(tokenizer, model.config),
+        parameters=hub.parameter_count(model),
+        max_positions=hub.model_max_length(tokenizer, model.config),
         token_lengths=lengths,
         packing_supported=supports_packing(model),
         special_tokens=tokenizer.num_special_tokens_to_add(),
@@ -169,24 +171,11 @@ def sample_rows(train: TextDataset, max_rows: int | None, seed: int) -> TextData
 
 def encode_examples(tokens, labels: list[int], config: TrainConfig):
     """`tokenize`'s output and the texts' labels as training examples (ids, labels, and with windows the text
-    each came from, else None): each text cut to max_length, or each text's windows as prediction cuts them
-    (`models.windows`), at most `max_windows` spread evenly over the text, each with the text's label."""
+    each came from, else None): each text cut as prediction cuts it (`model_inputs`), with windows at most
+    `max_windows` of a text, spread evenly over it, each with the text's label."""
     assert isinstance(config.max_length, int) and config.truncation is not None  # resolved
-    if config.truncation != "windows":
-        return models.truncate(tokens, config.max_length, config.truncation), labels, None
-    assert config.stride is not None and config.max_windows is not None  # resolved, with windows
-    ids, owner = models.windows(tokens, config.max_length, config.stride)
-    keep: list[int] = []
-    first = 0
-    counts = np.bincount(owner, minlength=len(tokens))
-    for count in counts:  # a text's windows are consecutive in `windows`' output
-        picked = np.arange(count)
-        if count > config.max_windows:
-            picked = np.unique(np.linspace(0, count - 1, config.max_windows).round().astype(int))
-        keep += (first + picked).tolist()
-        first += count
-    owner = [owner[i] for i in keep]
-    return [ids[i] for i in keep], [labels[text] for text in owner], owner
+    ids, owner = model_inputs(tokens, config.truncation, config.max_length, config.stride, config.max_windows)
+    return ids, labels if owner is None else [labels[text] for text in owner], owner
 
 
 def weigh_classes(config: TrainConfig, classes: list[str], labels: list[int], train: TextDataset, log) -> TrainConfig:
@@ -235,7 +224,7 @@ def settle_resume(config: TrainConfig, saved: dict, given=None, use_checkpoint_s
     ]
     if differ and not use_checkpoint_settings:
         listed = "; ".join(
-            f"{flag(n)}: given {_shown(getattr(config, n))}, checkpoint {_shown(getattr(checkpoint, n))}"
+            f"{flag(n)}: given {_or_not_set(getattr(config, n))}, checkpoint {_or_not_set(getattr(checkpoint, n))}"
             for n in differ
         )
         raise BertsentError(
@@ -245,7 +234,7 @@ def settle_resume(config: TrainConfig, saved: dict, given=None, use_checkpoint_s
     return replace(checkpoint, **{n: getattr(config, n) for n in FREE_ON_RESUME if n in given})
 
 
-def _shown(value) -> str:
+def _or_not_set(value) -> str:
     return "(not set)" if value is None else str(value)
 
 
@@ -264,15 +253,15 @@ def load_model(
     config: TrainConfig, classes: list[str], runtime: Runtime, allow_pickle: bool = False, trust_remote_code=False
 ):
     """The tokenizer, and the classifier with a new head for `classes`, on this process's device."""
-    tokenizer = models.load_tokenizer(config.model, trust_remote_code=trust_remote_code)
-    model = models.load_classifier(
+    tokenizer = hub.load_tokenizer(config.model, trust_remote_code=trust_remote_code)
+    model = hub.load_classifier(
         config.model,
         classes,
         attention_dropout=config.attention_dropout,
         allow_pickle=allow_pickle,
         trust_remote_code=trust_remote_code,
     )
-    models.set_padding_token(model, tokenizer)
+    hub.set_padding_token(model, tokenizer)
     model.to(runtime.device)
     runtime.broadcast_parameters(model)  # every process starts from the same weights
     return model, tokenizer
@@ -289,7 +278,7 @@ def build_run(
     classes: list[str],
     folder: RunFolder,
     log,
-    tokenize=models.tokenize,
+    tokenize=tokenize_texts,
 ) -> Run:
     """Batches, micro-batches, optimizer and schedule, validation and model selection, for a resolved config."""
     assert isinstance(config.max_length, int) and isinstance(config.batch_size, int)  # resolved
@@ -345,12 +334,8 @@ def build_run(
     if validation is not None:
         tokens = tokenize(tokenizer, validation.texts)
         lengths = [len(ids) for ids, _ in tokens]
-        owner = None
-        if config.truncation == "windows":  # every window, averaged: as prediction scores a text
-            assert config.stride is not None  # resolved, with windows
-            ids, owner = models.windows(tokens, config.max_length, config.stride)
-        else:
-            ids = models.truncate(tokens, config.max_length, config.truncation)
+        # every window, averaged: as prediction scores a text
+        ids, owner = model_inputs(tokens, config.truncation, config.max_length, config.stride)
         assert validation.labels is not None, "the validation data needs labels"
         validation_set = ValidationSet(
             ids, validation.labels, lengths, classes, collator, config.eval_batch_size, runtime, owner=owner
@@ -417,7 +402,7 @@ def announce(
     log,
 ) -> None:
     """What is trained on what, with which settings: the lines a user reads before the progress bar."""
-    n_parameters = models.parameter_count(model)
+    n_parameters = hub.parameter_count(model)
     log(
         f"Training {config.model} ({n_parameters / 1e6:.1f}M parameters) on {train.name}: {len(train)} examples, "
         f"{len(classes)} classes ({', '.join(classes)}); validation: "

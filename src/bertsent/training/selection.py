@@ -8,9 +8,9 @@ import numpy as np
 import torch
 
 from bertsent.evaluation.metrics import Scores, headline, score_logits
-from bertsent.modeling import loading as models
 from bertsent.modeling.batching import Collator
 from bertsent.modeling.inference import predict_logits
+from bertsent.modeling.tokens import mean_by_owner
 from bertsent.runtime import Runtime
 
 
@@ -55,7 +55,7 @@ class ValidationSet:
         logits = np.zeros((len(self.ids), model.config.num_labels), dtype=np.float32)
         for indices, values in runtime.gather((mine, part)):
             logits[indices] = values
-        return logits if self.owner is None else models.mean_by_owner(logits, self.owner, len(self.labels))
+        return logits if self.owner is None else mean_by_owner(logits, self.owner, len(self.labels))
 
     def score(self, logits: np.ndarray, temperature: float = 1.0) -> Scores:
         return score_logits(logits, self.labels, self.classes, temperature=temperature, lengths=self.lengths)

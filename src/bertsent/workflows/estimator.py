@@ -11,7 +11,7 @@ from sklearn.base import BaseEstimator, ClassifierMixin
 
 from bertsent.data.sources import TextDataset
 from bertsent.errors import BertsentError
-from bertsent.modeling.loading import DEFAULT_MODEL
+from bertsent.modeling.hub import DEFAULT_MODEL
 from bertsent.prediction.predictor import SentimentModel
 from bertsent.workflows.run import train
 

@@ -19,7 +19,7 @@ from bertsent.errors import BertsentError
 from bertsent.evaluation.baselines import check_baseline
 from bertsent.evaluation.report import REPORT_FILES
 from bertsent.files import partial_folder, publish_folder, remove_path, write_atomic, write_json_atomic
-from bertsent.modeling import loading as models
+from bertsent.modeling import hub
 from bertsent.prediction.predictor import SentimentModel
 from bertsent.training import METRICS_LOG, TrainConfig
 from bertsent.workflows.run import (
@@ -195,7 +195,7 @@ def compare(
     )
     read["label_map"] = label_map  # applied to the training and validation data (labels.py)
     for name in names:  # every model is found before the first one trains: a typo must not cost a run
-        models.check_safe_weights(models.resolve_model(name), allow_pickle)
+        hub.check_safe_weights(hub.resolve_model(name), allow_pickle)
     loading: dict[str, Any] = dict(allow_pickle=allow_pickle, trust_remote_code=trust_remote_code)
     _, train_set, validation, out = _prepare_runs(data, eval_data, out, overwrite, read, settings, "compare", log)
     out = out or Path(RUNS_DIR) / f"compare-{datetime.now().strftime('%Y%m%d-%H%M%S')}"
@@ -269,7 +269,7 @@ def _compare_row(name: str, result, validation: TextDataset, batch_size: int, tr
         for f in Path(result.model_dir).rglob("*")
         if f.is_file() and f.name not in _NOT_MODEL_FILES and "tensorboard" not in f.parts
     )
-    metadata = models.read_metadata(result.model_dir)
+    metadata = hub.read_metadata(result.model_dir)
     return {
         "model": name,
         "accuracy": result.metrics.get("accuracy"),
@@ -277,7 +277,7 @@ def _compare_row(name: str, result, validation: TextDataset, batch_size: int, tr
         "ece": result.metrics.get("ece"),
         "train_seconds": round(result.train_seconds, 2),
         "predictions_per_s": round(len(validation) / seconds, 1) if seconds > 0 else None,
-        "parameters": metadata.get("parameters", models.parameter_count(model.model)),
+        "parameters": metadata.get("parameters", hub.parameter_count(model.model)),
         "size_mb": round(size / 1e6, 2),
         "model_dir": str(result.model_dir),
     }

@@ -18,8 +18,8 @@ from bertsent.errors import BertsentError, DataError
 from bertsent.evaluation.baselines import TFIDF_STEPS, add_baselines, check_baseline, tfidf_baseline
 from bertsent.evaluation.metrics import check_neutral_band, score_logits
 from bertsent.files import check_writable, write_json_atomic
-from bertsent.modeling import loading as models
-from bertsent.prediction.predictor import SentimentModel
+from bertsent.modeling import hub
+from bertsent.prediction.predictor import SentimentModel, renamed_long
 from bertsent.progress import progress_bar
 from bertsent.runtime import Runtime
 from bertsent.training import METRICS_LOG, TrainConfig, TrainResult, fit
@@ -79,7 +79,7 @@ def train(
     read["label_map"] = label_map
     with runtime.main_process_first():  # downloads and unpacks once, into the cache the others then read
         # a bad --model (or one with pickle weights only) fails now, not after reading (or downloading) the data
-        models.check_safe_weights(models.resolve_model(config.model), allow_pickle)
+        hub.check_safe_weights(hub.resolve_model(config.model), allow_pickle)
         train_set, validation = training_data(data, eval_data, read, config, log)
     link = out is None
     if out is None:  # the main process's clock names the folder for all
@@ -189,7 +189,7 @@ def evaluate(
     neutral_band: float | None = None,
     report: str | os.PathLike | None = None,
     backend: str = "auto",
-    long: str | None = None,
+    truncation: str | None = None,
     max_length: int | None = None,
     stride: int | None = None,
     threads: int | None = None,
@@ -198,6 +198,7 @@ def evaluate(
     trust_remote_code: bool = False,
     baseline: str | None = None,
     train_data: str | TextDataset | None = None,
+    long: str | None = None,
 ) -> dict:
     """Metrics of a trained model on labeled data; written as JSON to `out` when given, and as a full
     report (metrics.json, report.html, errors.csv, charts) into the folder `report` when given.
@@ -205,8 +206,8 @@ def evaluate(
     `baseline="tfidf"` adds TF-IDF + logistic regression fitted on the model's training split, rebuilt from
     `train_data` or the training source the model folder records (read with the same columns and label map).
 
-    backend, long, max_length, stride, threads, allow_pickle and trust_remote_code say how the model is loaded
-    and run, as in `bertsent.load`;
+    backend, truncation (`long`: its deprecated old name), max_length, stride, threads, allow_pickle and
+    trust_remote_code say how the model is loaded and run, as in `bertsent.load`;
     `progress` shows a progress bar on stderr; `label_map` as in `train`."""
     check_neutral_band(neutral_band)
     check_baseline(baseline)
@@ -218,20 +219,20 @@ def evaluate(
         if problem:
             raise BertsentError(f"{flag} {target}: cannot write there ({problem}). Choose a folder you can write to.")
     if isinstance(model_dir, SentimentModel):
-        model = model_dir
+        predictor = model_dir
     else:
-        model = SentimentModel.load(
+        predictor = SentimentModel.load(
             model_dir,
             batch_size=batch_size,
             backend=backend,
-            long=long,
+            truncation=renamed_long(long, truncation),
             max_length=max_length,
             stride=stride,
             threads=threads,
             allow_pickle=allow_pickle,
             trust_remote_code=trust_remote_code,
         )
-    model.neutral_band = neutral_band
+    predictor.neutral_band = neutral_band
     dataset = (
         data
         if isinstance(data, TextDataset)
@@ -246,24 +247,24 @@ def evaluate(
     )
     dataset = relabel(dataset, label_map)
     assert dataset.labels is not None  # read_data requires labels
-    unknown = sorted(set(dataset.labels) - set(model.classes_))
+    unknown = sorted(set(dataset.labels) - set(predictor.classes_))
     if unknown:
         raise DataError(
             f"{dataset.name}: labels {', '.join(map(repr, unknown))} are not among the model's "
-            f"classes ({', '.join(model.classes_)}). Use data with the model's labels."
+            f"classes ({', '.join(predictor.classes_)}). Use data with the model's labels."
         )
     reading = dict(text_column=text_column, label_column=label_column, encoding=encoding, drop_invalid=drop_invalid)
     tfidf_train = None
     if baseline == "tfidf":  # read (and checked) before the scoring, which may take long
-        tfidf_train = baseline_training_data(model, train_data, reading, label_map)
+        tfidf_train = baseline_training_data(predictor, train_data, reading, label_map)
     # Encode once: the ids for the model, the untruncated lengths for accuracy by length.
     with progress_bar(len(dataset), "Scoring", enabled=progress) as bar:
-        logits, lengths = model.decision_function(dataset.texts, return_lengths=True, progress=bar)
+        logits, lengths = predictor.decision_function(dataset.texts, return_lengths=True, progress=bar)
     scores = score_logits(
         logits,
         dataset.labels,
-        model.classes_,
-        temperature=model.temperature,
+        predictor.classes_,
+        temperature=predictor.temperature,
         neutral_band=neutral_band,
         lengths=lengths,
     )
@@ -273,17 +274,17 @@ def evaluate(
         assert train_set.labels is not None  # baseline_training_data checked them
         with progress_bar(TFIDF_STEPS, "TF-IDF baseline", enabled=progress, unit="steps") as bar:
             tfidf = tfidf_baseline(
-                train_set.texts, train_set.labels, dataset.texts, dataset.labels, model.classes_, progress=bar
+                train_set.texts, train_set.labels, dataset.texts, dataset.labels, predictor.classes_, progress=bar
             )
         tfidf |= {"train_source": train_set.name, "same_as_model": same}
-    counts = model.metadata.get("data", {}).get("train", {}).get("label_counts")
-    metrics = add_baselines(scores.metrics, dataset.labels, model.classes_, train_counts=counts, tfidf=tfidf)
+    counts = predictor.metadata.get("data", {}).get("train", {}).get("label_counts")
+    metrics = add_baselines(scores.metrics, dataset.labels, predictor.classes_, train_counts=counts, tfidf=tfidf)
     metrics["model"] = {
-        "backend": model.backend_name,
-        "long": model.long,
-        "max_length": model.max_length,
-        "stride": model.stride if model.long == "windows" else None,
-        "temperature": model.temperature,
+        "backend": predictor.backend_name,
+        "truncation": predictor.truncation,
+        "max_length": predictor.max_length,
+        "stride": predictor.stride if predictor.truncation == "windows" else None,
+        "temperature": predictor.temperature,
     }
     metrics["data"] = {
         "source": dataset.name,
@@ -308,10 +309,10 @@ def evaluate(
             info={
                 "model": str(folder) if folder else None,
                 "data": dataset.name,
-                "temperature": model.temperature,
+                "temperature": predictor.temperature,
                 "neutral band": neutral_band if neutral_band else None,
             },
-            explain=model.explain,
+            explain=predictor.explain,
         )
     if out is not None:
         write_json_atomic(Path(out), metrics)
@@ -322,15 +323,15 @@ TRAIN_PART = " (train part)"  # how split_validation names the training part
 
 
 def baseline_training_data(
-    model: SentimentModel, train_data: str | TextDataset | None, reading: dict, label_map
+    predictor: SentimentModel, train_data: str | TextDataset | None, reading: dict, label_map
 ) -> tuple[TextDataset, bool]:
     """The TF-IDF baseline's training data for `evaluate`: `train_data`, else the training source the model
     folder records, made into the model's training split as training made it (seeded validation split, then
     --max-train-samples); and whether it is that split (its fingerprint equals the recorded one)."""
     from bertsent.training.fit import sample_rows
 
-    recorded = model.metadata.get("data", {}).get("train", {})
-    settings = model.metadata.get("settings", {})
+    recorded = predictor.metadata.get("data", {}).get("train", {})
+    settings = predictor.metadata.get("settings", {})
     source = train_data
     if source is None:
         if not recorded.get("source"):
@@ -346,11 +347,11 @@ def baseline_training_data(
         ) from None
     dataset = relabel(dataset, label_map)
     assert dataset.labels is not None  # read_data requires labels
-    unknown = sorted(set(dataset.labels) - set(model.classes_))
+    unknown = sorted(set(dataset.labels) - set(predictor.classes_))
     if unknown:
         raise DataError(
             f"--baseline tfidf: {dataset.name}: labels {', '.join(map(repr, unknown))} are not among the model's "
-            f"classes ({', '.join(model.classes_)}). Give the model's training data, with its --label-map."
+            f"classes ({', '.join(predictor.classes_)}). Give the model's training data, with its --label-map."
         )
     candidates = [dataset]
     seed = settings.get("seed", 42)

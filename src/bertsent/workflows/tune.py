@@ -40,7 +40,8 @@ from bertsent.defaults import DEFAULT_DATA, RUNS_DIR
 from bertsent.errors import BertsentError
 from bertsent.extras import require_extra
 from bertsent.files import check_writable, partial_folder, write_atomic, write_json_atomic
-from bertsent.modeling import loading as models
+from bertsent.modeling import hub
+from bertsent.modeling.tokens import tokenize
 from bertsent.training import TrainConfig
 
 if TYPE_CHECKING:  # the command line reads SPACE: what trains is imported when a study runs
@@ -121,7 +122,7 @@ def parse_dimension(name: str, text: str | None) -> Dimension:
 
 
 class TokenCache:
-    """`model.tokenize` with a memory: the trials share one tokenizer and one data set, so after the first
+    """`tokens.tokenize` with a memory: the trials share one tokenizer and one data set, so after the first
     trial no text is tokenized again. Keyed by the tokenizer and the texts; truncation is done per run."""
 
     def __init__(self) -> None:
@@ -134,7 +135,7 @@ class TokenCache:
         key = (type(tokenizer).__name__, tokenizer.name_or_path, len(tokenizer), digest)
         if key not in self.entries:
             started = time.perf_counter()
-            self.entries[key] = models.tokenize(tokenizer, texts)
+            self.entries[key] = tokenize(tokenizer, texts)
             self.seconds += time.perf_counter() - started
             self.texts_tokenized += len(texts)
         return self.entries[key]
@@ -183,7 +184,7 @@ def tune(
     )
     if label_map is not None:
         read["label_map"] = label_map
-    models.resolve_model(config.model)  # a bad --model fails now, not after reading the data
+    hub.resolve_model(config.model)  # a bad --model fails now, not after reading the data
     train_set, validation = training_data(data, eval_data, read, config, log)
     if validation is None:
         raise BertsentError("tune compares validation scores: give --eval-data, or a --validation-fraction above 0.")
