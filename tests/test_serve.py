@@ -18,7 +18,8 @@ import pytest
 import bertsent
 from bertsent.cli import main
 from bertsent.errors import BertsentError
-from bertsent.serving.app import create_app, uvicorn_config
+from bertsent.serving.app import create_app
+from bertsent.serving.server import uvicorn_config
 
 from conftest import make_reviews
 
@@ -160,7 +161,7 @@ def test_info_health_openapi_and_page(server, reference):
 
 
 def test_texts_per_model_call_by_backend(tmp_path):
-    from bertsent.serving.app import serving_batch_size
+    from bertsent.serving.service import serving_batch_size
 
     assert serving_batch_size(tmp_path, "auto", "cpu") == 8  # no ONNX export: torch
     (tmp_path / "onnx").mkdir()
@@ -430,7 +431,7 @@ def capture_server_run(monkeypatch, seen: dict) -> None:
     socket is bound to a free port (the one asked for may be taken on a shared machine)."""
     import uvicorn
 
-    from bertsent.serving import app as serve
+    from bertsent.serving import server as serve
 
     bind = serve.listening_socket
     monkeypatch.setattr(
