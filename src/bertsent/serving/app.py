@@ -164,9 +164,9 @@ def _routes(app, service: Service) -> None:
     from fastapi.responses import HTMLResponse
     from starlette.responses import Response
 
-    from bertsent.serving.requests import ExplainRequest, PredictRequest, check_texts
+    from bertsent.serving.requests import REFUSALS, ExplainRequest, PredictRequest, check_texts
 
-    checked = APIRouter(route_class=_checked_route(service))
+    checked = APIRouter(route_class=_checked_route(service), responses=REFUSALS)
 
     async def scores(body: PredictRequest, request: Request) -> list:
         """The answers of a predict request, one list per text."""

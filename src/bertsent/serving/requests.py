@@ -92,6 +92,28 @@ class ExplainRequest(_Texts):
         return given.target, given.n_steps
 
 
+class Refusal(BaseModel):
+    """The body of every refused request (responses.RequestError), as the OpenAPI document shows it."""
+
+    error: str = Field(description="what is wrong, and what to do")
+    error_type: str = Field(description="validation, too_large, unsupported_media_type, unauthorized, ...")
+
+
+# The refusals a POST route may answer, for the OpenAPI document (in place of FastAPI's own 422 body).
+REFUSALS = {
+    status: {"model": Refusal, "description": description}
+    for status, description in {
+        401: "no or a wrong API key",
+        408: "the body did not arrive in time",
+        413: "too many texts, too long a text, too large a body",
+        415: "a body that is not application/json",
+        422: "malformed JSON, nested too deep, wrong types, unknown keys, text that is not valid Unicode",
+        429: "too many requests in flight",
+        503: "the model is not loaded yet, or predictions are not being answered",
+    }.items()
+}
+
+
 def validation_message(errors: list[dict], body_model: type[_Texts]) -> str:
     """Pydantic's errors for a request body (FastAPI's locations: "body", then the keys), as one line."""
 
