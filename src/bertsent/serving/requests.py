@@ -174,7 +174,9 @@ class BoundedRequest(Request):
     through `body()` and `json()`; the route calls `json()` before FastAPI does, so that these refusals reach
     the client as they are (FastAPI answers any error raised while it reads a body with a 400)."""
 
-    limits: Limits
+    def __init__(self, scope, receive, limits: Limits):
+        super().__init__(scope, receive)
+        self.limits = limits
 
     async def body(self) -> bytes:
         if not hasattr(self, "_bounded_body"):
