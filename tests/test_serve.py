@@ -265,6 +265,7 @@ LONG = "word " * 100  # 500 characters: over the server's 400
         (b'{"inputs": "a", "parameters": {"neutral_band": NaN}}', 422, "validation", "neutral_band nan"),
         (b'{"inputs": "a", "parameters": {"target": "pos"}}', 422, "validation", "unknown parameter 'target'"),
         (b'{"inputs": [["a"]]}', 422, "validation", "string or a list of strings"),
+        (json.dumps({"inputs": "a", "parameters": {"top_k": [1] * 9999}}).encode(), 422, "validation", "1,...: must"),
         (b'{"inputs": "a", "parameters": null}', 200, None, None),
         (b'{"inputs": "a", "parameters": {"top_k": null, "function_to_apply": "softmax"}}', 200, None, None),
         (json.dumps({"inputs": ["a"] * 9}).encode(), 413, "too_large", "9 texts in one request; this server takes at"),

@@ -53,9 +53,9 @@ def create_app(
     fastapi = require_extra("serve", "create_app")
     from contextlib import asynccontextmanager
 
-    limits = Limits(**limits)
-    limits.check()
-    service = Service(model_dir, limits, api_key, load_options, on_failure)
+    server_limits = Limits(**limits)
+    server_limits.check()
+    service = Service(model_dir, server_limits, api_key, load_options, on_failure)
 
     @asynccontextmanager
     async def lifespan(app):
@@ -212,7 +212,7 @@ def _routes(app, service: Service) -> None:
         content, media_type = service.metrics.exposition()
         return Response(content, media_type=media_type)
 
-    page_html = []
+    page_html: list[str] = []
 
     @app.get("/", response_class=HTMLResponse, summary="A page to try the model")
     async def page():

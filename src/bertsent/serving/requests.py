@@ -5,7 +5,7 @@ nesting bounded (422) before FastAPI sees it; the checks against the server's li
 Pydantic's errors said in one line, as every other refusal."""
 
 import json
-from typing import Annotated, ClassVar, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.requests import ClientDisconnect, Request
@@ -24,16 +24,16 @@ class _Strict(BaseModel):
 
 
 class PredictParameters(_Strict):
-    top_k: int | None = Field(None, ge=1, description="the k most probable labels (default: all)")
+    top_k: int | None = Field(default=None, ge=1, description="the k most probable labels (default: all)")
     neutral_band: float | None = Field(
-        None, ge=0, lt=1, description="binary models: unsure texts answered neutral (default: the server's)"
+        default=None, ge=0, lt=1, description="binary models: unsure texts answered neutral (default: the server's)"
     )
-    function_to_apply: Literal["softmax"] | None = Field(None, description="calibrated softmax scores only")
+    function_to_apply: Literal["softmax"] | None = Field(default=None, description="calibrated softmax scores only")
 
 
 class ExplainParameters(_Strict):
-    target: str | None = Field(None, description="the label to explain (default: the predicted one)")
-    n_steps: int | None = Field(None, ge=1, description="integration steps (default: by the text's length)")
+    target: str | None = Field(default=None, description="the label to explain (default: the predicted one)")
+    n_steps: int | None = Field(default=None, ge=1, description="integration steps (default: by the text's length)")
 
 
 # What a parameter must be, said when it is not ("top_k 0: must be ...").
@@ -47,6 +47,7 @@ RULES = {
 
 
 class _Texts(_Strict):
+    parameters_model: ClassVar[type[_Strict]]  # the model of its "parameters"
     inputs: str | Annotated[list[str], Field(min_length=1)] = Field(description="a text, or a list of texts")
 
     @property
@@ -100,7 +101,7 @@ class Refusal(BaseModel):
 
 
 # The refusals a POST route may answer, for the OpenAPI document (in place of FastAPI's own 422 body).
-REFUSALS = {
+REFUSALS: dict[int | str, dict[str, Any]] = {
     status: {"model": Refusal, "description": description}
     for status, description in {
         401: "no or a wrong API key",
@@ -140,7 +141,9 @@ def validation_message(errors: list[dict], body_model: type[_Texts]) -> str:
     name = loc[1]
     if kind == "extra_forbidden":
         return f"unknown parameter {name!r}; parameters are {', '.join(body_model.parameters_model.model_fields)}"
-    return f"{name} {first.get('input')!r}: {RULES.get(name, first.get('msg', 'invalid'))}"
+    given = repr(first.get("input"))
+    given = given if len(given) <= 60 else given[:57] + "..."  # a body can be megabytes: not echoed whole
+    return f"{name} {given}: {RULES.get(name, first.get('msg', 'invalid'))}"
 
 
 def check_texts(texts: list[str], max_texts: int, max_chars: int) -> None:

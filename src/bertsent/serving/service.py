@@ -9,6 +9,7 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 from bertsent.errors import BertsentError
 from bertsent.serving.batcher import Batcher
@@ -53,13 +54,13 @@ class Service:
         self.limits = limits
         self.api_key = api_key or None
         self.load_options = load_options or {}
-        self.model = None
+        self.model: Any = None  # the SentimentModel, once loaded
         self.batcher: Batcher | None = None
         self.state = "loading"
         self.failure: str | None = None
         self.inflight = 0  # requests whose body has arrived, not yet answered
         self.metrics = Metrics()
-        self._explainer = None  # (torch model, tokenizer) of its own, made on the first /explain
+        self._explainer: tuple[Any, Any] | None = None  # (torch model, tokenizer) of its own, made on first use
         self._explain_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="bertsent-explain")
         self._loader: threading.Thread | None = None
 
@@ -142,6 +143,7 @@ class Service:
         """Each text's row of probabilities, scored together with other requests' by the batcher (`arrival`:
         this request's count in `Batcher.arrivals`, ended once queued). What fails in the model fails this
         request alone: a JSON 500, no traceback."""
+        assert self.batcher is not None, "predict() before the model is ready"  # the route checked ready()
         future = self.batcher.submit(texts, arrival)
         try:
             return await future
@@ -190,7 +192,7 @@ class Service:
         model = self.model
         given = self.model_dir if isinstance(self.model_dir, (str, Path)) else None
         folder = model.folder if model is not None else given
-        out = {"model": str(folder) if folder is not None else None, "state": self.state}
+        out: dict[str, Any] = {"model": str(folder) if folder is not None else None, "state": self.state}
         if model is not None:
             out |= {
                 "base_model": model.metadata.get("base_model"),
