@@ -5,9 +5,10 @@ nesting bounded (422) before FastAPI sees it; the checks against the server's li
 Pydantic's errors said in one line, as every other refusal."""
 
 import json
-from typing import Annotated, Any, ClassVar, Literal
+from typing import Annotated, Any, ClassVar, Literal, get_args, get_origin
 
 from pydantic import BaseModel, ConfigDict, Field
+from pydantic.fields import FieldInfo
 from starlette.requests import ClientDisconnect, Request
 
 from bertsent.serving.responses import RequestError
@@ -34,16 +35,6 @@ class PredictParameters(_Strict):
 class ExplainParameters(_Strict):
     target: str | None = Field(default=None, description="the label to explain (default: the predicted one)")
     n_steps: int | None = Field(default=None, ge=1, description="integration steps (default: by the text's length)")
-
-
-# What a parameter must be, said when it is not ("top_k 0: must be ...").
-RULES = {
-    "top_k": "must be a whole number of at least 1",
-    "neutral_band": "must be a number in [0, 1), e.g. 0.2",
-    "function_to_apply": "this server answers calibrated softmax scores only",
-    "target": "must be one of the model's labels",
-    "n_steps": "must be a whole number of at least 1",
-}
 
 
 class _Texts(_Strict):
@@ -143,7 +134,23 @@ def validation_message(errors: list[dict], body_model: type[_Texts]) -> str:
         return f"unknown parameter {name!r}; parameters are {', '.join(body_model.parameters_model.model_fields)}"
     given = repr(first.get("input"))
     given = given if len(given) <= 60 else given[:57] + "..."  # a body can be megabytes: not echoed whole
-    return f"{name} {given}: {RULES.get(name, first.get('msg', 'invalid'))}"
+    field = body_model.parameters_model.model_fields.get(name)
+    return f"{name} {given}: {_rule(field) if field is not None else first.get('msg', 'invalid')}"
+
+
+def _rule(field: FieldInfo) -> str:
+    """What a parameter must be, said from its declaration: "must be a whole number of at least 1"."""
+    kind = next((k for k in get_args(field.annotation) if k is not type(None)), field.annotation)
+    if get_origin(kind) is Literal:
+        return "must be " + " or ".join(repr(value) for value in get_args(kind))
+    nouns: dict[Any, str] = {int: "a whole number", float: "a number", str: "a string"}
+    noun = nouns.get(kind, "valid")
+    bounds = {name: getattr(m, name) for m in field.metadata for name in ("ge", "lt") if hasattr(m, name)}
+    if "ge" in bounds and "lt" in bounds:
+        return f"must be {noun} in [{bounds['ge']}, {bounds['lt']})"
+    if "ge" in bounds:
+        return f"must be {noun} of at least {bounds['ge']}"
+    return f"must be {noun}"
 
 
 def check_texts(texts: list[str], max_texts: int, max_chars: int) -> None:
