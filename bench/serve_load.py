@@ -150,7 +150,7 @@ def make_request(kind: str, rng: random.Random, pool: list[str], max_texts: int,
 
 
 def body_limit(max_texts: int, max_chars: int) -> int:
-    """The largest body the server reads (bertsent.serving.app._check_size)."""
+    """The largest body the server reads (bertsent.serving.requests.read_body)."""
     return max_texts * (max_chars * 12 + 16) + 65_536
 
 

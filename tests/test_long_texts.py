@@ -216,7 +216,7 @@ def test_the_server_counts_the_tokens_the_model_runs(trained):
     """The batcher's token budget counts the inputs the cutter makes: each window as long as it is."""
     pytest.importorskip("fastapi")
     from bertsent.modeling.tokens import model_inputs
-    from bertsent.serving.app import Batcher
+    from bertsent.serving.batcher import Batcher
 
     predictor = bertsent.load(trained, backend="torch", max_length=24, stride=7)
     batcher = object.__new__(Batcher)  # cost() reads only the model: no worker thread needed

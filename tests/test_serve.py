@@ -18,7 +18,8 @@ import pytest
 import bertsent
 from bertsent.cli import main
 from bertsent.errors import BertsentError
-from bertsent.serving.app import create_app, uvicorn_config
+from bertsent.serving.app import create_app
+from bertsent.serving.server import uvicorn_config
 
 from conftest import make_reviews
 
@@ -160,7 +161,7 @@ def test_info_health_openapi_and_page(server, reference):
 
 
 def test_texts_per_model_call_by_backend(tmp_path):
-    from bertsent.serving.app import serving_batch_size
+    from bertsent.serving.service import serving_batch_size
 
     assert serving_batch_size(tmp_path, "auto", "cpu") == 8  # no ONNX export: torch
     (tmp_path / "onnx").mkdir()
@@ -260,6 +261,13 @@ LONG = "word " * 100  # 500 characters: over the server's 400
         (b'{"inputs": "a", "parameters": {"top_k": true}}', 422, "validation", "top_k True"),
         (b'{"inputs": "a", "parameters": {"neutral_band": 1.5}}', 422, "validation", "neutral_band 1.5"),
         (b'{"inputs": "a", "parameters": {"function_to_apply": "sigmoid"}}', 422, "validation", "softmax"),
+        (b'{"inputs": "a", "parameters": {"top_k": 2.5}}', 422, "validation", "top_k 2.5"),
+        (b'{"inputs": "a", "parameters": {"neutral_band": NaN}}', 422, "validation", "neutral_band nan"),
+        (b'{"inputs": "a", "parameters": {"target": "pos"}}', 422, "validation", "unknown parameter 'target'"),
+        (b'{"inputs": [["a"]]}', 422, "validation", "string or a list of strings"),
+        (json.dumps({"inputs": "a", "parameters": {"top_k": [1] * 9999}}).encode(), 422, "validation", "1,...: must"),
+        (b'{"inputs": "a", "parameters": null}', 200, None, None),
+        (b'{"inputs": "a", "parameters": {"top_k": null, "function_to_apply": "softmax"}}', 200, None, None),
         (json.dumps({"inputs": ["a"] * 9}).encode(), 413, "too_large", "9 texts in one request; this server takes at"),
         (json.dumps({"inputs": ["a", LONG]}).encode(), 413, "too_large", "text 1 has 500 characters"),
         (json.dumps({"inputs": LONG}).encode(), 413, "too_large", "at most 400 per text"),
@@ -269,10 +277,56 @@ LONG = "word " * 100  # 500 characters: over the server's 400
 def test_bad_input_gets_its_status_and_a_message(server, path, body, status, kind, message):
     response = httpx.post(f"{server}{path}", content=body, headers={"content-type": "application/json"})
     assert response.status_code == status, response.text
+    if status == 200:
+        return
     payload = response.json()
     assert set(payload) == {"error", "error_type"}
     assert payload["error_type"] == kind
     assert message in payload["error"]
+
+
+def test_openapi_describes_the_bodies_the_server_takes_and_its_refusals(server):
+    """The request shape is declared once: the parameters /openapi.json lists are those the server takes (one it
+    does not list is refused), and a refusal is documented in the shape it has."""
+    spec = httpx.get(f"{server}/openapi.json").json()
+    schemas = spec["components"]["schemas"]
+    for path in ("/predict", "/", "/explain"):
+        post = spec["paths"][path]["post"]
+        body = post["requestBody"]["content"]["application/json"]["schema"]["$ref"].rsplit("/", 1)[-1]
+        assert set(schemas[body]["properties"]) == {"inputs", "parameters"} and schemas[body]["required"] == ["inputs"]
+        refusal = post["responses"]["422"]["content"]["application/json"]["schema"]["$ref"].rsplit("/", 1)[-1]
+        assert set(schemas[refusal]["properties"]) == {"error", "error_type"}
+        assert {"413", "415"} <= set(post["responses"])
+    for name in schemas["PredictParameters"]["properties"]:
+        value = {"top_k": 1, "neutral_band": 0.1, "function_to_apply": "softmax"}[name]
+        response = httpx.post(f"{server}/predict", json={"inputs": "a", "parameters": {name: value}})
+        assert response.status_code == 200, (name, response.text)
+    assert set(schemas["ExplainParameters"]["properties"]) == {"target", "n_steps"}
+
+
+def test_arrivals_are_counted_until_queued_or_refused(trained):
+    """The batcher waits for requests whose body is in and not yet queued: each is counted once, whatever
+    becomes of it (a count left behind would make every batch wait its max_wait_ms)."""
+    app = create_app(trained, max_texts=2)
+    bodies = [
+        b'{"inputs": "a fine film"}',
+        b'{"inputs": ["a", "b", "c"]}',  # 413
+        b'{"inputs": ["a", "bad \\ud800"]}',  # 422 after Pydantic's checks
+        b'{"inputs": 3}',  # 422 from Pydantic
+        b'{"inputs": "a", "parameters": {"neutral_band": 2}}',
+    ]
+    json_type = {"content-type": "application/json"}
+    with running(app) as url:
+        wait_ready(url)
+        arrivals = app.state.service.batcher.arrivals
+        with ThreadPoolExecutor(8) as pool:
+            codes = list(
+                pool.map(lambda b: httpx.post(f"{url}/predict", content=b, headers=json_type).status_code, bodies * 4)
+            )
+        assert codes == [200, 413, 422, 422, 422] * 4
+        assert arrivals.pending == 0
+        assert httpx.post(f"{url}/", content=b"{", headers=json_type).status_code == 422
+        assert arrivals.pending == 0 and app.state.service.inflight == 0
 
 
 def test_unknown_paths_methods_and_huge_bodies_answer_in_the_same_shape(server):
@@ -430,7 +484,7 @@ def capture_server_run(monkeypatch, seen: dict) -> None:
     socket is bound to a free port (the one asked for may be taken on a shared machine)."""
     import uvicorn
 
-    from bertsent.serving import app as serve
+    from bertsent.serving import server as serve
 
     bind = serve.listening_socket
     monkeypatch.setattr(

@@ -18,7 +18,8 @@ import httpx
 import pytest
 
 import bertsent
-from bertsent.serving.app import create_app, uvicorn_config
+from bertsent.serving.app import create_app
+from bertsent.serving.server import uvicorn_config
 
 BENCH = Path(__file__).resolve().parents[1] / "bench"
 sys.path.insert(0, str(BENCH))
@@ -116,7 +117,7 @@ def test_kept_alive_connections_outlast_the_clients_own(trained, monkeypatch):
     (4 of 764 sent after 4.95-5.05 s idle). `bertsent serve` keeps them longer than clients do."""
     import uvicorn
 
-    from bertsent.serving.app import serve
+    from bertsent.serving.server import serve
 
     given = {}
     monkeypatch.setattr(uvicorn.Server, "run", lambda server, sockets=None: given.update(config=server.config))

@@ -310,7 +310,7 @@ def cmd_models(args) -> int:
 
 
 def cmd_serve(args) -> int:
-    from bertsent.serving.app import stop_on_sigterm
+    from bertsent.serving.server import stop_on_sigterm
 
     with stop_on_sigterm():  # SIGTERM from here on (while the libraries load, too) exits 0
         return _serve(args)
@@ -323,7 +323,8 @@ def _serve(args) -> int:
     require_extra("serve", "serve")
     from bertsent.evaluation.metrics import check_neutral_band
     from bertsent.prediction.predictor import check_weights
-    from bertsent.serving.app import API_KEY_ENV, is_local, serve
+    from bertsent.serving.guard import API_KEY_ENV
+    from bertsent.serving.server import is_local, serve
 
     check_neutral_band(args.neutral_band)
     check_weights(Path(args.model_dir).expanduser(), args.backend, allow_pickle=args.allow_pickle)  # before serving

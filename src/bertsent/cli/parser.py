@@ -388,7 +388,7 @@ def add_serving_commands(commands) -> None:
         "--api-key", metavar="KEY", help=f"require the header Authorization: Bearer KEY (default: ${API_KEY_ENV})"
     )
     add_prediction_flags(serve)
-    serve.set_defaults(batch_size=None)  # the server's own (bertsent.serving.app.serving_batch_size)
+    serve.set_defaults(batch_size=None)  # the server's own (bertsent.serving.service.serving_batch_size)
     serve.add_argument(
         "--neutral-band", type=float, metavar="X", help="binary models: the band requests get unless they give one"
     )
