@@ -18,6 +18,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from bertsent.data import aclimdb as aclimdb_module
 from bertsent.data import sources as data_module
 from bertsent.data.sources import (
     TextDataset,
@@ -766,11 +767,11 @@ def test_aclimdb_archive_decoded_once_across_processes_via_the_cache(tmp_path, m
     archive = _archive(tmp_path, "aclImdb_v1.tar.xz")
     opened = _count_opens(monkeypatch)
     first = read_data(f"{archive}:train")
-    data_module._archive_records.cache_clear()  # as a new process: only the cache folder remembers
+    aclimdb_module._archive_records.cache_clear()  # as a new process: only the cache folder remembers
     second = read_data(f"{archive}:train")
     assert len(opened) == 1
     assert (second.texts, second.labels, second.meta) == (first.texts, first.labels, first.meta)
-    assert list((tmp_path / "cache" / data_module.DECODED_ARCHIVES).glob("*.parquet"))
+    assert list((tmp_path / "cache" / aclimdb_module.DECODED_ARCHIVES).glob("*.parquet"))
 
 
 def test_aclimdb_cache_misses_for_a_changed_archive_and_ignores_a_damaged_one(tmp_path, monkeypatch):
@@ -781,11 +782,11 @@ def test_aclimdb_cache_misses_for_a_changed_archive_and_ignores_a_damaged_one(tm
     (folder / "test" / "pos" / "7_8.txt").write_text("A new review, loved it.")
     with tarfile.TarFile.open(archive, "w:xz") as replacement:  # the same name, size and time may differ
         replacement.add(folder, arcname="aclImdb")
-    data_module._archive_records.cache_clear()
+    aclimdb_module._archive_records.cache_clear()
     assert len(read_data(f"{archive}:test")) == 5 and len(opened) == 2
-    for stored in (tmp_path / "cache" / data_module.DECODED_ARCHIVES).glob("*.parquet"):
+    for stored in (tmp_path / "cache" / aclimdb_module.DECODED_ARCHIVES).glob("*.parquet"):
         stored.write_bytes(b"not parquet")
-    data_module._archive_records.cache_clear()
+    aclimdb_module._archive_records.cache_clear()
     assert len(read_data(f"{archive}:test")) == 5 and len(opened) == 3
 
 

@@ -11,8 +11,9 @@ from bertsent.lazy import make_lazy
 
 if TYPE_CHECKING:  # what type checkers and the API reference read; at run time the names load on first use
     from bertsent.data.sources import TextDataset, read_data
-    from bertsent.prediction.files import merge_parts, predict_file
+    from bertsent.prediction.files import predict_file
     from bertsent.prediction.predictor import SentimentModel, load
+    from bertsent.prediction.shards import merge_parts
     from bertsent.training import TrainConfig
     from bertsent.workflows.audit import audit
     from bertsent.workflows.estimator import SentimentClassifier
@@ -42,7 +43,7 @@ make_lazy(
         "evaluate": "bertsent.workflows.run",
         "train": "bertsent.workflows.run",
         "audit": "bertsent.workflows.audit",
-        "merge_parts": "bertsent.prediction.files",
+        "merge_parts": "bertsent.prediction.shards",
         "predict_file": "bertsent.prediction.files",
         "TextDataset": "bertsent.data.sources",
         "read_data": "bertsent.data.sources",

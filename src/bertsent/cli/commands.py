@@ -252,7 +252,7 @@ def _written(result: dict) -> str:
 
 
 def cmd_merge(args) -> int:
-    from bertsent.prediction.files import merge_parts
+    from bertsent.prediction.shards import merge_parts
 
     if args.out:
         out, parts = args.out, args.paths or None

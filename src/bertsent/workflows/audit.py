@@ -32,7 +32,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from bertsent.data.sources import TextDataset, ordered_label_names, read_table, table_format
+from bertsent.data.sources import TextDataset, ordered_label_names
+from bertsent.data.tables import read_table, table_format
 from bertsent.errors import BertsentError
 from bertsent.evaluation.baselines import majority_baseline
 from bertsent.files import check_writable, write_atomic, write_json_atomic
