@@ -131,6 +131,85 @@ def test_utf8_bom_and_non_ascii_text(tmp_path):
     assert dataset.texts[0] == "çà va très bien 🎬" and dataset.meta["text_column"] == "text"
 
 
+# Rows that tell readers apart: texts with separators and quotes, a line separator (U+2028: the old whole reader
+# split plain lines at it with str.splitlines, the chunked one did not), numbers as texts, keys missing in some
+# rows (a chunk without the key, concatenated, has NaN there: so does a whole read).
+ODD_ROWS = [
+    {"text": "plain, with a comma", "label": 1, "id": 1},
+    {"text": 'a "quoted" word', "label": None, "id": None},
+    {"text": "line\u2028separator", "label": "positive", "id": 3},
+    {"text": 5, "label": 0},
+    {"text": 2.5, "label": 1.0, "id": 5},
+    {"text": "café crème", "label": "negative", "id": 6},
+    {"text": "last", "label": 0, "id": 7},
+]
+
+
+def _write_table(path: Path, rows: list[dict]) -> None:
+    """`rows` in the format (and compression) that `path`'s suffixes name."""
+    compression = path.suffix if path.suffix in (".gz", ".bz2", ".xz", ".zip") else ""
+    plain = path.name.removesuffix(compression)
+    fmt = plain.rsplit(".", 1)[1]
+    frame = pd.DataFrame(rows)
+    if fmt == "parquet":
+        frame.astype({"text": str, "label": str}).to_parquet(path, row_group_size=3)
+        return
+    raw = {
+        "csv": lambda: frame.to_csv(index=False),
+        "tsv": lambda: frame.to_csv(index=False, sep="\t"),
+        "jsonl": lambda: "".join(json.dumps(r) + "\n" for r in rows),
+        "json": lambda: json.dumps(rows),
+        "txt": lambda: "".join(f"{r['text']}\n\n" for r in rows),
+    }[fmt]()
+    payload = raw.encode("utf-8")
+    if compression == ".zip":
+        buffer = io.BytesIO()
+        with zipfile.ZipFile(buffer, "w") as archive:
+            archive.writestr(plain, payload)
+        payload = buffer.getvalue()
+    elif compression:
+        payload = {".gz": gzip.compress, ".bz2": bz2.compress, ".xz": lzma.compress}[compression](payload)
+    path.write_bytes(payload)
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "d.csv",
+        "d.tsv",
+        "d.jsonl",
+        "d.json",
+        "d.parquet",
+        "d.txt",
+        "d.csv.gz",
+        "d.tsv.bz2",
+        "d.jsonl.xz",
+        "d.txt.gz",
+        "d.json.bz2",
+        "d.csv.zip",
+        "d.jsonl.zip",
+    ],
+)
+def test_a_whole_read_is_its_chunks_concatenated(tmp_path, name):
+    """One reader: reading a file whole gives what its chunks give, put together, in every format."""
+    from bertsent.data.sources import open_table
+    from bertsent.data.tables import open_file, read_table
+
+    path = tmp_path / name
+    _write_table(path, ODD_ROWS)
+    whole = read_table(path)
+    for chunk_rows in (1, 3, 100):
+        frames = [frame for _, frame, _ in open_file(path).frames(chunk_rows)]
+        pd.testing.assert_frame_equal(pd.concat(frames, ignore_index=True), whole)
+    assert len(whole) == len(ODD_ROWS)
+    # What `read_data` reads whole, `open_table` (predict --file) reads in chunks, text for text.
+    texts = read_data(path, texts_only=True).texts
+    chunks = list(open_table(path, chunk_rows=3).chunks(chunk_rows=3))
+    assert [t for chunk in chunks for t in chunk.texts] == texts
+    assert texts[2] == "line\u2028separator" and texts[3] == "5"
+    assert [row for chunk in chunks for row in chunk.rows] == list(range(len(ODD_ROWS)))
+
+
 # ----------------------------------------------------------------------------- columns
 
 

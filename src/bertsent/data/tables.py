@@ -18,6 +18,7 @@ import gzip
 import io
 import json
 import lzma
+import math
 import re
 import stat
 import zipfile
@@ -218,9 +219,10 @@ def parse_json(raw: str, path: Path) -> pd.DataFrame:
 
 
 def records_frame(records: list[dict], columns: list[str] | None = None) -> pd.DataFrame:
-    """Records as a frame of their values as they are (object columns); `columns`, else every key in order."""
+    """Records as a frame of their values as they are (object columns); `columns`, else every key in order. A
+    missing key is NaN, as where chunks with other keys are concatenated."""
     names = columns if columns is not None else list(dict.fromkeys(k for r in records for k in r))
-    return columns_frame({c: [r.get(c) for r in records] for c in names}, len(records))
+    return columns_frame({c: [r.get(c, math.nan) for r in records] for c in names}, len(records))
 
 
 def columns_frame(columns: dict[str, list], rows: int) -> pd.DataFrame:
@@ -364,21 +366,19 @@ class Table:
 
         with pq.ParquetFile(self.path) as parquet:
             meta = parquet.metadata
-            groups, first = [], 0
+            groups, first, total = [], 0, max(meta.num_rows, 1)
             for group in range(meta.num_row_groups):  # row groups wholly before `start` are not read at all
                 rows = meta.row_group(group).num_rows
                 if groups or first + rows > start:
                     groups.append(group)
                 else:
                     first += rows
+            if not groups:  # `start` is past the end (an empty list would read every group)
+                return
             for batch in parquet.iter_batches(batch_size=chunk_rows, row_groups=groups, columns=columns):
                 values = {c: batch.column(c).to_pylist() for c in batch.schema.names}
-                yield (
-                    first,
-                    columns_frame(values, batch.num_rows),
-                    self.size * (first + batch.num_rows) / max(meta.num_rows, 1),
-                )
                 first += batch.num_rows
+                yield first - batch.num_rows, columns_frame(values, batch.num_rows), self.size * first / total
 
     def _line_frames(self, chunk_rows, columns, start):
         """JSON Lines and plain lines; blank lines are not rows. Rows before `start` are counted, not parsed."""
