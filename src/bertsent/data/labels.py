@@ -17,7 +17,7 @@ import math
 from collections import Counter
 from dataclasses import dataclass
 
-from bertsent.data.sources import TextDataset, ordered_label_names
+from bertsent.data.dataset import TextDataset, ordered_label_names
 from bertsent.errors import DataError
 
 DROP = "drop"

@@ -18,6 +18,7 @@ import tempfile
 import urllib.request
 import zipfile
 from collections import Counter
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -26,6 +27,7 @@ import pandas as pd
 from bertsent.data.aclimdb import is_archive, read_aclimdb
 from bertsent.data.columns import pick_columns, pick_text_column, texts_and_labels
 from bertsent.data.dataset import TextDataset, ordered_label_names
+from bertsent.data.labels import parse_label_map, relabel
 from bertsent.data.tables import (
     CHUNK_ROWS,
     COMPRESSION_SUFFIXES,
@@ -39,7 +41,7 @@ from bertsent.data.tables import (
 from bertsent.errors import DataError
 from bertsent.files import cache_dir, cache_folder, sha256_of
 
-__all__ = ["TextDataset", "open_table", "ordered_label_names", "read_data", "split_validation"]
+__all__ = ["DataOptions", "TextDataset", "open_table", "ordered_label_names", "read_data", "split_validation"]
 
 SPLITS = ("train", "test")
 IMDB_URL = "https://ai.stanford.edu/~amaas/data/sentiment/aclImdb_v1.tar.gz"
@@ -55,6 +57,38 @@ BUILTIN_NAMES = ("imdb", "rotten-tomatoes")
 TOKEN_COUNT_CAP = 4
 # Characters tokenized at a time while counting: far more than the cap needs for any ordinary text.
 COUNT_PIECE_CHARS = 32
+
+
+@dataclass(frozen=True)
+class DataOptions:
+    """How a labeled source is read: the options every command that reads data takes. Built once where they
+    enter (a command's flags, an API function's keywords) and passed down; `read` reads a source with them."""
+
+    text_column: str | None = None
+    label_column: str | None = None
+    label_map: str | dict | None = None  # as the user wrote it ("1,2=negative;4,5=positive"), or a dict
+    encoding: str = "utf-8"
+    drop_invalid: bool = False
+
+    def __post_init__(self) -> None:
+        parse_label_map(self.label_map)  # a malformed map fails now, before any model or data
+
+    def read(
+        self, source: str | os.PathLike | TextDataset, *, default_split: str | None = None, require_labels: bool = True
+    ) -> TextDataset:
+        """`source` read with these options (a TextDataset as it is), then the label map applied."""
+        dataset = source
+        if not isinstance(source, TextDataset):
+            dataset = read_data(
+                source,
+                text_column=self.text_column,
+                label_column=self.label_column,
+                encoding=self.encoding,
+                drop_invalid=self.drop_invalid,
+                require_labels=require_labels,
+                default_split=default_split,
+            )
+        return relabel(dataset, self.label_map)
 
 
 def read_data(

@@ -23,8 +23,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from bertsent.data.labels import relabel
-from bertsent.data.sources import TextDataset, read_data
+from bertsent.data.sources import DataOptions, TextDataset
 from bertsent.errors import BertsentError, DataError, ModelError
 from bertsent.evaluation.metrics import fit_temperature, softmax
 from bertsent.files import partial_folder, publish_folder, write_json_atomic
@@ -92,8 +91,8 @@ def export_onnx(
     models.check_model_folder(folder, need_classifier=True)
     models.check_safe_weights(folder, allow_pickle)  # loading options: as `bertsent.load` takes them
     job = _Job(folder, log, allow_pickle=allow_pickle, trust_remote_code=trust_remote_code)
-    read = (text_column, label_column, encoding, label_map)
-    dataset = _read_labeled(data, job.classes, *read) if data is not None else None
+    reading = DataOptions(text_column=text_column, label_column=label_column, label_map=label_map, encoding=encoding)
+    dataset = _read_labeled(data, job.classes, reading) if data is not None else None
     parity_texts = SAMPLE_TEXTS + (dataset.texts[:PARITY_DATA_ROWS] if dataset is not None else [])
     job.parity_ids = models.encode(job.tokenizer, parity_texts, job.max_length, job.truncation)
     log(
@@ -147,15 +146,8 @@ def _check_packages() -> None:
         raise ModelError("The onnx package is not installed: pip install 'bertsent[onnx]'") from None
 
 
-def _read_labeled(data, classes: list[str], text_column, label_column, encoding, label_map=None) -> TextDataset:
-    dataset = (
-        data
-        if isinstance(data, TextDataset)
-        else read_data(
-            data, text_column=text_column, label_column=label_column, encoding=encoding, default_split="test"
-        )
-    )
-    dataset = relabel(dataset, label_map)
+def _read_labeled(data, classes: list[str], reading: DataOptions) -> TextDataset:
+    dataset = reading.read(data, default_split="test")
     if not dataset.labels:
         raise DataError(f"{dataset.name or data}: no labels; export --data needs labeled data to measure accuracy.")
     unknown = sorted(set(dataset.labels) - set(classes))
