@@ -317,6 +317,19 @@ def test_every_row_invalid(write_csv):
         read_data(write_csv([("", "a"), ("b", "")]), drop_invalid=True)
 
 
+def test_data_options_check_the_map_when_built_and_read_through_it(write_csv):
+    from bertsent.data.sources import DataOptions
+
+    with pytest.raises(DataError, match="label-map"):
+        DataOptions(label_map="1,2=negative;=")  # before any data is read
+    path = write_csv([("good", "5"), ("bad", "1"), ("meh", "3"), ("", "5")])
+    reading = DataOptions(label_map="1=negative;3=drop;5=positive", drop_invalid=True)
+    dataset = reading.read(path)
+    assert dataset.texts == ["good", "bad"] and dataset.labels == ["positive", "negative"] and dataset.dropped == 1
+    given = TextDataset(["x", "y"], ["1", "5"])
+    assert reading.read(given).labels == ["negative", "positive"]  # a TextDataset: only relabeled
+
+
 # ----------------------------------------------------------------------------- broken files
 
 
@@ -339,6 +352,10 @@ def test_non_utf8_bytes_name_the_line_and_the_encoding_flag(tmp_path):
     with pytest.raises(DataError, match=r"d.csv: line 3 is not valid utf-8.*--encoding latin-1"):
         read_data(tmp_path / "d.csv")
     assert read_data(tmp_path / "d.csv", encoding="latin-1").texts[1] == "café crème"
+    from bertsent.data.sources import open_table
+
+    with pytest.raises(DataError, match=r"d.csv: line 3 is not valid utf-8 \(byte 28\).*--encoding latin-1"):
+        list(open_table(tmp_path / "d.csv").chunks())  # the chunked reader says the same: one reader
     with pytest.raises(DataError, match="--encoding klingon: unknown encoding"):
         read_data(tmp_path / "d.csv", encoding="klingon")
 
