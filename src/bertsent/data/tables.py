@@ -292,6 +292,8 @@ class Table:
 
     def read(self) -> pd.DataFrame:
         """The whole table: its chunks, concatenated."""
+        if self.frame is not None:  # read whole already: its chunks are slices of it
+            return self.frame
         frames = [frame for _, frame, _ in self.frames(WHOLE_CHUNK_ROWS)]
         if not frames:  # a header without rows: its columns
             return self.head.iloc[:0]
@@ -336,7 +338,7 @@ class Table:
         no rows and no header (blank lines only)."""
         if self.frame is None and self.fmt in ("csv", "tsv"):  # the header alone names the columns
             with self._reading(), self._open() as (stream, _):
-                return self._csv_reader(stream, nrows=rows).astype(object)
+                return self._csv_reader(stream, nrows=rows)
         if self.frame is None and self.fmt == "parquet":
             import pyarrow.parquet as pq
 
@@ -358,7 +360,7 @@ class Table:
         with self._open() as (stream, raw), self._csv_reader(stream, chunksize=chunk_rows, usecols=columns) as reader:
             first = 0
             for frame in reader:
-                yield first, frame.astype(object), raw.tell()
+                yield first, frame, raw.tell()
                 first += len(frame)
 
     def _parquet_frames(self, chunk_rows, columns, start):
