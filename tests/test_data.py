@@ -367,6 +367,7 @@ def test_non_utf8_bytes_name_the_line_and_the_encoding_flag(tmp_path):
         ("d.jsonl", b'{"text": "a", "label": 1}\n[1, 2]\n', "line 2 is not a JSON object"),
         ("d.json", b'{"text": "a", "label": ', "not valid JSON"),
         ("d.json", b'"just a string"', "expected a list of objects"),
+        ("d.json", b'{"text": ["a", "b"], "label": ["x"]}', "cannot read it as JSON.*same length"),
         ("d.csv.gz", b"not gzip at all", "cannot decompress it"),
         ("d.jsonl.xz", b"not xz at all", "cannot decompress it"),
         ("d.csv.zip", b"not a zip", "cannot decompress it"),

@@ -512,9 +512,9 @@ def open_file(path: Path, encoding: str = "utf-8") -> Table:
     if fmt == "json":  # a JSON document is parsed whole, then served in chunks
         with table._reading():
             raw = table._read_all()
-        if not raw.strip():
-            raise DataError(f"{path}: the file is empty. Give a file with a header and rows.")
-        table.frame = parse_json(raw, path)
+            if not raw.strip():
+                raise DataError(f"{path}: the file is empty. Give a file with a header and rows.")
+            table.frame = parse_json(raw, path)  # e.g. columns of unequal lengths: pandas' ValueError, one line
     first = table.probe(CHUNK_ROWS)
     if first is None:  # blank lines only
         raise DataError(f"{path}: the file is empty. Give a file with a header and rows.")
