@@ -138,9 +138,9 @@ def read_data(
             f"built-in data set, not of a {path.suffix or 'plain'} file. Drop ':{explicit}'."
         )
     frame = read_table(path, encoding)
-    labels = require_labels and not texts_only
+    needed = require_labels and not texts_only
     text_col, label_col = pick_columns(
-        frame, path, text_column, label_column, require_labels=labels, keep_labels=not texts_only
+        frame, path, text_column, label_column, require_labels=needed, keep_labels=not texts_only
     )
     texts, labels, dropped = texts_and_labels(frame, path, text_col, label_col, drop_invalid=drop_invalid)
     return TextDataset(texts, labels, None, str(path), dropped, {"text_column": text_col, "label_column": label_col})
