@@ -18,6 +18,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from bertsent.data import aclimdb as aclimdb_module
 from bertsent.data import sources as data_module
 from bertsent.data.sources import (
     TextDataset,
@@ -130,6 +131,85 @@ def test_utf8_bom_and_non_ascii_text(tmp_path):
     assert dataset.texts[0] == "çà va très bien 🎬" and dataset.meta["text_column"] == "text"
 
 
+# Rows that tell readers apart: texts with separators and quotes, a line separator (U+2028: the old whole reader
+# split plain lines at it with str.splitlines, the chunked one did not), numbers as texts, keys missing in some
+# rows (a chunk without the key, concatenated, has NaN there: so does a whole read).
+ODD_ROWS = [
+    {"text": "plain, with a comma", "label": 1, "id": 1},
+    {"text": 'a "quoted" word', "label": None, "id": None},
+    {"text": "line\u2028separator", "label": "positive", "id": 3},
+    {"text": 5, "label": 0},
+    {"text": 2.5, "label": 1.0, "id": 5},
+    {"text": "café crème", "label": "negative", "id": 6},
+    {"text": "last", "label": 0, "id": 7},
+]
+
+
+def _write_table(path: Path, rows: list[dict]) -> None:
+    """`rows` in the format (and compression) that `path`'s suffixes name."""
+    compression = path.suffix if path.suffix in (".gz", ".bz2", ".xz", ".zip") else ""
+    plain = path.name.removesuffix(compression)
+    fmt = plain.rsplit(".", 1)[1]
+    frame = pd.DataFrame(rows)
+    if fmt == "parquet":
+        frame.astype({"text": str, "label": str}).to_parquet(path, row_group_size=3)
+        return
+    raw = {
+        "csv": lambda: frame.to_csv(index=False),
+        "tsv": lambda: frame.to_csv(index=False, sep="\t"),
+        "jsonl": lambda: "".join(json.dumps(r) + "\n" for r in rows),
+        "json": lambda: json.dumps(rows),
+        "txt": lambda: "".join(f"{r['text']}\n\n" for r in rows),
+    }[fmt]()
+    payload = raw.encode("utf-8")
+    if compression == ".zip":
+        buffer = io.BytesIO()
+        with zipfile.ZipFile(buffer, "w") as archive:
+            archive.writestr(plain, payload)
+        payload = buffer.getvalue()
+    elif compression:
+        payload = {".gz": gzip.compress, ".bz2": bz2.compress, ".xz": lzma.compress}[compression](payload)
+    path.write_bytes(payload)
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "d.csv",
+        "d.tsv",
+        "d.jsonl",
+        "d.json",
+        "d.parquet",
+        "d.txt",
+        "d.csv.gz",
+        "d.tsv.bz2",
+        "d.jsonl.xz",
+        "d.txt.gz",
+        "d.json.bz2",
+        "d.csv.zip",
+        "d.jsonl.zip",
+    ],
+)
+def test_a_whole_read_is_its_chunks_concatenated(tmp_path, name):
+    """One reader: reading a file whole gives what its chunks give, put together, in every format."""
+    from bertsent.data.sources import open_table
+    from bertsent.data.tables import open_file, read_table
+
+    path = tmp_path / name
+    _write_table(path, ODD_ROWS)
+    whole = read_table(path)
+    for chunk_rows in (1, 3, 100):
+        frames = [frame for _, frame, _ in open_file(path).frames(chunk_rows)]
+        pd.testing.assert_frame_equal(pd.concat(frames, ignore_index=True), whole)
+    assert len(whole) == len(ODD_ROWS)
+    # What `read_data` reads whole, `open_table` (predict --file) reads in chunks, text for text.
+    texts = read_data(path, texts_only=True).texts
+    chunks = list(open_table(path, chunk_rows=3).chunks(chunk_rows=3))
+    assert [t for chunk in chunks for t in chunk.texts] == texts
+    assert texts[2] == "line\u2028separator" and texts[3] == "5"
+    assert [row for chunk in chunks for row in chunk.rows] == list(range(len(ODD_ROWS)))
+
+
 # ----------------------------------------------------------------------------- columns
 
 
@@ -237,6 +317,19 @@ def test_every_row_invalid(write_csv):
         read_data(write_csv([("", "a"), ("b", "")]), drop_invalid=True)
 
 
+def test_data_options_check_the_map_when_built_and_read_through_it(write_csv):
+    from bertsent.data.sources import DataOptions
+
+    with pytest.raises(DataError, match="label-map"):
+        DataOptions(label_map="1,2=negative;=")  # before any data is read
+    path = write_csv([("good", "5"), ("bad", "1"), ("meh", "3"), ("", "5")])
+    reading = DataOptions(label_map="1=negative;3=drop;5=positive", drop_invalid=True)
+    dataset = reading.read(path)
+    assert dataset.texts == ["good", "bad"] and dataset.labels == ["positive", "negative"] and dataset.dropped == 1
+    given = TextDataset(["x", "y"], ["1", "5"])
+    assert reading.read(given).labels == ["negative", "positive"]  # a TextDataset: only relabeled
+
+
 # ----------------------------------------------------------------------------- broken files
 
 
@@ -259,6 +352,10 @@ def test_non_utf8_bytes_name_the_line_and_the_encoding_flag(tmp_path):
     with pytest.raises(DataError, match=r"d.csv: line 3 is not valid utf-8.*--encoding latin-1"):
         read_data(tmp_path / "d.csv")
     assert read_data(tmp_path / "d.csv", encoding="latin-1").texts[1] == "café crème"
+    from bertsent.data.sources import open_table
+
+    with pytest.raises(DataError, match=r"d.csv: line 3 is not valid utf-8 \(byte 28\).*--encoding latin-1"):
+        list(open_table(tmp_path / "d.csv").chunks())  # the chunked reader says the same: one reader
     with pytest.raises(DataError, match="--encoding klingon: unknown encoding"):
         read_data(tmp_path / "d.csv", encoding="klingon")
 
@@ -270,6 +367,7 @@ def test_non_utf8_bytes_name_the_line_and_the_encoding_flag(tmp_path):
         ("d.jsonl", b'{"text": "a", "label": 1}\n[1, 2]\n', "line 2 is not a JSON object"),
         ("d.json", b'{"text": "a", "label": ', "not valid JSON"),
         ("d.json", b'"just a string"', "expected a list of objects"),
+        ("d.json", b'{"text": ["a", "b"], "label": ["x"]}', "cannot read it as JSON.*same length"),
         ("d.csv.gz", b"not gzip at all", "cannot decompress it"),
         ("d.jsonl.xz", b"not xz at all", "cannot decompress it"),
         ("d.csv.zip", b"not a zip", "cannot decompress it"),
@@ -766,11 +864,11 @@ def test_aclimdb_archive_decoded_once_across_processes_via_the_cache(tmp_path, m
     archive = _archive(tmp_path, "aclImdb_v1.tar.xz")
     opened = _count_opens(monkeypatch)
     first = read_data(f"{archive}:train")
-    data_module._archive_records.cache_clear()  # as a new process: only the cache folder remembers
+    aclimdb_module._archive_records.cache_clear()  # as a new process: only the cache folder remembers
     second = read_data(f"{archive}:train")
     assert len(opened) == 1
     assert (second.texts, second.labels, second.meta) == (first.texts, first.labels, first.meta)
-    assert list((tmp_path / "cache" / data_module.DECODED_ARCHIVES).glob("*.parquet"))
+    assert list((tmp_path / "cache" / aclimdb_module.DECODED_ARCHIVES).glob("*.parquet"))
 
 
 def test_aclimdb_cache_misses_for_a_changed_archive_and_ignores_a_damaged_one(tmp_path, monkeypatch):
@@ -781,11 +879,11 @@ def test_aclimdb_cache_misses_for_a_changed_archive_and_ignores_a_damaged_one(tm
     (folder / "test" / "pos" / "7_8.txt").write_text("A new review, loved it.")
     with tarfile.TarFile.open(archive, "w:xz") as replacement:  # the same name, size and time may differ
         replacement.add(folder, arcname="aclImdb")
-    data_module._archive_records.cache_clear()
+    aclimdb_module._archive_records.cache_clear()
     assert len(read_data(f"{archive}:test")) == 5 and len(opened) == 2
-    for stored in (tmp_path / "cache" / data_module.DECODED_ARCHIVES).glob("*.parquet"):
+    for stored in (tmp_path / "cache" / aclimdb_module.DECODED_ARCHIVES).glob("*.parquet"):
         stored.write_bytes(b"not parquet")
-    data_module._archive_records.cache_clear()
+    aclimdb_module._archive_records.cache_clear()
     assert len(read_data(f"{archive}:test")) == 5 and len(opened) == 3
 
 

@@ -31,9 +31,8 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 from bertsent.cli import main
-from bertsent.data.sources import TextDataset, read_data
+from bertsent.data.sources import TextDataset, open_table, read_data
 from bertsent.errors import BertsentError
-from bertsent.prediction.streaming import open_table
 
 settings.register_profile(
     "fast",

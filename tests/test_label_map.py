@@ -242,10 +242,10 @@ def test_compare_applies_the_map(tiny_model_dir, write_csv, tmp_path):
 
 
 def test_export_reads_its_data_through_the_map(trained, write_csv):
+    from bertsent.data.sources import DataOptions
     from bertsent.prediction.export import _read_labeled
 
-    path = write_csv(_star_rows(24, 3), "stars.csv")  # export --data needs 20 rows at least
-    dataset = _read_labeled(
-        str(path), ["negative", "positive"], None, None, "utf-8", "1,2=negative;3=drop;4,5=positive"
-    )
+    path = write_csv(_star_rows(24, 3), "stars.csv")
+    reading = DataOptions(label_map="1,2=negative;3=drop;4,5=positive")
+    dataset = _read_labeled(str(path), ["negative", "positive"], reading)
     assert set(dataset.labels) == {"negative", "positive"} and len(dataset) == 24

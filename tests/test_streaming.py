@@ -21,8 +21,9 @@ import pytest
 import bertsent
 from bertsent.cli import main
 from bertsent.errors import DataError
-from bertsent.prediction.files import iter_predictions, merge_parts, predict_file
-from bertsent.prediction.streaming import PartialOutput
+from bertsent.prediction.files import iter_predictions, predict_file
+from bertsent.prediction.output import PartialOutput
+from bertsent.prediction.shards import merge_parts
 
 from conftest import make_reviews
 
@@ -355,7 +356,7 @@ def test_unreadable_inputs_are_refused_before_any_work(trained, tmp_path, monkey
     """Issue 11: `predict --file` on a pipe, a folder, a missing or unreadable file: one line, exit 2, no output."""
     import builtins
 
-    from bertsent.prediction.streaming import open_table
+    from bertsent.data.sources import open_table
 
     os.mkfifo("pipe.csv")  # never opened: reading it would wait for a writer forever
     Path("folder.csv").mkdir()
@@ -384,7 +385,7 @@ def test_unreadable_inputs_are_refused_before_any_work(trained, tmp_path, monkey
 
 @pytest.mark.parametrize("encoding", ["utf-16", "utf-32", "utf-8-sig"])
 def test_a_byte_order_mark_names_the_encoding_when_streaming(model, encoding):
-    from bertsent.prediction.streaming import open_table
+    from bertsent.data.sources import open_table
 
     texts = ["café crème", "日本の映画", "plain"]
     Path("in.csv").write_bytes(("review,gold\n" + "".join(f"{t},x\n" for t in texts)).encode(encoding))
@@ -397,7 +398,7 @@ def test_a_byte_order_mark_names_the_encoding_when_streaming(model, encoding):
 
 
 def test_truncated_and_encrypted_inputs_are_one_line_errors(tmp_path):
-    from bertsent.prediction.streaming import open_table
+    from bertsent.data.sources import open_table
 
     payload = gzip.compress(("text\n" + "a fine film\n" * 20_000).encode())
     Path("cut.csv.gz").write_bytes(payload[: len(payload) // 2])

@@ -10,9 +10,11 @@ from bertsent.errors import BertsentError, DataError, ModelError
 from bertsent.lazy import make_lazy
 
 if TYPE_CHECKING:  # what type checkers and the API reference read; at run time the names load on first use
-    from bertsent.data.sources import TextDataset, read_data
-    from bertsent.prediction.files import merge_parts, predict_file
+    from bertsent.data.dataset import TextDataset
+    from bertsent.data.sources import read_data
+    from bertsent.prediction.files import predict_file
     from bertsent.prediction.predictor import SentimentModel, load
+    from bertsent.prediction.shards import merge_parts
     from bertsent.training import TrainConfig
     from bertsent.workflows.audit import audit
     from bertsent.workflows.estimator import SentimentClassifier
@@ -42,9 +44,9 @@ make_lazy(
         "evaluate": "bertsent.workflows.run",
         "train": "bertsent.workflows.run",
         "audit": "bertsent.workflows.audit",
-        "merge_parts": "bertsent.prediction.files",
+        "merge_parts": "bertsent.prediction.shards",
         "predict_file": "bertsent.prediction.files",
-        "TextDataset": "bertsent.data.sources",
+        "TextDataset": "bertsent.data.dataset",
         "read_data": "bertsent.data.sources",
         "SentimentClassifier": "bertsent.workflows.estimator",
         "SentimentModel": "bertsent.prediction.predictor",

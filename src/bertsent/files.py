@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import glob
+import hashlib
 import json
 import os
 import shutil
@@ -123,3 +124,12 @@ def share_file_mode(folder: Path) -> None:
             path = Path(root) / name
             if not path.is_symlink() and stat.S_IMODE(path.stat().st_mode) != mode:
                 os.chmod(path, mode)
+
+
+def sha256_of(path: Path) -> str:
+    """A file's sha256, read a block at a time."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()

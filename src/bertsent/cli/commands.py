@@ -252,7 +252,7 @@ def _written(result: dict) -> str:
 
 
 def cmd_merge(args) -> int:
-    from bertsent.prediction.files import merge_parts
+    from bertsent.prediction.shards import merge_parts
 
     if args.out:
         out, parts = args.out, args.paths or None
@@ -269,14 +269,11 @@ def cmd_merge(args) -> int:
 
 
 def cmd_data(args) -> int:
-    from bertsent.data.labels import parse_label_map, relabel
-    from bertsent.data.sources import describe, read_data
+    from bertsent.data.sources import DataOptions, describe
     from bertsent.modeling.hub import load_tokenizer
 
-    columns = _columns(args)
-    label_map = parse_label_map(columns.pop("label_map"))  # a malformed map fails before the data is read
-    dataset = read_data(args.source, **columns, drop_invalid=args.drop_invalid, require_labels=False)
-    dataset = relabel(dataset, label_map)
+    reading = DataOptions(**_columns(args), drop_invalid=args.drop_invalid)  # a malformed map fails before the data
+    dataset = reading.read(args.source, require_labels=False)
     info = describe(dataset, load_tokenizer(args.model))
     if "label_map" in dataset.meta:  # the counts before the map; info["labels"] has them after
         info["label_map"] = dataset.meta["label_map"]

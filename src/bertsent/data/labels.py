@@ -18,7 +18,7 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import overload
 
-from bertsent.data.sources import TextDataset, ordered_label_names
+from bertsent.data.dataset import TextDataset, ordered_label_names
 from bertsent.errors import DataError
 
 DROP = "drop"

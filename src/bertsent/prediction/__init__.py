@@ -5,8 +5,11 @@ Ray.
   run by ONNX Runtime.
 - `export`: `bertsent export DIR`: the trained classifier as ONNX (fp32, and dynamically quantized int8 on request)
   in DIR/onnx/, for the onnx and onnx-int8 prediction backends.
-- `files`: Predictions for a file of any size: read, scored and written a chunk at a time, in flat memory.
+- `files`: Predictions for a file of any size: read (data.tables), scored and written a chunk at a time, in flat
+  memory.
 - `predictor`: Predictions from a trained model folder: `bertsent.load(DIR).predict(texts)`.
 - `ray`: Scoring a Ray Data dataset: `SentimentPredictor` is the callable class that `Dataset.map_batches` takes.
-- `streaming`: Tables read and written a chunk at a time, so that a file of any size is scored in flat memory.
+- `output`: Writing predictions: the output formats, the partial output file and its progress record, the progress
+  bar.
+- `shards`: `--shard i/n` part files and `merge_parts`, which joins them in row order.
 """

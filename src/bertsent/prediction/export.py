@@ -29,8 +29,7 @@ import numpy as np
 import torch
 
 from bertsent.checks import number
-from bertsent.data.labels import relabel
-from bertsent.data.sources import TextDataset, read_data
+from bertsent.data.sources import DataOptions, TextDataset
 from bertsent.errors import BertsentError, DataError, ModelError, first_line
 from bertsent.evaluation.metrics import fit_temperature, softmax
 from bertsent.files import check_writable, partial_folder, publish_folder, write_json_atomic
@@ -128,8 +127,8 @@ def export_onnx(
     hub.check_safe_weights(folder, allow_pickle)  # loading options: as `bertsent.load` takes them
     # The data and the calibration texts are checked before the model is loaded: a refusal costs no time.
     classes = _classes(folder, trust_remote_code)
-    read = (text_column, label_column, encoding, label_map)
-    dataset = _read_labeled(data, classes, *read) if data is not None else None
+    reading = DataOptions(text_column=text_column, label_column=label_column, label_map=label_map, encoding=encoding)
+    dataset = _read_labeled(data, classes, reading) if data is not None else None
     calibration = _calibration_texts(folder, dataset) if int8 else None
     job = _Job(folder, log, allow_pickle=allow_pickle, trust_remote_code=trust_remote_code, progress=progress)
     parity_texts = SAMPLE_TEXTS + (dataset.texts[:PARITY_DATA_ROWS] if dataset is not None else [])
@@ -208,15 +207,8 @@ def _check_packages() -> None:
         raise ModelError("The onnx package is not installed: pip install 'bertsent[onnx]'") from None
 
 
-def _read_labeled(data, classes: list[str], text_column, label_column, encoding, label_map=None) -> TextDataset:
-    dataset = (
-        data
-        if isinstance(data, TextDataset)
-        else read_data(
-            data, text_column=text_column, label_column=label_column, encoding=encoding, default_split="test"
-        )
-    )
-    dataset = relabel(dataset, label_map)
+def _read_labeled(data, classes: list[str], reading: DataOptions) -> TextDataset:
+    dataset = reading.read(data, default_split="test")
     name = dataset.name or data
     if not dataset.labels:
         raise DataError(f"{name}: no labels; export --data needs labeled data to measure accuracy.")

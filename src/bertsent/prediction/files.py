@@ -16,31 +16,24 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+from bertsent.data.sources import open_table
+from bertsent.data.tables import CHUNK_ROWS, Chunk, Table
 from bertsent.environment import launched_processes, process_rank
 from bertsent.errors import BertsentError
-from bertsent.prediction.predictor import SentimentModel, load
-from bertsent.prediction.streaming import (
-    CHUNK_ROWS,
-    Chunk,
+from bertsent.prediction.output import (
     PartialOutput,
     Plan,
     Progress,
     RecordFormat,
-    Table,
     check_same_run,
-    merge_parts,
-    open_table,
     output_format,
     output_names,
-    parse_shard,
-    part_end,
-    part_header,
-    part_path,
     plan_output,
-    read_part_header,
 )
+from bertsent.prediction.predictor import SentimentModel, load
+from bertsent.prediction.shards import merge_parts, parse_shard, part_end, part_header, part_path, read_part_header
 
-__all__ = ["iter_predictions", "merge_parts", "predict_file"]
+__all__ = ["iter_predictions", "predict_file"]
 
 WAIT_FOR_PROCESSES = timedelta(days=7)  # the processes wait for the slowest shard, however long it takes
 

@@ -35,7 +35,8 @@ import numpy as np
 import pandas as pd
 
 from bertsent.checks import whole
-from bertsent.data.sources import TextDataset, ordered_label_names, read_table, table_format
+from bertsent.data.sources import DataOptions, TextDataset, ordered_label_names
+from bertsent.data.tables import read_table, table_format
 from bertsent.errors import BertsentError
 from bertsent.evaluation.baselines import majority_baseline
 from bertsent.files import check_writable, write_atomic, write_json_atomic
@@ -125,13 +126,9 @@ def audit(
     # train's own options, not TrainConfig's; passed on only when set (older `train`s lack them)
     loading = {k: v for k in LOADING_OPTIONS if (v := settings.pop(k, None))}
     config = train_config(settings)
-    read: dict[str, Any] = dict(
-        text_column=text_column, label_column=label_column, encoding=encoding, drop_invalid=drop_invalid
-    )
-    if label_map is not None:
-        read["label_map"] = label_map
+    reading = DataOptions(text_column, label_column, label_map, encoding, drop_invalid)
     # Read (and relabel) as `train` does; the folds, not a validation split, hold rows out here.
-    dataset, _ = training_data(data, None, read, replace(config, validation_fraction=0.0), log)
+    dataset, _ = training_data(data, None, reading, replace(config, validation_fraction=0.0), log)
     check_folds(folds, dataset.labels)
     out = _prepare_out(out, dataset, overwrite)
     classes = ordered_label_names(dataset.labels)

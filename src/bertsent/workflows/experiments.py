@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from bertsent.checks import whole
-from bertsent.data.sources import TextDataset
+from bertsent.data.sources import DataOptions, TextDataset
 from bertsent.errors import BertsentError
 from bertsent.evaluation.baselines import check_baseline
 from bertsent.evaluation.report import REPORT_FILES
@@ -58,10 +58,10 @@ _NOT_MODEL_FILES = set(REPORT_FILES) | {METRICS_LOG}
 
 
 def _prepare_runs(
-    data, eval_data, out, overwrite: bool, read: dict, settings: dict, flag: str, log
+    data, eval_data, out, overwrite: bool, reading: DataOptions, settings: dict, flag: str, log
 ) -> tuple[TrainConfig, TextDataset, TextDataset, Path | None]:
     config = train_config(settings)
-    train_set, validation = training_data(data, eval_data, read, config, log)
+    train_set, validation = training_data(data, eval_data, reading, config, log)
     if validation is None:
         raise BertsentError(f"{flag} compares validation scores: give --eval-data, or a --validation-fraction above 0.")
     out = Path(out).expanduser() if out is not None else None
@@ -98,11 +98,10 @@ def train_seeds(
     whole("seeds", seeds, 1)
     if settings.pop("resume", False):
         raise BertsentError("--resume does not combine with --seeds: resume one run at a time with --out OUT/seed-N.")
-    read: dict[str, Any] = dict(
-        text_column=text_column, label_column=label_column, encoding=encoding, drop_invalid=drop_invalid
+    reading = DataOptions(text_column, label_column, label_map, encoding, drop_invalid)
+    config, train_set, validation, out = _prepare_runs(
+        data, eval_data, out, overwrite, reading, settings, "--seeds", log
     )
-    read["label_map"] = label_map  # applied to the training and validation data (labels.py)
-    config, train_set, validation, out = _prepare_runs(data, eval_data, out, overwrite, read, settings, "--seeds", log)
     link = out is None
     out = out or default_out_dir(config.model, str(data if isinstance(data, str) else "data"))
     work = _start_partial(out)
@@ -190,14 +189,11 @@ def compare(
     names = [m.strip() for m in model_names if m and m.strip()]
     if not names:
         raise BertsentError("--models: give one or more models separated by commas, e.g. --models minilm,mpnet.")
-    read: dict[str, Any] = dict(
-        text_column=text_column, label_column=label_column, encoding=encoding, drop_invalid=drop_invalid
-    )
-    read["label_map"] = label_map  # applied to the training and validation data (labels.py)
+    reading = DataOptions(text_column, label_column, label_map, encoding, drop_invalid)
     for name in names:  # every model is found before the first one trains: a typo must not cost a run
         hub.check_safe_weights(hub.resolve_model(name), allow_pickle)
     loading: dict[str, Any] = dict(allow_pickle=allow_pickle, trust_remote_code=trust_remote_code)
-    _, train_set, validation, out = _prepare_runs(data, eval_data, out, overwrite, read, settings, "compare", log)
+    _, train_set, validation, out = _prepare_runs(data, eval_data, out, overwrite, reading, settings, "compare", log)
     out = out or Path(RUNS_DIR) / f"compare-{datetime.now().strftime('%Y%m%d-%H%M%S')}"
     work = _start_partial(out)
     rows: list[dict[str, Any]] = []

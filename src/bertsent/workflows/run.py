@@ -6,13 +6,13 @@ import contextlib
 import os
 import re
 from collections.abc import Callable
-from dataclasses import fields
+from dataclasses import fields, replace
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from bertsent.data.labels import LabelMap, describe_map, parse_label_map, relabel
-from bertsent.data.sources import TextDataset, check_trainable, ordered_label_names, read_data, split_validation
+from bertsent.data.labels import LabelMap, describe_map, relabel
+from bertsent.data.sources import DataOptions, TextDataset, check_trainable, ordered_label_names, split_validation
 from bertsent.defaults import DEFAULT_DATA, RUNS_DIR
 from bertsent.errors import BertsentError, DataError
 from bertsent.evaluation.baselines import TFIDF_STEPS, add_baselines, check_baseline, tfidf_baseline
@@ -69,18 +69,14 @@ def train(
         if out is None:
             raise BertsentError("--resume: give --out, the folder of the interrupted run to continue.")
         config = resume_config(out, config, given, resume_with_checkpoint_settings, overwrite=overwrite)
-    label_map = parse_label_map(label_map)  # a malformed map fails before the model and the data
+    reading = DataOptions(text_column, label_column, label_map, encoding, drop_invalid)  # a bad map fails now
     check_output_folders(out, tensorboard)
     runtime = Runtime(config.device, config.precision)
     log = runtime.main_only(log)
-    read: dict[str, Any] = dict(
-        text_column=text_column, label_column=label_column, encoding=encoding, drop_invalid=drop_invalid
-    )
-    read["label_map"] = label_map
     with runtime.main_process_first():  # downloads and unpacks once, into the cache the others then read
         # a bad --model (or one with pickle weights only) fails now, not after reading (or downloading) the data
         hub.check_safe_weights(hub.resolve_model(config.model), allow_pickle)
-        train_set, validation = training_data(data, eval_data, read, config, log)
+        train_set, validation = training_data(data, eval_data, reading, config, log)
     link = out is None
     if out is None:  # the main process's clock names the folder for all
         out = runtime.broadcast(default_out_dir(config.model, data if isinstance(data, str) else "data"))
@@ -129,21 +125,15 @@ def train_config(settings: dict) -> TrainConfig:
     return TrainConfig(**{k: v for k, v in settings.items() if v is not None})
 
 
-def training_data(data, eval_data, read: dict, config: TrainConfig, log):
-    """The training data and its validation data: --eval-data, or a seeded split of --data, or none.
-    `read` holds read_data's options and `label_map`, applied to both."""
-    read = dict(read)
-    label_map = parse_label_map(read.pop("label_map", None))
-    train_set = data if isinstance(data, TextDataset) else read_data(data, default_split="train", **read)
-    train_set = relabel(train_set, label_map)
+def training_data(data, eval_data, reading: DataOptions, config: TrainConfig, log):
+    """The training data and its validation data: --eval-data, or a seeded split of --data, or none; both read
+    (and relabeled) as `reading` says."""
+    train_set = reading.read(data, default_split="train")
     check_trainable(train_set)  # before the validation split, so the message names the file itself
     check_class_weights(config.class_weights, ordered_label_names(train_set.labels))  # before any model is trained
     validation = None
     if eval_data is not None:
-        validation = (
-            eval_data if isinstance(eval_data, TextDataset) else read_data(eval_data, default_split="test", **read)
-        )
-        validation = relabel(validation, label_map)
+        validation = reading.read(eval_data, default_split="test")
     for dataset in (train_set, validation):  # before the split: its parts no longer count what was dropped
         if dataset is not None and dataset.dropped:
             log(f"{dataset.name}: skipped {dataset.dropped} row(s) with an empty text or label (--drop-invalid)")
@@ -213,7 +203,7 @@ def evaluate(
     check_baseline(baseline)
     if train_data is not None and baseline != "tfidf":
         raise BertsentError("--train-data is the TF-IDF baseline's training data: give it with --baseline tfidf.")
-    label_map = parse_label_map(label_map)
+    reading = DataOptions(text_column, label_column, label_map, encoding, drop_invalid)  # a bad map fails now
     for flag, target in (("--out", out), ("--report", Path(report) / "metrics.json" if report else None)):
         problem = check_writable(target) if target is not None else None
         if problem:
@@ -233,30 +223,17 @@ def evaluate(
             trust_remote_code=trust_remote_code,
         )
     predictor.neutral_band = neutral_band
-    dataset = (
-        data
-        if isinstance(data, TextDataset)
-        else read_data(
-            data,
-            text_column=text_column,
-            label_column=label_column,
-            encoding=encoding,
-            drop_invalid=drop_invalid,
-            default_split="test",
-        )
-    )
-    dataset = relabel(dataset, label_map)
-    assert dataset.labels is not None  # read_data requires labels
+    dataset = reading.read(data, default_split="test")
+    assert dataset.labels is not None  # read with labels required
     unknown = sorted(set(dataset.labels) - set(predictor.classes_))
     if unknown:
         raise DataError(
             f"{dataset.name}: labels {', '.join(map(repr, unknown))} are not among the model's "
             f"classes ({', '.join(predictor.classes_)}). Use data with the model's labels."
         )
-    reading = dict(text_column=text_column, label_column=label_column, encoding=encoding, drop_invalid=drop_invalid)
     tfidf_train = None
     if baseline == "tfidf":  # read (and checked) before the scoring, which may take long
-        tfidf_train = baseline_training_data(predictor, train_data, reading, label_map)
+        tfidf_train = baseline_training_data(predictor, train_data, reading)
     # Encode once: the ids for the model, the untruncated lengths for accuracy by length.
     with progress_bar(len(dataset), "Scoring", enabled=progress) as bar:
         logits, lengths = predictor.decision_function(dataset.texts, return_lengths=True, progress=bar)
@@ -323,7 +300,7 @@ TRAIN_PART = " (train part)"  # how split_validation names the training part
 
 
 def baseline_training_data(
-    predictor: SentimentModel, train_data: str | TextDataset | None, reading: dict, label_map
+    predictor: SentimentModel, train_data: str | TextDataset | None, reading: DataOptions
 ) -> tuple[TextDataset, bool]:
     """The TF-IDF baseline's training data for `evaluate`: `train_data`, else the training source the model
     folder records, made into the model's training split as training made it (seeded validation split, then
@@ -338,15 +315,16 @@ def baseline_training_data(
             raise BertsentError("--baseline tfidf: the model folder records no training data; pass --train-data SRC.")
         source = recorded["source"].removesuffix(TRAIN_PART)
     try:
-        dataset = source if isinstance(source, TextDataset) else read_data(source, default_split="train", **reading)
+        # the label map apart: a label it does not cover is not a file that "cannot be read here"
+        dataset = replace(reading, label_map=None).read(source, default_split="train")
     except BertsentError as exc:  # e.g. a relative path from another folder, a file since moved
         if train_data is not None:
             raise
         raise DataError(
             f"--baseline tfidf: the model's training data cannot be read here ({exc}). Pass --train-data SRC."
         ) from None
-    dataset = relabel(dataset, label_map)
-    assert dataset.labels is not None  # read_data requires labels
+    dataset = relabel(dataset, reading.label_map)
+    assert dataset.labels is not None  # read with labels required
     unknown = sorted(set(dataset.labels) - set(predictor.classes_))
     if unknown:
         raise DataError(

@@ -33,7 +33,7 @@ import warnings
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from bertsent.checks import flag, negated, number, whole
 from bertsent.defaults import DEFAULT_DATA, RUNS_DIR
@@ -45,7 +45,7 @@ from bertsent.modeling.tokens import tokenize
 from bertsent.training import TrainConfig
 
 if TYPE_CHECKING:  # the command line reads SPACE: what trains is imported when a study runs
-    from bertsent.data.sources import TextDataset
+    from bertsent.data.sources import DataOptions, TextDataset
 
 DEFAULT_STUDY = "bertsent-tune"
 BEST_DIR = "best"
@@ -169,6 +169,7 @@ def tune(
     `space`: {setting: "LO:HI" | "A,B,..." | "X"} for lr, epochs, batch_size, warmup_ratio, weight_decay,
     attention_dropout (default: SPACE). `settings`: the other TrainConfig settings, fixed for every trial
     (model, seed, metric, max_train_samples, ...). Returns the summary written to OUT/tune.json."""
+    from bertsent.data.sources import DataOptions
     from bertsent.workflows.run import train_config, training_data
 
     optuna = _import_optuna()
@@ -179,13 +180,9 @@ def tune(
     out = out or Path(RUNS_DIR) / f"tune-{datetime.now().strftime('%Y%m%d-%H%M%S')}"
     _check_out(out)
     study_name = study_name or DEFAULT_STUDY
-    read: dict[str, Any] = dict(
-        text_column=text_column, label_column=label_column, encoding=encoding, drop_invalid=drop_invalid
-    )
-    if label_map is not None:
-        read["label_map"] = label_map
+    reading = DataOptions(text_column, label_column, label_map, encoding, drop_invalid)
     hub.resolve_model(config.model)  # a bad --model fails now, not after reading the data
-    train_set, validation = training_data(data, eval_data, read, config, log)
+    train_set, validation = training_data(data, eval_data, reading, config, log)
     if validation is None:
         raise BertsentError("tune compares validation scores: give --eval-data, or a --validation-fraction above 0.")
     identity = {
@@ -212,7 +209,7 @@ def tune(
         )
         search.run(timeout)
     summary = search.summary(
-        _best_command(data, eval_data, read, settings, search.best_settings(), config.seed), study_name, storage
+        _best_command(data, eval_data, reading, settings, search.best_settings(), config.seed), study_name, storage
     )
     write_json_atomic(out / SUMMARY_FILE, summary)
     _write_table(out / "trials.csv", summary["trials"])
@@ -507,7 +504,7 @@ class Search:
         }
 
 
-def _best_command(data, eval_data, read: dict, settings: dict, best: dict | None, seed: int) -> str | None:
+def _best_command(data, eval_data, reading: DataOptions, settings: dict, best: dict | None, seed: int) -> str | None:
     """`bertsent train ...` with the fixed settings and the best trial's, on the same data and split."""
     if best is None:
         return None
@@ -515,13 +512,13 @@ def _best_command(data, eval_data, read: dict, settings: dict, best: dict | None
     if eval_data is not None:
         words += ["--eval-data", eval_data if isinstance(eval_data, str) else "EVAL_DATA"]
     for name in ("text_column", "label_column"):
-        if read.get(name):
-            words += [flag(name), read[name]]
-    if isinstance(read.get("label_map"), str):
-        words += ["--label-map", read["label_map"]]
-    if read.get("encoding", "utf-8") != "utf-8":
-        words += ["--encoding", read["encoding"]]
-    if read.get("drop_invalid"):
+        if getattr(reading, name):
+            words += [flag(name), getattr(reading, name)]
+    if isinstance(reading.label_map, str):
+        words += ["--label-map", reading.label_map]
+    if reading.encoding != "utf-8":
+        words += ["--encoding", reading.encoding]
+    if reading.drop_invalid:
         words.append("--drop-invalid")
     given = {k: v for k, v in settings.items() if v is not None and k != "seed"}
     for name, value in {**given, "seed": seed, **best}.items():
