@@ -52,7 +52,8 @@ def imports_torch(command: list[str]) -> bool:
     """Whether one run of `command` imports torch (PYTHONPROFILEIMPORTTIME: -X importtime for any Python process)."""
     env = {**os.environ, "PYTHONPROFILEIMPORTTIME": "1"}
     done = subprocess.run(command, stdin=subprocess.DEVNULL, capture_output=True, text=True, env=env)
-    return any(line.rstrip().endswith("| torch") for line in done.stderr.splitlines())
+    # a line per module: "import time: self | cumulative | <indentation by depth>name"
+    return any(line.rsplit("|", 1)[-1].strip() == "torch" for line in done.stderr.splitlines())
 
 
 def pairs(label: str, command: list[str], runs: int) -> dict:
