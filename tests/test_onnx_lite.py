@@ -178,3 +178,22 @@ def test_read_config_gives_the_labels_and_length_transformers_reads(trained, tmp
     (tmp_path / "broken" / "config.json").write_text("{not json")
     with pytest.raises(bertsent.ModelError, match="damaged"):
         hub.read_config(tmp_path / "broken")
+
+
+def test_with_a_gpu_in_sight_auto_asks_torch_and_onnx_does_not(exported):
+    """Where a GPU may be, auto needs torch's answer (PyTorch on the GPU, else the export); a named ONNX backend
+    runs on the CPU whatever the machine has, so it never asks."""
+    found = _fresh(
+        f"""
+        import json, sys
+        import bertsent, bertsent.runtime
+        bertsent.runtime._gpu_in_sight = lambda: True
+        seen = {{}}
+        for backend in ("onnx", "auto"):
+            model = bertsent.load({str(exported)!r}, backend=backend)
+            seen[backend] = [model.backend_name, "torch" in sys.modules]
+        print(json.dumps(seen))
+        """
+    )
+    device = bertsent.load(exported, backend="torch").device.type
+    assert found == {"onnx": ["onnx", False], "auto": ["onnx" if device == "cpu" else "torch", True]}

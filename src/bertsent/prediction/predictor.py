@@ -93,7 +93,7 @@ class SentimentModel:
             raise BertsentError(f"--stride {self.stride}: must not exceed the window, {self.max_length} tokens.")
         self.neutral_band = neutral_band
         self.collator = Collator(tokenizer.pad_token_id, tokenizer.padding_side)
-        self.backend_name = backends.resolve_backend(backend, self.folder, device_type(device))
+        self.backend_name = _resolved_backend(backend, self.folder, device)
         if threads is not None:
             threads = whole("threads", threads, 1, rule=_WHOLE.format(1))
         self.backend = self._open_backend(threads)
@@ -159,7 +159,7 @@ class SentimentModel:
         check_weights(folder, backend, device, allow_pickle)  # before the tokenizer: refused at once
         metadata = hub.read_metadata(folder)
         loading: dict[str, Any] = dict(allow_pickle=allow_pickle, trust_remote_code=trust_remote_code)
-        on_torch = backends.resolve_backend(backend, folder, device_type(device)) == "torch"
+        on_torch = _resolved_backend(backend, folder, device) == "torch"
         tokenizer = hub.load_tokenizer(folder, trust_remote_code=trust_remote_code, light=not on_torch)
         model = None
         if on_torch:
@@ -272,8 +272,15 @@ def check_weights(folder: Path, backend: str = "auto", device: str | None = None
     """A complete classifier folder, whose weights the chosen backend can load without pickle (unless
     `allow_pickle`): refused before anything is loaded, or a server started."""
     hub.check_model_folder(folder, need_classifier=True)
-    if backends.resolve_backend(backend, folder, device_type(device)) == "torch":
+    if _resolved_backend(backend, folder, device) == "torch":
         hub.check_safe_weights(folder, allow_pickle)
+
+
+def _resolved_backend(backend: str, folder: Path | None, device: str | None) -> str:
+    """The backend `backend` stands for (`backends.resolve_backend`). The device, which may import torch to be
+    known, is asked for only where it counts: for auto, or when named (a device this machine lacks is refused)."""
+    asked = backend == "auto" or device not in (None, "auto")
+    return backends.resolve_backend(backend, folder, device_type(device) if asked else "cpu")
 
 
 def load(model_dir: str | os.PathLike, **kwargs: Any) -> SentimentModel:
