@@ -2,12 +2,13 @@
 
 Each command is timed as a whole process (start-up included), in pairs with the yardstick: A, B, A, B, ...,
 after a warm-up of each, so that a machine whose speed drifts moves both. Printed per command: wall and CPU
-(user + system) seconds as min / median, and the median of the pair-by-pair ratios A/B (issue 17's targets:
-`bertsent --help` at most 0.2x, a one-sentence predict with ONNX at most 1x).
+(user + system) seconds as min / median, the median of the pair-by-pair ratios A/B (issue 17's targets:
+`bertsent --help` at most 0.2x, a one-sentence predict with ONNX at most 1x), and whether the command imports
+torch at all (one more run, with Python's -X importtime).
 
     python bench/startup.py                       # --help, --version, python -c "import bertsent"
     python bench/startup.py --predict             # and a one-sentence predict (trains a small model first)
-    python bench/startup.py --predict --onnx      # and the same with the ONNX backend (exports it first)
+    python bench/startup.py --predict --onnx      # and the same with the ONNX backend, and with auto (exports first)
     python bench/startup.py --predict --model-dir runs/x   # a model folder of your own
 """
 
@@ -47,6 +48,14 @@ def run_once(command: list[str]) -> tuple[float, float]:
     return wall, (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
 
 
+def imports_torch(command: list[str]) -> bool:
+    """Whether one run of `command` imports torch (PYTHONPROFILEIMPORTTIME: -X importtime for any Python process)."""
+    env = {**os.environ, "PYTHONPROFILEIMPORTTIME": "1"}
+    done = subprocess.run(command, stdin=subprocess.DEVNULL, capture_output=True, text=True, env=env)
+    # a line per module: "import time: self | cumulative | <indentation by depth>name"
+    return any(line.rsplit("|", 1)[-1].strip() == "torch" for line in done.stderr.splitlines())
+
+
 def pairs(label: str, command: list[str], runs: int) -> dict:
     """`runs` pairs (command, yardstick) after one warm-up of each; min/median and the median pair ratio."""
     run_once(command), run_once(YARDSTICK)
@@ -66,6 +75,7 @@ def pairs(label: str, command: list[str], runs: int) -> dict:
         "torch_cpu": stats([c for _, c in b]),
         "ratio_wall": round(statistics.median(x[0] / y[0] for x, y in zip(a, b)), 3),
         "ratio_cpu": round(statistics.median(x[1] / y[1] for x, y in zip(a, b)), 3),
+        "imports_torch": imports_torch(command),
     }
 
 
@@ -103,25 +113,23 @@ def main() -> None:
         if args.model_dir is None and args.workdir is None:
             scratch = Path(tempfile.mkdtemp(prefix="bertsent-startup-"))
         folder = args.model_dir or small_model(args.workdir or scratch, args.onnx)
-        for backend in ("torch", "onnx") if args.onnx else ("torch",):
-            commands[f'bertsent predict DIR --backend {backend} "..."'] = [
-                *bertsent,
-                "predict",
-                str(folder),
-                "--backend",
-                backend,
-                SENTENCE,
-            ]
+        for backend in ("torch", "onnx", "auto") if args.onnx else ("torch",):
+            flags = [] if backend == "auto" else ["--backend", backend]  # auto: the export, on a CPU
+            label = " ".join(["bertsent predict DIR", *flags, '"..."'])
+            commands[label] = [*bertsent, "predict", str(folder), *flags, SENTENCE]
     try:
         rows = []
-        print(f"{'command':<44} {'wall s (min/med)':>17} {'cpu s (min/med)':>16} {'vs import torch (wall/cpu)':>27}")
+        print(
+            f"{'command':<44} {'wall s (min/med)':>17} {'cpu s (min/med)':>16} {'vs import torch (wall/cpu)':>27} "
+            "imports torch"
+        )
         for label, command in commands.items():
             row = pairs(label, command, args.runs)
             rows.append(row)
             print(
                 f"{label:<44} {row['wall']['min']:>7.3f} / {row['wall']['median']:<7.3f} "
                 f"{row['cpu']['min']:>6.3f} / {row['cpu']['median']:<7.3f} "
-                f"{row['ratio_wall']:>12.2f}x / {row['ratio_cpu']:.2f}x",
+                f"{row['ratio_wall']:>12.2f}x / {row['ratio_cpu']:.2f}x   {'yes' if row['imports_torch'] else 'no'}",
                 flush=True,
             )
         torch_wall = statistics.median(r["torch_wall"]["median"] for r in rows)

@@ -9,16 +9,21 @@ from __future__ import annotations
 
 import contextlib
 import gc
+import os
 import platform
 import random
+import sys
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
 
 from bertsent.environment import launched_processes, package_version
 from bertsent.errors import BertsentError
 
-MIXED_PRECISION_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+if TYPE_CHECKING:  # imported where used: prediction with an ONNX backend runs without torch
+    import torch
+
+MIXED_PRECISION_DTYPES = {"bf16": "bfloat16", "fp16": "float16"}  # Accelerate's name: torch's dtype
 BUCKET_ELEMENTS = 32 * 2**20  # numbers per gradient all-reduce: a few large messages, not one per tensor
 
 
@@ -27,6 +32,7 @@ BUCKET_ELEMENTS = 32 * 2**20  # numbers per gradient all-reduce: a few large mes
 
 def library_versions() -> dict:
     import accelerate
+    import torch
     import transformers
 
     return {
@@ -43,6 +49,8 @@ def library_versions() -> dict:
 
 def pick_device(device: str | None = None) -> torch.device:
     """CUDA, then Apple MPS, then CPU; or what the user asked for, if this machine has it."""
+    import torch
+
     if device and device != "auto":
         return check_device(device)
     if torch.cuda.is_available():
@@ -55,6 +63,8 @@ def pick_device(device: str | None = None) -> torch.device:
 def check_device(device: str) -> torch.device:
     """The device named, or a user error when it is not a device or not on this machine (a run asked for
     CUDA must not quietly train on the CPU)."""
+    import torch
+
     try:
         wanted = torch.device(device)
     except (RuntimeError, TypeError):
@@ -74,6 +84,24 @@ def check_device(device: str) -> torch.device:
     return wanted
 
 
+def device_type(device: str | None = None) -> str:
+    """`pick_device(device).type`, without importing torch (seconds) where the answer is plainly "cpu": asked for,
+    or auto on a machine with no GPU driver in sight (then torch would find no CUDA or MPS device either)."""
+    if device == "cpu" or (device in (None, "auto") and not _gpu_in_sight()):
+        return "cpu"
+    return pick_device(device).type
+
+
+def _gpu_in_sight() -> bool:
+    """Whether this machine may have a GPU torch can use: an NVIDIA or AMD (ROCm) driver, WSL's GPU, Apple silicon.
+    A false yes only costs importing torch to ask it."""
+    if os.environ.get("CUDA_VISIBLE_DEVICES", "unset").strip() in ("", "-1") and sys.platform != "darwin":
+        return False
+    if sys.platform == "darwin":
+        return platform.machine() == "arm64"
+    return any(os.path.exists(p) for p in ("/proc/driver/nvidia/gpus", "/dev/nvidia0", "/dev/kfd", "/dev/dxg"))
+
+
 def mixed_precision(precision: str, device: torch.device) -> str:
     """Accelerate's name for the autocast precision: "no", "bf16" or "fp16"."""
     if precision in ("fp32", "no"):
@@ -81,6 +109,8 @@ def mixed_precision(precision: str, device: torch.device) -> str:
     if precision != "auto":
         return precision
     if device.type == "cuda":
+        import torch
+
         return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
     return "no"  # CPU autocast to bf16 is slower than fp32 on most CPUs
 
@@ -88,6 +118,8 @@ def mixed_precision(precision: str, device: torch.device) -> str:
 def scoring_dtype(device: torch.device) -> torch.dtype | None:
     """The autocast dtype to score in: bf16 on a CUDA GPU that has it (about twice the speed, the same labels:
     tests/test_throughput.py), else None (fp32; CPU autocast to bf16 is slower on most CPUs)."""
+    import torch
+
     if device.type == "cuda" and torch.cuda.is_bf16_supported():
         return torch.bfloat16
     return None
@@ -97,6 +129,8 @@ def scoring_dtype(device: torch.device) -> torch.dtype | None:
 
 
 def set_seed(seed: int) -> None:
+    import torch
+
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
@@ -106,6 +140,8 @@ def set_seed(seed: int) -> None:
 
 def rng_state() -> dict:
     """Every random stream's state: Python's and NumPy's as plain lists and numbers (JSON), torch's as tensors."""
+    import torch
+
     version, internal, gauss_next = random.getstate()
     numpy_state = np.random.get_state()
     assert isinstance(numpy_state, tuple)  # legacy=True, the default: the tuple form
@@ -121,6 +157,8 @@ def rng_state() -> dict:
 
 
 def set_rng_state(state: dict) -> None:
+    import torch
+
     version, internal, gauss_next = state["python"]
     random.setstate((version, tuple(internal), gauss_next))
     name, keys, position, has_gauss, gauss = state["numpy"]
@@ -135,6 +173,8 @@ def set_rng_state(state: dict) -> None:
 
 def is_out_of_memory(exc: BaseException) -> bool:
     """CUDA/MPS/XPU out-of-memory errors, and the CPU allocator's "can't allocate memory"."""
+    import torch
+
     if isinstance(exc, torch.OutOfMemoryError):
         return True
     text = str(exc).lower()
@@ -142,6 +182,8 @@ def is_out_of_memory(exc: BaseException) -> bool:
 
 
 def free_memory(device: torch.device) -> None:
+    import torch
+
     gc.collect()
     if device.type == "cuda":
         torch.cuda.empty_cache()
@@ -156,6 +198,7 @@ class Runtime:
     """This process's device and mixed precision, and its place among the processes of the run."""
 
     def __init__(self, device: str = "auto", precision: str = "auto"):
+        import torch
         from accelerate import Accelerator
 
         wanted = pick_device(device)
@@ -172,7 +215,8 @@ class Runtime:
         self.accelerator = Accelerator(mixed_precision=mixed_precision(precision, wanted), cpu=wanted.type == "cpu")
         self.device = self.accelerator.device
         self.mixed_precision = self.accelerator.mixed_precision
-        self.autocast_dtype = MIXED_PRECISION_DTYPES.get(self.mixed_precision)
+        dtype = MIXED_PRECISION_DTYPES.get(self.mixed_precision)
+        self.autocast_dtype = getattr(torch, dtype) if dtype else None
         self.rank = self.accelerator.process_index
         self.processes = self.accelerator.num_processes
         self.is_main = self.accelerator.is_main_process
@@ -199,6 +243,7 @@ class Runtime:
         """True on every process when `flag` is true on any of them."""
         if self.processes == 1:
             return flag
+        import torch
         import torch.distributed as dist
 
         value = torch.tensor([int(flag)])
@@ -209,6 +254,7 @@ class Runtime:
         """Sum tensors over the processes, in place, in a few large all-reduces rather than one per tensor."""
         if self.processes == 1:
             return
+        import torch
         import torch.distributed as dist
 
         for bucket in _buckets(tensors):

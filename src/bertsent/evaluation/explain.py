@@ -24,6 +24,7 @@ from bertsent.checks import whole
 from bertsent.errors import BertsentError
 from bertsent.extras import require_extra
 from bertsent.modeling.hub import model_max_length
+from bertsent.modeling.tokenizer_file import transformers_tokenizer
 
 if TYPE_CHECKING:  # imported where used: the command line reads the step defaults below without it
     import numpy as np
@@ -94,6 +95,7 @@ def explain(
     if n_steps is not None:
         n_steps = whole("steps", n_steps, 1)
     layer_integrated_gradients = import_captum()
+    tokenizer = transformers_tokenizer(tokenizer)  # offsets and word ids: an ONNX model's light one won't do
     network = getattr(model, "_orig_mod", model)  # a torch.compile'd model: its module
     classes = [network.config.id2label[i] for i in range(network.config.num_labels)]
     targets = _targets(target, len(texts), classes)

@@ -9,6 +9,8 @@ long-text cutter), length-aware batches, packed batches, the one forward pass.
 - `tiny`: A tiny random BERT with the packaged WordPiece vocabulary: for smoke tests, toy benchmarks and the docs'
   stand-in model.
 - `packing`: Unpadded ("packed") batches: a batch's sequences laid end to end in one row, no padding tokens.
+- `tokenizer_file`: A folder's tokenizer.json run by the tokenizers library alone (`TokenizerFile`): ONNX prediction
+  tokenizes with it, importing neither transformers nor torch.
 - `tokens`: Texts into model inputs: tokenizing, and `model_inputs`, the one place that decides how a long text is
   cut (head, tail, head+tail or windows) for training, its validation, prediction and the server.
 """

@@ -343,11 +343,17 @@ def _code_error(spec: str, exc: Exception) -> ModelError | None:
     )
 
 
-def load_tokenizer(spec: str | os.PathLike | None, *, trust_remote_code: bool = False):
+def load_tokenizer(spec: str | os.PathLike | None, *, trust_remote_code: bool = False, light: bool = False):
+    """The model's tokenizer, loaded by transformers. `light`: a model folder's tokenizer.json run by the tokenizers
+    library alone (`TokenizerFile`), where the folder allows it: imports neither transformers nor torch."""
+    from bertsent.modeling.tokenizer_file import TokenizerFile, readable
+
+    source = resolve_model(spec)
+    if light and not trust_remote_code and Path(source).is_dir() and readable(source):
+        return TokenizerFile(source)
     from transformers import AutoTokenizer
 
     _quiet_transformers()
-    source = resolve_model(spec)
     try:
         tokenizer = AutoTokenizer.from_pretrained(source, trust_remote_code=trust_remote_code)
     except Exception as exc:  # noqa: BLE001 - the Hub client raises many kinds; all mean "cannot get it"
@@ -439,6 +445,33 @@ def load_config(folder: str | os.PathLike, *, trust_remote_code: bool = False):
         return AutoConfig.from_pretrained(str(folder), trust_remote_code=trust_remote_code)
     except ValueError as exc:
         raise _code_error(str(folder), exc) or exc from None
+
+
+@dataclass
+class ClassifierConfig:
+    """The fields of a model folder's config.json that prediction reads (`read_config`)."""
+
+    id2label: dict[int, str]
+    max_position_embeddings: int | None
+
+    @property
+    def num_labels(self) -> int:
+        return len(self.id2label)
+
+
+def read_config(folder: str | os.PathLike) -> ClassifierConfig:
+    """A classifier folder's label names and position limit, read as JSON: prediction with an ONNX backend needs no
+    more, and transformers' AutoConfig costs a second to import (`load_config` reads it all)."""
+    path = Path(folder) / "config.json"
+    try:
+        config = json.loads(path.read_text(encoding="utf-8"))
+        labels = config.get("id2label") or {i: f"LABEL_{i}" for i in range(2)}  # transformers' default
+        id2label = {int(i): str(name) for i, name in labels.items()}
+    except (OSError, ValueError, AttributeError):
+        raise ModelError(f"{path}: missing or damaged. Train the model again or copy the whole folder.") from None
+    # GPT-2 and a few others name the position limit n_positions (transformers maps the one name to the other)
+    positions = config.get("max_position_embeddings", config.get("n_positions"))
+    return ClassifierConfig(id2label, positions if isinstance(positions, int) else None)
 
 
 def model_max_length(tokenizer, config=None) -> int:

@@ -13,7 +13,6 @@ import numpy as np
 from bertsent.defaults import BACKENDS
 from bertsent.errors import ModelError
 from bertsent.modeling.batching import Collator, LengthBucketBatchSampler
-from bertsent.modeling.inference import predict_logits
 
 ONNX_DIR = "onnx"
 ONNX_FILES = {"onnx": "model.onnx", "onnx-int8": "model_int8.onnx"}
@@ -74,6 +73,8 @@ class TorchBackend:
         self.autocast_dtype = scoring_dtype(device)
 
     def logits(self, ids: list[list[int]], progress: Progress | None = None) -> np.ndarray:
+        from bertsent.modeling.inference import predict_logits
+
         return predict_logits(
             self.model,
             ids,
@@ -151,8 +152,7 @@ class OnnxBackend:
         sampler = LengthBucketBatchSampler(lengths, self.batch_size, max_tokens=ONNX_BATCH_TOKENS, shuffle=False)
         order, parts = [], []
         for batch_indices in sampler:
-            batch = self.collator([(ids[i], None) for i in batch_indices])
-            feeds = {"input_ids": batch["input_ids"].numpy(), "attention_mask": batch["attention_mask"].numpy()}
+            feeds = self.collator.pad([(ids[i], None) for i in batch_indices])
             if "token_type_ids" in self.inputs:
                 feeds["token_type_ids"] = np.zeros_like(feeds["input_ids"])
             parts.append(self.session.run([self.output], feeds)[0])

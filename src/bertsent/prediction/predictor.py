@@ -17,9 +17,10 @@ from bertsent.evaluation.metrics import check_neutral_band, labels_from_proba, s
 from bertsent.files import partial_folder, publish_folder
 from bertsent.modeling import hub
 from bertsent.modeling.batching import Collator
+from bertsent.modeling.tokenizer_file import transformers_tokenizer
 from bertsent.modeling.tokens import mean_by_owner, model_inputs, tokenize
 from bertsent.prediction import backends
-from bertsent.runtime import pick_device
+from bertsent.runtime import device_type, pick_device
 
 # Texts longer than the model's length are scored in windows of the training length, side by side, whose logits
 # are averaged: on IMDB reviews this scored best for a model trained on short snippets (0.87 against 0.79 for
@@ -39,7 +40,8 @@ class SentimentModel:
     the windows' logits.
     `backend` picks what runs the model: torch, or an ONNX export (`bertsent export`); "auto" takes the ONNX
     one on CPU when the folder has one. `long` is `truncation`'s old name: it still works, with a
-    DeprecationWarning.
+    DeprecationWarning. With an ONNX backend nothing imports torch (tokenizers and ONNX Runtime run it) until the
+    PyTorch model or its device is asked for (`model`, `device`, `explain`, `save`).
     """
 
     def __init__(
@@ -65,10 +67,10 @@ class SentimentModel:
         check_neutral_band(neutral_band)
         # for the lazy model
         self.loading: dict[str, Any] = dict(allow_pickle=allow_pickle, trust_remote_code=trust_remote_code)
-        self.loading_config = dict(trust_remote_code=trust_remote_code)
         self.metadata = metadata or {}
         self.folder = Path(folder) if folder is not None else None
-        self.device = pick_device(device)
+        self._device_asked = device
+        self._device = None
         self.tokenizer = tokenizer
         self.batch_size = whole("batch_size", batch_size, 1, rule=_WHOLE.format(1))
         self._model = model
@@ -76,7 +78,7 @@ class SentimentModel:
             config = model.config
         else:
             assert self.folder is not None, "give the model, or its folder"
-            config = hub.load_config(self.folder, **self.loading_config)
+            config = hub.read_config(self.folder)
         self.classes_ = [config.id2label[i] for i in range(config.num_labels)]
         limit = hub.model_max_length(tokenizer, config)
         self.max_length = _max_length(max_length, self.metadata.get("max_length"), limit)
@@ -91,12 +93,19 @@ class SentimentModel:
             raise BertsentError(f"--stride {self.stride}: must not exceed the window, {self.max_length} tokens.")
         self.neutral_band = neutral_band
         self.collator = Collator(tokenizer.pad_token_id, tokenizer.padding_side)
-        self.backend_name = backends.resolve_backend(backend, self.folder, self.device.type)
+        self.backend_name = _resolved_backend(backend, self.folder, device)
         if threads is not None:
             threads = whole("threads", threads, 1, rule=_WHOLE.format(1))
         self.backend = self._open_backend(threads)
         exported = backends.onnx_temperature(self.folder, self.backend_name) if self.folder else None
         self.temperature = float(exported or self.metadata.get("temperature", 1.0))
+
+    @property
+    def device(self):
+        """The torch device the PyTorch model runs on; with an ONNX backend, picked when first asked for."""
+        if self._device is None:
+            self._device = pick_device(self._device_asked)
+        return self._device
 
     @property
     def long(self) -> str:
@@ -150,9 +159,10 @@ class SentimentModel:
         check_weights(folder, backend, device, allow_pickle)  # before the tokenizer: refused at once
         metadata = hub.read_metadata(folder)
         loading: dict[str, Any] = dict(allow_pickle=allow_pickle, trust_remote_code=trust_remote_code)
-        tokenizer = hub.load_tokenizer(folder, trust_remote_code=trust_remote_code)
+        on_torch = _resolved_backend(backend, folder, device) == "torch"
+        tokenizer = hub.load_tokenizer(folder, trust_remote_code=trust_remote_code, light=not on_torch)
         model = None
-        if backends.resolve_backend(backend, folder, pick_device(device).type) == "torch":
+        if on_torch:
             model = hub.load_classifier(folder, **loading)
             hub.set_padding_token(model, tokenizer)
         return cls(model, tokenizer, metadata, device=device, backend=backend, folder=folder, **loading, **kwargs)
@@ -242,7 +252,7 @@ class SentimentModel:
         work = partial_folder(out)
         shutil.rmtree(work, ignore_errors=True)
         self.model.save_pretrained(work, safe_serialization=True)
-        self.tokenizer.save_pretrained(work)
+        transformers_tokenizer(self.tokenizer).save_pretrained(work)
         (work / hub.METADATA_FILE).write_text(json.dumps(self.metadata, indent=2))
         publish_folder(work, out)
         return out
@@ -262,8 +272,15 @@ def check_weights(folder: Path, backend: str = "auto", device: str | None = None
     """A complete classifier folder, whose weights the chosen backend can load without pickle (unless
     `allow_pickle`): refused before anything is loaded, or a server started."""
     hub.check_model_folder(folder, need_classifier=True)
-    if backends.resolve_backend(backend, folder, pick_device(device).type) == "torch":
+    if _resolved_backend(backend, folder, device) == "torch":
         hub.check_safe_weights(folder, allow_pickle)
+
+
+def _resolved_backend(backend: str, folder: Path | None, device: str | None) -> str:
+    """The backend `backend` stands for (`backends.resolve_backend`). The device, which may import torch to be
+    known, is asked for only where it counts: for auto, or when named (a device this machine lacks is refused)."""
+    asked = backend == "auto" or device not in (None, "auto")
+    return backends.resolve_backend(backend, folder, device_type(device) if asked else "cpu")
 
 
 def load(model_dir: str | os.PathLike, **kwargs: Any) -> SentimentModel:
