@@ -76,27 +76,29 @@ def no_dropout_dir(tiny_model_dir, tmp_path_factory) -> Path:
     return folder
 
 
-@pytest.fixture(scope="session")
-def trained(tiny_model_dir, tmp_path_factory):
-    """The tiny BERT fine-tuned on the toy task (validation: make_reviews(40, seed=2)); learns it in seconds."""
+def train_toy(model, out, train=None, val="toy", *, name="toy", **overrides):
+    """Fine-tune `model` quietly on `train` (texts, labels; default make_reviews(120, seed=1)), validated on `val`
+    (default make_reviews(40, seed=2); None: no validation set); `overrides` replace the toy settings."""
     import bertsent
     from bertsent.data.sources import TextDataset
 
-    texts, labels = make_reviews(120, seed=1)
-    val_texts, val_labels = make_reviews(40, seed=2)
-    out = tmp_path_factory.mktemp("trained") / "model"
-    bertsent.train(
-        TextDataset(texts, labels, name="toy"),
-        TextDataset(val_texts, val_labels, name="toy val"),
+    train = train or make_reviews(120, seed=1)
+    val = make_reviews(40, seed=2) if val == "toy" else val
+    settings = {"epochs": 5, "batch_size": 16, "lr": 5e-3, "progress": False, "log": lambda *_: None, "report": False}
+    return bertsent.train(
+        TextDataset(*train, name=name),
+        None if val is None else TextDataset(*val, name=f"{name} val"),
         out=out,
-        model=str(tiny_model_dir),
-        epochs=5,
-        batch_size=16,
-        lr=5e-3,
-        progress=False,
-        log=lambda *_: None,
-        report=False,
+        model=str(model),
+        **(settings | overrides),
     )
+
+
+@pytest.fixture(scope="session")
+def trained(tiny_model_dir, tmp_path_factory):
+    """The tiny BERT fine-tuned on the toy task (validation: make_reviews(40, seed=2)); learns it in seconds."""
+    out = tmp_path_factory.mktemp("trained") / "model"
+    train_toy(tiny_model_dir, out)
     return out
 
 

@@ -31,6 +31,12 @@ def _datasets(n_train=160, n_val=40, classes=("negative", "positive")):
     return TextDataset(tx, ty, name="train"), TextDataset(vx, vy, name="val")
 
 
+def _fit_tiny(model_dir, out, datasets, epochs=1, **options):
+    """Train the tiny model quietly on `datasets` (train, val), without a report unless `options` say so."""
+    config = TrainConfig(model=str(model_dir), epochs=epochs, batch_size=16)
+    return fit(*datasets, config, out, **(QUIET | {"report": False} | options))
+
+
 @pytest.fixture(scope="module")
 def trained(tiny_model_dir, tmp_path_factory):
     """A tiny model trained once for this module, with its report."""
@@ -119,15 +125,7 @@ def test_training_writes_the_report_into_the_model_folder(trained):
 
 
 def test_no_report_option_skips_it(tiny_model_dir, tmp_path):
-    train, val = _datasets(32, 8)
-    fit(
-        train,
-        val,
-        TrainConfig(model=str(tiny_model_dir), epochs=1, batch_size=16),
-        tmp_path / "m",
-        report=False,
-        **QUIET,
-    )
+    _fit_tiny(tiny_model_dir, tmp_path / "m", _datasets(32, 8), report=False)
     assert not (tmp_path / "m" / "report.html").exists()
 
 
@@ -178,15 +176,7 @@ def test_neutral_band_on_hand_made_probabilities(trained):
 
 
 def test_neutral_band_leaves_a_three_class_model_alone(tiny_model_dir, tmp_path):
-    train, val = _datasets(48, 12, classes=("negative", "neutral", "positive"))
-    fit(
-        train,
-        val,
-        TrainConfig(model=str(tiny_model_dir), epochs=1, batch_size=16),
-        tmp_path / "m3",
-        report=False,
-        **QUIET,
-    )
+    _fit_tiny(tiny_model_dir, tmp_path / "m3", _datasets(48, 12, classes=("negative", "neutral", "positive")))
     model = bertsent.load(tmp_path / "m3", neutral_band=0.5)
     probs = np.array([[0.4, 0.25, 0.35], [0.2, 0.7, 0.1], [0.3, 0.3, 0.4]])
     assert model.labels_from_proba(probs) == ["negative", "neutral", "positive"]  # argmax: neutral is a class
@@ -282,16 +272,7 @@ def test_tensorboard_logs_the_metrics_scalars(tiny_model_dir, tmp_path):
     pytest.importorskip("tensorboard", reason="the tensorboard extra is not installed")
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-    train, val = _datasets(32, 8)
-    fit(
-        train,
-        val,
-        TrainConfig(model=str(tiny_model_dir), epochs=2, batch_size=16),
-        tmp_path / "m",
-        tensorboard=True,
-        report=False,
-        **QUIET,
-    )
+    _fit_tiny(tiny_model_dir, tmp_path / "m", _datasets(32, 8), epochs=2, tensorboard=True)
     events = EventAccumulator(str(tmp_path / "m" / "tensorboard"))
     events.Reload()
     tags = set(events.Tags()["scalars"])
