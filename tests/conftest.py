@@ -94,6 +94,37 @@ def train_toy(model, out, train=None, val="toy", *, name="toy", **overrides):
     )
 
 
+def cli_args(*words, **flags) -> list[str]:
+    """A command line: `words`, then `--name value` for each flag (name_with_underscores: --name-with-dashes;
+    True: the flag alone)."""
+    argv = [str(word) for word in words]
+    for name, value in flags.items():
+        flag = "--" + name.replace("_", "-")
+        argv += [flag] if value is True else [flag, str(value)]
+    return argv
+
+
+def watch_forward(monkeypatch, before) -> None:
+    """Models that hub.load_classifier loads from now on (the ones fit() trains) call `before(kwargs)` ahead of
+    each forward pass: to record the batches, or to raise in place of the pass."""
+    from bertsent.modeling import hub
+
+    original = hub.load_classifier
+
+    def load(*args, **kwargs):
+        model = original(*args, **kwargs)
+        inner = model.forward
+
+        def forward(*a, **k):
+            before(k)
+            return inner(*a, **k)
+
+        model.forward = forward
+        return model
+
+    monkeypatch.setattr(hub, "load_classifier", load)
+
+
 @pytest.fixture(scope="session")
 def trained(tiny_model_dir, tmp_path_factory):
     """The tiny BERT fine-tuned on the toy task (validation: make_reviews(40, seed=2)); learns it in seconds."""

@@ -14,7 +14,7 @@ from bertsent.modeling.batching import Collator
 from bertsent.modeling.packing import ATTENTION, PackedClassifier, PackedCollator, supports_packing
 from bertsent.modeling.tokens import encode
 
-from conftest import make_reviews, train_toy
+from conftest import cli_args, make_reviews, train_toy
 
 
 def _examples(tokenizer, texts, labels=None):
@@ -164,19 +164,9 @@ def test_packing_with_padding_to_max_length_is_a_usage_error(tiny_model_dir, tmp
 
     data = write_csv(list(zip(*make_reviews(20))))
     code = main(
-        [
-            "train",
-            "--data",
-            str(data),
-            "--model",
-            str(tiny_model_dir),
-            "--recipe",
-            "tutorial",
-            "--packing",
-            "--out",
-            str(tmp_path / "m"),
-            "--quiet",
-        ]
+        cli_args(
+            "train", data=data, model=tiny_model_dir, recipe="tutorial", packing=True, out=tmp_path / "m", quiet=True
+        )
     )
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and len(err) == 1 and "--packing" in err[0] and "--recipe fast" in err[0]
@@ -188,22 +178,15 @@ def test_cli_packing_flag_reaches_the_settings(flag, expected, tiny_model_dir, t
     from bertsent.cli import main
 
     data = write_csv(list(zip(*make_reviews(40, seed=1))))
-    code = main(
-        [
-            "train",
-            "--data",
-            str(data),
-            "--model",
-            str(tiny_model_dir),
-            "--epochs",
-            "1",
-            "--quiet",
-            "--no-report",
-            "--out",
-            str(tmp_path / "m"),
-            *flag,
-        ]
-    )
+    flags = {
+        "data": data,
+        "model": tiny_model_dir,
+        "epochs": 1,
+        "quiet": True,
+        "no_report": True,
+        "out": tmp_path / "m",
+    }
+    code = main([*cli_args("train", **flags), *flag])
     assert code == 0
     assert json.loads((tmp_path / "m" / "bertsent.json").read_text())["settings"]["packing"] is expected
 

@@ -19,7 +19,7 @@ from bertsent.training import TrainConfig, fit
 from bertsent.workflows import experiments
 from bertsent.workflows import run as api
 
-from conftest import make_reviews, read_csv_rows
+from conftest import cli_args, make_reviews, read_csv_rows
 
 PNGS = ["loss.png", "confusion_matrix.png", "reliability.png", "accuracy_by_length.png"]
 QUIET = dict(progress=False, log=lambda *_: None)
@@ -197,34 +197,28 @@ def test_evaluate_with_a_neutral_band_counts_neutral_as_wrong(trained, tmp_path)
     assert len(rows) == 20 and {r["predicted"] for r in rows} == {"neutral"}
 
 
+def _quick_run(write_csv, data, command, **flags) -> int:
+    """`bertsent COMMAND` for one quiet epoch on `data` (texts, labels) written to train.csv, a quarter held out for
+    validation; `flags` add to the command line."""
+    csv = write_csv(list(zip(*data)), "train.csv")
+    return main(cli_args(command, data=csv, epochs=1, validation_fraction=0.25, quiet=True, **flags))
+
+
 # -- several seeds ------------------------------------------------------------------------------------
 
 
 def test_train_with_seeds_writes_each_run_and_a_summary(tiny_model_dir, write_csv, tmp_path, capsys):
-    texts, labels = make_reviews(60, seed=3)
-    data = write_csv(list(zip(texts, labels)), "train.csv")
-    code = main(
-        [
-            "train",
-            "--model",
-            str(tiny_model_dir),
-            "--data",
-            str(data),
-            "--out",
-            str(tmp_path / "runs"),
-            "--seeds",
-            "2",
-            "--seed",
-            "7",
-            "--epochs",
-            "1",
-            "--batch-size",
-            "16",
-            "--validation-fraction",
-            "0.25",
-            "--quiet",
-            "--no-report",
-        ]
+    data = make_reviews(60, seed=3)
+    code = _quick_run(
+        write_csv,
+        data,
+        "train",
+        model=tiny_model_dir,
+        out=tmp_path / "runs",
+        seeds=2,
+        seed=7,
+        batch_size=16,
+        no_report=True,
     )
     assert code == 0
     out = capsys.readouterr().out
@@ -285,28 +279,9 @@ def test_tensorboard_logs_the_metrics_scalars(tiny_model_dir, tmp_path):
 
 
 def test_compare_writes_one_table(tiny_model_dir, write_csv, tmp_path, capsys):
-    texts, labels = make_reviews(48, seed=4)
-    data = write_csv(list(zip(texts, labels)), "train.csv")
-    code = main(
-        [
-            "compare",
-            "--models",
-            f"{tiny_model_dir},{tiny_model_dir}",
-            "--data",
-            str(data),
-            "--out",
-            str(tmp_path / "cmp"),
-            "--epochs",
-            "1",
-            "--batch-size",
-            "auto",
-            "--max-train-samples",
-            "32",
-            "--validation-fraction",
-            "0.25",
-            "--quiet",
-        ]
-    )
+    models = f"{tiny_model_dir},{tiny_model_dir}"
+    options = {"out": tmp_path / "cmp", "batch_size": "auto", "max_train_samples": 32}
+    code = _quick_run(write_csv, make_reviews(48, seed=4), "compare", models=models, **options)
     assert code == 0
     out = capsys.readouterr().out
     assert "accuracy" in out and "pred/s" in out
