@@ -16,6 +16,21 @@ from bertsent.modeling.hub import ALLOW_PICKLE_HELP, TRUST_REMOTE_CODE_HELP
 from bertsent.training import TrainConfig
 from bertsent.training.config import CONSTRAINTS
 
+# Limits fields `bertsent serve` takes (metavar, help); the flag is the name without "_s", in dashes.
+SERVE_LIMITS = {
+    "max_texts": ("N", "texts per request"),
+    "max_chars": ("N", "characters per text"),
+    "max_inflight": ("N", "requests answered at once"),
+    "max_batch_tokens": ("N", "tokens scored together from concurrent requests"),
+    "max_wait_ms": ("MS", "how long a batch waits for requests on their way"),
+    "header_timeout_s": ("S", "seconds a connection has to send a request's headers (then 408, closed)"),
+    "body_timeout_s": ("S", "seconds a request has to send its whole body (then 408, closed)"),
+    "max_client_connections": (
+        "N",
+        "open connections from one address (more: 429); behind a reverse proxy raise it, or 0 for no cap",
+    ),
+}
+
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
@@ -339,6 +354,11 @@ def flag_options(setting: Field) -> dict:
     return options
 
 
+def serve_limits(args: argparse.Namespace) -> dict:
+    """The server's limits (bertsent.serving.service.Limits fields) from `bertsent serve`'s flags."""
+    return {name: getattr(args, name) for name in SERVE_LIMITS}
+
+
 def training_settings(args: argparse.Namespace) -> dict:
     """The TrainConfig settings given on the command line, as given."""
     names = [f.name for f in fields(TrainConfig)]
@@ -394,46 +414,10 @@ def add_serving_commands(commands) -> None:
     )
     limits = serve.add_argument_group("limits (over them: 413, 429 for requests in flight, 408 for slow clients)")
     defaults = Limits()
-    limits.add_argument("--max-texts", type=int, default=defaults.max_texts, metavar="N", help="texts per request")
-    limits.add_argument("--max-chars", type=int, default=defaults.max_chars, metavar="N", help="characters per text")
-    limits.add_argument(
-        "--max-inflight", type=int, default=defaults.max_inflight, metavar="N", help="requests answered at once"
-    )
-    limits.add_argument(
-        "--max-batch-tokens",
-        type=int,
-        default=defaults.max_batch_tokens,
-        metavar="N",
-        help="tokens scored together from concurrent requests",
-    )
-    limits.add_argument(
-        "--max-wait-ms",
-        type=float,
-        default=defaults.max_wait_ms,
-        metavar="MS",
-        help="how long a batch waits for requests on their way",
-    )
-    limits.add_argument(
-        "--header-timeout",
-        type=float,
-        default=defaults.header_timeout_s,
-        metavar="S",
-        help="seconds a connection has to send a request's headers (then 408, closed)",
-    )
-    limits.add_argument(
-        "--body-timeout",
-        type=float,
-        default=defaults.body_timeout_s,
-        metavar="S",
-        help="seconds a request has to send its whole body (then 408, closed)",
-    )
-    limits.add_argument(
-        "--max-client-connections",
-        type=int,
-        default=defaults.max_client_connections,
-        metavar="N",
-        help="open connections from one address (more: 429); behind a reverse proxy raise it, or 0 for no cap",
-    )
+    for name, (metavar, text) in SERVE_LIMITS.items():
+        default = getattr(defaults, name)
+        flag = "--" + name.removesuffix("_s").replace("_", "-")  # as Limits.check names them
+        limits.add_argument(flag, dest=name, type=type(default), default=default, metavar=metavar, help=text)
     serve.add_argument(
         "--cors-origin",
         action="append",
