@@ -48,6 +48,11 @@ def _reading(args) -> dict:
     return _columns(args) | {"drop_invalid": args.drop_invalid}
 
 
+def _load_options(args) -> dict:
+    """How `predict` and `serve` load and run the model: bertsent.load's keywords."""
+    return dict(batch_size=args.batch_size, neutral_band=args.neutral_band, **prediction_settings(args))
+
+
 def _data_options(args) -> dict:
     return _reading(args) | {"overwrite": args.overwrite, "progress": not args.quiet, "log": say}
 
@@ -183,7 +188,7 @@ def cmd_predict(args) -> int:
     _check_backend(args.backend)
     _check_out_file(args.out, "predictions.jsonl")
     check_neutral_band(args.neutral_band)
-    options = dict(batch_size=args.batch_size, neutral_band=args.neutral_band, **prediction_settings(args))
+    options = _load_options(args)
     if args.file:
         return _predict_file(args, options)
     if args.keep_columns or args.resume or args.shard or args.chunk_rows is not None or args.format == "tsv":
@@ -344,7 +349,7 @@ def _serve(args) -> int:
         api_key=key,
         log_level=args.log_level,
         access_log=args.access_log,
-        load_options=dict(batch_size=args.batch_size, neutral_band=args.neutral_band, **prediction_settings(args)),
+        load_options=_load_options(args),
         cors_origins=args.cors_origin or (),
         **serve_limits(args),
     )

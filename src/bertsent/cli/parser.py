@@ -77,7 +77,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     train.add_argument("--no-report", action="store_true", help="skip report.html, metrics.json and the charts")
     add_baseline_flag(train)
-    train.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_quiet_flag(train)
 
     evaluate = commands.add_parser("evaluate", help="score a trained model on labeled data")
     evaluate.add_argument("model_dir", metavar="MODEL_DIR")
@@ -139,7 +139,7 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument(
         "--chunk-rows", type=int, metavar="N", help="with --file: rows read, scored and written at a time (2048)"
     )
-    predict.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_quiet_flag(predict)
     add_prediction_flags(predict)
     predict.add_argument(
         "--neutral-band", type=float, metavar="X", help="binary models: below 0.5+X/2 confidence the label is 'neutral'"
@@ -157,7 +157,7 @@ def build_parser() -> argparse.ArgumentParser:
     merge.add_argument("--format", choices=["jsonl", "csv", "tsv"], help="default: from OUT's suffix")
     merge.add_argument("--overwrite", action="store_true", help="replace OUT if it exists")
     merge.add_argument("--keep-parts", action="store_true", help="leave the parts in place")
-    merge.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_quiet_flag(merge)
 
     compare = commands.add_parser(
         "compare",
@@ -174,7 +174,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_loading_flags(compare)
     add_training_flags(compare, exclude=("model",))  # --models
     add_baseline_flag(compare)
-    compare.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_quiet_flag(compare)
     add_tune_command(commands)
     add_audit_command(commands)
 
@@ -245,7 +245,7 @@ def add_tune_command(commands) -> None:
     for name, (default, _, log, _, _) in SPACE.items():
         space.add_argument(flag(name), metavar="SPACE", help=f"default {default}{' (log scale)' if log else ''}")
     add_training_flags(tune, exclude=SEARCHED)  # the others, fixed for every trial
-    tune.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_quiet_flag(tune)
 
 
 def add_baseline_flag(parser: argparse.ArgumentParser) -> None:
@@ -258,6 +258,10 @@ def add_baseline_flag(parser: argparse.ArgumentParser) -> None:
         help="also fit TF-IDF + logistic regression on the training split and show its accuracy and macro F1 "
         "beside the model's (the majority-class and uniform-guess baselines are always shown)",
     )
+
+
+def add_quiet_flag(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
 def add_loading_flags(parser: argparse.ArgumentParser) -> None:
@@ -386,7 +390,7 @@ def add_audit_command(commands) -> None:
     audit.add_argument("--overwrite", action="store_true", help="replace an earlier audit in --out")
     add_loading_flags(audit)
     add_training_flags(audit)
-    audit.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_quiet_flag(audit)
 
 
 def add_serving_commands(commands) -> None:
