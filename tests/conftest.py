@@ -94,6 +94,16 @@ def train_toy(model, out, train=None, val="toy", *, name="toy", **overrides):
     )
 
 
+def one_line_error(capsys, command: str) -> str:
+    """The one line `bertsent COMMAND` wrote to stderr for a user's error (no traceback), checked as such."""
+    out, err = capsys.readouterr()
+    assert "Traceback" not in out + err
+    lines = err.strip("\n").splitlines()
+    assert len(lines) == 1, err
+    assert lines[0].startswith(f"bertsent {command}: error: ")
+    return lines[0]
+
+
 def cli_args(*words, **flags) -> list[str]:
     """A command line: `words`, then `--name value` for each flag (name_with_underscores: --name-with-dashes;
     True: the flag alone)."""
