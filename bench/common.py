@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import json
 import os
 import platform
 import shutil
 import subprocess
+import sys
 import tempfile
 import time
+from datetime import date
 from pathlib import Path
 
 import numpy as np
@@ -73,6 +76,17 @@ def machine() -> str:
     except OSError:
         pass
     return f"{name}, {os.cpu_count()} cores, {torch.get_num_threads()} torch threads, torch {torch.__version__}"
+
+
+def from_args(args, *names: str) -> dict:
+    """The command line's values under their own names: the settings a benchmark passes on as given."""
+    return {name: getattr(args, name) for name in names}
+
+
+def write_results(path: str | os.PathLike, **fields) -> None:
+    """A benchmark's figures as JSON, with the machine, the date and the command line they came from."""
+    payload = {"machine": machine(), "date": date.today().isoformat(), "argv": sys.argv, **fields}
+    Path(path).write_text(json.dumps(payload, indent=2, default=str))
 
 
 def training_flops(model, lengths: list[int], epochs: int = 1) -> float:

@@ -41,7 +41,7 @@ from bertsent.modeling.tokens import encode, tokenize, truncate
 from bertsent.runtime import scoring_dtype
 from bertsent.training import RECIPES, TrainConfig, fit
 
-from common import DEFAULT_IMDB, machine, model_spec, run_in_scratch, sample
+from common import DEFAULT_IMDB, from_args, machine, model_spec, run_in_scratch, sample, write_results
 
 
 def parse_args(argv=None):
@@ -88,15 +88,9 @@ def _main(args, work: Path) -> int:
     batch_size = args.batch_size if args.batch_size in (None, "auto") else int(args.batch_size)
     config = TrainConfig(
         model=spec,
-        recipe=args.recipe,
-        epochs=args.epochs,
         batch_size=batch_size,
-        lr=args.lr,
-        seed=args.seed,
-        validation_fraction=args.validation_fraction,
-        packing=args.packing,
-        attention_dropout=args.attention_dropout,
         compile=args.compile or False,
+        **from_args(args, "recipe", "epochs", "lr", "seed", "validation_fraction", "packing", "attention_dropout"),
         max_tokens=args.max_tokens,
     )
     validation = None
@@ -166,13 +160,7 @@ def _main(args, work: Path) -> int:
             f"{v['same_labels']:.4%}"
         )
     if args.json:
-        Path(args.json).write_text(
-            json.dumps(
-                {"machine": machine(), "date": date.today().isoformat(), "argv": sys.argv, "figures": figures},
-                indent=2,
-                default=str,
-            )
-        )
+        write_results(args.json, figures=figures)
     return 0
 
 

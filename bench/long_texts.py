@@ -13,7 +13,6 @@ length is 512: the reviews that get cut), or on all lengths with --min-tokens 0.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import time
@@ -30,7 +29,7 @@ import bertsent
 from bertsent.data.sources import read_data
 from bertsent.modeling.tokens import tokenize
 
-from common import DEFAULT_IMDB, machine, sample_indices
+from common import DEFAULT_IMDB, machine, sample_indices, write_results
 
 DEFAULT_STRATEGIES = "head@512,tail@512,head+tail@512,windows@512"
 
@@ -95,8 +94,7 @@ def main(argv=None) -> int:
             flush=True,
         )
     if args.json:
-        payload = {"machine": machine(), "date": str(date.today()), "argv": sys.argv, "rows": rows}
-        Path(args.json).write_text(json.dumps(payload, indent=2))
+        write_results(args.json, rows=rows)
     return 0
 
 

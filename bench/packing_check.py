@@ -13,7 +13,6 @@ fallback. Only the steps after the warm-up are timed, with the device synchroniz
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import time
@@ -31,7 +30,7 @@ from bertsent.modeling.batching import Collator, LengthBucketBatchSampler
 from bertsent.modeling.packing import PackedClassifier, PackedCollator, varlen_kernel
 from bertsent.modeling.tokens import encode
 
-from common import DEFAULT_IMDB, machine, model_spec, run_in_scratch, sample, training_flops
+from common import DEFAULT_IMDB, machine, model_spec, run_in_scratch, sample, training_flops, write_results
 
 
 def parse_args(argv=None):
@@ -154,18 +153,7 @@ def _main(args, work: Path) -> int:
             f"{row['samples_per_s'] / base:8.2f}x"
         )
     if args.json:
-        Path(args.json).write_text(
-            json.dumps(
-                {
-                    "machine": machine(),
-                    "date": date.today().isoformat(),
-                    "argv": sys.argv,
-                    "logit_difference": difference,
-                    "rows": rows,
-                },
-                indent=2,
-            )
-        )
+        write_results(args.json, logit_difference=difference, rows=rows)
     return 0
 
 

@@ -714,7 +714,7 @@ def parse_args(argv=None):
 def main(argv=None) -> int:
     args = parse_args(argv)
     sys.path.insert(0, str(Path(__file__).resolve().parent))
-    from common import machine
+    from common import from_args, machine
 
     with tempfile.TemporaryDirectory(prefix="bertsent-load-") as work:
         model_dir = tiny_model(Path(work)) if args.model == "tiny" else args.model
@@ -727,14 +727,8 @@ def main(argv=None) -> int:
                 run_load(
                     url,
                     server.pid,
-                    clients=args.clients,
-                    seconds=args.seconds,
                     attackers=attackers,
-                    texts=args.texts,
-                    max_texts=args.max_texts,
-                    max_chars=args.max_chars,
-                    seed=args.seed,
-                    tolerance=args.tolerance,
+                    **from_args(args, "clients", "seconds", "texts", "max_texts", "max_chars", "seed", "tolerance"),
                     max_growth=args.max_growth,
                 )
                 for attackers in sorted({0, args.attackers})

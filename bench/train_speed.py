@@ -47,7 +47,17 @@ from bertsent.modeling.tokens import encode
 from bertsent.runtime import set_seed
 from bertsent.training import TrainConfig, auto_lr, fit
 
-from common import DEFAULT_IMDB, machine, model_spec, run_in_scratch, sample, sample_indices, training_flops
+from common import (
+    DEFAULT_IMDB,
+    from_args,
+    machine,
+    model_spec,
+    run_in_scratch,
+    sample,
+    sample_indices,
+    training_flops,
+    write_results,
+)
 
 
 def parse_args(argv=None):
@@ -96,19 +106,14 @@ def parse_args(argv=None):
 
 
 def run_ours(train, spec: str, args, work: Path) -> dict:
+    given = from_args(args, "epochs", "batch_size", "lr", "max_length", "truncation", "seed", "packing")
     config = TrainConfig(
         model=spec,
         recipe="fast",
-        epochs=args.epochs,
-        batch_size=args.batch_size,
-        lr=args.lr,
-        max_length=args.max_length,
-        truncation=args.truncation,
-        seed=args.seed,
         validation_fraction=0.0,
         calibrate=False,
-        packing=args.packing,
         attention_dropout=args.attention_dropout,
+        **given,
     )
     out = work / "ours"
     result = fit(
@@ -324,11 +329,7 @@ def _main(args, work: Path) -> int:
 
     figures = report(args, runs, flops, eval_set, lambda model: accuracy(model, eval_ids, eval_labels, tokenizer))
     if args.json:
-        Path(args.json).write_text(
-            json.dumps(
-                {"machine": machine(), "date": date.today().isoformat(), "argv": sys.argv, "figures": figures}, indent=2
-            )
-        )
+        write_results(args.json, figures=figures)
     return 0
 
 

@@ -36,7 +36,7 @@ from bertsent.modeling.tokens import tokenize
 from bertsent.training import TrainConfig
 from bertsent.training.fit import encode_examples
 
-from common import DEFAULT_IMDB, machine, run_in_scratch, sample_indices
+from common import DEFAULT_IMDB, from_args, machine, run_in_scratch, sample_indices, write_results
 
 
 def parse_args(argv=None):
@@ -134,11 +134,7 @@ def main(args, work: Path) -> int:
             dataset,
             None,
             out=work / name,
-            model=args.model,
-            max_length=args.max_length,
-            epochs=args.epochs,
-            batch_size=args.batch_size,
-            seed=args.seed,
+            **from_args(args, "model", "max_length", "epochs", "batch_size", "seed"),
             validation_fraction=0.0,
             calibrate=False,
             progress=False,
@@ -163,8 +159,7 @@ def main(args, work: Path) -> int:
             flush=True,
         )
     if args.json:
-        payload = {"machine": machine(), "date": str(date.today()), "argv": sys.argv, "rows": rows}
-        Path(args.json).write_text(json.dumps(payload, indent=2))
+        write_results(args.json, rows=rows)
     return 0
 
 

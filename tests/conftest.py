@@ -76,27 +76,70 @@ def no_dropout_dir(tiny_model_dir, tmp_path_factory) -> Path:
     return folder
 
 
-@pytest.fixture(scope="session")
-def trained(tiny_model_dir, tmp_path_factory):
-    """The tiny BERT fine-tuned on the toy task (validation: make_reviews(40, seed=2)); learns it in seconds."""
+def train_toy(model, out, train=None, val="toy", *, name="toy", **overrides):
+    """Fine-tune `model` quietly on `train` (texts, labels; default make_reviews(120, seed=1)), validated on `val`
+    (default make_reviews(40, seed=2); None: no validation set); `overrides` replace the toy settings."""
     import bertsent
     from bertsent.data.sources import TextDataset
 
-    texts, labels = make_reviews(120, seed=1)
-    val_texts, val_labels = make_reviews(40, seed=2)
-    out = tmp_path_factory.mktemp("trained") / "model"
-    bertsent.train(
-        TextDataset(texts, labels, name="toy"),
-        TextDataset(val_texts, val_labels, name="toy val"),
+    train = train or make_reviews(120, seed=1)
+    val = make_reviews(40, seed=2) if val == "toy" else val
+    settings = {"epochs": 5, "batch_size": 16, "lr": 5e-3, "progress": False, "log": lambda *_: None, "report": False}
+    return bertsent.train(
+        TextDataset(*train, name=name),
+        None if val is None else TextDataset(*val, name=f"{name} val"),
         out=out,
-        model=str(tiny_model_dir),
-        epochs=5,
-        batch_size=16,
-        lr=5e-3,
-        progress=False,
-        log=lambda *_: None,
-        report=False,
+        model=str(model),
+        **(settings | overrides),
     )
+
+
+def one_line_error(capsys, command: str) -> str:
+    """The one line `bertsent COMMAND` wrote to stderr for a user's error (no traceback), checked as such."""
+    out, err = capsys.readouterr()
+    assert "Traceback" not in out + err
+    lines = err.strip("\n").splitlines()
+    assert len(lines) == 1, err
+    assert lines[0].startswith(f"bertsent {command}: error: ")
+    return lines[0]
+
+
+def cli_args(*words, **flags) -> list[str]:
+    """A command line: `words`, then `--name value` for each flag (name_with_underscores: --name-with-dashes;
+    True: the flag alone)."""
+    argv = [str(word) for word in words]
+    for name, value in flags.items():
+        flag = "--" + name.replace("_", "-")
+        argv += [flag] if value is True else [flag, str(value)]
+    return argv
+
+
+def watch_forward(monkeypatch, before) -> None:
+    """Models that hub.load_classifier loads from now on (the ones fit() trains) call `before(kwargs)` ahead of
+    each forward pass: to record the batches, or to raise in place of the pass."""
+    from bertsent.modeling import hub
+
+    original = hub.load_classifier
+
+    def load(*args, **kwargs):
+        model = original(*args, **kwargs)
+        inner = model.forward
+
+        def forward(*a, **k):
+            before(k)
+            return inner(*a, **k)
+
+        model.forward = forward
+        return model
+
+    monkeypatch.setattr(hub, "load_classifier", load)
+
+
+@pytest.fixture(scope="session")
+def trained(tiny_model_dir, tmp_path_factory):
+    """The tiny BERT fine-tuned on the toy task (validation: make_reviews(40, seed=2)); learns it in seconds."""
+    out = tmp_path_factory.mktemp("trained") / "model"
+    train_toy(tiny_model_dir, out)
     return out
 
 

@@ -14,7 +14,7 @@ import pytest
 
 from bertsent.cli import main
 
-from conftest import make_reviews, read_csv_rows
+from conftest import make_reviews, one_line_error, read_csv_rows
 
 VAL_TEXTS, VAL_LABELS = make_reviews(40, seed=2)
 
@@ -211,15 +211,6 @@ def test_a_bug_is_exit_code_1_in_one_line(trained, monkeypatch, capsys):
 # ----------------------------------------------------------------------------- user errors
 
 
-def _one_line_error(capsys, command: str) -> str:
-    out, err = capsys.readouterr()
-    assert "Traceback" not in out + err
-    lines = err.strip("\n").splitlines()
-    assert len(lines) == 1, err
-    assert lines[0].startswith(f"bertsent {command}: error: ")
-    return lines[0]
-
-
 def _broken_inputs(root: Path, tiny_model_dir: Path, trained: Path) -> None:
     """Every kind of bad input, in `root`."""
     texts, labels = make_reviews(40)
@@ -278,7 +269,7 @@ def test_train_user_errors(tiny_model_dir, trained, tmp_path, capsys, args, mess
             argv += [flag, value]
     before = sorted(p.name for p in tmp_path.iterdir())
     assert main(argv) == 2
-    line = _one_line_error(capsys, "train")
+    line = one_line_error(capsys, "train")
     assert message in line
     assert sorted(p.name for p in tmp_path.iterdir()) == before  # no model folder, work folder or runs/
     assert (tmp_path / "taken" / "keep.txt").read_text() == "mine"
@@ -289,7 +280,7 @@ def test_drop_invalid_skips_bad_rows_but_not_a_single_class(tiny_model_dir, trai
     assert main(["data", "no-label.csv", "--model", str(trained), "--drop-invalid"]) == 0
     assert "rows      39  (1 invalid rows skipped)" in capsys.readouterr().out
     code = main(["train", "--data", "one-class.csv", "--drop-invalid", "--model", str(tiny_model_dir), "--out", "o"])
-    assert code == 2 and "training needs at least two classes" in _one_line_error(capsys, "train")
+    assert code == 2 and "training needs at least two classes" in one_line_error(capsys, "train")
     assert not (tmp_path / "o").exists()
 
 
@@ -319,7 +310,7 @@ def test_evaluate_user_errors(tiny_model_dir, trained, tmp_path, capsys, args, m
         for a in args
     ]
     assert main(["evaluate", *args, "--out", "metrics.json"]) == 2
-    assert message in _one_line_error(capsys, "evaluate")
+    assert message in one_line_error(capsys, "evaluate")
     assert not (tmp_path / "metrics.json").exists()
 
 
@@ -337,7 +328,7 @@ def test_predict_user_errors(tiny_model_dir, trained, tmp_path, capsys, monkeypa
     _broken_inputs(tmp_path, tiny_model_dir, trained)
     monkeypatch.setattr("sys.stdin", io.StringIO(""))
     assert main(["predict", str(trained), *args, "--out", "p.jsonl"]) == 2
-    assert message in _one_line_error(capsys, "predict")
+    assert message in one_line_error(capsys, "predict")
     assert not (tmp_path / "p.jsonl").exists()
 
 
@@ -345,7 +336,7 @@ def test_predict_user_errors(tiny_model_dir, trained, tmp_path, capsys, monkeypa
 def test_predict_with_a_bad_model(tiny_model_dir, trained, tmp_path, capsys, model):
     _broken_inputs(tmp_path, tiny_model_dir, trained)
     assert main(["predict", model.replace("{root}", str(tmp_path)), "hello", "--out", "p.jsonl"]) == 2
-    _one_line_error(capsys, "predict")
+    one_line_error(capsys, "predict")
     assert not (tmp_path / "p.jsonl").exists()
 
 
@@ -353,20 +344,20 @@ def test_out_that_is_a_folder(trained, tmp_path, write_csv, capsys):
     (tmp_path / "folder").mkdir()
     data = write_csv(list(zip(VAL_TEXTS, VAL_LABELS)))
     assert main(["predict", str(trained), "hello", "--out", "folder"]) == 2
-    assert "--out folder: is a folder; give a file name" in _one_line_error(capsys, "predict")
+    assert "--out folder: is a folder; give a file name" in one_line_error(capsys, "predict")
     assert main(["evaluate", str(trained), "--data", str(data), "--out", "folder"]) == 2
-    assert "folder/metrics.json" in _one_line_error(capsys, "evaluate")
+    assert "folder/metrics.json" in one_line_error(capsys, "evaluate")
     assert list((tmp_path / "folder").iterdir()) == [] and not list(tmp_path.glob(".folder*"))
 
 
 def test_data_command_errors(tiny_model_dir, trained, tmp_path, capsys):
     _broken_inputs(tmp_path, tiny_model_dir, trained)
     assert main(["data", "truncated.tar.xz", "--model", str(trained)]) == 2
-    assert "truncated.tar.xz: cannot read the archive" in _one_line_error(capsys, "data")
+    assert "truncated.tar.xz: cannot read the archive" in one_line_error(capsys, "data")
     assert main(["data", f"{tmp_path / 'acl' / 'aclImdb_v1.tar.xz'}:dev", "--model", str(trained)]) == 2
-    assert "unknown split 'dev'" in _one_line_error(capsys, "data")
+    assert "unknown split 'dev'" in one_line_error(capsys, "data")
     assert main(["data", "good.csv", "--model", "no-such-model"]) == 2
-    assert "no-such-model" in _one_line_error(capsys, "data")
+    assert "no-such-model" in one_line_error(capsys, "data")
 
 
 def test_imdb_offline_is_one_line_with_what_to_do(tiny_model_dir, tmp_path, monkeypatch, capsys):

@@ -14,7 +14,7 @@ from bertsent.cli.parser import build_parser, flag_options, training_settings
 from bertsent.data.sources import TextDataset
 from bertsent.training import TrainConfig
 
-from conftest import make_reviews
+from conftest import make_reviews, one_line_error
 
 FACTS = dict(parameters=22_000_000, max_positions=512, token_lengths=list(range(10, 110)), packing_supported=True)
 
@@ -105,8 +105,7 @@ def test_python_api_refuses_bad_settings_before_any_work(settings, message, tmp_
 def test_the_command_line_gives_the_configs_messages(flags, message, tmp_path, capsys):
     for command in (["train"], ["compare", "--models", "minilm"]):
         assert main([*command, *flags, "--out", str(tmp_path / "m"), "--quiet"]) == 2
-        err = capsys.readouterr().err.strip().splitlines()
-        assert len(err) == 1 and err[0].startswith(f"bertsent {command[0]}: error: {message}")
+        assert one_line_error(capsys, command[0]).startswith(f"bertsent {command[0]}: error: {message}")
     assert list(tmp_path.iterdir()) == []
 
 

@@ -13,7 +13,7 @@ from bertsent.modeling.tokens import encode
 from bertsent.runtime import is_out_of_memory
 from bertsent.training import TrainConfig, fit
 
-from conftest import make_reviews
+from conftest import make_reviews, watch_forward
 
 QUIET = dict(progress=False, log=lambda *_: None, report=False)
 
@@ -120,22 +120,13 @@ def memory_limit(monkeypatch):
     """Models loaded by fit() raise torch.OutOfMemoryError on batches of more than limit['rows'] sequences,
     from forward call number limit['from_call'] on; limit['calls'] counts the forward calls."""
     limit = {"rows": 10**9, "from_call": 1, "calls": 0, "error": torch.OutOfMemoryError}
-    original = hub.load_classifier
 
-    def load(*args, **kwargs):
-        model = original(*args, **kwargs)
-        inner = model.forward
+    def before(k):
+        limit["calls"] += 1
+        if k["input_ids"].shape[0] > limit["rows"] and limit["calls"] >= limit["from_call"]:
+            raise limit["error"]("CUDA out of memory. Tried to allocate 1.00 GiB (simulated)")
 
-        def forward(*a, **k):
-            limit["calls"] += 1
-            if k["input_ids"].shape[0] > limit["rows"] and limit["calls"] >= limit["from_call"]:
-                raise limit["error"]("CUDA out of memory. Tried to allocate 1.00 GiB (simulated)")
-            return inner(*a, **k)
-
-        model.forward = forward
-        return model
-
-    monkeypatch.setattr(hub, "load_classifier", load)
+    watch_forward(monkeypatch, before)
     return limit
 
 

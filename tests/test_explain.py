@@ -22,7 +22,7 @@ from bertsent.evaluation.explain import (
     shaded_html,
 )
 
-from conftest import FILLER
+from conftest import FILLER, train_toy
 
 DECIDES = {"positive": "zorbly", "negative": "blorfy", "neutral": None}  # made-up words: split into pieces
 
@@ -45,23 +45,11 @@ def decided(n: int, seed: int) -> tuple[list[str], list[str]]:
 def decider(tiny_model_dir, tmp_path_factory):
     """The tiny BERT trained on `decided` texts. Three validation labels are wrong on purpose, so that the
     training report has confident mistakes to explain."""
-    from bertsent.data.sources import TextDataset
-
     val_texts, val_labels = decided(30, seed=2)
     for i in (0, 1, 2):
         val_labels[i] = {"negative": "positive", "positive": "neutral", "neutral": "negative"}[val_labels[i]]
     out = tmp_path_factory.mktemp("decider") / "model"
-    bertsent.train(
-        TextDataset(*decided(240, seed=1), name="decided"),
-        TextDataset(val_texts, val_labels, name="decided val"),
-        out=out,
-        model=str(tiny_model_dir),
-        epochs=8,
-        batch_size=16,
-        lr=5e-3,
-        progress=False,
-        log=lambda *_: None,
-    )
+    train_toy(tiny_model_dir, out, decided(240, seed=1), (val_texts, val_labels), name="decided", epochs=8, report=True)
     return out
 
 

@@ -8,9 +8,9 @@ import pytest
 
 import bertsent
 from bertsent.cli import main
-from bertsent.data.sources import TextDataset, read_data
+from bertsent.data.sources import read_data
 
-from conftest import make_reviews
+from conftest import make_reviews, train_toy
 
 pytestmark = pytest.mark.slow
 SHARED_IMDB = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "aclImdb_v1_labeled.tar.xz"
@@ -18,18 +18,8 @@ TUTORIAL_SENTENCE = "This is a really good movie. I loved it and will watch agai
 
 
 def test_minilm_learns_a_small_task(tmp_path):
-    texts, labels = make_reviews(320, seed=3)
-    val_texts, val_labels = make_reviews(80, seed=4)
-    result = bertsent.train(
-        TextDataset(texts, labels, name="toy"),
-        TextDataset(val_texts, val_labels, name="toy val"),
-        out=tmp_path / "m",
-        model="minilm",
-        epochs=2,
-        batch_size=16,
-        lr=1e-4,
-        progress=False,
-        log=lambda *_: None,
+    result = train_toy(
+        "minilm", tmp_path / "m", make_reviews(320, seed=3), make_reviews(80, seed=4), epochs=2, lr=1e-4, report=True
     )
     steps = [json.loads(line) for line in (tmp_path / "m" / "metrics.jsonl").read_text().splitlines()]
     losses = [r["loss"] for r in steps if "split" not in r]

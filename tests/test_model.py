@@ -10,12 +10,11 @@ import numpy as np
 import pytest
 
 import bertsent
-from bertsent.data.sources import TextDataset
 from bertsent.errors import ModelError
 from bertsent.modeling import hub
 from bertsent.modeling.tokens import encode
 
-from conftest import make_reviews
+from conftest import make_reviews, train_toy
 
 
 @pytest.fixture
@@ -223,20 +222,8 @@ def test_other_architectures_train_predict_and_load_in_a_pipeline(architecture, 
         if architecture == "distilbert"
         else _tiny_gpt2(tmp_path / "base")
     )
-    texts, labels = make_reviews(160, seed=1)
     val_texts, val_labels = make_reviews(40, seed=2)
-    bertsent.train(
-        TextDataset(texts, labels, name="toy"),
-        TextDataset(val_texts, val_labels, name="toy val"),
-        out=tmp_path / "m",
-        model=str(base),
-        epochs=6,
-        batch_size=16,
-        lr=5e-3,
-        progress=False,
-        log=lambda *_: None,
-        report=False,
-    )
+    train_toy(base, tmp_path / "m", make_reviews(160, seed=1), epochs=6)
     model = bertsent.load(tmp_path / "m")
     assert model.model.config.model_type == architecture
     predicted = model.predict(val_texts)

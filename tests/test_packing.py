@@ -9,13 +9,12 @@ import pytest
 import torch
 
 import bertsent
-from bertsent.data.sources import TextDataset
 from bertsent.modeling import hub
 from bertsent.modeling.batching import Collator
 from bertsent.modeling.packing import ATTENTION, PackedClassifier, PackedCollator, supports_packing
 from bertsent.modeling.tokens import encode
 
-from conftest import make_reviews
+from conftest import cli_args, make_reviews, one_line_error, train_toy
 
 
 def _examples(tokenizer, texts, labels=None):
@@ -121,15 +120,11 @@ def test_attention_dropout_runs_in_the_padded_fallback(tiny_model_dir, monkeypat
 
 def test_packed_training_ends_with_the_padded_runs_model(no_dropout_dir, tmp_path):
     base = no_dropout_dir  # dropout off, so packed and padded training draw no different random masks
-    texts, labels = make_reviews(96, seed=1)
     val_texts, val_labels = make_reviews(32, seed=2)
-    settings = dict(
-        model=str(base), epochs=2, batch_size=16, lr=2e-3, progress=False, log=lambda *_: None, report=False
-    )
-    train, val = TextDataset(texts, labels, name="toy"), TextDataset(val_texts, val_labels, name="toy val")
-    bertsent.train(train, val, out=tmp_path / "padded", **settings)
+    toy = {"train": make_reviews(96, seed=1), "val": (val_texts, val_labels), "epochs": 2, "lr": 2e-3}
+    train_toy(base, tmp_path / "padded", **toy)
     lines = []
-    bertsent.train(train, val, out=tmp_path / "packed", packing=True, **(settings | {"log": lines.append}))
+    train_toy(base, tmp_path / "packed", packing=True, log=lines.append, **toy)
     assert any("packed (no padding)" in line for line in lines)
 
     padded, packed = bertsent.load(tmp_path / "padded"), bertsent.load(tmp_path / "packed")
@@ -140,22 +135,7 @@ def test_packed_training_ends_with_the_padded_runs_model(no_dropout_dir, tmp_pat
 
 
 def test_packing_learns_the_toy_task(tiny_model_dir, tmp_path):
-    texts, labels = make_reviews(120, seed=1)
-    val_texts, val_labels = make_reviews(40, seed=2)
-    result = bertsent.train(
-        TextDataset(texts, labels, name="toy"),
-        TextDataset(val_texts, val_labels, name="toy v"),
-        out=tmp_path / "m",
-        model=str(tiny_model_dir),
-        epochs=5,
-        batch_size=16,
-        lr=5e-3,
-        packing=True,
-        attention_dropout=0.0,
-        progress=False,
-        log=lambda *_: None,
-        report=False,
-    )
+    result = train_toy(tiny_model_dir, tmp_path / "m", packing=True, attention_dropout=0.0)
     assert result.metrics["accuracy"] >= 0.9
 
 
@@ -164,20 +144,16 @@ def test_packing_falls_back_to_padded_batches_for_other_architectures(tiny_model
 
     base = _tiny_distilbert(tiny_model_dir, tmp_path / "base")
     assert not supports_packing(hub.load_classifier(str(base), ["a", "b"]))
-    texts, labels = make_reviews(40, seed=1)
     lines = []
-    bertsent.train(
-        TextDataset(texts, labels, name="toy"),
+    train_toy(
+        base,
+        tmp_path / "m",
+        make_reviews(40, seed=1),
         None,
-        out=tmp_path / "m",
-        model=str(base),
         epochs=1,
-        batch_size=16,
         packing=True,
         validation_fraction=0,
-        progress=False,
         log=lines.append,
-        report=False,
     )
     assert any("Packing: not available for DistilBertForSequenceClassification" in line for line in lines)
     assert json.loads((tmp_path / "m" / "bertsent.json").read_text())["settings"]["packing"] is False
@@ -188,22 +164,12 @@ def test_packing_with_padding_to_max_length_is_a_usage_error(tiny_model_dir, tmp
 
     data = write_csv(list(zip(*make_reviews(20))))
     code = main(
-        [
-            "train",
-            "--data",
-            str(data),
-            "--model",
-            str(tiny_model_dir),
-            "--recipe",
-            "tutorial",
-            "--packing",
-            "--out",
-            str(tmp_path / "m"),
-            "--quiet",
-        ]
+        cli_args(
+            "train", data=data, model=tiny_model_dir, recipe="tutorial", packing=True, out=tmp_path / "m", quiet=True
+        )
     )
-    err = capsys.readouterr().err.strip().splitlines()
-    assert code == 2 and len(err) == 1 and "--packing" in err[0] and "--recipe fast" in err[0]
+    err = one_line_error(capsys, "train")
+    assert code == 2 and "--packing" in err and "--recipe fast" in err
     assert not (tmp_path / "m").exists()
 
 
@@ -212,22 +178,15 @@ def test_cli_packing_flag_reaches_the_settings(flag, expected, tiny_model_dir, t
     from bertsent.cli import main
 
     data = write_csv(list(zip(*make_reviews(40, seed=1))))
-    code = main(
-        [
-            "train",
-            "--data",
-            str(data),
-            "--model",
-            str(tiny_model_dir),
-            "--epochs",
-            "1",
-            "--quiet",
-            "--no-report",
-            "--out",
-            str(tmp_path / "m"),
-            *flag,
-        ]
-    )
+    flags = {
+        "data": data,
+        "model": tiny_model_dir,
+        "epochs": 1,
+        "quiet": True,
+        "no_report": True,
+        "out": tmp_path / "m",
+    }
+    code = main([*cli_args("train", **flags), *flag])
     assert code == 0
     assert json.loads((tmp_path / "m" / "bertsent.json").read_text())["settings"]["packing"] is expected
 

@@ -19,7 +19,7 @@ from bertsent.training import TrainConfig, fit
 from bertsent.workflows import experiments
 from bertsent.workflows import run as api
 
-from conftest import make_reviews, read_csv_rows
+from conftest import cli_args, make_reviews, read_csv_rows
 
 PNGS = ["loss.png", "confusion_matrix.png", "reliability.png", "accuracy_by_length.png"]
 QUIET = dict(progress=False, log=lambda *_: None)
@@ -29,6 +29,12 @@ def _datasets(n_train=160, n_val=40, classes=("negative", "positive")):
     tx, ty = make_reviews(n_train, seed=1, classes=classes)
     vx, vy = make_reviews(n_val, seed=2, classes=classes)
     return TextDataset(tx, ty, name="train"), TextDataset(vx, vy, name="val")
+
+
+def _fit_tiny(model_dir, out, datasets, epochs=1, **options):
+    """Train the tiny model quietly on `datasets` (train, val), without a report unless `options` say so."""
+    config = TrainConfig(model=str(model_dir), epochs=epochs, batch_size=16)
+    return fit(*datasets, config, out, **(QUIET | {"report": False} | options))
 
 
 @pytest.fixture(scope="module")
@@ -119,15 +125,7 @@ def test_training_writes_the_report_into_the_model_folder(trained):
 
 
 def test_no_report_option_skips_it(tiny_model_dir, tmp_path):
-    train, val = _datasets(32, 8)
-    fit(
-        train,
-        val,
-        TrainConfig(model=str(tiny_model_dir), epochs=1, batch_size=16),
-        tmp_path / "m",
-        report=False,
-        **QUIET,
-    )
+    _fit_tiny(tiny_model_dir, tmp_path / "m", _datasets(32, 8), report=False)
     assert not (tmp_path / "m" / "report.html").exists()
 
 
@@ -178,15 +176,7 @@ def test_neutral_band_on_hand_made_probabilities(trained):
 
 
 def test_neutral_band_leaves_a_three_class_model_alone(tiny_model_dir, tmp_path):
-    train, val = _datasets(48, 12, classes=("negative", "neutral", "positive"))
-    fit(
-        train,
-        val,
-        TrainConfig(model=str(tiny_model_dir), epochs=1, batch_size=16),
-        tmp_path / "m3",
-        report=False,
-        **QUIET,
-    )
+    _fit_tiny(tiny_model_dir, tmp_path / "m3", _datasets(48, 12, classes=("negative", "neutral", "positive")))
     model = bertsent.load(tmp_path / "m3", neutral_band=0.5)
     probs = np.array([[0.4, 0.25, 0.35], [0.2, 0.7, 0.1], [0.3, 0.3, 0.4]])
     assert model.labels_from_proba(probs) == ["negative", "neutral", "positive"]  # argmax: neutral is a class
@@ -207,34 +197,28 @@ def test_evaluate_with_a_neutral_band_counts_neutral_as_wrong(trained, tmp_path)
     assert len(rows) == 20 and {r["predicted"] for r in rows} == {"neutral"}
 
 
+def _quick_run(write_csv, data, command, **flags) -> int:
+    """`bertsent COMMAND` for one quiet epoch on `data` (texts, labels) written to train.csv, a quarter held out for
+    validation; `flags` add to the command line."""
+    csv = write_csv(list(zip(*data)), "train.csv")
+    return main(cli_args(command, data=csv, epochs=1, validation_fraction=0.25, quiet=True, **flags))
+
+
 # -- several seeds ------------------------------------------------------------------------------------
 
 
 def test_train_with_seeds_writes_each_run_and_a_summary(tiny_model_dir, write_csv, tmp_path, capsys):
-    texts, labels = make_reviews(60, seed=3)
-    data = write_csv(list(zip(texts, labels)), "train.csv")
-    code = main(
-        [
-            "train",
-            "--model",
-            str(tiny_model_dir),
-            "--data",
-            str(data),
-            "--out",
-            str(tmp_path / "runs"),
-            "--seeds",
-            "2",
-            "--seed",
-            "7",
-            "--epochs",
-            "1",
-            "--batch-size",
-            "16",
-            "--validation-fraction",
-            "0.25",
-            "--quiet",
-            "--no-report",
-        ]
+    data = make_reviews(60, seed=3)
+    code = _quick_run(
+        write_csv,
+        data,
+        "train",
+        model=tiny_model_dir,
+        out=tmp_path / "runs",
+        seeds=2,
+        seed=7,
+        batch_size=16,
+        no_report=True,
     )
     assert code == 0
     out = capsys.readouterr().out
@@ -282,16 +266,7 @@ def test_tensorboard_logs_the_metrics_scalars(tiny_model_dir, tmp_path):
     pytest.importorskip("tensorboard", reason="the tensorboard extra is not installed")
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-    train, val = _datasets(32, 8)
-    fit(
-        train,
-        val,
-        TrainConfig(model=str(tiny_model_dir), epochs=2, batch_size=16),
-        tmp_path / "m",
-        tensorboard=True,
-        report=False,
-        **QUIET,
-    )
+    _fit_tiny(tiny_model_dir, tmp_path / "m", _datasets(32, 8), epochs=2, tensorboard=True)
     events = EventAccumulator(str(tmp_path / "m" / "tensorboard"))
     events.Reload()
     tags = set(events.Tags()["scalars"])
@@ -304,28 +279,9 @@ def test_tensorboard_logs_the_metrics_scalars(tiny_model_dir, tmp_path):
 
 
 def test_compare_writes_one_table(tiny_model_dir, write_csv, tmp_path, capsys):
-    texts, labels = make_reviews(48, seed=4)
-    data = write_csv(list(zip(texts, labels)), "train.csv")
-    code = main(
-        [
-            "compare",
-            "--models",
-            f"{tiny_model_dir},{tiny_model_dir}",
-            "--data",
-            str(data),
-            "--out",
-            str(tmp_path / "cmp"),
-            "--epochs",
-            "1",
-            "--batch-size",
-            "auto",
-            "--max-train-samples",
-            "32",
-            "--validation-fraction",
-            "0.25",
-            "--quiet",
-        ]
-    )
+    models = f"{tiny_model_dir},{tiny_model_dir}"
+    options = {"out": tmp_path / "cmp", "batch_size": "auto", "max_train_samples": 32}
+    code = _quick_run(write_csv, make_reviews(48, seed=4), "compare", models=models, **options)
     assert code == 0
     out = capsys.readouterr().out
     assert "accuracy" in out and "pred/s" in out

@@ -25,7 +25,7 @@ from bertsent.prediction.files import iter_predictions, predict_file
 from bertsent.prediction.output import PartialOutput
 from bertsent.prediction.shards import merge_parts
 
-from conftest import make_reviews
+from conftest import make_reviews, one_line_error
 
 
 @pytest.fixture(scope="module")
@@ -68,14 +68,6 @@ def _same_predictions(a, b) -> None:
             assert a[column].astype(float).to_numpy() == pytest.approx(b[column].astype(float).to_numpy(), abs=1e-5)
         else:
             assert a[column].astype(str).tolist() == b[column].astype(str).tolist(), column
-
-
-def _one_line_error(capsys, command: str = "predict") -> str:
-    out, err = capsys.readouterr()
-    lines = err.strip("\n").splitlines()
-    assert "Traceback" not in out + err and len(lines) == 1, err
-    assert lines[0].startswith(f"bertsent {command}: error: ")
-    return lines[0]
 
 
 def _hidden(folder: Path = Path(".")) -> list[str]:
@@ -251,10 +243,10 @@ def test_refusals_are_one_line_and_touch_nothing(trained, tmp_path, monkeypatch,
     cases.append((moved, "was started with model "))
     for args, message in cases:
         assert main(args) == 2, args
-        assert message in _one_line_error(capsys, args[0]), args
+        assert message in one_line_error(capsys, args[0]), args
     os.utime("in.csv", ns=(0, 0))  # the input changed since the partial was started
     assert main([*base, "cut.csv", "--resume"]) == 2
-    assert "changed since" in _one_line_error(capsys)
+    assert "changed since" in one_line_error(capsys, "predict")
     assert {p.name: p.read_bytes() for p in tmp_path.iterdir() if p.is_file()} == before
     assert main([*base, "done.csv", "--resume"]) == 0  # complete already: nothing to do
     assert "complete already" in capsys.readouterr().err
@@ -275,13 +267,13 @@ def test_flags_that_would_be_ignored_are_refused_before_any_work(trained, capsys
     _frame(10).to_csv("in.csv", index=False)
     monkeypatch.setattr("bertsent.prediction.files.load", lambda *a, **k: pytest.fail("loaded the model"))
     assert main(["predict", str(trained), "--file", "in.csv", "--quiet", *extra]) == 2
-    assert message in _one_line_error(capsys)
+    assert message in one_line_error(capsys, "predict")
     assert sorted(p.name for p in Path(".").iterdir()) == ["in.csv"]
 
 
 def test_chunk_rows_without_a_file_is_refused(trained, capsys):
     assert main(["predict", str(trained), "--chunk-rows", "5", "good film"]) == 2
-    assert "--chunk-rows" in _one_line_error(capsys)
+    assert "--chunk-rows" in one_line_error(capsys, "predict")
 
 
 # ----------------------------------------------------------------------------- shards and merge
@@ -295,7 +287,7 @@ def test_two_shards_merge_to_the_unsharded_output(trained, capsys):
     assert main([*base, "--out", "o.csv", "--shard", "1/2"]) == 0
     assert "when every part is done: bertsent merge o.csv" in capsys.readouterr().err
     assert main(["merge", "o.csv"]) == 2
-    assert "part 0 of 2 is missing (o.csv.part-0-of-2). Run --shard 0/2" in _one_line_error(capsys, "merge")
+    assert "part 0 of 2 is missing (o.csv.part-0-of-2). Run --shard 0/2" in one_line_error(capsys, "merge")
     assert main([*base, "--out", "o.csv", "--shard", "0/2"]) == 0
     header = json.loads(Path("o.csv.part-0-of-2").read_text().splitlines()[0])["bertsent_part"]
     assert header["shard"] == [0, 2] and header["columns"] == ["id", "gold"]
@@ -379,7 +371,7 @@ def test_unreadable_inputs_are_refused_before_any_work(trained, tmp_path, monkey
         with pytest.raises(DataError, match=re.escape(message)):
             open_table(name)
         assert main(["predict", str(trained), "--file", name, "--out", "out.csv", "--quiet"]) == 2
-        assert message in _one_line_error(capsys)
+        assert message in one_line_error(capsys, "predict")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["folder.csv", "locked.csv.gz", "pipe.csv"]
 
 

@@ -10,7 +10,7 @@ import bertsent
 from bertsent.data.sources import TextDataset
 from bertsent.training import TrainConfig, auto_max_length, fit
 
-from conftest import make_reviews
+from conftest import make_reviews, watch_forward
 
 
 def _datasets(n_train=160, n_val=40, classes=("negative", "positive")):
@@ -270,24 +270,13 @@ def test_calibration_fits_a_temperature_and_no_calibrate_keeps_one(tiny_model_di
 @pytest.fixture
 def batch_shapes(monkeypatch):
     """The (rows, width) of every training batch that models loaded by fit() see."""
-    from bertsent.modeling import hub
-
     shapes = []
-    original = hub.load_classifier
 
-    def load(*args, **kwargs):
-        model = original(*args, **kwargs)
-        inner = model.forward
+    def before(k):
+        if "labels" in k:  # training batches; evaluation passes no labels
+            shapes.append(tuple(k["input_ids"].shape))
 
-        def forward(*a, **k):
-            if "labels" in k:  # training batches; evaluation passes no labels
-                shapes.append(tuple(k["input_ids"].shape))
-            return inner(*a, **k)
-
-        model.forward = forward
-        return model
-
-    monkeypatch.setattr(hub, "load_classifier", load)
+    watch_forward(monkeypatch, before)
     return shapes
 
 

@@ -18,7 +18,7 @@ from bertsent.cli.parser import build_parser, training_settings
 from bertsent.training import TrainConfig
 from bertsent.workflows import tune as tune_module
 
-from conftest import make_reviews, read_csv_rows
+from conftest import make_reviews, one_line_error, read_csv_rows
 
 FINISHED = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
 
@@ -141,8 +141,8 @@ def test_interrupted_study_resumes_from_sqlite_and_counts_trials_once(tiny_model
     capsys.readouterr()
     other_space = [*args, "--out", "study", "--lr", "1e-4:1e-3"]
     assert main(other_space) == 2  # the study was made with another space: refused, not mixed
-    err = capsys.readouterr().err.strip()
-    assert len(err.splitlines()) == 1 and "other space" in err and "--study-name" in err
+    err = one_line_error(capsys, "tune")
+    assert "other space" in err and "--study-name" in err
 
 
 @pytest.mark.slow
@@ -191,8 +191,7 @@ def test_two_processes_share_one_storage(tiny_model_dir, write_csv, tmp_path):
 )
 def test_bad_spaces_are_refused_in_one_line(tiny_model_dir, toy_data, capsys, flags, expected):
     assert main([*tune_args(tiny_model_dir, toy_data, "--trials", "2"), *flags]) == 2
-    err = capsys.readouterr().err.strip()
-    assert len(err.splitlines()) == 1 and expected in err, err
+    assert expected in one_line_error(capsys, "tune")
     assert not Path("runs").exists()  # refused before any work
 
 

@@ -6,7 +6,7 @@ import json
 import sys
 from pathlib import Path
 
-from bertsent.cli.parser import prediction_settings, training_settings
+from bertsent.cli.parser import prediction_settings, serve_limits, training_settings
 from bertsent.cli.tables import (
     format_audit,
     format_compare,
@@ -43,14 +43,18 @@ def _loading(args) -> dict:
     return dict(allow_pickle=args.allow_pickle, trust_remote_code=args.trust_remote_code)
 
 
+def _reading(args) -> dict:
+    """How a labeled source is read, bad rows included: DataOptions' fields."""
+    return _columns(args) | {"drop_invalid": args.drop_invalid}
+
+
+def _load_options(args) -> dict:
+    """How `predict` and `serve` load and run the model: bertsent.load's keywords."""
+    return dict(batch_size=args.batch_size, neutral_band=args.neutral_band, **prediction_settings(args))
+
+
 def _data_options(args) -> dict:
-    return dict(
-        **_columns(args),
-        drop_invalid=args.drop_invalid,
-        overwrite=args.overwrite,
-        progress=not args.quiet,
-        log=say,
-    )
+    return _reading(args) | {"overwrite": args.overwrite, "progress": not args.quiet, "log": say}
 
 
 def cmd_train(args) -> int:
@@ -115,7 +119,7 @@ def cmd_tune(args) -> int:
     require_extra("tune", "tune")
     settings = training_settings(args)
     space = {name: settings.pop(name) for name in SEARCHED if name in settings}
-    options = dict(**_columns(args), drop_invalid=args.drop_invalid, progress=not args.quiet, log=say)
+    options = _reading(args) | {"progress": not args.quiet, "log": say}
     summary = tune(
         args.data,
         args.eval_data,
@@ -158,8 +162,7 @@ def cmd_evaluate(args) -> int:
         args.model_dir,
         args.data,
         out=args.out,
-        **_columns(args),
-        drop_invalid=args.drop_invalid,
+        **_reading(args),
         batch_size=args.batch_size,
         neutral_band=args.neutral_band,
         report=args.report,
@@ -185,7 +188,7 @@ def cmd_predict(args) -> int:
     _check_backend(args.backend)
     _check_out_file(args.out, "predictions.jsonl")
     check_neutral_band(args.neutral_band)
-    options = dict(batch_size=args.batch_size, neutral_band=args.neutral_band, **prediction_settings(args))
+    options = _load_options(args)
     if args.file:
         return _predict_file(args, options)
     if args.keep_columns or args.resume or args.shard or args.chunk_rows is not None or args.format == "tsv":
@@ -272,7 +275,7 @@ def cmd_data(args) -> int:
     from bertsent.data.sources import DataOptions, describe
     from bertsent.modeling.hub import load_tokenizer
 
-    reading = DataOptions(**_columns(args), drop_invalid=args.drop_invalid)  # a malformed map fails before the data
+    reading = DataOptions(**_reading(args))  # a malformed map fails before the data
     dataset = reading.read(args.source, require_labels=False)
     info = describe(dataset, load_tokenizer(args.model))
     if "label_map" in dataset.meta:  # the counts before the map; info["labels"] has them after
@@ -346,16 +349,9 @@ def _serve(args) -> int:
         api_key=key,
         log_level=args.log_level,
         access_log=args.access_log,
-        load_options=dict(batch_size=args.batch_size, neutral_band=args.neutral_band, **prediction_settings(args)),
-        max_texts=args.max_texts,
-        max_chars=args.max_chars,
-        max_inflight=args.max_inflight,
-        max_batch_tokens=args.max_batch_tokens,
-        max_wait_ms=args.max_wait_ms,
-        header_timeout_s=args.header_timeout,
-        body_timeout_s=args.body_timeout,
-        max_client_connections=args.max_client_connections,
+        load_options=_load_options(args),
         cors_origins=args.cors_origin or (),
+        **serve_limits(args),
     )
     return 0
 

@@ -16,6 +16,21 @@ from bertsent.modeling.hub import ALLOW_PICKLE_HELP, TRUST_REMOTE_CODE_HELP
 from bertsent.training import TrainConfig
 from bertsent.training.config import CONSTRAINTS
 
+# Limits fields `bertsent serve` takes (metavar, help); the flag is the name without "_s", in dashes.
+SERVE_LIMITS = {
+    "max_texts": ("N", "texts per request"),
+    "max_chars": ("N", "characters per text"),
+    "max_inflight": ("N", "requests answered at once"),
+    "max_batch_tokens": ("N", "tokens scored together from concurrent requests"),
+    "max_wait_ms": ("MS", "how long a batch waits for requests on their way"),
+    "header_timeout_s": ("S", "seconds a connection has to send a request's headers (then 408, closed)"),
+    "body_timeout_s": ("S", "seconds a request has to send its whole body (then 408, closed)"),
+    "max_client_connections": (
+        "N",
+        "open connections from one address (more: 429); behind a reverse proxy raise it, or 0 for no cap",
+    ),
+}
+
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
@@ -62,7 +77,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     train.add_argument("--no-report", action="store_true", help="skip report.html, metrics.json and the charts")
     add_baseline_flag(train)
-    train.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_quiet_flag(train)
 
     evaluate = commands.add_parser("evaluate", help="score a trained model on labeled data")
     evaluate.add_argument("model_dir", metavar="MODEL_DIR")
@@ -124,7 +139,7 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument(
         "--chunk-rows", type=int, metavar="N", help="with --file: rows read, scored and written at a time (2048)"
     )
-    predict.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_quiet_flag(predict)
     add_prediction_flags(predict)
     predict.add_argument(
         "--neutral-band", type=float, metavar="X", help="binary models: below 0.5+X/2 confidence the label is 'neutral'"
@@ -142,7 +157,7 @@ def build_parser() -> argparse.ArgumentParser:
     merge.add_argument("--format", choices=["jsonl", "csv", "tsv"], help="default: from OUT's suffix")
     merge.add_argument("--overwrite", action="store_true", help="replace OUT if it exists")
     merge.add_argument("--keep-parts", action="store_true", help="leave the parts in place")
-    merge.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_quiet_flag(merge)
 
     compare = commands.add_parser(
         "compare",
@@ -159,7 +174,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_loading_flags(compare)
     add_training_flags(compare, exclude=("model",))  # --models
     add_baseline_flag(compare)
-    compare.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_quiet_flag(compare)
     add_tune_command(commands)
     add_audit_command(commands)
 
@@ -230,7 +245,7 @@ def add_tune_command(commands) -> None:
     for name, (default, _, log, _, _) in SPACE.items():
         space.add_argument(flag(name), metavar="SPACE", help=f"default {default}{' (log scale)' if log else ''}")
     add_training_flags(tune, exclude=SEARCHED)  # the others, fixed for every trial
-    tune.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_quiet_flag(tune)
 
 
 def add_baseline_flag(parser: argparse.ArgumentParser) -> None:
@@ -243,6 +258,10 @@ def add_baseline_flag(parser: argparse.ArgumentParser) -> None:
         help="also fit TF-IDF + logistic regression on the training split and show its accuracy and macro F1 "
         "beside the model's (the majority-class and uniform-guess baselines are always shown)",
     )
+
+
+def add_quiet_flag(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
 def add_loading_flags(parser: argparse.ArgumentParser) -> None:
@@ -339,6 +358,11 @@ def flag_options(setting: Field) -> dict:
     return options
 
 
+def serve_limits(args: argparse.Namespace) -> dict:
+    """The server's limits (bertsent.serving.service.Limits fields) from `bertsent serve`'s flags."""
+    return {name: getattr(args, name) for name in SERVE_LIMITS}
+
+
 def training_settings(args: argparse.Namespace) -> dict:
     """The TrainConfig settings given on the command line, as given."""
     names = [f.name for f in fields(TrainConfig)]
@@ -366,7 +390,7 @@ def add_audit_command(commands) -> None:
     audit.add_argument("--overwrite", action="store_true", help="replace an earlier audit in --out")
     add_loading_flags(audit)
     add_training_flags(audit)
-    audit.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_quiet_flag(audit)
 
 
 def add_serving_commands(commands) -> None:
@@ -394,46 +418,10 @@ def add_serving_commands(commands) -> None:
     )
     limits = serve.add_argument_group("limits (over them: 413, 429 for requests in flight, 408 for slow clients)")
     defaults = Limits()
-    limits.add_argument("--max-texts", type=int, default=defaults.max_texts, metavar="N", help="texts per request")
-    limits.add_argument("--max-chars", type=int, default=defaults.max_chars, metavar="N", help="characters per text")
-    limits.add_argument(
-        "--max-inflight", type=int, default=defaults.max_inflight, metavar="N", help="requests answered at once"
-    )
-    limits.add_argument(
-        "--max-batch-tokens",
-        type=int,
-        default=defaults.max_batch_tokens,
-        metavar="N",
-        help="tokens scored together from concurrent requests",
-    )
-    limits.add_argument(
-        "--max-wait-ms",
-        type=float,
-        default=defaults.max_wait_ms,
-        metavar="MS",
-        help="how long a batch waits for requests on their way",
-    )
-    limits.add_argument(
-        "--header-timeout",
-        type=float,
-        default=defaults.header_timeout_s,
-        metavar="S",
-        help="seconds a connection has to send a request's headers (then 408, closed)",
-    )
-    limits.add_argument(
-        "--body-timeout",
-        type=float,
-        default=defaults.body_timeout_s,
-        metavar="S",
-        help="seconds a request has to send its whole body (then 408, closed)",
-    )
-    limits.add_argument(
-        "--max-client-connections",
-        type=int,
-        default=defaults.max_client_connections,
-        metavar="N",
-        help="open connections from one address (more: 429); behind a reverse proxy raise it, or 0 for no cap",
-    )
+    for name, (metavar, text) in SERVE_LIMITS.items():
+        default = getattr(defaults, name)
+        flag = "--" + name.removesuffix("_s").replace("_", "-")  # as Limits.check names them
+        limits.add_argument(flag, dest=name, type=type(default), default=default, metavar=metavar, help=text)
     serve.add_argument(
         "--cors-origin",
         action="append",

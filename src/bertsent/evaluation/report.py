@@ -145,21 +145,14 @@ def plot_training(records: list[dict]) -> bytes | None:
                 label=f"train ({window}-step average)",
             )
     if val:
-        ax_loss.plot(
-            [r["step"] for r in val],
-            [r["loss"] for r in val],
-            "o-",
-            color=COLORS["validation"],
-            linewidth=1.8,
-            label="validation",
-        )
+        _plot_records(ax_loss, val, "step", "loss", "o-", color=COLORS["validation"], linewidth=1.8, label="validation")
     ax_loss.set(title="Loss", xlabel="optimizer step", ylabel="cross-entropy")
     ax_loss.grid(alpha=0.3)
     ax_loss.legend(fontsize=8)
     if val:
         for key, style in (("accuracy", "o-"), ("f1_macro", "s--")):
             if all(key in r for r in val):
-                ax_score.plot([r["step"] for r in val], [r[key] for r in val], style, label=key.replace("_", " "))
+                _plot_records(ax_score, val, "step", key, style, label=key.replace("_", " "))
         ax_score.set(title="Validation scores", xlabel="optimizer step", ylim=(-0.02, 1.02))
         ax_score.grid(alpha=0.3)
         ax_score.legend(fontsize=8)
@@ -167,6 +160,11 @@ def plot_training(records: list[dict]) -> bytes | None:
         ax_score.axis("off")
         ax_score.text(0.5, 0.5, "no validation data", ha="center", va="center", color="#666")
     return _png(figure)
+
+
+def _plot_records(ax, records: list[dict], x: str, y: str, *style, **options) -> None:
+    """One field of `records` against another, on `ax`."""
+    ax.plot([r[x] for r in records], [r[y] for r in records], *style, **options)
 
 
 def plot_confusion(matrix: list[list[int]], labels: list[str], classes: list[str]) -> bytes:
@@ -213,16 +211,10 @@ def plot_reliability(after: list[dict], before: list[dict] | None, ece_after: fl
         edgecolor=COLORS["after"],
         label=f"{'calibrated' if before is not None else 'model'} accuracy (ECE {ece_after:.3f})",
     )
-    ax.plot([b["confidence"] for b in after], [b["accuracy"] for b in after], "o-", color=COLORS["after"], markersize=4)
+    _plot_records(ax, after, "confidence", "accuracy", "o-", color=COLORS["after"], markersize=4)
     if before is not None:
-        ax.plot(
-            [b["confidence"] for b in before],
-            [b["accuracy"] for b in before],
-            "s--",
-            color=COLORS["before"],
-            markersize=4,
-            label=f"before calibration (ECE {ece_before:.3f})",
-        )
+        label = f"before calibration (ECE {ece_before:.3f})"
+        _plot_records(ax, before, "confidence", "accuracy", "s--", color=COLORS["before"], markersize=4, label=label)
     ax.set(
         xlim=(0, 1),
         ylim=(0, 1.02),
