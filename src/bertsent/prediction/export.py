@@ -360,12 +360,8 @@ class _Job:
         batch = torch.export.Dim("batch")
         sequence = torch.export.Dim("sequence", max=self.limit)
         axes = {0: batch, 1: sequence}
-        torch.onnx.export(
-            _Logits(self.model).eval(),
-            self._example(),
-            str(path),
-            input_names=["input_ids", "attention_mask"],
-            output_names=["logits"],
+        self._onnx_export(
+            path,
             dynamic_shapes={"input_ids": axes, "attention_mask": axes},
             dynamo=True,
             external_data=self._external(),
@@ -375,16 +371,23 @@ class _Job:
     def _torchscript(self, path: Path) -> None:
         axes = {0: "batch", 1: "sequence"}
         with _eager_attention(self.model):  # the attention pattern ONNX Runtime's optimizer fuses
-            torch.onnx.export(
-                _Logits(self.model).eval(),
-                self._example(),
-                str(path),
-                input_names=["input_ids", "attention_mask"],
-                output_names=["logits"],
+            self._onnx_export(
+                path,
                 dynamic_axes={"input_ids": axes, "attention_mask": axes, "logits": {0: "batch"}},
                 opset_version=TORCHSCRIPT_OPSET,
                 dynamo=False,
             )
+
+    def _onnx_export(self, path: Path, **exporter) -> None:
+        """The logits graph of token ids and mask, written to `path` by the exporter `exporter` describes."""
+        torch.onnx.export(
+            _Logits(self.model).eval(),
+            self._example(),
+            str(path),
+            input_names=["input_ids", "attention_mask"],
+            output_names=["logits"],
+            **exporter,
+        )
 
     # -- checks ----------------------------------------------------------------------------------------------
 

@@ -219,9 +219,9 @@ def serving_batch_size(folder, backend: str, device: str | None) -> int:
     batches (21 ms a 200-token review alone, 37 ms each in batches of 16, one thread). Requests are still
     collected together, into one worker, lengths sorted."""
     from bertsent.prediction.backends import resolve_backend
-    from bertsent.runtime import pick_device
+    from bertsent.runtime import device_type as find_device_type
 
-    device_type = pick_device(device).type
+    device_type = find_device_type(device)  # no torch where the answer is plainly the CPU (ONNX serving)
     if resolve_backend(backend, Path(folder), device_type) != "torch":
         return 1
     return 8 if device_type == "cpu" else 64
