@@ -11,6 +11,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from bertsent.checks import flag, number
 from bertsent.errors import BertsentError
 from bertsent.serving.batcher import Batcher
 from bertsent.serving.metrics import Metrics
@@ -37,9 +38,8 @@ class Limits:
     def check(self) -> None:
         for name, value in asdict(self).items():
             least = {"max_wait_ms": 0, "max_client_connections": 0}.get(name, 0.01 if name.endswith("_s") else 1)
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or value < least:
-                flag = "--" + name.removesuffix("_s").replace("_", "-")
-                raise BertsentError(f"{flag} {value}: must be a number of at least {least}.")
+            rule = f"must be a number of at least {least}"
+            number(name, value, least, named=flag(name.removesuffix("_s")), rule=rule)
 
 
 class Service:
