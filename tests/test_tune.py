@@ -218,3 +218,20 @@ def test_tune_takes_every_training_flag_it_does_not_search(tiny_model_dir, toy_d
     assert (config.class_weights, config.calibrate, config.early_stopping, config.packing) == ("auto", False, 2, True)
     assert (config.truncation, config.max_windows) == ("windows", 3)
     assert reached["space"]["lr"] == "0.001:0.01 (log)" and config.lr is None  # searched: the space, not the config
+
+
+@pytest.mark.parametrize(
+    "lost", ["(sqlite3.OperationalError) table studies already exists", "UNIQUE constraint failed: alembic_version"]
+)
+def test_a_process_that_loses_the_race_to_make_a_new_storage_tries_again(monkeypatch, lost):
+    """Two processes opening a new SQLite study at once: the one whose tables or schema row came second retries."""
+    calls = []
+
+    def storage(*args, **kwargs):
+        calls.append(args)
+        if len(calls) == 1:
+            raise RuntimeError(lost)
+        return "opened"
+
+    monkeypatch.setattr(optuna.storages, "RDBStorage", storage)
+    assert tune_module._storage(optuna, "sqlite:///study.db") == "opened" and len(calls) == 2

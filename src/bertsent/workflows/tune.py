@@ -261,6 +261,7 @@ def _optuna_quiet(optuna):
 
 
 STORAGE_ATTEMPTS = 5
+RACES = ("already exists", "locked", "UNIQUE constraint failed")  # a new database made by two at once
 
 
 def _storage(optuna, storage: str | None):
@@ -279,8 +280,9 @@ def _storage(optuna, storage: str | None):
         except Exception as exc:  # noqa: BLE001 - SQLAlchemy's and Optuna's errors for a bad URL are many kinds
             reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
             # Processes that open a new database at the same moment race to create its tables ("table
-            # studies already exists"): the loser tries again and finds them made.
-            if attempt + 1 < STORAGE_ATTEMPTS and ("already exists" in reason or "locked" in reason):
+            # studies already exists", or the schema version row: "UNIQUE constraint failed"): the loser tries
+            # again and finds them made.
+            if attempt + 1 < STORAGE_ATTEMPTS and any(word in reason for word in RACES):
                 time.sleep(0.2 * (attempt + 1))
                 continue
             raise BertsentError(
