@@ -1,5 +1,6 @@
 """The Python API: train and evaluate on sources, and the scikit-learn style SentimentClassifier."""
 
+import datetime
 import json
 
 import numpy as np
@@ -102,3 +103,24 @@ def test_sentiment_classifier_works_with_scikit_learn_tools(tiny_model_dir, tmp_
     assert bertsent.load(saved).temperature == clf.model_.temperature != 1.0
     with pytest.raises(bertsent.BertsentError, match="--epochs 0"):
         clone(clf).set_params(epochs=0).fit(texts, labels, log=lambda *_: None)
+
+
+def test_runs_started_within_one_second_get_folders_of_their_own(tmp_path, monkeypatch):
+    """Two trainings without --out in the same second (a script, a docs page) must not collide."""
+    from bertsent.files import partial_folder
+    from bertsent.workflows import run
+
+    monkeypatch.chdir(tmp_path)
+
+    class Frozen(datetime.datetime):
+        @classmethod
+        def now(cls, tz=None):
+            return cls(2026, 12, 4, 21, 54, 46)
+
+    monkeypatch.setattr(run, "datetime", Frozen)  # one second for all three
+    first = run.default_out_dir("minilm", "reviews.csv")
+    first.mkdir(parents=True)
+    second = run.default_out_dir("minilm", "reviews.csv")
+    partial_folder(second).mkdir(parents=True)  # a run still in progress holds its name too
+    third = run.default_out_dir("minilm", "reviews.csv")
+    assert len({first, second, third}) == 3 and third.name == first.name + "-3"

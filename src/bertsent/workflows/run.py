@@ -17,7 +17,7 @@ from bertsent.defaults import DEFAULT_DATA, RUNS_DIR
 from bertsent.errors import BertsentError, DataError
 from bertsent.evaluation.baselines import TFIDF_STEPS, add_baselines, check_baseline, tfidf_baseline
 from bertsent.evaluation.metrics import check_neutral_band, score_logits
-from bertsent.files import check_writable, write_json_atomic
+from bertsent.files import check_writable, partial_folder, write_json_atomic
 from bertsent.modeling import hub
 from bertsent.prediction.predictor import SentimentModel, renamed_long
 from bertsent.progress import progress_bar
@@ -151,7 +151,14 @@ def default_out_dir(model: str, data: str) -> Path:
         return re.sub(r"[^A-Za-z0-9_.-]+", "-", Path(str(name).split(":")[0]).name.split(".")[0]).strip("-")
 
     stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
-    return Path(RUNS_DIR) / f"{short(model)}-{short(data)}-{stamp}"
+    base = Path(RUNS_DIR) / f"{short(model)}-{short(data)}-{stamp}"
+    # Two runs started within the same second (a script, a docs page) get folders of their own: -2, -3, ...
+    taken = 1
+    out = base
+    while out.exists() or partial_folder(out).exists():
+        taken += 1
+        out = base.with_name(f"{base.name}-{taken}")
+    return out
 
 
 def link_latest(out: Path) -> None:
