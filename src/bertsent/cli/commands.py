@@ -323,7 +323,7 @@ def _serve(args) -> int:
     require_extra("serve", "serve")
     from bertsent.evaluation.metrics import check_neutral_band
     from bertsent.prediction.predictor import check_weights
-    from bertsent.serving.guard import API_KEY_ENV
+    from bertsent.serving.limits import API_KEY_ENV
     from bertsent.serving.server import is_local, serve
 
     check_neutral_band(args.neutral_band)

@@ -359,7 +359,7 @@ def flag_options(setting: Field) -> dict:
 
 
 def serve_limits(args: argparse.Namespace) -> dict:
-    """The server's limits (bertsent.serving.service.Limits fields) from `bertsent serve`'s flags."""
+    """The server's limits (bertsent.serving.limits.Limits fields) from `bertsent serve`'s flags."""
     return {name: getattr(args, name) for name in SERVE_LIMITS}
 
 
@@ -396,7 +396,7 @@ def add_audit_command(commands) -> None:
 def add_serving_commands(commands) -> None:
     """`serve` (the HTTP API and its page) and `explain` (word attributions)."""
     from bertsent.evaluation.explain import DEFAULT_STEPS, MAX_AUTO_STEPS, STEPS_TOKENS
-    from bertsent.serving.app import API_KEY_ENV, Limits
+    from bertsent.serving.limits import API_KEY_ENV, Limits
 
     serve = commands.add_parser(
         "serve",
@@ -420,8 +420,10 @@ def add_serving_commands(commands) -> None:
     defaults = Limits()
     for name, (metavar, text) in SERVE_LIMITS.items():
         default = getattr(defaults, name)
-        flag = "--" + name.removesuffix("_s").replace("_", "-")  # as Limits.check names them
-        limits.add_argument(flag, dest=name, type=type(default), default=default, metavar=metavar, help=text)
+        # the flag as Limits.check names it
+        limits.add_argument(
+            flag(name.removesuffix("_s")), dest=name, type=type(default), default=default, metavar=metavar, help=text
+        )
     serve.add_argument(
         "--cors-origin",
         action="append",
