@@ -242,8 +242,9 @@ def add_tune_command(commands) -> None:
     tune.add_argument("--timeout", type=float, metavar="S", help="start no trial after S seconds")
     tune.add_argument("--out", metavar="DIR", help="best model, table and plot (default runs/tune-<time>)")
     space = tune.add_argument_group("searched settings: LO:HI (a range), A,B,... (choices) or X (fixed)")
-    for name, (default, _, log, _, _) in SPACE.items():
-        space.add_argument(flag(name), metavar="SPACE", help=f"default {default}{' (log scale)' if log else ''}")
+    for name, searched in SPACE.items():
+        scale = " (log scale)" if searched.log else ""
+        space.add_argument(flag(name), metavar="SPACE", help=f"default {searched.default}{scale}")
     add_training_flags(tune, exclude=SEARCHED)  # the others, fixed for every trial
     add_quiet_flag(tune)
 
