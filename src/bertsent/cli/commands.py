@@ -143,8 +143,7 @@ def cmd_audit(args) -> int:
 def cmd_evaluate(args) -> int:
     from bertsent.workflows import run as api
 
-    _check_backend(args.backend)
-    _check_out_file(args.out, "metrics.json")
+    _check_prediction_flags(args, "metrics.json")
     options = given(args, "out", "report", "batch_size", "neutral_band", "baseline", "train_data")
     options |= _reading(args) | prediction_settings(args)
     metrics = api.evaluate(args.model_dir, args.data, progress=True, **options)
@@ -158,13 +157,10 @@ def cmd_evaluate(args) -> int:
 
 
 def cmd_predict(args) -> int:
-    from bertsent.evaluation.metrics import check_neutral_band
     from bertsent.files import write_atomic
     from bertsent.prediction.predictor import load
 
-    _check_backend(args.backend)
-    _check_out_file(args.out, "predictions.jsonl")
-    check_neutral_band(args.neutral_band)
+    _check_prediction_flags(args, "predictions.jsonl")
     options = _load_options(args)
     if args.file:
         return _predict_file(args, options)
@@ -340,6 +336,15 @@ def cmd_explain(args) -> int:
         write_atomic(Path(args.html), explanations_page(found, f"Why {Path(args.model_dir).name} said so"))
         say(f"Shaded words written to {args.html}")
     return 0
+
+
+def _check_prediction_flags(args, out_example: str) -> None:
+    """What `predict` and `evaluate` check alike before any work: the backend's extra, --out, --neutral-band."""
+    from bertsent.evaluation.metrics import check_neutral_band
+
+    _check_backend(args.backend)
+    _check_out_file(args.out, out_example)
+    check_neutral_band(args.neutral_band)
 
 
 def _check_backend(backend: str) -> None:
