@@ -1,4 +1,4 @@
-"""Helpers shared by the benchmarks: model specs, data sampling, machine description, FLOP counts, servers."""
+"""Helpers shared by the benchmarks: model specs, data sampling, machine description, tables, FLOP counts, servers."""
 
 from __future__ import annotations
 
@@ -87,6 +87,29 @@ def write_results(path: str | os.PathLike, **fields) -> None:
     """A benchmark's figures as JSON, with the machine, the date and the command line they came from."""
     payload = {"machine": machine(), "date": date.today().isoformat(), "argv": sys.argv, **fields}
     Path(path).write_text(json.dumps(payload, indent=2, default=str))
+
+
+class Table:
+    """A text table printed a row at a time, its columns aligned: each column is a title and a format spec
+    ("<22", ">9.4f"), so the header and every row take their widths from one list. None shows as "-"."""
+
+    def __init__(self, *columns: tuple[str, str]):
+        self.columns = columns
+
+    def header(self) -> str:
+        return " ".join(f"{title:{_width(spec)}}" for title, spec in self.columns)
+
+    def row(self, *values) -> str:
+        cells = []
+        for value, (_, spec) in zip(values, self.columns, strict=True):
+            text = value is None or isinstance(value, str)  # text takes the width, not the number format
+            cells.append(f"{'-' if value is None else value:{_width(spec) if text else spec}}")
+        return " ".join(cells)
+
+
+def _width(spec: str) -> str:
+    """A format spec's alignment and width alone: ">9.4f" -> ">9"."""
+    return spec.split(".")[0].rstrip("dfgs")
 
 
 def training_flops(model, lengths: list[int], epochs: int = 1) -> float:

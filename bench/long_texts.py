@@ -29,7 +29,7 @@ import bertsent
 from bertsent.data.sources import read_data
 from bertsent.modeling.tokens import tokenize
 
-from common import DEFAULT_IMDB, machine, sample_indices, write_results
+from common import DEFAULT_IMDB, Table, machine, sample_indices, write_results
 
 DEFAULT_STRATEGIES = "head@512,tail@512,head+tail@512,windows@512"
 
@@ -71,7 +71,10 @@ def main(argv=None) -> int:
         f"model trained at {model.metadata.get('max_length')} tokens"
     )
     rows = []
-    print(f"\n{'strategy':<22} {'accuracy':>9} {'macro F1':>9} {'ROC-AUC':>8} {'reviews/s':>10}")
+    table = Table(
+        ("strategy", "<22"), ("accuracy", ">9.4f"), ("macro F1", ">9.4f"), ("ROC-AUC", ">8.4f"), ("reviews/s", ">10.1f")
+    )
+    print("\n" + table.header())
     for truncation, length, stride in strategies:
         model.truncation, model.max_length = truncation, length
         model.stride = stride or max(1, length // 2)
@@ -87,12 +90,8 @@ def main(argv=None) -> int:
             "reviews_per_s": len(texts) / seconds,
         }
         rows.append(row)
-        auc = f"{row['roc_auc']:.4f}" if row["roc_auc"] is not None else "-"
-        print(
-            f"{row['strategy']:<22} {row['accuracy']:>9.4f} {row['f1_macro']:>9.4f} {auc:>8} "
-            f"{row['reviews_per_s']:>10.1f}",
-            flush=True,
-        )
+        shown = (row["strategy"], row["accuracy"], row["f1_macro"], row["roc_auc"], row["reviews_per_s"])
+        print(table.row(*shown), flush=True)
     if args.json:
         write_results(args.json, rows=rows)
     return 0

@@ -36,7 +36,7 @@ from bertsent.modeling.tokens import tokenize
 from bertsent.training import TrainConfig
 from bertsent.training.fit import encode_examples
 
-from common import DEFAULT_IMDB, from_args, machine, run_in_scratch, sample_indices, write_results
+from common import DEFAULT_IMDB, Table, from_args, machine, run_in_scratch, sample_indices, write_results
 
 
 def parse_args(argv=None):
@@ -122,11 +122,18 @@ def main(args, work: Path) -> int:
         "windows-texts": (train, windowed),
     }
     rows = []
-    header = (
-        f"\n{'run':<15} {'texts':>6} {'examples':>8} {'tokens':>8} {'steps':>6} {'train s':>8} "
-        f"{'acc head+tail':>13} {'acc windows':>11} {'acc h+t@512':>11}"
+    table = Table(
+        ("run", "<15"),
+        ("texts", ">6"),
+        ("examples", ">8"),
+        ("tokens", ">8"),
+        ("steps", ">6"),
+        ("train s", ">8.0f"),
+        ("acc head+tail", ">13.4f"),
+        ("acc windows", ">11.4f"),
+        ("acc h+t@512", ">11.4f"),
     )
-    print(header, flush=True)
+    print("\n" + table.header(), flush=True)
     for name in args.runs.split(","):
         dataset, settings = runs[name]
         started = time.perf_counter()
@@ -152,12 +159,8 @@ def main(args, work: Path) -> int:
         row |= {"steps": steps, "train_seconds": seconds}
         row |= {f"accuracy_{k}": v["accuracy"] for k, v in accuracy.items()}
         rows.append(row)
-        at_512 = f"{row['accuracy_head+tail@512']:>11.4f}" if args.with_512 else f"{'-':>11}"
-        print(
-            f"{name:<15} {len(dataset):>6} {len(ids):>8} {row['tokens']:>8} {steps:>6} {seconds:>8.0f} "
-            f"{row['accuracy_head+tail']:>13.4f} {row['accuracy_windows']:>11.4f} {at_512}",
-            flush=True,
-        )
+        shown = (name, len(dataset), len(ids), row["tokens"], steps, seconds, row["accuracy_head+tail"])
+        print(table.row(*shown, row["accuracy_windows"], row.get("accuracy_head+tail@512")), flush=True)
     if args.json:
         write_results(args.json, rows=rows)
     return 0

@@ -168,6 +168,100 @@ def test_tokenizer_file_refuses_what_it_cannot_run_as_transformers_would(tiny_mo
         TokenizerFile(tiny_model_dir)(["a text"], truncation=True)
 
 
+def _tokenizer_folder(kind: str, tiny_model_dir, folder):
+    """A tokenizer folder of each family bertsent fine-tunes: BERT (the packaged vocab), MPNet (the same vocab, its
+    own class and template) and RoBERTa (a byte-level BPE trained on the toy reviews)."""
+    from tokenizers import Tokenizer, models, pre_tokenizers, trainers
+    from transformers import AutoTokenizer, MPNetTokenizer, RobertaTokenizer
+
+    if kind == "bert":
+        shutil.copytree(tiny_model_dir, folder)
+        return folder
+    if kind == "mpnet":
+        vocab = AutoTokenizer.from_pretrained(tiny_model_dir).get_vocab()
+        specials = dict(bos_token="[CLS]", eos_token="[SEP]", cls_token="[CLS]", sep_token="[SEP]")
+        MPNetTokenizer(vocab=vocab, pad_token="[PAD]", mask_token="[MASK]", **specials).save_pretrained(folder)
+        return folder
+    bpe = Tokenizer(models.BPE())
+    bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    specials = ["<s>", "<pad>", "</s>", "<unk>", "<mask>"]
+    alphabet = pre_tokenizers.ByteLevel.alphabet()
+    bpe.train_from_iterator(
+        make_reviews(300)[0], trainers.BpeTrainer(vocab_size=400, special_tokens=specials, initial_alphabet=alphabet)
+    )
+    model = json.loads(bpe.to_str())["model"]
+    merges = [tuple(m.split(" ")) if isinstance(m, str) else tuple(m) for m in model["merges"]]
+    RobertaTokenizer(vocab=model["vocab"], merges=merges).save_pretrained(folder)
+    return folder
+
+
+def _edit(folder, name, change):
+    path = folder / name
+    found = json.loads(path.read_text())
+    change(found)
+    path.write_text(json.dumps(found))
+
+
+ADDED = {"30522": {"content": "<new>", "special": True, "normalized": False, "lstrip": False, "rstrip": False}}
+# tokenizer_config.json and tokenizer.json disagreeing; transformers' class takes the config's word (or, for the
+# pipeline it builds itself, ignores tokenizer.json's): each case gave other ids before TokenizerFile did the same.
+DISAGREEMENTS = {
+    "bert, cased config": ("bert", "tokenizer_config.json", lambda c: c.update(do_lower_case=False)),
+    "bert, cased tokenizer.json": ("bert", "tokenizer.json", lambda t: t["normalizer"].update(lowercase=False)),
+    "bert, accents kept": ("bert", "tokenizer_config.json", lambda c: c.update(strip_accents=False)),
+    "bert, no chinese split": ("bert", "tokenizer.json", lambda t: t["normalizer"].update(handle_chinese_chars=False)),
+    "bert, no template": ("bert", "tokenizer.json", lambda t: t.update(post_processor=None)),
+    "bert, short words only": ("bert", "tokenizer.json", lambda t: t["model"].update(max_input_chars_per_word=3)),
+    "bert, other unknown": ("bert", "tokenizer_config.json", lambda c: c.update(unk_token="[MASK]")),
+    "bert, token added in config": ("bert", "tokenizer_config.json", lambda c: c.update(added_tokens_decoder=ADDED)),
+    "bert, no class named": ("bert", "tokenizer.json", lambda t: t["normalizer"].update(lowercase=False)),
+    "mpnet, cased config": ("mpnet", "tokenizer_config.json", lambda c: c.update(do_lower_case=False)),
+    "mpnet, no template": ("mpnet", "tokenizer.json", lambda t: t.update(post_processor=None)),
+    "roberta, prefix space in config": ("roberta", "tokenizer_config.json", lambda c: c.update(add_prefix_space=True)),
+    "roberta, lowercase normalizer": (
+        "roberta",
+        "tokenizer.json",
+        lambda t: t.update(normalizer={"type": "Lowercase"}),
+    ),
+    "roberta, no template": ("roberta", "tokenizer.json", lambda t: t.update(post_processor=None)),
+}
+
+
+@pytest.mark.parametrize("case", DISAGREEMENTS)
+def test_tokenizer_file_follows_transformers_where_the_tokenizer_files_disagree(case, tiny_model_dir, tmp_path):
+    kind, name, change = DISAGREEMENTS[case]
+    folder = _tokenizer_folder(kind, tiny_model_dir, tmp_path / kind)
+    _edit(folder, name, change)
+    if case.endswith("no class named"):  # transformers picks the class by config.json's model_type
+        _edit(folder, "tokenizer_config.json", lambda c: c.pop("tokenizer_class"))
+    texts = [*TEXTS, "a <new> token, <mask> and </s>", "Hello World"]
+    from transformers import AutoTokenizer
+
+    light, full = TokenizerFile(folder), AutoTokenizer.from_pretrained(folder)  # a folder of tokenizer files only
+    assert readable(folder)
+    assert tokenize(light, texts) == tokenize(full, texts)
+    assert (light.pad_token_id, light.padding_side, light.model_max_length) == (
+        full.pad_token_id,
+        full.padding_side,
+        full.model_max_length,
+    )
+
+
+def test_tokenizer_file_refuses_an_added_token_it_cannot_number_as_listed(tiny_model_dir, tmp_path):
+    folder = _tokenizer_folder("bert", tiny_model_dir, tmp_path / "bert")
+    _edit(folder, "tokenizer_config.json", lambda c: c.update(added_tokens_decoder={"30600": ADDED["30522"]}))
+    with pytest.raises(
+        bertsent.errors.BertsentError, match=r"^tokenizer_config.json gives token '<new>' .*--backend torch"
+    ):
+        TokenizerFile(folder)
+
+
+def test_tokenizer_file_leaves_other_tokenizer_classes_to_transformers(tiny_model_dir, tmp_path):
+    folder = _tokenizer_folder("bert", tiny_model_dir, tmp_path / "bert")
+    _edit(folder, "tokenizer_config.json", lambda c: c.update(tokenizer_class="XLMRobertaTokenizer"))
+    assert not readable(folder)
+
+
 def test_read_config_gives_the_labels_and_length_transformers_reads(trained, tmp_path):
     light, full = hub.read_config(trained), hub.load_config(trained)
     assert light.id2label == full.id2label and light.num_labels == full.num_labels

@@ -16,8 +16,10 @@ import bertsent
 from bertsent.cli import main
 from bertsent.cli.parser import build_parser
 
-# The model libraries (seconds to import), and the extras' packages: `bertsent --help` must work without them.
+# The model libraries (seconds to import), the extras' packages (`bertsent --help` must work without them), and
+# asyncio (the server's; a tenth of a second, for `bertsent serve --help` too).
 HEAVY = (
+    "asyncio",
     "torch",
     "transformers",
     "accelerate",

@@ -202,6 +202,20 @@ def test_space_forms():
     assert tune_module.parse_dimension("epochs", None) == tune_module.Dimension("range", (1, 4), True, False)
 
 
+def test_space_takes_what_a_value_must_be_from_train_configs_constraints(monkeypatch):
+    """The search space had its own bounds beside TrainConfig's: a value is now checked by the setting's
+    constraint (bertsent.checks), so the two cannot drift apart."""
+    from bertsent.checks import Number, Whole
+
+    monkeypatch.setitem(training.config.CONSTRAINTS, "epochs", Whole(2))
+    monkeypatch.setitem(training.config.CONSTRAINTS, "lr", Number(0, 1e-3))
+    with pytest.raises(tune_module.BertsentError, match=r"^--epochs 1:4: 1 must be at least 2\.$"):
+        tune_module.parse_dimension("epochs", "1:4")
+    with pytest.raises(tune_module.BertsentError, match=r"^--lr 1e-4:1e-2: 0\.01 must be in \[0, 0\.001\]\.$"):
+        tune_module.parse_dimension("lr", "1e-4:1e-2")
+    assert tune_module.parse_dimension("lr", "0:1e-3").values == (0, 1e-3)  # 0 allowed now: closed at both ends
+
+
 def test_tune_takes_every_training_flag_it_does_not_search(tiny_model_dir, toy_data, monkeypatch, capsys):
     """`tune --class-weights auto` was refused ("unrecognized arguments") while tune(class_weights="auto") worked."""
     reached = {}

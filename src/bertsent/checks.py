@@ -155,6 +155,13 @@ class Whole:
         return whole(name, value, self.least, self.most, auto=self.auto, unit=self.unit, **how)
 
     @property
+    def rule(self) -> str:
+        """The words for a whole number out of range, as `whole()` says them."""
+        if self.least is not None and self.most is not None:
+            return f"must be from {self.least} to {self.most}"
+        return f"must be at least {self.least}" if self.most is None else f"must be at most {self.most}"
+
+    @property
     def metavar(self) -> str:
         return "N|auto" if self.auto else "N"
 
@@ -169,6 +176,11 @@ class Number:
 
     def check(self, name: str, value, **how):
         return number(name, value, self.low, self.high, closed=self.closed, **how)
+
+    @property
+    def rule(self) -> str:
+        """The words for a number out of range, as `number()` says them."""
+        return _interval(self.low, self.high, self.closed)
 
     metavar = "X"
 
@@ -196,3 +208,6 @@ class Switch:
         return switch(name, value, **how)
 
     metavar = None
+
+
+Constraint = Whole | Number | Choice | Switch  # a value of a {setting: constraint} table

@@ -6,7 +6,7 @@ import json
 import sys
 from pathlib import Path
 
-from bertsent.cli.parser import prediction_settings, serve_limits, training_settings
+from bertsent.cli.parser import given, prediction_settings, serve_limits, training_settings
 from bertsent.cli.tables import (
     format_audit,
     format_compare,
@@ -33,14 +33,12 @@ def say(message: str) -> None:
 
 def _columns(args) -> dict:
     """How a labeled source is read: add_data_flags' values."""
-    return dict(
-        text_column=args.text_column, label_column=args.label_column, encoding=args.encoding, label_map=args.label_map
-    )
+    return given(args, "text_column", "label_column", "encoding", "label_map")
 
 
 def _loading(args) -> dict:
     """What loading a model may do beyond safetensors and JSON (add_loading_flags): off unless asked."""
-    return dict(allow_pickle=args.allow_pickle, trust_remote_code=args.trust_remote_code)
+    return given(args, "allow_pickle", "trust_remote_code")
 
 
 def _reading(args) -> dict:
@@ -50,7 +48,7 @@ def _reading(args) -> dict:
 
 def _load_options(args) -> dict:
     """How `predict` and `serve` load and run the model: bertsent.load's keywords."""
-    return dict(batch_size=args.batch_size, neutral_band=args.neutral_band, **prediction_settings(args))
+    return given(args, "batch_size", "neutral_band") | prediction_settings(args)
 
 
 def _data_options(args) -> dict:
@@ -61,11 +59,11 @@ def cmd_train(args) -> int:
     from bertsent.workflows import run as api
 
     settings = training_settings(args)  # --model included: it is a TrainConfig setting too
-    options = _data_options(args) | dict(out=args.out, report=not args.no_report, tensorboard=args.tensorboard)
-    options |= _loading(args) | dict(baseline=args.baseline)
+    options = _data_options(args) | given(args, "out", "tensorboard", "baseline") | {"report": not args.no_report}
+    options |= _loading(args)
     if args.seeds is not None:
         return _train_seeds(args, options, settings)
-    resume = dict(resume=args.resume, resume_with_checkpoint_settings=args.resume_with_checkpoint_settings)
+    resume = given(args, "resume", "resume_with_checkpoint_settings")
     result = api.train(args.data, args.eval_data, **resume, **options, **settings)
     if result.metrics:
         print(
@@ -101,8 +99,7 @@ def cmd_compare(args) -> int:
         args.models.split(","),
         args.data,
         args.eval_data,
-        out=args.out,
-        baseline=args.baseline,
+        **given(args, "out", "baseline"),
         **_data_options(args),
         **_loading(args),
         **training_settings(args),
@@ -120,18 +117,8 @@ def cmd_tune(args) -> int:
     settings = training_settings(args)
     space = {name: settings.pop(name) for name in SEARCHED if name in settings}
     options = _reading(args) | {"progress": not args.quiet, "log": say}
-    summary = tune(
-        args.data,
-        args.eval_data,
-        trials=args.trials,
-        storage=args.storage,
-        study_name=args.study_name,
-        timeout=args.timeout,
-        out=args.out,
-        space=space,
-        **options,
-        **settings,
-    )
+    searching = given(args, "trials", "storage", "study_name", "timeout", "out")
+    summary = tune(args.data, args.eval_data, space=space, **searching, **options, **settings)
     print(format_tune(summary))
     return 0
 
@@ -140,8 +127,8 @@ def cmd_audit(args) -> int:
     require_extra("audit", "audit")
     from bertsent.workflows.audit import audit
 
-    options = _data_options(args) | _loading(args) | dict(out=args.out, drop=args.drop)
-    result = audit(args.data, folds=args.folds, **options, **training_settings(args))
+    options = _data_options(args) | _loading(args) | given(args, "out", "drop", "folds")
+    result = audit(args.data, **options, **training_settings(args))
     print(
         f"\n{result.source}: {len(result.labels)} rows, {len(result)} flagged as likely mislabeled "
         f"({args.folds} folds, {result.seconds / 60:.1f} min)"
@@ -156,21 +143,10 @@ def cmd_audit(args) -> int:
 def cmd_evaluate(args) -> int:
     from bertsent.workflows import run as api
 
-    _check_backend(args.backend)
-    _check_out_file(args.out, "metrics.json")
-    metrics = api.evaluate(
-        args.model_dir,
-        args.data,
-        out=args.out,
-        **_reading(args),
-        batch_size=args.batch_size,
-        neutral_band=args.neutral_band,
-        report=args.report,
-        **prediction_settings(args),
-        progress=True,
-        baseline=args.baseline,
-        train_data=args.train_data,
-    )
+    _check_prediction_flags(args, "metrics.json")
+    options = given(args, "out", "report", "batch_size", "neutral_band", "baseline", "train_data")
+    options |= _reading(args) | prediction_settings(args)
+    metrics = api.evaluate(args.model_dir, args.data, progress=True, **options)
     print(f"{metrics['data']['source']}: {metrics['data']['rows']} examples")
     print(format_metrics(metrics))
     if args.out:
@@ -181,13 +157,10 @@ def cmd_evaluate(args) -> int:
 
 
 def cmd_predict(args) -> int:
-    from bertsent.evaluation.metrics import check_neutral_band
     from bertsent.files import write_atomic
     from bertsent.prediction.predictor import load
 
-    _check_backend(args.backend)
-    _check_out_file(args.out, "predictions.jsonl")
-    check_neutral_band(args.neutral_band)
+    _check_prediction_flags(args, "predictions.jsonl")
     options = _load_options(args)
     if args.file:
         return _predict_file(args, options)
@@ -217,7 +190,7 @@ def _predict_file(args, options: dict) -> int:
     if args.texts:
         raise BertsentError("give texts as arguments or --file F, not both.")
     bulk.check_output_flags(args.out, args.shard, args.resume, args.overwrite)  # else ignored, all rows scored
-    reading = dict(text_column=args.text_column, keep_columns=args.keep_columns, encoding=args.encoding)
+    reading = given(args, "text_column", "keep_columns", "encoding")
     reading.update(progress=not args.quiet, **({} if args.chunk_rows is None else {"chunk_rows": args.chunk_rows}))
     if args.out is None and args.format in (None, "table"):
         if args.keep_columns:
@@ -230,9 +203,7 @@ def _predict_file(args, options: dict) -> int:
         args.model_dir,
         args.file,
         args.out,
-        resume=args.resume,
-        overwrite=args.overwrite,
-        shard=args.shard,
+        **given(args, "resume", "overwrite", "shard"),
         fmt=args.format,
         log=say,
         **reading,
@@ -264,9 +235,7 @@ def cmd_merge(args) -> int:
     else:
         raise BertsentError("give OUT (its parts OUT.part-I-of-N are found beside it), or --out OUT and the parts.")
     _check_out_file(out, "predictions.jsonl")
-    result = merge_parts(
-        out, parts, fmt=args.format, overwrite=args.overwrite, keep_parts=args.keep_parts, progress=not args.quiet
-    )
+    result = merge_parts(out, parts, fmt=args.format, progress=not args.quiet, **given(args, "overwrite", "keep_parts"))
     say(f"{result['rows']:,} predictions from {result['parts']} parts merged into {result['out']}")
     return 0
 
@@ -288,15 +257,8 @@ def cmd_export(args) -> int:
     require_extra("onnx", "export")
     from bertsent.prediction.export import export_onnx
 
-    result = export_onnx(
-        args.model_dir,
-        int8=args.int8,
-        data=args.data,
-        max_drop=args.max_drop,
-        **_columns(args),
-        **_loading(args),
-        log=say,
-    )
+    exporting = given(args, "int8", "data", "max_drop") | _columns(args) | _loading(args)
+    result = export_onnx(args.model_dir, log=say, **exporting)
     print(format_export(result))
     return 0
 
@@ -323,7 +285,7 @@ def _serve(args) -> int:
     require_extra("serve", "serve")
     from bertsent.evaluation.metrics import check_neutral_band
     from bertsent.prediction.predictor import check_weights
-    from bertsent.serving.guard import API_KEY_ENV
+    from bertsent.serving.limits import API_KEY_ENV
     from bertsent.serving.server import is_local, serve
 
     check_neutral_band(args.neutral_band)
@@ -344,11 +306,8 @@ def _serve(args) -> int:
     serve(
         args.model_dir,
         announce=lambda: say(announce),
-        host=args.host,
-        port=args.port,
         api_key=key,
-        log_level=args.log_level,
-        access_log=args.access_log,
+        **given(args, "host", "port", "log_level", "access_log"),
         load_options=_load_options(args),
         cors_origins=args.cors_origin or (),
         **serve_limits(args),
@@ -377,6 +336,15 @@ def cmd_explain(args) -> int:
         write_atomic(Path(args.html), explanations_page(found, f"Why {Path(args.model_dir).name} said so"))
         say(f"Shaded words written to {args.html}")
     return 0
+
+
+def _check_prediction_flags(args, out_example: str) -> None:
+    """What `predict` and `evaluate` check alike before any work: the backend's extra, --out, --neutral-band."""
+    from bertsent.evaluation.metrics import check_neutral_band
+
+    _check_backend(args.backend)
+    _check_out_file(args.out, out_example)
+    check_neutral_band(args.neutral_band)
 
 
 def _check_backend(backend: str) -> None:

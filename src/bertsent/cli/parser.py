@@ -79,8 +79,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_baseline_flag(train)
     add_quiet_flag(train)
 
-    evaluate = commands.add_parser("evaluate", help="score a trained model on labeled data")
-    evaluate.add_argument("model_dir", metavar="MODEL_DIR")
+    evaluate = add_model_command(commands, "evaluate", help="score a trained model on labeled data")
     evaluate.add_argument(
         "--data",
         required=True,
@@ -102,8 +101,7 @@ def build_parser() -> argparse.ArgumentParser:
         "same columns and label map, split as training split it",
     )
 
-    predict = commands.add_parser("predict", help="label new texts")
-    predict.add_argument("model_dir", metavar="MODEL_DIR")
+    predict = add_model_command(commands, "predict", help="label new texts")
     predict.add_argument("texts", nargs="*", metavar="TEXT", help="texts to label (or --file, or stdin)")
     predict.add_argument(
         "--file",
@@ -184,13 +182,13 @@ def build_parser() -> argparse.ArgumentParser:
     data.add_argument("--model", default="minilm", metavar="M", help="tokenizer for the token lengths")
     data.add_argument("--json", action="store_true", help="print JSON")
 
-    export = commands.add_parser(
+    export = add_model_command(
+        commands,
         "export",
         help="export a trained model to ONNX (fp32, and int8 kept only when accuracy holds)",
         description="Write MODEL_DIR/onnx/model.onnx (and model_int8.onnx with --int8), check them against "
         "PyTorch, and with --data keep int8 only within --max-drop accuracy points. Needs bertsent[onnx].",
     )
-    export.add_argument("model_dir", metavar="MODEL_DIR")
     export.add_argument(
         "--int8",
         action="store_true",
@@ -210,6 +208,13 @@ def build_parser() -> argparse.ArgumentParser:
     models.add_argument("--json", action="store_true", help="print JSON")
     add_serving_commands(commands)
     return parser
+
+
+def add_model_command(commands, name: str, **about) -> argparse.ArgumentParser:
+    """A command that uses a trained model: its first argument is the model folder, MODEL_DIR, in every command."""
+    command = commands.add_parser(name, **about)
+    command.add_argument("model_dir", metavar="MODEL_DIR", help="a trained model folder (what `bertsent train` wrote)")
+    return command
 
 
 class VersionAction(argparse.Action):
@@ -242,8 +247,9 @@ def add_tune_command(commands) -> None:
     tune.add_argument("--timeout", type=float, metavar="S", help="start no trial after S seconds")
     tune.add_argument("--out", metavar="DIR", help="best model, table and plot (default runs/tune-<time>)")
     space = tune.add_argument_group("searched settings: LO:HI (a range), A,B,... (choices) or X (fixed)")
-    for name, (default, _, log, _, _) in SPACE.items():
-        space.add_argument(flag(name), metavar="SPACE", help=f"default {default}{' (log scale)' if log else ''}")
+    for name, searched in SPACE.items():
+        scale = " (log scale)" if searched.log else ""
+        space.add_argument(flag(name), metavar="SPACE", help=f"default {searched.default}{scale}")
     add_training_flags(tune, exclude=SEARCHED)  # the others, fixed for every trial
     add_quiet_flag(tune)
 
@@ -297,10 +303,15 @@ def add_prediction_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--threads", type=int, metavar="N", help="CPU threads (default: the machine's cores)")
 
 
+def given(args: argparse.Namespace, *names: str) -> dict:
+    """The command line's values under their own names: what a command passes on to the keyword of the same
+    name (--max-drop to max_drop), as given."""
+    return {name: getattr(args, name) for name in names}
+
+
 def prediction_settings(args) -> dict:
     """`add_prediction_flags`' values, as `bertsent.load` takes them (batch size apart)."""
-    names = ("backend", "truncation", "max_length", "stride", "threads", "allow_pickle", "trust_remote_code")
-    return {name: getattr(args, name) for name in names}
+    return given(args, "backend", "truncation", "max_length", "stride", "threads", "allow_pickle", "trust_remote_code")
 
 
 def add_data_flags(parser: argparse.ArgumentParser, training: bool = False) -> None:
@@ -359,8 +370,8 @@ def flag_options(setting: Field) -> dict:
 
 
 def serve_limits(args: argparse.Namespace) -> dict:
-    """The server's limits (bertsent.serving.service.Limits fields) from `bertsent serve`'s flags."""
-    return {name: getattr(args, name) for name in SERVE_LIMITS}
+    """The server's limits (bertsent.serving.limits.Limits fields) from `bertsent serve`'s flags."""
+    return given(args, *SERVE_LIMITS)
 
 
 def training_settings(args: argparse.Namespace) -> dict:
@@ -396,16 +407,16 @@ def add_audit_command(commands) -> None:
 def add_serving_commands(commands) -> None:
     """`serve` (the HTTP API and its page) and `explain` (word attributions)."""
     from bertsent.evaluation.explain import DEFAULT_STEPS, MAX_AUTO_STEPS, STEPS_TOKENS
-    from bertsent.serving.app import API_KEY_ENV, Limits
+    from bertsent.serving.limits import API_KEY_ENV, Limits
 
-    serve = commands.add_parser(
+    serve = add_model_command(
+        commands,
         "serve",
         help="answer predictions over HTTP, with a page to try the model",
         description="Serve a trained model: POST /predict (and POST /, for Hugging Face's InferenceClient), "
         "POST /explain, GET /health, /info, /metrics, /docs, and a page at /. The model loads in the background; "
         "/health answers 503 until it is ready.",
     )
-    serve.add_argument("model_dir", metavar="MODEL_DIR")
     serve.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine)")
     serve.add_argument("--port", type=int, default=8000, help="port (default 8000)")
     serve.add_argument(
@@ -420,8 +431,10 @@ def add_serving_commands(commands) -> None:
     defaults = Limits()
     for name, (metavar, text) in SERVE_LIMITS.items():
         default = getattr(defaults, name)
-        flag = "--" + name.removesuffix("_s").replace("_", "-")  # as Limits.check names them
-        limits.add_argument(flag, dest=name, type=type(default), default=default, metavar=metavar, help=text)
+        # the flag as Limits.check names it
+        limits.add_argument(
+            flag(name.removesuffix("_s")), dest=name, type=type(default), default=default, metavar=metavar, help=text
+        )
     serve.add_argument(
         "--cors-origin",
         action="append",
@@ -432,13 +445,13 @@ def add_serving_commands(commands) -> None:
     serve.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
     serve.add_argument("--access-log", action="store_true", help="log every request (uvicorn's access log)")
 
-    explain = commands.add_parser(
+    explain = add_model_command(
+        commands,
         "explain",
         help="show the words behind a model's decision",
         description="Word attributions by layer integrated gradients on the embedding layer (Captum): how much "
         "each word pushed the model towards the predicted label (or --target), in log-odds.",
     )
-    explain.add_argument("model_dir", metavar="MODEL_DIR")
     explain.add_argument("texts", nargs="*", metavar="TEXT", help="texts to explain (or standard input, one a line)")
     explain.add_argument("--target", metavar="LABEL", help="the label to explain (default: the predicted one)")
     explain.add_argument(

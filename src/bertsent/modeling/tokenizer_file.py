@@ -3,8 +3,14 @@ tokenizes with, so that it imports neither transformers (a second) nor torch (tr
 when loaded). It answers the few calls prediction makes (`tokens.tokenize`, the padding id and side, the length
 limit, the special tokens' count); explaining and saving take the transformers tokenizer (`transformers_tokenizer`).
 
-The same ids as transformers' fast tokenizer: transformers saves the tokenizer it runs as tokenizer.json, and its
-fast tokenizer calls this same Rust code (tests/test_onnx_lite.py compares the two).
+The same ids as transformers' fast tokenizer, which calls this same Rust code (tests/test_onnx_lite.py compares the
+two). Where tokenizer_config.json and tokenizer.json disagree, transformers' tokenizer class decides: BERT's (and
+DistilBERT's), MPNet's and RoBERTa's build their normalizer, pre-tokenizer, model options and special-token template
+from tokenizer_config.json (do_lower_case, strip_accents, tokenize_chinese_chars, add_prefix_space, the special
+tokens) and take only the vocabulary (and merges) from tokenizer.json, so `TokenizerFile` builds them the same way
+(`TRANSFORMERS_BUILDS`); a generic fast tokenizer (PreTrainedTokenizerFast) runs tokenizer.json as it is. Any other
+class is loaded by transformers (`readable` says no). Tokens that tokenizer_config.json adds (added_tokens_decoder)
+are added as transformers adds them; one listed with an id it would not get is refused (use the torch backend).
 """
 
 from __future__ import annotations
@@ -13,9 +19,27 @@ import json
 from pathlib import Path
 from typing import Any
 
+from bertsent.errors import BertsentError
+
 TOKENIZER_JSON = "tokenizer.json"
 TOKENIZER_CONFIG = "tokenizer_config.json"
 SPECIAL_TOKENS_MAP = "special_tokens_map.json"
+MODEL_CONFIG = "config.json"
+GENERIC = ("PreTrainedTokenizerFast", "TokenizersBackend")  # tokenizer.json as it is
+# The classes that rebuild the pipeline from tokenizer_config.json: (model, post-processor, default special tokens).
+TRANSFORMERS_BUILDS = {
+    "BertTokenizer": ("WordPiece", "template", {"unk": "[UNK]", "cls": "[CLS]", "sep": "[SEP]"}),
+    "DistilBertTokenizer": ("WordPiece", "template", {"unk": "[UNK]", "cls": "[CLS]", "sep": "[SEP]"}),
+    "MPNetTokenizer": ("WordPiece", "roberta", {"unk": "[UNK]", "cls": "<s>", "sep": "</s>"}),
+    "RobertaTokenizer": ("BPE", "roberta", {"unk": "<unk>", "cls": "<s>", "sep": "</s>"}),
+}
+# The class transformers picks by config.json's model_type when tokenizer_config.json names none.
+BY_MODEL_TYPE = {
+    "bert": "BertTokenizer",
+    "distilbert": "BertTokenizer",
+    "mpnet": "MPNetTokenizer",
+    "roberta": "RobertaTokenizer",
+}
 
 
 class TokenizerFile:
@@ -29,11 +53,18 @@ class TokenizerFile:
 
         self.folder = Path(folder)
         self._transformers = None
-        self._tokenizer = Tokenizer.from_file(str(self.folder / TOKENIZER_JSON))
+        text = (self.folder / TOKENIZER_JSON).read_text(encoding="utf-8")
+        self._tokenizer = Tokenizer.from_str(text)
         # transformers turns off what tokenizer.json may have saved on: prediction cuts and pads by itself
         self._tokenizer.no_truncation()
         self._tokenizer.no_padding()
         settings = _settings(self.folder)
+        kind = tokenizer_class(self.folder, settings)
+        if kind in TRANSFORMERS_BUILDS:
+            _build_as_transformers(self._tokenizer, kind, json.loads(text)["model"], settings)
+        _add_listed_tokens(self._tokenizer, settings)
+        if kind in TRANSFORMERS_BUILDS:
+            _special_template(self._tokenizer, kind, settings)
         # as hub.load_tokenizer: a GPT-style tokenizer without a padding token pads with end-of-text
         self.pad_token = next((t for t in map(settings.get, ("pad_token", "eos_token", "unk_token")) if t), None)
         self.pad_token_id = self._tokenizer.token_to_id(self.pad_token) if self.pad_token else None
@@ -78,18 +109,111 @@ def transformers_tokenizer(tokenizer):
 
 
 def readable(folder: str | Path) -> bool:
-    """Whether `TokenizerFile` can run this folder's tokenizer as transformers would: a tokenizer.json, and no
-    tokenizer class of the model's own code (auto_map)."""
+    """Whether `TokenizerFile` can run this folder's tokenizer as transformers would: a tokenizer.json, no
+    tokenizer class of the model's own code (auto_map), and a class it builds as transformers does."""
     folder = Path(folder)
     if not (folder / TOKENIZER_JSON).is_file():
         return False
     try:
         config = json.loads((folder / TOKENIZER_CONFIG).read_text(encoding="utf-8"))
     except FileNotFoundError:
-        return True
+        config = {}
     except (OSError, ValueError):
         return False  # transformers says what is wrong with it
-    return isinstance(config, dict) and "auto_map" not in config
+    if not isinstance(config, dict) or "auto_map" in config:
+        return False
+    return tokenizer_class(folder, config) in (*GENERIC, *TRANSFORMERS_BUILDS)
+
+
+def tokenizer_class(folder: Path, settings: dict[str, Any]) -> str | None:
+    """The tokenizer class transformers loads the folder with: tokenizer_config.json's (a v4 "...Fast" name is the
+    same class), else the one for config.json's model_type (None: unknown here)."""
+    named = settings.get("tokenizer_class")
+    if isinstance(named, str):
+        return named if named in GENERIC else named.removesuffix("Fast")
+    try:
+        model_type = json.loads((folder / MODEL_CONFIG).read_text(encoding="utf-8")).get("model_type")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return BY_MODEL_TYPE.get(model_type)
+
+
+def _build_as_transformers(tokenizer, kind: str, model: dict[str, Any], settings: dict[str, Any]) -> None:
+    """The normalizer, pre-tokenizer and model options transformers' `kind` builds from tokenizer_config.json,
+    around tokenizer.json's vocabulary (and merges)."""
+    from tokenizers import models, normalizers, pre_tokenizers
+
+    family, _, defaults = TRANSFORMERS_BUILDS[kind]
+    if family == "WordPiece":
+        vocab = model["vocab"]
+        tokenizer.model = models.WordPiece(vocab, unk_token=settings.get("unk_token") or defaults["unk"])
+        tokenizer.normalizer = normalizers.BertNormalizer(
+            clean_text=True,
+            handle_chinese_chars=settings.get("tokenize_chinese_chars", True),
+            strip_accents=settings.get("strip_accents"),
+            lowercase=settings.get("do_lower_case", True),
+        )
+        tokenizer.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+        return
+    pairs = (m.split(" ") if isinstance(m, str) else m for m in model["merges"])  # "a b" or ["a", "b"]
+    merges = [(first, second) for first, second in pairs]
+    tokenizer.model = models.BPE(
+        model["vocab"], merges, dropout=None, continuing_subword_prefix="", end_of_word_suffix="", fuse_unk=False
+    )
+    tokenizer.normalizer = None
+    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=settings.get("add_prefix_space", False))
+
+
+def _special_template(tokenizer, kind: str, settings: dict[str, Any]) -> None:
+    """The special tokens around a text, as `kind` sets them: [CLS] A [SEP] (BERT), <s> A </s> (RoBERTa, MPNet)."""
+    from tokenizers import processors
+
+    _, template, defaults = TRANSFORMERS_BUILDS[kind]
+    cls, sep = settings.get("cls_token") or defaults["cls"], settings.get("sep_token") or defaults["sep"]
+    if template == "template":
+        cls_id, sep_id = _id_or(tokenizer, cls, 2), _id_or(tokenizer, sep, 3)
+        tokenizer.post_processor = processors.TemplateProcessing(
+            single=f"{cls}:0 $A:0 {sep}:0",
+            pair=f"{cls}:0 $A:0 {sep}:0 $B:1 {sep}:1",
+            special_tokens=[(cls, cls_id), (sep, sep_id)],
+        )
+        return
+    trim = settings.get("trim_offsets", True) if kind == "RobertaTokenizer" else True
+    prefix = settings.get("add_prefix_space", False) if kind == "RobertaTokenizer" else False
+    tokenizer.post_processor = processors.RobertaProcessing(
+        (sep, _id_or(tokenizer, sep, 2)), (cls, _id_or(tokenizer, cls, 0)), trim, prefix
+    )
+
+
+def _id_or(tokenizer, token: str, default: int) -> int:
+    found = tokenizer.token_to_id(token)
+    return default if found is None else found
+
+
+def _add_listed_tokens(tokenizer, settings: dict[str, Any]) -> None:
+    """The tokens tokenizer_config.json lists (added_tokens_decoder) that tokenizer.json lacks, added as
+    transformers adds them; one that would get another id than listed cannot be run the same way."""
+    from tokenizers import AddedToken
+
+    listed = settings.get("added_tokens_decoder")
+    if not isinstance(listed, dict):
+        return
+    numbered = [(int(key), token) for key, token in listed.items() if str(key).isdigit()]
+    for number, token in sorted(numbered, key=lambda item: item[0]):
+        content = token.get("content") if isinstance(token, dict) else None
+        if not isinstance(content, str) or tokenizer.token_to_id(content) == number:
+            continue
+        if tokenizer.token_to_id(content) is not None or number != tokenizer.get_vocab_size(with_added_tokens=True):
+            raise BertsentError(
+                f"{TOKENIZER_CONFIG} gives token {content!r} the id {number}, which {TOKENIZER_JSON} does not: the "
+                f"tokenizer cannot be run without transformers. Use --backend torch (backend='torch' in Python)."
+            )
+        options = {k: bool(token.get(k, False)) for k in ("single_word", "lstrip", "rstrip", "normalized")}
+        added = AddedToken(content, special=bool(token.get("special", False)), **options)
+        if added.special:
+            tokenizer.add_special_tokens([added])
+        else:
+            tokenizer.add_tokens([added])
 
 
 def _settings(folder: Path) -> dict[str, Any]:
@@ -102,7 +226,7 @@ def _settings(folder: Path) -> dict[str, Any]:
             continue
         if isinstance(found, dict):
             settings.update(found)
-    for key in ("pad_token", "eos_token", "unk_token"):
+    for key in ("pad_token", "eos_token", "unk_token", "cls_token", "sep_token"):
         value = settings.get(key)
         if isinstance(value, dict):  # a saved AddedToken
             value = value.get("content")

@@ -22,13 +22,12 @@ Everything is checked before the batcher sees it, and what still fails there fai
 
 from pathlib import Path
 
-from bertsent.serving.guard import API_KEY_ENV, Gate
+from bertsent.serving.guard import Gate
+from bertsent.serving.limits import Limits
 from bertsent.serving.responses import RequestError, answer, error_response, json_response
-from bertsent.serving.service import Limits, Service
+from bertsent.serving.service import Service
 
-# The command line's parser reads API_KEY_ENV and Limits here (without FastAPI: this module imports it in
-# create_app only).
-__all__ = ["API_KEY_ENV", "Limits", "create_app"]
+__all__ = ["create_app"]
 
 PAGE_FILE = Path(__file__).resolve().parent / "web" / "index.html"
 PREDICT_PATHS = ("/predict", "/")

@@ -10,7 +10,6 @@ from collections import Counter
 from bertsent.serving.responses import RequestError, error_response, raw_error
 from bertsent.serving.service import Service
 
-API_KEY_ENV = "BERTSENT_API_KEY"  # where `bertsent serve` reads the key when --api-key is not given
 OPEN_PATHS = ("/health", "/live", "/docs", "/docs/oauth2-redirect", "/redoc", "/openapi.json")  # and GET /
 ROUTES = ("/", "/predict", "/explain", "/health", "/live", "/info", "/metrics", "/docs", "/openapi.json")
 

@@ -11,8 +11,8 @@ from pydantic import BaseModel, ConfigDict, Field
 from pydantic.fields import FieldInfo
 from starlette.requests import ClientDisconnect, Request
 
+from bertsent.serving.limits import Limits
 from bertsent.serving.responses import RequestError
-from bertsent.serving.service import Limits
 
 MAX_DEPTH = 8  # JSON nesting a request may have (it needs 3): deeper is refused
 TOO_DEEP = f"JSON nested more than {MAX_DEPTH} levels deep; a request needs 3"

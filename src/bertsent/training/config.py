@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 from dataclasses import asdict, dataclass, field, replace
 
-from bertsent.checks import Choice, Number, Switch, Whole, flag
+from bertsent.checks import Choice, Constraint, Number, Switch, Whole, flag
 from bertsent.defaults import TRUNCATIONS
 from bertsent.errors import BertsentError
 from bertsent.modeling.hub import DEFAULT_MODEL
@@ -44,7 +44,7 @@ COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-
 
 # Each checked setting's rule, as scikit-learn's `_parameter_constraints` (bertsent.checks). None is always
 # allowed: the recipe's value (or the model's, or the data's). The command line's flags read their metavar here.
-CONSTRAINTS = {
+CONSTRAINTS: dict[str, Constraint] = {
     "recipe": Choice(tuple(RECIPES), what="recipe"),
     "epochs": Whole(1),
     "batch_size": Whole(1, auto=True),

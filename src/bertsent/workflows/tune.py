@@ -33,9 +33,9 @@ import warnings
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
-from bertsent.checks import flag, negated, number, whole
+from bertsent.checks import Number, Whole, flag, negated, number, whole
 from bertsent.defaults import DEFAULT_DATA, RUNS_DIR
 from bertsent.errors import BertsentError
 from bertsent.extras import require_extra
@@ -43,6 +43,7 @@ from bertsent.files import check_writable, partial_folder, write_atomic, write_j
 from bertsent.modeling import hub
 from bertsent.modeling.tokens import tokenize
 from bertsent.training import TrainConfig
+from bertsent.training.config import CONSTRAINTS
 
 if TYPE_CHECKING:  # the command line reads SPACE: what trains is imported when a study runs
     from bertsent.data.sources import DataOptions, TextDataset
@@ -81,21 +82,33 @@ class Dimension:
         return ",".join(f"{v:g}" for v in self.values)
 
 
-# The searched settings (TrainConfig fields), their default spaces and what a value must be.
+class Searched(NamedTuple):
+    """A searched setting's default space, and whether it is drawn on a log scale. What a value must be (a
+    whole number, its bounds) is the setting's constraint in TrainConfig's CONSTRAINTS, the one place of
+    checks."""
+
+    default: str
+    log: bool = False
+
+
+# The searched settings (TrainConfig fields).
 SPACE = {
-    "lr": ("1e-5:3e-4", False, True, lambda x: x > 0, "must be above 0"),
-    "epochs": ("1:4", True, False, lambda x: x >= 1, "must be at least 1"),
-    "batch_size": ("16,32,64", True, True, lambda x: x >= 1, "must be at least 1"),
-    "warmup_ratio": ("0:0.2", False, False, lambda x: 0 <= x < 1, "must be in [0, 1)"),
-    "weight_decay": ("0:0.1", False, False, lambda x: x >= 0, "must be 0 or more"),
-    "attention_dropout": ("0:0.3", False, False, lambda x: 0 <= x < 1, "must be in [0, 1)"),
+    "lr": Searched("1e-5:3e-4", log=True),
+    "epochs": Searched("1:4"),
+    "batch_size": Searched("16,32,64", log=True),
+    "warmup_ratio": Searched("0:0.2"),
+    "weight_decay": Searched("0:0.1"),
+    "attention_dropout": Searched("0:0.3"),
 }
 SEARCHED = tuple(SPACE)
 
 
 def parse_dimension(name: str, text: str | None) -> Dimension:
     """`LO:HI` (a range), `A,B,...` (choices) or `X` (fixed), checked; None: the default space."""
-    default, whole, log, ok, rule = SPACE[name]
+    default, log = SPACE[name]
+    constraint = CONSTRAINTS[name]
+    assert isinstance(constraint, Whole | Number), name  # a searched setting is a number
+    counts = isinstance(constraint, Whole)
     text = default if text is None else str(text).strip()
     shown = f"{flag(name)} {text}"
     syntax = "Give LO:HI (a range), A,B,... (choices) or one value"
@@ -107,18 +120,20 @@ def parse_dimension(name: str, text: str | None) -> Dimension:
     if not values or (":" in text and len(values) != 2):
         raise BertsentError(f"{shown}: {syntax}.")
     for value in values:
-        if not math.isfinite(value) or (whole and not value.is_integer()):
-            raise BertsentError(f"{shown}: {value:g} is not a {'whole ' if whole else ''}number. {syntax}.")
-        if not ok(value):
-            raise BertsentError(f"{shown}: {value:g} {rule}.")
-    values = tuple(int(v) for v in values) if whole else values
+        if not math.isfinite(value) or (counts and not value.is_integer()):
+            raise BertsentError(f"{shown}: {value:g} is not a {'whole ' if counts else ''}number. {syntax}.")
+        try:
+            constraint.check(name, int(value) if counts else value)
+        except BertsentError:  # said for the whole space, in the constraint's words
+            raise BertsentError(f"{shown}: {value:g} {constraint.rule}.") from None
+    values = tuple(int(v) for v in values) if counts else values
     if ":" in text:
         if values[0] >= values[1]:
             raise BertsentError(f"{shown}: the low end must be below the high end, e.g. {default}.")
-        return Dimension("range", values, whole, log)
+        return Dimension("range", values, counts, log)
     if len(set(values)) != len(values):
         raise BertsentError(f"{shown}: a choice is listed twice.")
-    return Dimension("choice" if len(values) > 1 else "fixed", values, whole, log)
+    return Dimension("choice" if len(values) > 1 else "fixed", values, counts, log)
 
 
 class TokenCache:
