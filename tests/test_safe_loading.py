@@ -76,15 +76,28 @@ def test_other_commands_refuse_pickle_weights_too(command, pickled_classifier, w
     assert "--allow-pickle" in _one_error_line(capsys)
 
 
-def test_training_from_a_pickle_only_model_needs_allow_pickle(tiny_model_dir, tmp_path, write_csv, capsys):
+# Every command that trains from a base model takes --allow-pickle and passes it on to the loader.
+TRAINING = {
+    "train": (["--model", "BASE", "--no-report"], "model.safetensors"),
+    "compare": (["--models", "BASE"], "compare.csv"),
+    "tune": (["--model", "BASE", "--trials", "1"], "best/model.safetensors"),
+}
+
+
+@pytest.mark.parametrize("command", list(TRAINING))
+def test_training_from_a_pickle_only_model_needs_allow_pickle(command, tiny_model_dir, tmp_path, write_csv, capsys):
     base = _pickled(tiny_model_dir, tmp_path / "base")
     texts, labels = make_reviews(40)
     data = str(write_csv(list(zip(texts, labels))))
-    args = ["train", "--data", data, "--model", str(base), "--out", "m", "--epochs", "1", "--no-report", "--quiet"]
+    own, written = TRAINING[command]
+    own = [str(base) if word == "BASE" else word for word in own]
+    args = [command, "--data", data, *own, "--out", "m", "--epochs", "1", "--quiet"]
     assert main(args) == 2
     assert "--allow-pickle" in _one_error_line(capsys) and not Path("m").exists()
     assert main([*args, "--allow-pickle"]) == 0
-    assert (Path("m") / "model.safetensors").exists()  # what bertsent writes is safetensors
+    assert (Path("m") / written).exists()  # what bertsent writes is safetensors
+    if command == "tune":  # the best settings' train command loads the same model: it needs the flag too
+        assert "--allow-pickle" in json.loads(Path("m/tune.json").read_text())["best_command"].split()
 
 
 def test_a_models_own_code_does_not_run_by_default(trained, tmp_path, capsys):

@@ -116,7 +116,7 @@ def cmd_tune(args) -> int:
     require_extra("tune", "tune")
     settings = training_settings(args)
     space = {name: settings.pop(name) for name in SEARCHED if name in settings}
-    options = _reading(args) | {"progress": not args.quiet, "log": say}
+    options = _reading(args) | _loading(args) | {"progress": not args.quiet, "log": say}
     searching = given(args, "trials", "storage", "study_name", "timeout", "out")
     summary = tune(args.data, args.eval_data, space=space, **searching, **options, **settings)
     print(format_tune(summary))
