@@ -81,6 +81,7 @@ TRAINING = {
     "train": (["--model", "BASE", "--no-report"], "model.safetensors"),
     "compare": (["--models", "BASE"], "compare.csv"),
     "tune": (["--model", "BASE", "--trials", "1"], "best/model.safetensors"),
+    "audit": (["--model", "BASE", "--folds", "2"], "label_issues.csv"),
 }
 
 

@@ -40,6 +40,7 @@ from bertsent.data.tables import read_table, table_format
 from bertsent.errors import BertsentError
 from bertsent.evaluation.baselines import majority_baseline
 from bertsent.files import check_writable, write_atomic, write_json_atomic
+from bertsent.modeling import hub
 from bertsent.prediction.predictor import SentimentModel
 from bertsent.progress import progress_bar
 from bertsent.workflows.run import DEFAULT_DATA, RUNS_DIR, train, train_config, training_data
@@ -126,6 +127,8 @@ def audit(
     # train's own options, not TrainConfig's; passed on only when set (older `train`s lack them)
     loading = {k: v for k in LOADING_OPTIONS if (v := settings.pop(k, None))}
     config = train_config(settings)
+    # a bad --model (or one with pickle weights only) fails now, not after the first fold's data
+    hub.check_safe_weights(hub.resolve_model(config.model), bool(loading.get("allow_pickle")))
     reading = DataOptions(text_column, label_column, label_map, encoding, drop_invalid)
     # Read (and relabel) as `train` does; the folds, not a validation split, hold rows out here.
     dataset, _ = training_data(data, None, reading, replace(config, validation_fraction=0.0), log)
