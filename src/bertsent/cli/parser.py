@@ -10,7 +10,7 @@ from dataclasses import Field, fields
 # Only light modules (names, defaults, help texts): building the parser imports no torch. bertsent --help
 # must start at once (tests/test_startup.py).
 from bertsent.checks import Switch, flag
-from bertsent.defaults import BACKENDS, TRUNCATIONS
+from bertsent.defaults import BACKENDS, BASELINES, DEFAULT_DATA, TRUNCATIONS
 from bertsent.environment import package_version
 from bertsent.modeling.hub import ALLOW_PICKLE_HELP, TRUST_REMOTE_CODE_HELP
 from bertsent.training import TrainConfig
@@ -256,7 +256,7 @@ def add_training_command(
     command = commands.add_parser(name, **about)
     command.add_argument(
         "--data",
-        default="rotten-tomatoes",
+        default=DEFAULT_DATA,
         metavar="SRC",
         help="training data: a file, an aclImdb folder/archive, imdb or rotten-tomatoes "
         "(default; aclImdb sources use their train split unless SRC:test is given)",
@@ -277,8 +277,6 @@ def add_training_command(
 
 def add_baseline_flag(parser: argparse.ArgumentParser) -> None:
     """`--baseline tfidf`: a baseline beyond the majority class and the uniform guess (always shown)."""
-    from bertsent.evaluation.baselines import BASELINES
-
     parser.add_argument(
         "--baseline",
         choices=BASELINES,
