@@ -150,3 +150,13 @@ def test_trust_remote_code_is_off_unless_the_flag_is_given(trained, loader_calls
     loader_calls.clear()
     assert main(["predict", str(trained), "fine", "--trust-remote-code"]) == 0
     assert loader_calls and all(kwargs["trust_remote_code"] is True for _, kwargs in loader_calls)
+
+
+def test_data_passes_trust_remote_code_to_the_tokenizer(trained, loader_calls, write_csv, capsys):
+    """`data --model M` loads M's tokenizer: its refusal of shipped code names --trust-remote-code, which data takes."""
+    texts, labels = make_reviews(8)
+    args = ["data", str(write_csv(list(zip(texts, labels)))), "--model", str(trained), "--json"]
+    for extra, trusted in (([], False), (["--trust-remote-code"], True)):
+        loader_calls.clear()
+        assert main([*args, *extra]) == 0
+        assert [kwargs["trust_remote_code"] for name, kwargs in loader_calls if name == "AutoTokenizer"] == [trusted]

@@ -246,7 +246,7 @@ def cmd_data(args) -> int:
 
     reading = DataOptions(**_reading(args))  # a malformed map fails before the data
     dataset = reading.read(args.source, require_labels=False)
-    info = describe(dataset, load_tokenizer(args.model))
+    info = describe(dataset, load_tokenizer(args.model, trust_remote_code=args.trust_remote_code))
     if "label_map" in dataset.meta:  # the counts before the map; info["labels"] has them after
         info["label_map"] = dataset.meta["label_map"]
     print(json.dumps(info, indent=2) if args.json else format_data_info(info, args.model))

@@ -173,6 +173,7 @@ def build_parser() -> argparse.ArgumentParser:
     data.add_argument("source", metavar="SRC")
     add_data_flags(data)
     data.add_argument("--model", default="minilm", metavar="M", help="tokenizer for the token lengths")
+    add_remote_code_flag(data)
     data.add_argument("--json", action="store_true", help="print JSON")
 
     export = add_model_command(
@@ -292,6 +293,11 @@ def add_quiet_flag(parser: argparse.ArgumentParser) -> None:
 def add_loading_flags(parser: argparse.ArgumentParser) -> None:
     """What loading a model may do beyond reading safetensors and JSON: both off unless asked for."""
     parser.add_argument("--allow-pickle", action="store_true", help=ALLOW_PICKLE_HELP)
+    add_remote_code_flag(parser)
+
+
+def add_remote_code_flag(parser: argparse.ArgumentParser) -> None:
+    """--trust-remote-code alone: for `data`, which loads a tokenizer (code it may ship) but no weights."""
     parser.add_argument("--trust-remote-code", action="store_true", help=TRUST_REMOTE_CODE_HELP)
 
 
