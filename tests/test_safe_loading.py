@@ -51,7 +51,7 @@ def test_a_trained_folder_with_only_pickle_weights_is_refused(pickled_classifier
     assert main(["predict", str(trained), *texts, "--format", "jsonl"]) == 0
     assert allowed == capsys.readouterr().out  # the same weights, the same answers
 
-    with pytest.raises(bertsent.ModelError, match="--allow-pickle"):
+    with pytest.raises(bertsent.ModelError, match=r"--allow-pickle \(allow_pickle=True in Python\)"):
         bertsent.load(pickled_classifier)
     assert bertsent.load(pickled_classifier, allow_pickle=True).predict(texts) == bertsent.load(trained).predict(texts)
 
