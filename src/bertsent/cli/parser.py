@@ -196,7 +196,6 @@ def build_parser() -> argparse.ArgumentParser:
         "--max-drop", type=float, default=0.5, metavar="X", help="int8 kept if at most X accuracy points lower"
     )
     add_data_flags(export)
-    add_loading_flags(export)
 
     models = commands.add_parser("models", help="models usable offline on this machine")
     models.add_argument("--json", action="store_true", help="print JSON")
@@ -205,9 +204,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def add_model_command(commands, name: str, **about) -> argparse.ArgumentParser:
-    """A command that uses a trained model: its first argument is the model folder, MODEL_DIR, in every command."""
+    """A command that uses a trained model: its first argument is the model folder, MODEL_DIR, in every command,
+    and what loading it may do."""
     command = commands.add_parser(name, **about)
     command.add_argument("model_dir", metavar="MODEL_DIR", help="a trained model folder (what `bertsent train` wrote)")
+    add_loading_flags(command)
     return command
 
 
@@ -291,19 +292,20 @@ def add_quiet_flag(parser: argparse.ArgumentParser) -> None:
 
 
 def add_loading_flags(parser: argparse.ArgumentParser) -> None:
-    """What loading a model may do beyond reading safetensors and JSON: both off unless asked for."""
-    parser.add_argument("--allow-pickle", action="store_true", help=ALLOW_PICKLE_HELP)
-    add_remote_code_flag(parser)
+    """What loading a model may do beyond reading safetensors and JSON, both off unless asked for: every command
+    that loads one (add_model_command, add_training_command) declares them here."""
+    group = parser.add_argument_group("loading the model (default: safetensors weights and JSON only, no code run)")
+    group.add_argument("--allow-pickle", action="store_true", help=ALLOW_PICKLE_HELP)
+    add_remote_code_flag(group)
 
 
-def add_remote_code_flag(parser: argparse.ArgumentParser) -> None:
+def add_remote_code_flag(parser: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
     """--trust-remote-code alone: for `data`, which loads a tokenizer (code it may ship) but no weights."""
     parser.add_argument("--trust-remote-code", action="store_true", help=TRUST_REMOTE_CODE_HELP)
 
 
 def add_prediction_flags(parser: argparse.ArgumentParser) -> None:
-    """How a trained model is run: `predict` and `evaluate` alike."""
-    add_loading_flags(parser)
+    """How a trained model is run: `predict`, `evaluate` and `serve` alike."""
     parser.add_argument("--batch-size", type=int, default=64, metavar="N")
     parser.add_argument(
         "--backend",
@@ -477,4 +479,3 @@ def add_serving_commands(commands) -> None:
     explain.add_argument("--format", choices=["text", "jsonl"], default="text", help="default: text")
     explain.add_argument("--top", type=int, default=5, metavar="N", help="text: the N strongest words (default 5)")
     explain.add_argument("--html", metavar="FILE", help="also write a page with the words shaded")
-    add_loading_flags(explain)
