@@ -160,3 +160,19 @@ def test_data_passes_trust_remote_code_to_the_tokenizer(trained, loader_calls, w
         loader_calls.clear()
         assert main([*args, *extra]) == 0
         assert [kwargs["trust_remote_code"] for name, kwargs in loader_calls if name == "AutoTokenizer"] == [trusted]
+
+
+def test_every_function_that_loads_a_model_takes_the_loading_keywords():
+    """The commands' flags are the Python functions' keywords (what the refusals name in Python), in their
+    signatures, where users, the API reference and type checkers see them."""
+    import inspect
+
+    from bertsent.prediction.export import export_onnx
+    from bertsent.workflows.experiments import compare, train_seeds
+    from bertsent.workflows.tune import tune
+
+    functions = [bertsent.train, bertsent.evaluate, bertsent.audit, bertsent.SentimentModel.load, train_seeds, compare]
+    for function in [*functions, tune, export_onnx]:  # bertsent.load passes its keywords to SentimentModel.load
+        parameters = inspect.signature(function).parameters
+        assert {"allow_pickle", "trust_remote_code"} <= set(parameters), function.__name__
+        assert all(parameters[name].default is False for name in ("allow_pickle", "trust_remote_code"))
