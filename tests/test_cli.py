@@ -420,3 +420,22 @@ def test_unwritable_outputs_and_one_column_for_both_are_refused_before_any_work(
     assert main([part.format(**values) for part in command]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and ("cannot write there" in err[0] or "the label must be another column" in err[0])
+
+
+def test_every_command_that_loads_a_model_takes_the_loading_flags():
+    """Refusals name --allow-pickle and --trust-remote-code (modeling.hub): every command that loads a model (a
+    MODEL_DIR, --model or --models) takes them, but `data`, which loads a tokenizer, no weights, and so takes
+    --trust-remote-code alone."""
+    from bertsent.cli.parser import build_parser
+
+    commands = build_parser()._subparsers._group_actions[0].choices
+    loading = {}
+    for name, command in commands.items():
+        flags = set(command._option_string_actions)
+        if flags & {"--model", "--models"} or any(action.dest == "model_dir" for action in command._actions):
+            loading[name] = sorted(flags & {"--allow-pickle", "--trust-remote-code"})
+    both = ["--allow-pickle", "--trust-remote-code"]
+    trains = ["train", "compare", "tune", "audit"]
+    assert loading == {name: both for name in [*trains, "evaluate", "predict", "export", "serve", "explain"]} | {
+        "data": ["--trust-remote-code"]
+    }

@@ -51,7 +51,7 @@ def test_a_trained_folder_with_only_pickle_weights_is_refused(pickled_classifier
     assert main(["predict", str(trained), *texts, "--format", "jsonl"]) == 0
     assert allowed == capsys.readouterr().out  # the same weights, the same answers
 
-    with pytest.raises(bertsent.ModelError, match="--allow-pickle"):
+    with pytest.raises(bertsent.ModelError, match=r"--allow-pickle \(allow_pickle=True in Python\)"):
         bertsent.load(pickled_classifier)
     assert bertsent.load(pickled_classifier, allow_pickle=True).predict(texts) == bertsent.load(trained).predict(texts)
 
@@ -76,15 +76,29 @@ def test_other_commands_refuse_pickle_weights_too(command, pickled_classifier, w
     assert "--allow-pickle" in _one_error_line(capsys)
 
 
-def test_training_from_a_pickle_only_model_needs_allow_pickle(tiny_model_dir, tmp_path, write_csv, capsys):
+# Every command that trains from a base model takes --allow-pickle and passes it on to the loader.
+TRAINING = {
+    "train": (["--model", "BASE", "--no-report"], "model.safetensors"),
+    "compare": (["--models", "BASE"], "compare.csv"),
+    "tune": (["--model", "BASE", "--trials", "1"], "best/model.safetensors"),
+    "audit": (["--model", "BASE", "--folds", "2"], "label_issues.csv"),
+}
+
+
+@pytest.mark.parametrize("command", list(TRAINING))
+def test_training_from_a_pickle_only_model_needs_allow_pickle(command, tiny_model_dir, tmp_path, write_csv, capsys):
     base = _pickled(tiny_model_dir, tmp_path / "base")
     texts, labels = make_reviews(40)
     data = str(write_csv(list(zip(texts, labels))))
-    args = ["train", "--data", data, "--model", str(base), "--out", "m", "--epochs", "1", "--no-report", "--quiet"]
+    own, written = TRAINING[command]
+    own = [str(base) if word == "BASE" else word for word in own]
+    args = [command, "--data", data, *own, "--out", "m", "--epochs", "1", "--quiet"]
     assert main(args) == 2
     assert "--allow-pickle" in _one_error_line(capsys) and not Path("m").exists()
     assert main([*args, "--allow-pickle"]) == 0
-    assert (Path("m") / "model.safetensors").exists()  # what bertsent writes is safetensors
+    assert (Path("m") / written).exists()  # what bertsent writes is safetensors
+    if command == "tune":  # the best settings' train command loads the same model: it needs the flag too
+        assert "--allow-pickle" in json.loads(Path("m/tune.json").read_text())["best_command"].split()
 
 
 def test_a_models_own_code_does_not_run_by_default(trained, tmp_path, capsys):
@@ -136,3 +150,29 @@ def test_trust_remote_code_is_off_unless_the_flag_is_given(trained, loader_calls
     loader_calls.clear()
     assert main(["predict", str(trained), "fine", "--trust-remote-code"]) == 0
     assert loader_calls and all(kwargs["trust_remote_code"] is True for _, kwargs in loader_calls)
+
+
+def test_data_passes_trust_remote_code_to_the_tokenizer(trained, loader_calls, write_csv, capsys):
+    """`data --model M` loads M's tokenizer: its refusal of shipped code names --trust-remote-code, which data takes."""
+    texts, labels = make_reviews(8)
+    args = ["data", str(write_csv(list(zip(texts, labels)))), "--model", str(trained), "--json"]
+    for extra, trusted in (([], False), (["--trust-remote-code"], True)):
+        loader_calls.clear()
+        assert main([*args, *extra]) == 0
+        assert [kwargs["trust_remote_code"] for name, kwargs in loader_calls if name == "AutoTokenizer"] == [trusted]
+
+
+def test_every_function_that_loads_a_model_takes_the_loading_keywords():
+    """The commands' flags are the Python functions' keywords (what the refusals name in Python), in their
+    signatures, where users, the API reference and type checkers see them."""
+    import inspect
+
+    from bertsent.prediction.export import export_onnx
+    from bertsent.workflows.experiments import compare, train_seeds
+    from bertsent.workflows.tune import tune
+
+    functions = [bertsent.train, bertsent.evaluate, bertsent.audit, bertsent.SentimentModel.load, train_seeds, compare]
+    for function in [*functions, tune, export_onnx]:  # bertsent.load passes its keywords to SentimentModel.load
+        parameters = inspect.signature(function).parameters
+        assert {"allow_pickle", "trust_remote_code"} <= set(parameters), function.__name__
+        assert all(parameters[name].default is False for name in ("allow_pickle", "trust_remote_code"))

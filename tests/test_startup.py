@@ -16,10 +16,11 @@ import bertsent
 from bertsent.cli import main
 from bertsent.cli.parser import build_parser
 
-# The model libraries (seconds to import), the extras' packages (`bertsent --help` must work without them), and
-# asyncio (the server's; a tenth of a second, for `bertsent serve --help` too).
+# The model libraries (seconds to import), the extras' packages (`bertsent --help` must work without them),
+# asyncio (the server's; a tenth of a second, for `bertsent serve --help` too) and numpy (a twentieth of one).
 HEAVY = (
     "asyncio",
+    "numpy",
     "torch",
     "transformers",
     "accelerate",

@@ -116,7 +116,7 @@ def cmd_tune(args) -> int:
     require_extra("tune", "tune")
     settings = training_settings(args)
     space = {name: settings.pop(name) for name in SEARCHED if name in settings}
-    options = _reading(args) | {"progress": not args.quiet, "log": say}
+    options = _reading(args) | _loading(args) | {"progress": not args.quiet, "log": say}
     searching = given(args, "trials", "storage", "study_name", "timeout", "out")
     summary = tune(args.data, args.eval_data, space=space, **searching, **options, **settings)
     print(format_tune(summary))
@@ -246,7 +246,7 @@ def cmd_data(args) -> int:
 
     reading = DataOptions(**_reading(args))  # a malformed map fails before the data
     dataset = reading.read(args.source, require_labels=False)
-    info = describe(dataset, load_tokenizer(args.model))
+    info = describe(dataset, load_tokenizer(args.model, trust_remote_code=args.trust_remote_code))
     if "label_map" in dataset.meta:  # the counts before the map; info["labels"] has them after
         info["label_map"] = dataset.meta["label_map"]
     print(json.dumps(info, indent=2) if args.json else format_data_info(info, args.model))

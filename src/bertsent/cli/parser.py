@@ -10,7 +10,7 @@ from dataclasses import Field, fields
 # Only light modules (names, defaults, help texts): building the parser imports no torch. bertsent --help
 # must start at once (tests/test_startup.py).
 from bertsent.checks import Switch, flag
-from bertsent.defaults import BACKENDS, TRUNCATIONS
+from bertsent.defaults import BACKENDS, BASELINES, DEFAULT_DATA, TRUNCATIONS
 from bertsent.environment import package_version
 from bertsent.modeling.hub import ALLOW_PICKLE_HELP, TRUST_REMOTE_CODE_HELP
 from bertsent.training import TrainConfig
@@ -39,15 +39,15 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action=VersionAction)
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
 
-    train = commands.add_parser(
+    train = add_training_command(
+        commands,
         "train",
+        out="model folder to write (default runs/<model>-<data>-<time>)",
         help="fine-tune a model on labeled text",
         description="Fine-tune a model. With no arguments: the packaged MiniLM on "
         "the Rotten Tomatoes snippets. Under torchrun or accelerate launch, "
         "data-parallel on every process.",
     )
-    add_data_flags(train, training=True)
-    train.add_argument("--out", metavar="DIR", help="model folder to write (default runs/<model>-<data>-<time>)")
     train.add_argument("--overwrite", action="store_true", help="replace --out once the new model is complete")
     train.add_argument(
         "--resume",
@@ -60,8 +60,6 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="--resume, continuing with the checkpoint's settings where the flags given differ",
     )
-    add_loading_flags(train)
-    add_training_flags(train)
     train.add_argument(
         "--seeds",
         type=int,
@@ -77,7 +75,6 @@ def build_parser() -> argparse.ArgumentParser:
     )
     train.add_argument("--no-report", action="store_true", help="skip report.html, metrics.json and the charts")
     add_baseline_flag(train)
-    add_quiet_flag(train)
 
     evaluate = add_model_command(commands, "evaluate", help="score a trained model on labeled data")
     evaluate.add_argument(
@@ -157,22 +154,18 @@ def build_parser() -> argparse.ArgumentParser:
     merge.add_argument("--keep-parts", action="store_true", help="leave the parts in place")
     add_quiet_flag(merge)
 
-    compare = commands.add_parser(
+    compare = add_training_command(
+        commands,
         "compare",
+        out="folder for the models and the table (default runs/compare-<time>)",
+        exclude=("model",),  # --models
         help="fine-tune several models on one split and compare them",
         description="Fine-tune each model on the same training data and validation "
         "split; print and write one table (OUT/compare.csv, .json).",
     )
     compare.add_argument("--models", required=True, metavar="A,B,...", help="models to compare, comma-separated")
-    add_data_flags(compare, training=True)
-    compare.add_argument(
-        "--out", metavar="DIR", help="folder for the models and the table (default runs/compare-<time>)"
-    )
     compare.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
-    add_loading_flags(compare)
-    add_training_flags(compare, exclude=("model",))  # --models
     add_baseline_flag(compare)
-    add_quiet_flag(compare)
     add_tune_command(commands)
     add_audit_command(commands)
 
@@ -180,6 +173,7 @@ def build_parser() -> argparse.ArgumentParser:
     data.add_argument("source", metavar="SRC")
     add_data_flags(data)
     data.add_argument("--model", default="minilm", metavar="M", help="tokenizer for the token lengths")
+    add_remote_code_flag(data)
     data.add_argument("--json", action="store_true", help="print JSON")
 
     export = add_model_command(
@@ -202,7 +196,6 @@ def build_parser() -> argparse.ArgumentParser:
         "--max-drop", type=float, default=0.5, metavar="X", help="int8 kept if at most X accuracy points lower"
     )
     add_data_flags(export)
-    add_loading_flags(export)
 
     models = commands.add_parser("models", help="models usable offline on this machine")
     models.add_argument("--json", action="store_true", help="print JSON")
@@ -211,9 +204,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def add_model_command(commands, name: str, **about) -> argparse.ArgumentParser:
-    """A command that uses a trained model: its first argument is the model folder, MODEL_DIR, in every command."""
+    """A command that uses a trained model: its first argument is the model folder, MODEL_DIR, in every command,
+    and what loading it may do."""
     command = commands.add_parser(name, **about)
     command.add_argument("model_dir", metavar="MODEL_DIR", help="a trained model folder (what `bertsent train` wrote)")
+    add_loading_flags(command)
     return command
 
 
@@ -232,32 +227,58 @@ def add_tune_command(commands) -> None:
     """`tune`: the searched settings take a range LO:HI, choices A,B,... or one value; the others are fixed."""
     from bertsent.workflows.tune import SEARCHED, SPACE
 
-    tune = commands.add_parser(
+    tune = add_training_command(
+        commands,
         "tune",
+        out="best model, table and plot (default runs/tune-<time>)",
+        exclude=SEARCHED,  # the others, fixed for every trial
         help="search training settings with Optuna (resumable, shareable between processes)",
         description="Train --trials models with settings drawn by Optuna's TPE sampler, prune those below the "
         "median after an epoch, keep the best model (OUT/best) and print a table, a plot and the best settings as "
         "a `bertsent train` command. With --storage the study resumes after an interruption and other processes "
         "pointed at it run trials side by side; N trials in all, counting those already there.",
     )
-    add_data_flags(tune, training=True)
     tune.add_argument("--trials", type=int, default=20, metavar="N", help="trials in the study, in all (default 20)")
     tune.add_argument("--storage", metavar="URL", help="Optuna storage, e.g. sqlite:///study.db (default: memory)")
     tune.add_argument("--study-name", metavar="NAME", help="the study in the storage (default bertsent-tune)")
     tune.add_argument("--timeout", type=float, metavar="S", help="start no trial after S seconds")
-    tune.add_argument("--out", metavar="DIR", help="best model, table and plot (default runs/tune-<time>)")
     space = tune.add_argument_group("searched settings: LO:HI (a range), A,B,... (choices) or X (fixed)")
     for name, searched in SPACE.items():
         scale = " (log scale)" if searched.log else ""
         space.add_argument(flag(name), metavar="SPACE", help=f"default {searched.default}{scale}")
-    add_training_flags(tune, exclude=SEARCHED)  # the others, fixed for every trial
-    add_quiet_flag(tune)
+
+
+def add_training_command(
+    commands, name: str, out: str, exclude: tuple[str, ...] = (), validation: bool = True, **about
+) -> argparse.ArgumentParser:
+    """A command that trains models on labeled data (train, compare, tune, audit). What they share is declared
+    here once: the data and how it is read, --out (a folder: `out` is its help), what loading the base model may
+    do, a flag for each training setting (but `exclude`) and --quiet; `validation`: also --eval-data. The command
+    adds what is its own."""
+    command = commands.add_parser(name, **about)
+    command.add_argument(
+        "--data",
+        default=DEFAULT_DATA,
+        metavar="SRC",
+        help="training data: a file, an aclImdb folder/archive, imdb or rotten-tomatoes "
+        "(default; aclImdb sources use their train split unless SRC:test is given)",
+    )
+    if validation:
+        command.add_argument(
+            "--eval-data",
+            metavar="SRC",
+            help="validation data (default: a stratified share of --data, --validation-fraction)",
+        )
+    add_data_flags(command)
+    command.add_argument("--out", metavar="DIR", help=out)
+    add_loading_flags(command)
+    add_training_flags(command, exclude)
+    add_quiet_flag(command)
+    return command
 
 
 def add_baseline_flag(parser: argparse.ArgumentParser) -> None:
     """`--baseline tfidf`: a baseline beyond the majority class and the uniform guess (always shown)."""
-    from bertsent.evaluation.baselines import BASELINES
-
     parser.add_argument(
         "--baseline",
         choices=BASELINES,
@@ -271,14 +292,20 @@ def add_quiet_flag(parser: argparse.ArgumentParser) -> None:
 
 
 def add_loading_flags(parser: argparse.ArgumentParser) -> None:
-    """What loading a model may do beyond reading safetensors and JSON: both off unless asked for."""
-    parser.add_argument("--allow-pickle", action="store_true", help=ALLOW_PICKLE_HELP)
+    """What loading a model may do beyond reading safetensors and JSON, both off unless asked for: every command
+    that loads one (add_model_command, add_training_command) declares them here."""
+    group = parser.add_argument_group("loading the model (default: safetensors weights and JSON only, no code run)")
+    group.add_argument("--allow-pickle", action="store_true", help=ALLOW_PICKLE_HELP)
+    add_remote_code_flag(group)
+
+
+def add_remote_code_flag(parser: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
+    """--trust-remote-code alone: for `data`, which loads a tokenizer (code it may ship) but no weights."""
     parser.add_argument("--trust-remote-code", action="store_true", help=TRUST_REMOTE_CODE_HELP)
 
 
 def add_prediction_flags(parser: argparse.ArgumentParser) -> None:
-    """How a trained model is run: `predict` and `evaluate` alike."""
-    add_loading_flags(parser)
+    """How a trained model is run: `predict`, `evaluate` and `serve` alike."""
     parser.add_argument("--batch-size", type=int, default=64, metavar="N")
     parser.add_argument(
         "--backend",
@@ -314,20 +341,8 @@ def prediction_settings(args) -> dict:
     return given(args, "backend", "truncation", "max_length", "stride", "threads", "allow_pickle", "trust_remote_code")
 
 
-def add_data_flags(parser: argparse.ArgumentParser, training: bool = False) -> None:
-    if training:
-        parser.add_argument(
-            "--data",
-            default="rotten-tomatoes",
-            metavar="SRC",
-            help="training data: a file, an aclImdb folder/archive, imdb or rotten-tomatoes "
-            "(default; aclImdb sources use their train split unless SRC:test is given)",
-        )
-        parser.add_argument(
-            "--eval-data",
-            metavar="SRC",
-            help="validation data (default: a stratified share of --data, --validation-fraction)",
-        )
+def add_data_flags(parser: argparse.ArgumentParser) -> None:
+    """How a labeled source is read."""
     parser.add_argument("--text-column", metavar="C", help="column holding the text (detected when unambiguous)")
     parser.add_argument("--label-column", metavar="C", help="column holding the label (detected when unambiguous)")
     parser.add_argument(
@@ -382,26 +397,23 @@ def training_settings(args: argparse.Namespace) -> dict:
 
 def add_audit_command(commands) -> None:
     """`audit`: rows most likely mislabeled, from out-of-fold predictions (cleanlab)."""
-    audit = commands.add_parser(
+    audit = add_training_command(
+        commands,
         "audit",
+        out="folder for the results (default runs/audit-<data>-<time>)",
+        validation=False,  # the folds hold rows out
         help="find rows that are probably mislabeled (cleanlab, k-fold out-of-fold predictions)",
         description="Split the data into --folds stratified folds, train a model on the other folds for each and "
         "score the held-out rows; cleanlab ranks the rows whose label disagrees most. Writes OUT/label_issues.csv "
         "and label_issues.html (and with --drop a copy of the data without the flagged rows). Needs "
         "bertsent[audit].",
     )
-    audit.add_argument("--data", default="rotten-tomatoes", metavar="SRC", help="labeled data to audit")
-    add_data_flags(audit)
     audit.add_argument("--folds", type=int, default=5, metavar="K", help="folds, models trained (default 5)")
-    audit.add_argument("--out", metavar="DIR", help="folder for the results (default runs/audit-<data>-<time>)")
     audit.add_argument(
         "--drop", action="store_true", help="also write OUT/<data>.cleaned.<ext> without the flagged rows"
     )
     audit.add_argument("--top", type=int, default=10, metavar="N", help="issues printed (default 10)")
     audit.add_argument("--overwrite", action="store_true", help="replace an earlier audit in --out")
-    add_loading_flags(audit)
-    add_training_flags(audit)
-    add_quiet_flag(audit)
 
 
 def add_serving_commands(commands) -> None:
@@ -467,4 +479,3 @@ def add_serving_commands(commands) -> None:
     explain.add_argument("--format", choices=["text", "jsonl"], default="text", help="default: text")
     explain.add_argument("--top", type=int, default=5, metavar="N", help="text: the N strongest words (default 5)")
     explain.add_argument("--html", metavar="FILE", help="also write a page with the words shaded")
-    add_loading_flags(explain)

@@ -18,10 +18,10 @@ from __future__ import annotations
 
 from collections import Counter
 
+from bertsent.defaults import BASELINES
 from bertsent.errors import BertsentError
 from bertsent.evaluation.metrics import compute_metrics
 
-BASELINES = ("tfidf",)  # those a user may ask for; majority and uniform come always
 TFIDF = dict(ngram_range=(1, 2), sublinear_tf=True, min_df=2)  # min_df 2: IMDB's 25,000 in 2/3 of the time
 LOGREG = dict(max_iter=1000, C=1.0)
 ADVICE = "try more training data or epochs, --class-weights auto, --metric f1_macro"

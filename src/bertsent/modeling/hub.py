@@ -329,7 +329,7 @@ def check_safe_weights(source: str | os.PathLike, allow_pickle: bool = False) ->
             f"loads safetensors only. Convert it once (torch's weights-only loader): python -c \"import torch, "
             f"safetensors.torch as s; d = torch.load('{bin_file}', weights_only=True); s.save_file({{k: "
             f"v.contiguous().clone() for k, v in d.items()}}, '{path / 'model.safetensors'}', {{'format': 'pt'}})\" "
-            f"-- or, for a file you trust, pass --allow-pickle."
+            f"-- or, for a file you trust, pass --allow-pickle (allow_pickle=True in Python)."
         )
 
 
@@ -421,7 +421,8 @@ def _load_error(spec: str, exc: Exception) -> ModelError:
     if isinstance(exc, OSError) and "safetensors" in str(exc) and not Path(spec).expanduser().is_dir():
         return ModelError(
             f"model '{spec}': no safetensors weights, and bertsent does not load pickle weights by default. Pass "
-            f"--allow-pickle for a model you trust (a crafted pytorch_model.bin can run code), or use another model."
+            f"--allow-pickle (allow_pickle=True in Python) for a model you trust (a crafted pytorch_model.bin can run "
+            f"code), or use another model."
         )
     if isinstance(exc, ValueError):
         return ModelError(

@@ -40,6 +40,7 @@ from bertsent.data.tables import read_table, table_format
 from bertsent.errors import BertsentError
 from bertsent.evaluation.baselines import majority_baseline
 from bertsent.files import check_writable, write_atomic, write_json_atomic
+from bertsent.modeling import hub
 from bertsent.prediction.predictor import SentimentModel
 from bertsent.progress import progress_bar
 from bertsent.workflows.run import DEFAULT_DATA, RUNS_DIR, train, train_config, training_data
@@ -51,7 +52,6 @@ FOLDS_FILE = "audit_folds.json"  # the finished folds of an audit under way
 # row and cleanlab flags clean rows (10 clean rows, 5 folds: 6 flagged).
 MIN_CLASS_TRAIN_ROWS = 8
 ISSUE_COLUMNS = ("row", "text", "given_label", "suggested_label", "score")
-LOADING_OPTIONS = ("allow_pickle", "trust_remote_code")
 HTML_SHOWN = 200  # rows of label_issues.csv shown on the page
 # Formats the cleaned copy keeps (compressed inputs are written uncompressed); others become CSV.
 SAME_FORMAT = {"csv": ".csv", "tsv": ".tsv", "jsonl": ".jsonl", "json": ".json", "parquet": ".parquet"}
@@ -114,6 +114,8 @@ def audit(
     encoding: str = "utf-8",
     drop_invalid: bool = False,
     overwrite: bool = False,
+    allow_pickle: bool = False,
+    trust_remote_code: bool = False,
     progress: bool = True,
     log: Callable[[str], None] = print,
     **settings: Any,
@@ -121,11 +123,14 @@ def audit(
     """Train `folds` models, each on the other folds, score every row out of fold, and rank the rows most
     likely mislabeled with cleanlab. `settings` are training settings (model, epochs, lr, seed, ...); the seed
     also draws the folds; `label_map` relabels as in `train`. Writes label_issues.csv, label_issues.html and,
-    with `drop`, the data without the flagged rows into `out` (default runs/audit-<data>-<time>)."""
+    with `drop`, the data without the flagged rows into `out` (default runs/audit-<data>-<time>).
+    `allow_pickle`, `trust_remote_code`: as `train` takes them."""
     _require_cleanlab()
-    # train's own options, not TrainConfig's; passed on only when set (older `train`s lack them)
-    loading = {k: v for k in LOADING_OPTIONS if (v := settings.pop(k, None))}
+    # train's own options, not TrainConfig's; passed on (and keyed in the fold record) only when set
+    loading = {k: v for k, v in (("allow_pickle", allow_pickle), ("trust_remote_code", trust_remote_code)) if v}
     config = train_config(settings)
+    # a bad --model (or one with pickle weights only) fails now, not after the first fold's data
+    hub.check_safe_weights(hub.resolve_model(config.model), allow_pickle)
     reading = DataOptions(text_column, label_column, label_map, encoding, drop_invalid)
     # Read (and relabel) as `train` does; the folds, not a validation split, hold rows out here.
     dataset, _ = training_data(data, None, reading, replace(config, validation_fraction=0.0), log)

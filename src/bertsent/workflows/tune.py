@@ -175,6 +175,8 @@ def tune(
     label_map: str | dict | None = None,
     encoding: str = "utf-8",
     drop_invalid: bool = False,
+    allow_pickle: bool = False,
+    trust_remote_code: bool = False,
     progress: bool = True,
     log=print,
     **settings,
@@ -183,7 +185,8 @@ def tune(
 
     `space`: {setting: "LO:HI" | "A,B,..." | "X"} for lr, epochs, batch_size, warmup_ratio, weight_decay,
     attention_dropout (default: SPACE). `settings`: the other TrainConfig settings, fixed for every trial
-    (model, seed, metric, max_train_samples, ...). Returns the summary written to OUT/tune.json."""
+    (model, seed, metric, max_train_samples, ...). `allow_pickle`, `trust_remote_code`: as `train` takes them.
+    Returns the summary written to OUT/tune.json."""
     from bertsent.data.sources import DataOptions
     from bertsent.workflows.run import train_config, training_data
 
@@ -196,7 +199,9 @@ def tune(
     _check_out(out)
     study_name = study_name or DEFAULT_STUDY
     reading = DataOptions(text_column, label_column, label_map, encoding, drop_invalid)
-    hub.resolve_model(config.model)  # a bad --model fails now, not after reading the data
+    # a bad --model (or one with pickle weights only) fails now, not after reading the data
+    hub.check_safe_weights(hub.resolve_model(config.model), allow_pickle)
+    loading = dict(allow_pickle=allow_pickle, trust_remote_code=trust_remote_code)
     train_set, validation = training_data(data, eval_data, reading, config, log)
     if validation is None:
         raise BertsentError("tune compares validation scores: give --eval-data, or a --validation-fraction above 0.")
@@ -214,7 +219,7 @@ def tune(
         if not (out / SUMMARY_FILE).exists():  # marks OUT as a tune folder, which a resumed study may add to
             write_json_atomic(out / SUMMARY_FILE, {"study": study_name, "storage": storage, "trials": []})
         search = Search(
-            optuna, study, plan, config, train_set, validation, out, trials, progress, log, storage is not None
+            optuna, study, plan, config, train_set, validation, out, trials, progress, log, storage is not None, loading
         )
         sample = f", {config.max_train_samples} of them a trial" if config.max_train_samples else ""
         log(
@@ -223,8 +228,9 @@ def tune(
             f"space: " + ", ".join(f"{name} {dim.describe()}" for name, dim in plan.items())
         )
         search.run(timeout)
+    loaded = settings | {name: True for name, on in loading.items() if on}  # train needs the same to load it
     summary = search.summary(
-        _best_command(data, eval_data, reading, settings, search.best_settings(), config.seed), study_name, storage
+        _best_command(data, eval_data, reading, loaded, search.best_settings(), config.seed), study_name, storage
     )
     write_json_atomic(out / SUMMARY_FILE, summary)
     _write_table(out / "trials.csv", summary["trials"])
@@ -330,10 +336,13 @@ def _open_study(optuna, backend, name: str, config: TrainConfig, identity: dict)
 class Search:
     """Runs the study's missing trials in this process: each a `fit` with drawn settings into OUT/trials/N."""
 
-    def __init__(self, optuna, study, plan, config, train_set, validation, out, trials, progress, log, shared) -> None:
+    def __init__(
+        self, optuna, study, plan, config, train_set, validation, out, trials, progress, log, shared, loading
+    ) -> None:
         self.optuna, self.study, self.plan, self.config = optuna, study, plan, config
         self.train_set, self.validation, self.out, self.trials = train_set, validation, out, trials
         self.progress, self.log, self.shared = progress, log, shared
+        self.loading = loading  # fit's allow_pickle and trust_remote_code
         self.tokens = TokenCache()
         self.ran: list[int] = []  # the trials this process ran
         self.sign = 1 if study.direction == optuna.study.StudyDirection.MAXIMIZE else -1
@@ -410,6 +419,7 @@ class Search:
                 report=False,
                 on_evaluation=self._reporter(trial, chosen["epochs"]),
                 tokenize=self.tokens,
+                **self.loading,
             )
             value = float(result.metrics[self.config.metric])
             trial.set_user_attr("seconds", round(time.time() - started, 1))
