@@ -238,40 +238,79 @@ def _broken_inputs(root: Path, tiny_model_dir: Path, trained: Path) -> None:
     (root / "taken" / "keep.txt").write_text("mine")
 
 
-TRAIN_ERRORS = [
-    (["--data", "missing.csv"], "missing.csv: no such file or folder"),
-    (["--data", "good.csv", "--text-column", "review"], "no column 'review' (columns: text, label)"),
-    (["--data", "good.csv", "--label-column", "stars"], "no column 'stars'"),
-    (["--data", "empty.csv"], "empty.csv: the file is empty"),
-    (["--data", "header.csv"], "header.csv: the file has no rows"),
-    (["--data", "one-class.csv"], "one-class.csv: every row has the label 'positive'; training needs at least two"),
-    (["--data", "empty-text.csv"], "empty-text.csv: 1 row(s) have an empty or missing text or label (rows 1,"),
-    (["--data", "no-label.csv"], "no-label.csv: 1 row(s) have an empty or missing text or label (rows 6,"),
-    (["--data", "latin1.csv"], "latin1.csv: line 2 is not valid utf-8"),
-    (["--data", "corrupt.tar.gz"], "corrupt.tar.gz: cannot read the archive"),
-    (["--data", "truncated.tar.xz"], "truncated.tar.xz: cannot read the archive"),
-    (["--data", "good.csv:train"], "':train' selects a split"),
-    (["--data", "good.csv", "--eval-data", "three.csv"], "three.csv: labels 'neutral' do not occur in the training"),
-    (["--data", "good.csv", "--model", "{root}/no-weights"], "missing model weights"),
-    (["--data", "good.csv", "--model", "{root}/absent-model"], "absent-model: no such model folder"),
-    (["--data", "good.csv", "--model", "bert-base-uncased"], "model 'bert-base-uncased': not a local folder"),
-    (["--data", "good.csv", "--out", "taken"], "taken: already exists. Pass --overwrite"),
-    (["--data", "good.csv", "--epochs", "0"], "--epochs 0: must be at least 1"),
+# What a refused command line is run with besides its row ("--quiet" comes last): the row's flags come after,
+# so they win. Train writes to a named folder; tune to its default runs/ folder.
+BASE_ARGS = {
+    "train": ["--out", "out", "--model", "{tiny}", "--epochs", "1"],
+    "compare": ["--models", "minilm", "--out", "out"],
+    "tune": ["--data", "good.csv", "--eval-data", "good.csv", "--model", "{tiny}", "--trials", "2"]
+    + ["--lr", "1e-3:1e-2", "--batch-size", "16,32"],  # a search space
+}
+
+# TrainConfig's refusals: train and compare both build one from their flags, so both give its messages.
+CONFIG_REFUSALS = [
+    (["--grad-accum", "0"], "--grad-accum 0: must be at least 1."),
+    (["--lr", "abc"], "--lr abc: give a number."),
+    (["--max-length", "4"], "--max-length 4: must be at least 8."),
+    (["--metric", "auc"], "--metric auc: unknown value"),
+    (["--recipe", "slow"], "--recipe slow: unknown recipe"),
+    (["--batch-size", "0"], "--batch-size 0: must be at least 1."),
+]
+
+# (command and arguments, how the error line starts after "bertsent COMMAND: error: "); {root} is the folder
+# _broken_inputs fills, {tiny} the untrained tiny model.
+REFUSALS = [
+    (["train", "--data", "missing.csv"], "missing.csv: no such file or folder"),
+    (["train", "--data", "good.csv", "--text-column", "review"], "good.csv: no column 'review' (columns: text, label)"),
+    (["train", "--data", "good.csv", "--label-column", "stars"], "good.csv: no column 'stars'"),
+    (["train", "--data", "empty.csv"], "empty.csv: the file is empty"),
+    (["train", "--data", "header.csv"], "header.csv: the file has no rows"),
+    (
+        ["train", "--data", "one-class.csv"],
+        "one-class.csv: every row has the label 'positive'; training needs at least two",
+    ),
+    (["train", "--data", "empty-text.csv"], "empty-text.csv: 1 row(s) have an empty or missing text or label (rows 1,"),
+    (["train", "--data", "no-label.csv"], "no-label.csv: 1 row(s) have an empty or missing text or label (rows 6,"),
+    (["train", "--data", "latin1.csv"], "latin1.csv: line 2 is not valid utf-8"),
+    (["train", "--data", "corrupt.tar.gz"], "corrupt.tar.gz: cannot read the archive"),
+    (["train", "--data", "truncated.tar.xz"], "truncated.tar.xz: cannot read the archive"),
+    (["train", "--data", "good.csv:train"], "good.csv:train: ':train' selects a split"),
+    (
+        ["train", "--data", "good.csv", "--eval-data", "three.csv"],
+        "three.csv: labels 'neutral' do not occur in the training",
+    ),
+    (
+        ["train", "--data", "good.csv", "--model", "{root}/no-weights"],
+        "{root}/no-weights: not a complete model folder, missing model weights",
+    ),
+    (["train", "--data", "good.csv", "--model", "{root}/absent-model"], "{root}/absent-model: no such model folder"),
+    (["train", "--data", "good.csv", "--model", "bert-base-uncased"], "model 'bert-base-uncased': not a local folder"),
+    (["train", "--data", "good.csv", "--out", "taken"], "taken: already exists. Pass --overwrite"),
+    (["train", "--data", "good.csv", "--epochs", "0"], "--epochs 0: must be at least 1"),
+    *(([command, *flags], message) for command in ("train", "compare") for flags, message in CONFIG_REFUSALS),
+    (["tune", "--lr", "1e-2:1e-3"], "--lr 1e-2:1e-3: the low end must be below the high end"),
+    (["tune", "--lr", "0:1e-3"], "--lr 0:1e-3: 0 must be above 0."),
+    (["tune", "--epochs", "1.5:3"], "--epochs 1.5:3: 1.5 is not a whole number"),
+    (["tune", "--batch-size", "16,big"], "--batch-size 16,big: not numbers"),
+    (["tune", "--warmup-ratio", "0:1"], "--warmup-ratio 0:1: 1 must be in [0, 1)."),
+    (["tune", "--attention-dropout", "0:0.1:0.2"], "--attention-dropout 0:0.1:0.2: Give LO:HI"),
+    (["tune", "--trials", "0"], "--trials 0: give a whole number of at least 1."),
+    (["tune", "--storage", "study.db"], "--storage study.db: cannot open it"),
 ]
 
 
-@pytest.mark.parametrize("args,message", TRAIN_ERRORS, ids=[" ".join(a) for a, _ in TRAIN_ERRORS])
-def test_train_user_errors(tiny_model_dir, trained, tmp_path, capsys, args, message):
+@pytest.mark.parametrize("row,message", REFUSALS, ids=[" ".join(row) for row, _ in REFUSALS])
+def test_the_command_line_refuses_in_one_line(tiny_model_dir, trained, tmp_path, capsys, row, message):
+    """Every refusal: exit 2, one line that starts with what is wrong, and nothing written anywhere."""
     _broken_inputs(tmp_path, tiny_model_dir, trained)
-    argv = ["train", *(a.replace("{root}", str(tmp_path)) for a in args), "--quiet"]
-    for flag, value in (("--out", "out"), ("--model", str(tiny_model_dir)), ("--epochs", "1")):
-        if flag not in argv:
-            argv += [flag, value]
-    before = sorted(p.name for p in tmp_path.iterdir())
+    command, *args = row
+    argv = [command, *BASE_ARGS[command], *args, "--quiet"]
+    argv = [a.replace("{root}", str(tmp_path)).replace("{tiny}", str(tiny_model_dir)) for a in argv]
+    message = message.replace("{root}", str(tmp_path))
+    before = sorted(tmp_path.rglob("*"))
     assert main(argv) == 2
-    line = one_line_error(capsys, "train")
-    assert message in line
-    assert sorted(p.name for p in tmp_path.iterdir()) == before  # no model folder, work folder or runs/
+    assert one_line_error(capsys, command).startswith(f"bertsent {command}: error: {message}")
+    assert sorted(tmp_path.rglob("*")) == before  # no output folder, work folder or runs/
     assert (tmp_path / "taken" / "keep.txt").read_text() == "mine"
 
 
