@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import re
 import shutil
 import tarfile
 from pathlib import Path
@@ -238,40 +239,115 @@ def _broken_inputs(root: Path, tiny_model_dir: Path, trained: Path) -> None:
     (root / "taken" / "keep.txt").write_text("mine")
 
 
-TRAIN_ERRORS = [
-    (["--data", "missing.csv"], "missing.csv: no such file or folder"),
-    (["--data", "good.csv", "--text-column", "review"], "no column 'review' (columns: text, label)"),
-    (["--data", "good.csv", "--label-column", "stars"], "no column 'stars'"),
-    (["--data", "empty.csv"], "empty.csv: the file is empty"),
-    (["--data", "header.csv"], "header.csv: the file has no rows"),
-    (["--data", "one-class.csv"], "one-class.csv: every row has the label 'positive'; training needs at least two"),
-    (["--data", "empty-text.csv"], "empty-text.csv: 1 row(s) have an empty or missing text or label (rows 1,"),
-    (["--data", "no-label.csv"], "no-label.csv: 1 row(s) have an empty or missing text or label (rows 6,"),
-    (["--data", "latin1.csv"], "latin1.csv: line 2 is not valid utf-8"),
-    (["--data", "corrupt.tar.gz"], "corrupt.tar.gz: cannot read the archive"),
-    (["--data", "truncated.tar.xz"], "truncated.tar.xz: cannot read the archive"),
-    (["--data", "good.csv:train"], "':train' selects a split"),
-    (["--data", "good.csv", "--eval-data", "three.csv"], "three.csv: labels 'neutral' do not occur in the training"),
-    (["--data", "good.csv", "--model", "{root}/no-weights"], "missing model weights"),
-    (["--data", "good.csv", "--model", "{root}/absent-model"], "absent-model: no such model folder"),
-    (["--data", "good.csv", "--model", "bert-base-uncased"], "model 'bert-base-uncased': not a local folder"),
-    (["--data", "good.csv", "--out", "taken"], "taken: already exists. Pass --overwrite"),
-    (["--data", "good.csv", "--epochs", "0"], "--epochs 0: must be at least 1"),
+# What a refused command line is run with besides its row: the row's flags come after, so they win. Train writes
+# to a named folder; tune to its default runs/ folder.
+BASE_ARGS = {
+    "train": ["--out", "out", "--model", "{tiny}", "--epochs", "1", "--quiet"],
+    "compare": ["--models", "minilm", "--out", "out", "--quiet"],
+    "evaluate": ["--out", "metrics.json"],
+    "predict": ["--out", "p.jsonl"],
+    "tune": ["--data", "good.csv", "--eval-data", "good.csv", "--model", "{tiny}", "--trials", "2", "--quiet"]
+    + ["--lr", "1e-3:1e-2", "--batch-size", "16,32"],  # a search space
+}
+
+# TrainConfig's refusals: train and compare both build one from their flags, so both give its messages.
+CONFIG_REFUSALS = [
+    (["--grad-accum", "0"], "--grad-accum 0: must be at least 1."),
+    (["--lr", "abc"], "--lr abc: give a number."),
+    (["--max-length", "4"], "--max-length 4: must be at least 8."),
+    (["--metric", "auc"], "--metric auc: unknown value"),
+    (["--recipe", "slow"], "--recipe slow: unknown recipe"),
+    (["--batch-size", "0"], "--batch-size 0: must be at least 1."),
+]
+
+# (command and arguments, how the error line starts after "bertsent COMMAND: error: ", then "..." before any
+# later part it holds); {root} is the folder _broken_inputs fills, {tiny} the untrained tiny model, {trained} the
+# trained one.
+REFUSALS = [
+    (["train", "--data", "missing.csv"], "missing.csv: no such file or folder"),
+    (["train", "--data", "good.csv", "--text-column", "review"], "good.csv: no column 'review' (columns: text, label)"),
+    (["train", "--data", "good.csv", "--label-column", "stars"], "good.csv: no column 'stars'"),
+    (["train", "--data", "empty.csv"], "empty.csv: the file is empty"),
+    (["train", "--data", "header.csv"], "header.csv: the file has no rows"),
+    (
+        ["train", "--data", "one-class.csv"],
+        "one-class.csv: every row has the label 'positive'; training needs at least two",
+    ),
+    (["train", "--data", "empty-text.csv"], "empty-text.csv: 1 row(s) have an empty or missing text or label (rows 1,"),
+    (["train", "--data", "no-label.csv"], "no-label.csv: 1 row(s) have an empty or missing text or label (rows 6,"),
+    (["train", "--data", "latin1.csv"], "latin1.csv: line 2 is not valid utf-8"),
+    (["train", "--data", "corrupt.tar.gz"], "corrupt.tar.gz: cannot read the archive"),
+    (["train", "--data", "truncated.tar.xz"], "truncated.tar.xz: cannot read the archive"),
+    (["train", "--data", "good.csv:train"], "good.csv:train: ':train' selects a split"),
+    (
+        ["train", "--data", "good.csv", "--eval-data", "three.csv"],
+        "three.csv: labels 'neutral' do not occur in the training",
+    ),
+    (
+        ["train", "--data", "good.csv", "--model", "{root}/no-weights"],
+        "{root}/no-weights: not a complete model folder, missing model weights",
+    ),
+    (["train", "--data", "good.csv", "--model", "{root}/absent-model"], "{root}/absent-model: no such model folder"),
+    (["train", "--data", "good.csv", "--model", "bert-base-uncased"], "model 'bert-base-uncased': not a local folder"),
+    (["train", "--data", "good.csv", "--out", "taken"], "taken: already exists. Pass --overwrite"),
+    (["train", "--data", "good.csv", "--epochs", "0"], "--epochs 0: must be at least 1"),
+    *(([command, *flags], message) for command in ("train", "compare") for flags, message in CONFIG_REFUSALS),
+    (["tune", "--lr", "1e-2:1e-3"], "--lr 1e-2:1e-3: the low end must be below the high end"),
+    (["tune", "--lr", "0:1e-3"], "--lr 0:1e-3: 0 must be above 0."),
+    (["tune", "--epochs", "1.5:3"], "--epochs 1.5:3: 1.5 is not a whole number"),
+    (["tune", "--batch-size", "16,big"], "--batch-size 16,big: not numbers"),
+    (["tune", "--warmup-ratio", "0:1"], "--warmup-ratio 0:1: 1 must be in [0, 1)."),
+    (["tune", "--attention-dropout", "0:0.1:0.2"], "--attention-dropout 0:0.1:0.2: Give LO:HI"),
+    (["tune", "--trials", "0"], "--trials 0: give a whole number of at least 1."),
+    (["tune", "--storage", "study.db"], "--storage study.db: cannot open it"),
+    (["evaluate", "{trained}", "--data", "three.csv"], "three.csv: labels 'neutral' are not among the model's classes"),
+    (["evaluate", "{trained}", "--data", "missing.csv"], "missing.csv: no such file or folder"),
+    (["evaluate", "{trained}", "--data", "latin1.csv"], "latin1.csv: line 2 is not valid utf-8...--encoding latin-1"),
+    (["evaluate", "{trained}", "--data", "corrupt.tar.gz"], "corrupt.tar.gz: cannot read the archive"),
+    (["evaluate", "{trained}", "--data", "good.csv", "--text-column", "body"], "good.csv: no column 'body'"),
+    (["evaluate", "{root}/absent-model", "--data", "good.csv"], "{root}/absent-model: no such model folder"),
+    (
+        ["evaluate", "{root}/no-tokenizer", "--data", "good.csv"],
+        "{root}/no-tokenizer: not a complete model folder, missing tokenizer files",
+    ),
+    (
+        ["evaluate", "{tiny}", "--data", "good.csv"],
+        "{tiny}: has no label names (id2label); it is not a trained classifier",
+    ),
+    (["predict", "{trained}"], "no texts to label"),
+    (["predict", "{trained}", "--file", "missing.csv"], "missing.csv: no such file or folder"),
+    (["predict", "{trained}", "--file", "good.csv", "--text-column", "body"], "good.csv: no column 'body'"),
+    (["predict", "{trained}", "--file", "empty.csv"], "empty.csv: the file is empty"),
+    (["predict", "{trained}", "--file", "latin1.csv"], "latin1.csv: line 2 is not valid utf-8"),
+    (["predict", "{root}/absent-model", "hello"], "{root}/absent-model: no such model folder"),
+    (
+        ["predict", "{root}/no-weights", "hello"],
+        "{root}/no-weights: not a complete model folder, missing model weights",
+    ),
+    (["predict", "bert-base-uncased", "hello"], "bert-base-uncased: no such model folder"),
 ]
 
 
-@pytest.mark.parametrize("args,message", TRAIN_ERRORS, ids=[" ".join(a) for a, _ in TRAIN_ERRORS])
-def test_train_user_errors(tiny_model_dir, trained, tmp_path, capsys, args, message):
+@pytest.mark.parametrize("row,message", REFUSALS, ids=[" ".join(row) for row, _ in REFUSALS])
+def test_the_command_line_refuses_in_one_line(tiny_model_dir, trained, tmp_path, capsys, monkeypatch, row, message):
+    """Every refusal: exit 2, one line that starts with what is wrong (and holds each part after a '...'), and
+    nothing written anywhere."""
     _broken_inputs(tmp_path, tiny_model_dir, trained)
-    argv = ["train", *(a.replace("{root}", str(tmp_path)) for a in args), "--quiet"]
-    for flag, value in (("--out", "out"), ("--model", str(tiny_model_dir)), ("--epochs", "1")):
-        if flag not in argv:
-            argv += [flag, value]
-    before = sorted(p.name for p in tmp_path.iterdir())
-    assert main(argv) == 2
-    line = one_line_error(capsys, "train")
-    assert message in line
-    assert sorted(p.name for p in tmp_path.iterdir()) == before  # no model folder, work folder or runs/
+    places = {"{root}": str(tmp_path), "{tiny}": str(tiny_model_dir), "{trained}": str(trained)}
+
+    def fill(text: str) -> str:
+        for placeholder, value in places.items():
+            text = text.replace(placeholder, value)
+        return text
+
+    command, *args = row
+    monkeypatch.setattr("sys.stdin", io.StringIO(""))  # predict given no texts reads them from stdin
+    before = sorted(tmp_path.rglob("*"))
+    assert main([fill(a) for a in (command, *BASE_ARGS[command], *args)]) == 2
+    start, *later = fill(message).split("...")
+    line = one_line_error(capsys, command)
+    assert re.match(".*".join(map(re.escape, (f"bertsent {command}: error: {start}", *later))), line), line
+    assert sorted(tmp_path.rglob("*")) == before  # no output file or folder, work folder or runs/
     assert (tmp_path / "taken" / "keep.txt").read_text() == "mine"
 
 
@@ -288,56 +364,6 @@ def test_latin1_file_reads_with_encoding(tiny_model_dir, trained, tmp_path, caps
     _broken_inputs(tmp_path, tiny_model_dir, trained)
     assert main(["evaluate", str(trained), "--data", "latin1.csv", "--encoding", "latin-1"]) == 0
     assert "40 examples" in capsys.readouterr().out
-
-
-EVALUATE_ERRORS = [
-    (["{trained}", "--data", "three.csv"], "three.csv: labels 'neutral' are not among the model's classes"),
-    (["{trained}", "--data", "missing.csv"], "missing.csv: no such file or folder"),
-    (["{trained}", "--data", "latin1.csv"], "--encoding latin-1"),
-    (["{trained}", "--data", "corrupt.tar.gz"], "cannot read the archive"),
-    (["{trained}", "--data", "good.csv", "--text-column", "body"], "no column 'body'"),
-    (["{root}/absent-model", "--data", "good.csv"], "absent-model: no such model folder"),
-    (["{root}/no-tokenizer", "--data", "good.csv"], "missing tokenizer files"),
-    (["{tiny}", "--data", "good.csv"], "not a trained classifier"),
-]
-
-
-@pytest.mark.parametrize("args,message", EVALUATE_ERRORS, ids=[" ".join(a) for a, _ in EVALUATE_ERRORS])
-def test_evaluate_user_errors(tiny_model_dir, trained, tmp_path, capsys, args, message):
-    _broken_inputs(tmp_path, tiny_model_dir, trained)
-    args = [
-        a.replace("{root}", str(tmp_path)).replace("{trained}", str(trained)).replace("{tiny}", str(tiny_model_dir))
-        for a in args
-    ]
-    assert main(["evaluate", *args, "--out", "metrics.json"]) == 2
-    assert message in one_line_error(capsys, "evaluate")
-    assert not (tmp_path / "metrics.json").exists()
-
-
-PREDICT_ERRORS = [
-    ([], "no texts to label"),
-    (["--file", "missing.csv"], "missing.csv: no such file or folder"),
-    (["--file", "good.csv", "--text-column", "body"], "no column 'body'"),
-    (["--file", "empty.csv"], "the file is empty"),
-    (["--file", "latin1.csv"], "not valid utf-8"),
-]
-
-
-@pytest.mark.parametrize("args,message", PREDICT_ERRORS, ids=[" ".join(a) or "nothing" for a, _ in PREDICT_ERRORS])
-def test_predict_user_errors(tiny_model_dir, trained, tmp_path, capsys, monkeypatch, args, message):
-    _broken_inputs(tmp_path, tiny_model_dir, trained)
-    monkeypatch.setattr("sys.stdin", io.StringIO(""))
-    assert main(["predict", str(trained), *args, "--out", "p.jsonl"]) == 2
-    assert message in one_line_error(capsys, "predict")
-    assert not (tmp_path / "p.jsonl").exists()
-
-
-@pytest.mark.parametrize("model", ["{root}/absent-model", "{root}/no-weights", "bert-base-uncased"])
-def test_predict_with_a_bad_model(tiny_model_dir, trained, tmp_path, capsys, model):
-    _broken_inputs(tmp_path, tiny_model_dir, trained)
-    assert main(["predict", model.replace("{root}", str(tmp_path)), "hello", "--out", "p.jsonl"]) == 2
-    one_line_error(capsys, "predict")
-    assert not (tmp_path / "p.jsonl").exists()
 
 
 def test_out_that_is_a_folder(trained, tmp_path, write_csv, capsys):

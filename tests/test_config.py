@@ -1,5 +1,6 @@
 """TrainConfig: every bad value refused when it is built (from Python and the command line alike), and
-resolved once into concrete settings."""
+resolved once into concrete settings (the command line's one-line refusals: rows of test_cli's
+test_the_command_line_refuses_in_one_line)."""
 
 from __future__ import annotations
 
@@ -9,12 +10,11 @@ import pytest
 
 import bertsent
 from bertsent.checks import flag
-from bertsent.cli import main
 from bertsent.cli.parser import build_parser, flag_options, training_settings
 from bertsent.data.sources import TextDataset
 from bertsent.training import TrainConfig
 
-from conftest import make_reviews, one_line_error
+from conftest import make_reviews
 
 FACTS = dict(parameters=22_000_000, max_positions=512, token_lengths=list(range(10, 110)), packing_supported=True)
 
@@ -88,24 +88,6 @@ def test_python_api_refuses_bad_settings_before_any_work(settings, message, tmp_
     texts, labels = make_reviews(20)
     with pytest.raises(bertsent.BertsentError, match=message):
         bertsent.train(TextDataset(texts, labels), out=tmp_path / "m", log=lambda *_: None, **settings)
-    assert list(tmp_path.iterdir()) == []
-
-
-@pytest.mark.parametrize(
-    "flags, message",
-    [
-        (["--grad-accum", "0"], "--grad-accum 0: must be at least 1."),
-        (["--lr", "abc"], "--lr abc: give a number."),
-        (["--max-length", "4"], "--max-length 4: must be at least 8."),
-        (["--metric", "auc"], "--metric auc: unknown value"),
-        (["--recipe", "slow"], "--recipe slow: unknown recipe"),
-        (["--batch-size", "0"], "--batch-size 0: must be at least 1."),
-    ],
-)
-def test_the_command_line_gives_the_configs_messages(flags, message, tmp_path, capsys):
-    for command in (["train"], ["compare", "--models", "minilm"]):
-        assert main([*command, *flags, "--out", str(tmp_path / "m"), "--quiet"]) == 2
-        assert one_line_error(capsys, command[0]).startswith(f"bertsent {command[0]}: error: {message}")
     assert list(tmp_path.iterdir()) == []
 
 

@@ -1,4 +1,5 @@
-"""`bertsent tune`: a study's outputs, pruning, resuming from SQLite, two processes on one storage, bad spaces."""
+"""`bertsent tune`: a study's outputs, pruning, resuming from SQLite, two processes on one storage, the space forms
+(a bad space's one-line refusal is a row of test_cli's test_the_command_line_refuses_in_one_line)."""
 
 from __future__ import annotations
 
@@ -174,25 +175,6 @@ def test_two_processes_share_one_storage(tiny_model_dir, write_csv, tmp_path):
     for name in ("a", "b"):  # both end with the whole study
         summary = json.loads((tmp_path / name / "tune.json").read_text())
         assert sum(r["state"] in ("complete", "pruned") for r in summary["trials"]) == 6
-
-
-@pytest.mark.parametrize(
-    "flags, expected",
-    [
-        (["--lr", "1e-2:1e-3"], "--lr 1e-2:1e-3: the low end must be below the high end"),
-        (["--lr", "0:1e-3"], "--lr 0:1e-3: 0 must be above 0."),
-        (["--epochs", "1.5:3"], "--epochs 1.5:3: 1.5 is not a whole number"),
-        (["--batch-size", "16,big"], "--batch-size 16,big: not numbers"),
-        (["--warmup-ratio", "0:1"], "--warmup-ratio 0:1: 1 must be in [0, 1)."),
-        (["--attention-dropout", "0:0.1:0.2"], "--attention-dropout 0:0.1:0.2: Give LO:HI"),
-        (["--trials", "0"], "--trials 0: give a whole number of at least 1."),
-        (["--storage", "study.db"], "--storage study.db: cannot open it"),
-    ],
-)
-def test_bad_spaces_are_refused_in_one_line(tiny_model_dir, toy_data, capsys, flags, expected):
-    assert main([*tune_args(tiny_model_dir, toy_data, "--trials", "2"), *flags]) == 2
-    assert expected in one_line_error(capsys, "tune")
-    assert not Path("runs").exists()  # refused before any work
 
 
 def test_space_forms():
