@@ -3,8 +3,10 @@ Ray.
 
 - `backends`: Where a trained model's logits come from: PyTorch, or the model exported to ONNX (fp32 or int8) and
   run by ONNX Runtime.
-- `export`: `bertsent export DIR`: the trained classifier as ONNX (fp32, and dynamically quantized int8 on request)
+- `export`: `bertsent export DIR`: the trained classifier as ONNX (fp32, and statically quantized int8 on request)
   in DIR/onnx/, for the onnx and onnx-int8 prediction backends.
+- `quantize`: Static int8 for an exported ONNX model: SmoothQuant, then ONNX Runtime's static quantization in QDQ
+  form.
 - `files`: Predictions for a file of any size: read (data.tables), scored and written a chunk at a time, in flat
   memory.
 - `predictor`: Predictions from a trained model folder: `bertsent.load(DIR).predict(texts)`.

@@ -1,16 +1,18 @@
 """`bertsent export DIR`: the trained classifier as ONNX (fp32, and statically quantized int8 on request) in
 DIR/onnx/, for the onnx and onnx-int8 prediction backends.
 
-The model is exported with torch.export (the "dynamo" exporter), or with the TorchScript tracer when that
-fails, with the batch and sequence axes left dynamic. Every exported file is checked against PyTorch on texts
+The model is exported by the TorchScript tracer (ONNX Runtime's transformer optimizer fuses attention in its
+graph), or by torch.export (the "dynamo" exporter) when that fails, with the batch and sequence axes left
+dynamic. Every exported file is checked against PyTorch on texts
 of varied lengths, padded in batches and alone; an fp32 model that disagrees is not kept. With labeled data,
 each model's accuracy is measured and its temperature refitted (onnx/export.json), and an int8 model that
 loses more than `max_drop` accuracy points against PyTorch is deleted.
 
-int8 is static quantization: the activations' ranges are measured once, here, on calibration texts (the
---data given, else the sample of training texts `bertsent train` keeps in the folder), so a text's
-probabilities do not depend on the texts batched with it. (Dynamic quantization picks each activation's scale
-from the whole batch tensor at run time: a text's answer moved with its neighbours, onnxruntime #10111.)
+int8 is static quantization (prediction/quantize.py): the activations' ranges are measured once, here, on
+calibration texts (the --data given, else the sample of training texts `bertsent train` keeps in the folder),
+so a text's probabilities do not depend on the texts batched with it. (Dynamic quantization picks each
+activation's scale from the whole batch tensor at run time: a text's answer moved with its neighbours,
+onnxruntime #10111.)
 """
 
 from __future__ import annotations
@@ -38,6 +40,7 @@ from bertsent.modeling.batching import Collator
 from bertsent.modeling.inference import predict_logits
 from bertsent.modeling.tokens import CUTS, encode
 from bertsent.prediction import backends
+from bertsent.prediction.quantize import QUANTIZATION, quantize_int8
 from bertsent.progress import progress_bar
 
 FP32 = backends.ONNX_FILES["onnx"]
@@ -55,20 +58,6 @@ FP32_TOLERANCE = 1e-3
 # Weights above this size go to an external-data file beside the model (ONNX's protobuf limit is 2 GiB).
 EXTERNAL_DATA_BYTES = 1536 << 20
 PARITY_DATA_ROWS = 16
-# Static int8: fixed activation ranges (batch-invariant); int8 weights per output channel; only the
-# matrix products with a constant weight (projections, feed-forward, classifier), so attention scores,
-# softmax and layer norms stay fp32. The feed-forward output products stay fp32 too: GELU's outputs range
-# too wide for 8 bits (on a fine-tuned MiniLM, quantizing them cost 2.1 accuracy points, keeping them 0.2).
-QUANTIZATION = {
-    "method": "onnxruntime.quantization.quantize_static",
-    "format": "QOperator",
-    "ops": "MatMul and Gemm with constant weights, but those fed by GELU; embedding tables",
-    "weights": "QInt8",
-    "per_channel": True,
-    "activations": "QUInt8",
-    "calibration": "MinMax",
-}
-QUANTIZED_OPS = ("MatMul", "Gemm", "Gather", "EmbedLayerNormalization")
 CALIBRATION_TEXTS = hub.CALIBRATION_TEXTS  # texts the activation ranges are measured on, at most
 # Fewest labeled rows export --data takes: fewer cannot fit a temperature (nor measure accuracy) sensibly.
 MIN_DATA_ROWS = 20
@@ -422,7 +411,6 @@ class _Job:
     def quantize(self, source: Path, path: Path, exporter: str, calibration: dict) -> dict:
         """The fp32 model at `source` (exported by `exporter`) statically quantized to int8, its activation
         ranges measured on `calibration`'s texts (each alone, unpadded: the ranges of real tokens only)."""
-        from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
         from onnxruntime.quantization.shape_inference import quant_pre_process
 
         started = time.perf_counter()
@@ -455,29 +443,15 @@ class _Job:
             except Exception as exc:  # noqa: BLE001 - a preparation failure only leaves the graph as exported
                 self.log(f"{INT8}: pre-processing skipped ({first_line(exc, named=True)})")
                 prepared = source
-            with progress_bar(len(ids), "int8 calibration", self.progress, unit="texts") as advance, _quiet():
-                try:
-                    quantize_static(
-                        str(prepared),
-                        str(path),
-                        _CalibrationReader(ids, advance),
-                        quant_format=QuantFormat.QOperator,
-                        op_types_to_quantize=list(QUANTIZED_OPS),
-                        per_channel=True,
-                        activation_type=QuantType.QUInt8,
-                        weight_type=QuantType.QInt8,
-                        calibrate_method=getattr(CalibrationMethod, str(QUANTIZATION["calibration"])),
-                        use_external_data_format=external,
-                        nodes_to_exclude=_fed_by_gelu(prepared),
-                        # Attention's two products of activations stay fp32: their ranges vary most per text.
-                        extra_options={"MatMulConstBOnly": True},
-                    )
-                except Exception as exc:  # noqa: BLE001 - ONNX Runtime's quantizer raises many kinds
-                    raise BertsentError(
-                        f"{self.folder} ({self.model_type}): int8 quantization failed "
-                        f"({first_line(exc, named=True)}). "
-                        f"Export without --int8 for the fp32 model."
-                    ) from None
+            try:
+                with _quiet():
+                    quantize_int8(prepared, path, ids, external=external, progress=self.progress)
+            except Exception as exc:  # noqa: BLE001 - ONNX Runtime's quantizer raises many kinds
+                raise BertsentError(
+                    f"{self.folder} ({self.model_type}): int8 quantization failed "
+                    f"({first_line(exc, named=True)}). "
+                    f"Export without --int8 for the fp32 model."
+                ) from None
         seconds = round(time.perf_counter() - started, 2)
         self.log(
             f"{INT8}: static int8 quantization calibrated on {len(ids)} texts of {calibration['source']}, "
@@ -521,48 +495,6 @@ class _Job:
                 del entries[INT8]["temperature"]
                 self.log(reason)
         return {"data": dataset.name, "n": len(ids), "accuracy": accuracies, "max_drop": max_drop}
-
-
-class _CalibrationReader:
-    """Calibration inputs for ONNX Runtime's quantizer: one text at a time, so no padding enters the ranges."""
-
-    def __init__(self, ids: list[list[int]], advance=None):
-        self.ids = ids
-        self.advance = advance
-        self.rewind()
-
-    def get_next(self) -> dict | None:
-        x = next(self._next, None)
-        if x is None:
-            return None
-        if self.advance is not None:
-            self.advance(1)
-        tokens = np.array([x], dtype=np.int64)
-        return {"input_ids": tokens, "attention_mask": np.ones_like(tokens)}
-
-    def rewind(self) -> None:
-        self._next = iter(self.ids)
-
-
-GELU_OPS = {"Gelu", "BiasGelu", "FastGelu", "QuickGelu"}
-
-
-def _fed_by_gelu(path: Path) -> list[str]:
-    """The matrix products whose input is a GELU's output: fused, or at most three ops after an Erf or Tanh."""
-    import onnx
-
-    graph = onnx.load(str(path), load_external_data=False).graph
-    producer = {out: node for node in graph.node for out in node.output}
-
-    def gelu(tensor: str, depth: int = 4) -> bool:
-        node = producer.get(tensor)
-        if node is None or depth == 0:
-            return False
-        if node.op_type in GELU_OPS or node.op_type in ("Erf", "Tanh"):
-            return True
-        return node.op_type in ("Mul", "Add", "Div") and any(gelu(i, depth - 1) for i in node.input)
-
-    return [n.name for n in graph.node if n.op_type in ("MatMul", "Gemm") and n.input and gelu(n.input[0])]
 
 
 def _accuracy(logits: np.ndarray, y: np.ndarray) -> float:
