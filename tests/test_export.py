@@ -475,5 +475,10 @@ def test_export_command_prints_what_it_wrote_and_evaluate_runs_the_export(traine
     )
     metrics = json.loads((tmp_path / "m.json").read_text())
     assert metrics["model"]["backend"] == "onnx" and metrics["accuracy"] >= 0.9
+    assert "rows/s" in capsys.readouterr().err  # evaluate's progress bar ...
+    assert main(["export", str(folder), "--int8", "--data", str(data), "--max-drop", "100", "--quiet"]) == 0
+    assert main(["evaluate", str(folder), "--data", str(data), "--backend", "onnx-int8", "--quiet"]) == 0
+    err = capsys.readouterr().err  # ... and none with --quiet: the log lines alone
+    assert "parity with PyTorch" in err and "int8 calibration" not in err and "rows/s" not in err
     assert main(["export", str(folder), "--max-drop", "nan"]) == 2
     assert "--max-drop nan" in capsys.readouterr().err

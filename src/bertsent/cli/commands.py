@@ -146,7 +146,7 @@ def cmd_evaluate(args) -> int:
     _check_prediction_flags(args, "metrics.json")
     options = given(args, "out", "report", "batch_size", "neutral_band", "baseline", "train_data")
     options |= _reading(args) | prediction_settings(args)
-    metrics = api.evaluate(args.model_dir, args.data, progress=True, **options)
+    metrics = api.evaluate(args.model_dir, args.data, progress=not args.quiet, **options)
     print(f"{metrics['data']['source']}: {metrics['data']['rows']} examples")
     print(format_metrics(metrics))
     if args.out:
@@ -258,7 +258,7 @@ def cmd_export(args) -> int:
     from bertsent.prediction.export import export_onnx
 
     exporting = given(args, "int8", "data", "max_drop") | _columns(args) | _loading(args)
-    result = export_onnx(args.model_dir, log=say, **exporting)
+    result = export_onnx(args.model_dir, log=say, progress=not args.quiet, **exporting)
     print(format_export(result))
     return 0
 

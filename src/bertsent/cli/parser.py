@@ -97,6 +97,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="--baseline tfidf: the model's training data (default: the source its folder records), read with the "
         "same columns and label map, split as training split it",
     )
+    add_quiet_flag(evaluate)
 
     predict = add_model_command(commands, "predict", help="label new texts")
     predict.add_argument("texts", nargs="*", metavar="TEXT", help="texts to label (or --file, or stdin)")
@@ -196,6 +197,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--max-drop", type=float, default=0.5, metavar="X", help="int8 kept if at most X accuracy points lower"
     )
     add_data_flags(export)
+    add_quiet_flag(export)
 
     models = commands.add_parser("models", help="models usable offline on this machine")
     models.add_argument("--json", action="store_true", help="print JSON")
