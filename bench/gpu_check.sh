@@ -24,7 +24,7 @@
 #   mkdir -p /tmp/mc/gpu && ln -sfn /work/shared/data /tmp/mc/data
 #   sed 's#"$root/.git/info/exclude"#/dev/null#g' /work/shared/gpu/make_carry.sh > /tmp/mc/gpu/make_carry.sh
 #   bash /tmp/mc/gpu/make_carry.sh
-# Call 1 carries 46.1 + 18.7 MB with the 1.3 MB tree: 63.0 MiB of 64, so keep the tree small.
+# Call 1 carries 46.1 + 18.7 MB with the tree (1.8 MB on 2026-12-04: about 63.5 MiB of 64), so keep the tree small.
 # Then, one call each, back to back:
 #   1. carry [.gpu/minilm16, .gpu/aclImdb_v1_labeled.tar.xz]        bash bench/gpu_check.sh minilm
 #   2. carry [.gpu/mpnet.sha256, .gpu/mpnet.part01]                  bash bench/gpu_check.sh trainer
