@@ -117,3 +117,23 @@ def test_the_server_answers_each_client_as_if_alone_under_32_concurrent_clients(
             got = {row["label"]: row["score"] for row in scored}
             worst = max(worst, float(np.abs(np.array([got[c] for c in classes]) - alone[text]).max()))
     assert worst <= TOLERANCE, f"a client's answer moved by {worst:.2g} with the other clients' texts"
+
+
+def test_onnx_threads_spin_unless_told_not_to_and_the_server_tells_them(int8_folder):
+    """ONNX Runtime's threads spin between operations (fastest alone); the server's sleep instead, leaving the
+    cores to its event loop."""
+    from bertsent.serving.limits import Limits
+    from bertsent.serving.service import Service
+
+    def spinning(model) -> str:
+        options = model.backend.session.get_session_options()
+        try:
+            return options.get_session_config_entry("session.intra_op.allow_spinning")
+        except RuntimeError:  # not set: ONNX Runtime's default, spinning
+            return "1"
+
+    assert spinning(bertsent.load(int8_folder, backend="onnx-int8")) == "1"
+    assert spinning(bertsent.load(int8_folder, backend="onnx-int8", spinning=False)) == "0"
+    served = Service(int8_folder, Limits(), None, {"backend": "onnx-int8"})._open()
+    assert spinning(served) == "0"
+    assert served.predict_proba(["fine"]) == pytest.approx(bertsent.load(int8_folder).predict_proba(["fine"]))

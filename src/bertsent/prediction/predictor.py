@@ -58,6 +58,7 @@ class SentimentModel:
         stride: int | None = None,
         backend: str = "auto",
         threads: int | None = None,
+        spinning: bool = True,
         folder: str | os.PathLike | None = None,
         allow_pickle: bool = False,
         trust_remote_code: bool = False,
@@ -96,7 +97,7 @@ class SentimentModel:
         self.backend_name = _resolved_backend(backend, self.folder, device)
         if threads is not None:
             threads = whole("threads", threads, 1, rule=_WHOLE.format(1))
-        self.backend = self._open_backend(threads)
+        self.backend = self._open_backend(threads, spinning)
         exported = backends.onnx_temperature(self.folder, self.backend_name) if self.folder else None
         self.temperature = float(exported or self.metadata.get("temperature", 1.0))
 
@@ -128,12 +129,12 @@ class SentimentModel:
         usable = isinstance(stride, int) and not isinstance(stride, bool) and 1 <= stride <= self.max_length
         return stride if usable else None
 
-    def _open_backend(self, threads: int | None):
+    def _open_backend(self, threads: int | None, spinning: bool):
         if self.backend_name == "torch":
             return backends.TorchBackend(self.model, self.collator, self.device, self.batch_size, threads)
         assert self.folder is not None  # an ONNX backend is picked from a folder's files
         return backends.OnnxBackend(
-            backends.onnx_path(self.folder, self.backend_name), self.collator, self.batch_size, threads
+            backends.onnx_path(self.folder, self.backend_name), self.collator, self.batch_size, threads, spinning
         )
 
     @property
@@ -287,7 +288,9 @@ def load(model_dir: str | os.PathLike, **kwargs: Any) -> SentimentModel:
     """Load a model folder written by `bertsent train` (or any HF sequence-classification folder).
 
     Keywords: backend (auto|torch|onnx|onnx-int8), device, batch_size, max_length, truncation
-    (head|tail|head+tail|windows; `long` is its deprecated old name), stride, neutral_band, threads;
+    (head|tail|head+tail|windows; `long` is its deprecated old name), stride, neutral_band, threads, spinning
+    (ONNX Runtime's threads wait busily between operations: fastest when nothing else runs; `bertsent serve`
+    turns it off, as its event loop shares the cores);
     allow_pickle (load pytorch_model.bin when the folder has no safetensors weights: a crafted file can run
     code), trust_remote_code (run Python code shipped with the model)."""
     return SentimentModel.load(model_dir, **kwargs)

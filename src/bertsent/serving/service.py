@@ -74,6 +74,7 @@ class Service:
         if callable(self.model_dir):
             return self.model_dir()
         options = dict(self.load_options)
+        options.setdefault("spinning", False)  # ONNX Runtime's threads leave the cores to the event loop
         if options.get("batch_size") is None:
             options["batch_size"] = serving_batch_size(
                 self.model_dir, options.get("backend", "auto"), options.get("device")
