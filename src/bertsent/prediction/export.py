@@ -3,10 +3,10 @@ DIR/onnx/, for the onnx and onnx-int8 prediction backends.
 
 The model is exported by the TorchScript tracer (ONNX Runtime's transformer optimizer fuses attention in its
 graph), or by torch.export (the "dynamo" exporter) when that fails, with the batch and sequence axes left
-dynamic. Every exported file is checked against PyTorch on texts
-of varied lengths, padded in batches and alone; an fp32 model that disagrees is not kept. With labeled data,
-each model's accuracy is measured and its temperature refitted (onnx/export.json), and an int8 model that
-loses more than `max_drop` accuracy points against PyTorch is deleted.
+dynamic. Every exported file is checked against PyTorch on texts of varied lengths, padded in batches and
+alone; an fp32 model that disagrees is not kept. With labeled data, each model's accuracy is measured and its
+temperature refitted (onnx/export.json), and an int8 model that loses more than `max_drop` accuracy points
+against PyTorch is deleted.
 
 int8 is static quantization (prediction/quantize.py): the activations' ranges are measured once, here, on
 calibration texts (the --data given, else the sample of training texts `bertsent train` keeps in the folder),
